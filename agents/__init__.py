@@ -1,0 +1,1 @@
+"""The two agents of a conversation (user simulator, assistant) and how a run drives them."""

@@ -1,0 +1,202 @@
+"""The user simulator and the assistant as actors: each keeps its own view of the history and
+asks its gateway to speak; they talk to each other over anyio memory streams."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
+from config.domain import Domain
+from config.run import BackendConfig
+from config.scenario import Scenario
+from engine.errors import TurnFailed
+from engine.gateway import Gateway
+from engine.types import ChatMessage, Completion, CompletionParams, SimulationHints, Speaker
+from store.rows import ConversationUpdate, MessageRow, StoreEvent, utc_now
+
+
+class Utterance(msgspec.Struct, frozen=True):
+    """One turn, sent from one actor to the other."""
+
+    turn_index: int
+    exchange: int
+    text: str
+    final: bool
+    end_reason: str | None = None
+
+
+class Spoken(msgspec.Struct, frozen=True):
+    """A turn as one actor remembers it: whether it said it itself, and the text."""
+
+    own: bool
+    text: str
+
+
+class Actor:
+    """What both sides share: identity, a gateway, a history of their own, the store sink."""
+
+    speaker: Speaker
+
+    def __init__(
+        self,
+        *,
+        domain: Domain,
+        scenario: Scenario,
+        run_id: str,
+        gateway: Gateway,
+        settings: BackendConfig,
+        sink: ObjectSendStream[StoreEvent],
+        history: list[Spoken],
+        on_turn: Callable[[Completion], None],
+    ) -> None:
+        self.domain = domain
+        self.scenario = scenario
+        self.run_id = run_id
+        self.gateway = gateway
+        self.settings = settings
+        self.sink = sink
+        self.history = history
+        self.on_turn = on_turn
+
+    async def speak(self, messages: list[ChatMessage], exchange: int, final: bool) -> Completion:
+        params = CompletionParams(
+            max_tokens=self.settings.max_tokens,
+            temperature=self.settings.temperature,
+            hints=SimulationHints(
+                speaker=self.speaker,
+                scenario=self.scenario,
+                exchange=exchange,
+                target_exchanges=self.scenario.target_turns,
+                final=final,
+            ),
+        )
+        completion = await self.gateway.complete(messages, params)
+        self.on_turn(completion)
+        return completion
+
+    def row(self, utterance: Utterance, role: str, completion: Completion) -> MessageRow:
+        return MessageRow(
+            conversation_id=self.scenario.scenario_id,
+            turn_index=utterance.turn_index,
+            role=role,
+            content=utterance.text,
+            exchange=utterance.exchange,
+            final=utterance.final,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            latency_ms=completion.latency_s * 1000.0,
+            backend=completion.provider,
+            model=completion.model,
+            run_id=self.run_id,
+            created_at=utc_now(),
+        )
+
+    def view(self, system: str) -> list[ChatMessage]:
+        """The history as this actor sees it: own turns as `assistant`, the other's as `user`."""
+        messages = [ChatMessage("system", system)]
+        messages += [ChatMessage("assistant" if s.own else "user", s.text) for s in self.history]
+        return messages
+
+
+class UserSimulator(Actor):
+    """Plays the user: its topics, flaws and style come from the scenario's persona."""
+
+    speaker: Speaker = "user_sim"
+
+    async def run(
+        self,
+        replies: ObjectReceiveStream[Utterance],
+        to_assistant: ObjectSendStream[Utterance],
+        *,
+        next_turn: int,
+        awaiting_reply: bool,
+    ) -> None:
+        """Speak, wait for the reply, repeat until the target length or a goodbye."""
+        system = user_simulator_prompt(self.domain, self.scenario)
+        target = self.scenario.target_turns
+        async with to_assistant:
+            if awaiting_reply:
+                reply = await replies.receive()
+                self.history.append(Spoken(own=False, text=reply.text))
+                next_turn = reply.turn_index + 1
+            while next_turn // 2 < target:
+                exchange = next_turn // 2 + 1
+                utterance = await self._compose(system, next_turn, exchange, exchange == target)
+                await to_assistant.send(utterance)
+                reply = await replies.receive()
+                self.history.append(Spoken(own=False, text=reply.text))
+                next_turn = reply.turn_index + 1
+                if utterance.final:
+                    return
+
+    async def _compose(self, system: str, turn_index: int, exchange: int, last: bool) -> Utterance:
+        target = self.scenario.target_turns
+        marker = self.domain.info.ending.marker
+        completion = await self._ask(system, exchange, target, last)
+        text, said_goodbye = _strip_marker(completion.text, marker)
+        if said_goodbye and not text and not last:
+            # Only the marker: ask once more, this time for a closing message.
+            completion = await self._ask(system, exchange, target, True)
+            text, _ = _strip_marker(completion.text, marker)
+        if not text:
+            raise TurnFailed("empty_goodbye", "the user simulator ended with an empty message", 1)
+        final = last or said_goodbye
+        reason = ("target_reached" if last else "goodbye") if final else None
+        utterance = Utterance(turn_index, exchange, text, final, reason)
+        self.history.append(Spoken(own=True, text=text))
+        await self.sink.send(StoreEvent(message=self.row(utterance, "user", completion)))
+        return utterance
+
+    async def _ask(self, system: str, exchange: int, target: int, final: bool) -> Completion:
+        instruction = turn_instruction(self.domain, exchange, target, final)
+        messages = self.view(f"{system}\n\n{instruction}")
+        if not self.history:
+            messages.append(ChatMessage("user", instruction))
+        return await self.speak(messages, exchange, final)
+
+
+class Assistant(Actor):
+    """Plays the assistant: answers every user turn it receives."""
+
+    speaker: Speaker = "assistant"
+
+    async def run(
+        self, from_user: ObjectReceiveStream[Utterance], to_user: ObjectSendStream[Utterance]
+    ) -> None:
+        system = assistant_prompt(self.domain)
+        async with to_user:
+            async for utterance in from_user:
+                self.history.append(Spoken(own=False, text=utterance.text))
+                completion = await self.speak(
+                    self.view(system), utterance.exchange, utterance.final
+                )
+                reply = Utterance(
+                    utterance.turn_index + 1,
+                    utterance.exchange,
+                    completion.text,
+                    utterance.final,
+                    utterance.end_reason,
+                )
+                self.history.append(Spoken(own=True, text=reply.text))
+                row = self.row(reply, "assistant", completion)
+                update = None
+                if reply.final:
+                    update = ConversationUpdate(
+                        conversation_id=self.scenario.scenario_id,
+                        status="complete",
+                        run_id=self.run_id,
+                        at=row.created_at,
+                        end_reason=reply.end_reason,
+                        num_messages=reply.turn_index + 1,
+                    )
+                await self.sink.send(StoreEvent(message=row, update=update))
+                await to_user.send(reply)
+
+
+def _strip_marker(text: str, marker: str) -> tuple[str, bool]:
+    if marker and marker in text:
+        return text.replace(marker, "").strip(), True
+    return text.strip(), False

@@ -1,0 +1,148 @@
+"""One conversation: two actors wired together, resumed from whatever turns are stored."""
+
+from __future__ import annotations
+
+import anyio
+import msgspec
+from anyio.abc import ObjectSendStream
+
+from agents.actors import Assistant, Spoken, UserSimulator, Utterance
+from config.domain import Domain
+from config.run import Backends
+from engine.errors import TurnFailed
+from engine.gateway import Gateway
+from engine.progress import RunProgress
+from engine.types import Completion
+from store.plans import StoredMessage, UnfinishedConversation
+from store.rows import ConversationUpdate, ErrorRow, StoreEvent, utc_now
+
+
+class ConversationContext(msgspec.Struct, frozen=True):
+    """What every conversation of a run shares."""
+
+    domain: Domain
+    run_id: str
+    gateways: dict[str, Gateway]
+    backends: Backends
+    sink: ObjectSendStream[StoreEvent]
+    progress: RunProgress
+
+
+def _end_reason(message: StoredMessage, target: int) -> str:
+    return "target_reached" if message.turn_index // 2 + 1 >= target else "goodbye"
+
+
+async def run_conversation(job: UnfinishedConversation, context: ConversationContext) -> None:
+    """Play a conversation to its end; a failed turn records the conversation as failed."""
+    scenario = job.scenario
+    cid = scenario.scenario_id
+    stored = job.messages
+    progress = context.progress
+    progress.active += 1
+    try:
+        await context.sink.send(
+            StoreEvent(update=ConversationUpdate(cid, "running", context.run_id, utc_now()))
+        )
+        last = stored[-1] if stored else None
+        if (
+            last is not None
+            and last.role == "assistant"
+            and (last.final or len(stored) // 2 >= scenario.target_turns)
+        ):
+            await _mark_complete(
+                context, cid, len(stored), _end_reason(last, scenario.target_turns)
+            )
+            progress.done += 1
+            return
+        await _play(
+            job, context, pending=last if last is not None and last.role == "user" else None
+        )
+        progress.done += 1
+    except* Exception as group:  # a failed turn, or a bug: recorded, and the run goes on
+        await _mark_failed(context, cid, _first_cause(group))
+        progress.failed += 1
+    finally:
+        progress.active -= 1
+
+
+async def _play(
+    job: UnfinishedConversation, context: ConversationContext, pending: StoredMessage | None
+) -> None:
+    scenario = job.scenario
+    answered = job.messages[:-1] if pending is not None else job.messages
+
+    def on_turn(completion: Completion) -> None:
+        context.progress.record_turn(completion.prompt_tokens + completion.completion_tokens)
+
+    common = {
+        "domain": context.domain,
+        "scenario": scenario,
+        "run_id": context.run_id,
+        "sink": context.sink,
+        "on_turn": on_turn,
+    }
+    user = UserSimulator(
+        gateway=context.gateways["user_sim"],
+        settings=context.backends.user_sim,
+        history=[Spoken(own=m.role == "user", text=m.content) for m in job.messages],
+        **common,
+    )
+    assistant = Assistant(
+        gateway=context.gateways["assistant"],
+        settings=context.backends.assistant,
+        history=[Spoken(own=m.role == "assistant", text=m.content) for m in answered],
+        **common,
+    )
+    to_assistant, assistant_inbox = anyio.create_memory_object_stream[Utterance](1)
+    to_user, user_inbox = anyio.create_memory_object_stream[Utterance](1)
+    async with assistant_inbox, user_inbox, anyio.create_task_group() as group:
+        if pending is not None:
+            exchange = pending.turn_index // 2 + 1
+            reason = _end_reason(pending, scenario.target_turns) if pending.final else None
+            await to_assistant.send(
+                Utterance(pending.turn_index, exchange, pending.content, pending.final, reason)
+            )
+        group.start_soon(assistant.run, assistant_inbox, to_user)
+        group.start_soon(
+            lambda: user.run(
+                user_inbox,
+                to_assistant,
+                next_turn=len(job.messages),
+                awaiting_reply=pending is not None,
+            )
+        )
+
+
+async def _mark_complete(
+    context: ConversationContext, cid: str, messages: int, reason: str
+) -> None:
+    update = ConversationUpdate(
+        cid, "complete", context.run_id, utc_now(), end_reason=reason, num_messages=messages
+    )
+    await context.sink.send(StoreEvent(update=update))
+
+
+def _first_cause(group: BaseExceptionGroup) -> BaseException:
+    """The failure to record: a failed turn if there is one, else the first error."""
+    errors = list(_leaves(group))
+    return next((e for e in errors if isinstance(e, TurnFailed)), errors[0])
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+async def _mark_failed(context: ConversationContext, cid: str, error: BaseException) -> None:
+    kind = error.kind if isinstance(error, TurnFailed) else f"internal:{type(error).__name__}"
+    message = str(error) or type(error).__name__
+    at = utc_now()
+    await context.sink.send(
+        StoreEvent(
+            update=ConversationUpdate(
+                cid, "failed", context.run_id, at, end_reason="error", error=message
+            ),
+            error=ErrorRow(context.run_id, cid, None, None, kind, message, at),
+        )
+    )

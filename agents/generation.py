@@ -1,0 +1,234 @@
+"""`rapport generate`: plan (if needed), then simulate every unfinished conversation."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from agents.conversation import ConversationContext, run_conversation
+from config import constants
+from config.domain import Domain
+from config.loader import load_domain
+from config.run import RunConfig, load_run_config
+from engine.factory import build_gateways
+from engine.gateway import Gateway
+from engine.plan import plan_id_for, sample_scenarios
+from engine.progress import RunProgress
+from engine.scheduler import run_bounded
+from store.database import Database
+from store.plans import (
+    PlanRecord,
+    RunRecord,
+    UnfinishedConversation,
+    finish_run,
+    load_unfinished,
+    save_plan,
+    save_scenarios,
+    start_run,
+    stored_scenario_count,
+)
+from store.rows import StoreEvent, utc_now
+from store.writer import StoreWriter
+
+VERSION = "0.1.0"
+
+
+class GenerateRequest(msgspec.Struct, frozen=True):
+    """The command line's arguments; None means "from the run config, else the default"."""
+
+    db: Path
+    count: int
+    seed: int | None = None
+    domain: Path | None = None
+    config: Path | None = None
+    max_active: int | None = None
+    turns: int | None = None
+
+
+class RunSummary(msgspec.Struct, frozen=True):
+    run_id: str
+    plan_id: str
+    count: int
+    complete: int
+    failed: int
+    pending: int
+    turns_written: int
+    elapsed_s: float
+    user_backend: str
+    assistant_backend: str
+
+
+class Generation(msgspec.Struct, frozen=True):
+    """A prepared run: everything validated, nothing called yet."""
+
+    request: GenerateRequest
+    settings: RunConfig
+    domain: Domain
+    gateways: dict[str, Gateway]
+    database: Database
+    plan_id: str
+
+
+def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> Generation:
+    """Validate config, keys and database before any work starts (errors are one line)."""
+    settings = load_run_config(request.config)
+    overrides = {
+        "seed": request.seed,
+        "max_active": request.max_active,
+        "turns": request.turns,
+        "domain": str(request.domain) if request.domain is not None else None,
+    }
+    settings = msgspec.structs.replace(
+        settings, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    domain = load_domain(Path(settings.domain) if settings.domain else None)
+    gateways = build_gateways(
+        settings.backends,
+        domain,
+        environ if environ is not None else dict(os.environ),
+        str(request.config or "run config"),
+    )
+    database = Database(request.db)
+    database.initialise()
+    return Generation(
+        request=request,
+        settings=settings,
+        domain=domain,
+        gateways=gateways,
+        database=database,
+        plan_id=plan_id_for(domain, settings.seed, settings.turns),
+    )
+
+
+def store_plan(generation: Generation) -> None:
+    """Sample and store every scenario up to `count` that is not stored yet, chunk by chunk."""
+    domain, settings, plan_id = generation.domain, generation.settings, generation.plan_id
+    now = utc_now()
+    plan = PlanRecord(
+        plan_id=plan_id,
+        domain=domain.name,
+        domain_fingerprint=domain.fingerprint(),
+        seed=settings.seed,
+        turns=settings.turns,
+        domain_snapshot=msgspec.json.encode(domain).decode(),
+        created_at=now,
+    )
+    generation.database.run_sync(lambda conn: save_plan(conn, plan))
+    chunk = constants.PLAN_CHUNK_SCENARIOS
+    for start in range(0, generation.request.count, chunk):
+        stop = min(start + chunk, generation.request.count)
+
+        def save_chunk(conn, start: int = start, stop: int = stop) -> None:
+            if stored_scenario_count(conn, plan_id, start, stop) == stop - start:
+                return
+            scenarios = list(
+                sample_scenarios(domain, plan_id, settings.seed, start, stop, settings.turns)
+            )
+            save_scenarios(conn, scenarios, now)
+
+        generation.database.run_sync(save_chunk)
+
+
+async def unfinished_jobs(generation: Generation) -> AsyncIterator[UnfinishedConversation]:
+    """Stream the conversations still to do, one chunk of the plan at a time."""
+    chunk = constants.PLAN_CHUNK_SCENARIOS
+    include_failed = generation.settings.retry_failed
+    for start in range(0, generation.request.count, chunk):
+        stop = min(start + chunk, generation.request.count)
+        jobs = await generation.database.run(
+            lambda conn, start=start, stop=stop: load_unfinished(
+                conn, generation.plan_id, start, stop, include_failed=include_failed
+            )
+        )
+        for job in jobs:
+            yield job
+
+
+def count_statuses(generation: Generation) -> dict[str, int]:
+    rows = generation.database.run_sync(
+        lambda conn: conn.execute(
+            "SELECT status, count(*) FROM conversations "
+            "WHERE plan_id = ? AND scenario_index < ? GROUP BY status",
+            [generation.plan_id, generation.request.count],
+        ).fetchall()
+    )
+    return {status: int(n) for status, n in rows}
+
+
+async def simulate(
+    generation: Generation,
+    progress: RunProgress,
+    display: Callable[[RunProgress], Awaitable[None]] | None = None,
+) -> RunSummary:
+    """Run every unfinished conversation of the plan through the actors, streaming to DuckDB."""
+    settings = generation.settings
+    run_id = uuid.uuid4().hex[:12]
+    labels = {role: gateway.label for role, gateway in generation.gateways.items()}
+    record = RunRecord(
+        run_id=run_id,
+        plan_id=generation.plan_id,
+        command="generate",
+        count=generation.request.count,
+        status="running",
+        started_at=utc_now(),
+        user_backend=labels["user_sim"],
+        assistant_backend=labels["assistant"],
+        settings=msgspec.json.encode(settings).decode(),
+        rapport_version=VERSION,
+    )
+    await generation.database.run(lambda conn: start_run(conn, record))
+    writer = StoreWriter(
+        generation.database,
+        flush_rows=settings.store.flush_rows,
+        flush_interval_s=settings.store.flush_interval_s,
+    )
+    send, receive = anyio.create_memory_object_stream[StoreEvent](constants.STORE_QUEUE_EVENTS)
+    context = ConversationContext(
+        domain=generation.domain,
+        run_id=run_id,
+        gateways=generation.gateways,
+        backends=settings.backends,
+        sink=send,
+        progress=progress,
+    )
+    status = "interrupted"
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(writer.run, receive)
+            async with send, anyio.create_task_group() as screen:
+                if display is not None:
+                    screen.start_soon(display, progress)
+                await _simulate_all(generation, context)
+                screen.cancel_scope.cancel()
+        status = "finished"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await generation.database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
+            for gateway in {id(g): g for g in generation.gateways.values()}.values():
+                await gateway.aclose()
+    counts = count_statuses(generation)
+    return RunSummary(
+        run_id=run_id,
+        plan_id=generation.plan_id,
+        count=generation.request.count,
+        complete=counts.get("complete", 0),
+        failed=counts.get("failed", 0),
+        pending=sum(n for s, n in counts.items() if s not in ("complete", "failed")),
+        turns_written=progress.turns,
+        elapsed_s=(utc_now() - record.started_at).total_seconds(),
+        user_backend=labels["user_sim"],
+        assistant_backend=labels["assistant"],
+    )
+
+
+async def _simulate_all(generation: Generation, context: ConversationContext) -> None:
+    await run_bounded(
+        unfinished_jobs(generation),
+        generation.settings.max_active,
+        lambda job: run_conversation(job, context),
+    )

@@ -1,0 +1,81 @@
+"""Prompts built from the domain config and the scenario."""
+
+from __future__ import annotations
+
+from config.domain import Domain
+from config.scenario import Scenario
+
+
+def describe_persona(scenario: Scenario) -> str:
+    persona = scenario.persona
+    lines = [f"Name: {persona.name}"]
+    lines += [
+        f"{name.replace('_', ' ').capitalize()}: {value}"
+        for name, value in persona.attributes.items()
+    ]
+    lines.append(f"Traits: {', '.join(persona.traits)}")
+    return "\n".join(lines)
+
+
+def describe_topics(scenario: Scenario) -> str:
+    return "\n".join(
+        f"- {t.category} / {t.subtopic.replace('_', ' ')} ({t.difficulty}): {t.description}"
+        for t in scenario.topics
+    )
+
+
+def describe_flaws(domain: Domain, scenario: Scenario) -> str:
+    if not scenario.flaws:
+        return "- none: you communicate fairly directly."
+    lines = []
+    for assignment in scenario.flaws:
+        flaw = domain.flaws.categories[assignment.category][assignment.name]
+        line = (
+            f"- {assignment.name.replace('_', ' ')} ({assignment.role}, in about "
+            f"{assignment.frequency:.0%} of your messages): {flaw.description}"
+        )
+        if flaw.notes:
+            line += f" How to play it: {flaw.notes}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def user_simulator_prompt(domain: Domain, scenario: Scenario) -> str:
+    persona = scenario.persona
+    low, high = persona.word_limit
+    return domain.prompts.user_simulator.format_map(
+        {
+            "domain": domain.info.description,
+            "persona": describe_persona(scenario),
+            "topics": describe_topics(scenario),
+            "flaws": describe_flaws(domain, scenario),
+            "writing_style": persona.writing_style.replace("_", " "),
+            "word_limit": f"{low}-{high} words",
+            "cooperation": ", ".join(
+                f"{mode.replace('_', ' ')} {share:.0%}"
+                for mode, share in persona.cooperation.items()
+            ),
+            "end_marker": domain.info.ending.marker,
+            "user_role": domain.info.roles.user,
+            "assistant_role": domain.info.roles.assistant,
+        }
+    )
+
+
+def turn_instruction(domain: Domain, exchange: int, target: int, final: bool) -> str:
+    instructions = domain.info.turn_instructions
+    template = instructions.closing if final else instructions.continuing
+    if exchange == 1 and not final:
+        template = instructions.opening
+    return template.format_map({"exchange": exchange, "target_exchanges": target})
+
+
+def assistant_prompt(domain: Domain) -> str:
+    return domain.prompts.assistant.format_map(
+        {
+            "domain": domain.info.description,
+            "user_role": domain.info.roles.user,
+            "assistant_role": domain.info.roles.assistant,
+            "system_prompt": domain.prompts.system_prompt,
+        }
+    )

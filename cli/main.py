@@ -1,0 +1,120 @@
+"""Entry point: `rapport generate | sql | stats`. Input errors print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+from rich.console import Console
+
+from agents.generation import GenerateRequest, prepare, simulate, store_plan
+from cli.progress_display import live_display
+from cli.render import OutputFormat, as_table, print_result
+from config.errors import RapportError
+from engine.progress import RunProgress
+from store.query import query
+from store.stats import corpus_stats
+
+INPUT_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130
+
+app = typer.Typer(
+    name="rapport",
+    help="Simulate, judge and train: domain description in, fine-tuned local chat model out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
+
+
+@app.command()
+def generate(
+    db: DbOption,
+    count: Annotated[int, typer.Option("--count", min=1, help="Conversations in the plan.")],
+    seed: Annotated[int | None, typer.Option("--seed", help="Plan seed (default 0).")] = None,
+    domain: Annotated[
+        Path | None, typer.Option("--domain", help="Domain folder (default: shipped therapy).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Run settings (RUN.yaml).")
+    ] = None,
+    max_active: Annotated[
+        int | None, typer.Option("--max-active", min=1, help="Conversations alive at once.")
+    ] = None,
+    turns: Annotated[
+        int | None,
+        typer.Option("--turns", min=1, help="Fix every conversation's length (exchanges)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
+) -> None:
+    """Plan (if this database has no plan for these settings) and simulate; re-running resumes."""
+    console = Console(stderr=True)
+    request = GenerateRequest(
+        db=db,
+        count=count,
+        seed=seed,
+        domain=domain,
+        config=config,
+        max_active=max_active,
+        turns=turns,
+    )
+    generation = prepare(request)
+    store_plan(generation)
+    progress = RunProgress(total=count)
+    progress.already_complete = 0
+    display = (
+        None if quiet or not console.is_terminal else live_display(console, generation.gateways)
+    )
+    summary = anyio.run(simulate, generation, progress, display)
+    out = Console()
+    out.print(
+        f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
+        f"complete · {summary.failed:,} failed · {summary.pending:,} pending · "
+        f"{summary.turns_written:,} turns in {summary.elapsed_s:,.1f}s"
+    )
+    out.print(f"user simulator: {summary.user_backend} · assistant: {summary.assistant_backend}")
+    if summary.failed:
+        out.print("failed conversations are retried when the same command runs again")
+
+
+@app.command()
+def sql(
+    db: DbOption,
+    statement: Annotated[str, typer.Argument(help="A read-only query (SELECT / EXPLAIN).")],
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """Run a read-only SQL query over the corpus; writes are refused."""
+    if output not in ("table", "csv", "json"):
+        raise RapportError(f"--format must be table, csv or json, not {output!r}")
+    fmt: OutputFormat = output  # type: ignore[assignment]
+    print_result(query(db, statement), fmt, Console())
+
+
+@app.command()
+def stats(db: DbOption) -> None:
+    """Corpus overview: conversations by status, length and token distributions, by topic,
+    flaw and backend."""
+    console = Console()
+    for section in corpus_stats(db):
+        console.print(as_table(section.result, title=section.title))
+
+
+def run() -> None:
+    """Console-script entry: one line and a non-zero exit for bad input, never a traceback."""
+    try:
+        app()
+    except RapportError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(INPUT_ERROR_EXIT)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: run the same command again to resume")
+        sys.exit(INTERRUPTED_EXIT)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,68 @@
+"""The live progress display of `rapport generate`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import anyio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from config.constants import PROGRESS_REFRESH_PER_S
+from engine.gateway import Gateway
+from engine.progress import RunProgress
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "…"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def progress_table(progress: RunProgress, gateways: Mapping[str, Gateway]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    now = time.monotonic()
+    table.add_row(
+        "conversations",
+        f"{progress.finished:,}/{progress.total:,} done · {progress.active:,} active · "
+        f"{progress.failed:,} failed",
+    )
+    table.add_row(
+        "throughput",
+        f"{progress.requests_window.per_minute(progress.started, now):,.0f} requests/min · "
+        f"{progress.tokens_window.per_minute(progress.started, now):,.0f} tokens/min · "
+        f"{progress.turns:,} turns",
+    )
+    for role, gateway in gateways.items():
+        stats = gateway.stats
+        table.add_row(
+            role,
+            f"{gateway.label} · {stats.requests:,} requests · {stats.retries:,} retries · "
+            f"{stats.rate_limited:,} rate-limited · {stats.failed:,} errors",
+        )
+    table.add_row(
+        "time", f"{_duration(now - progress.started)} elapsed · ETA {_duration(progress.eta_s())}"
+    )
+    return table
+
+
+def live_display(
+    console: Console, gateways: Mapping[str, Gateway]
+) -> Callable[[RunProgress], Awaitable[None]]:
+    """A coroutine for `simulate` that redraws the table until it is cancelled."""
+
+    async def display(progress: RunProgress) -> None:
+        with Live(progress_table(progress, gateways), console=console) as live:
+            try:
+                while True:
+                    live.update(progress_table(progress, gateways))
+                    await anyio.sleep(1 / PROGRESS_REFRESH_PER_S)
+            finally:
+                live.update(progress_table(progress, gateways))
+
+    return display

@@ -1,0 +1,1 @@
+"""Domain and run configuration: YAML and Markdown decoded into validated msgspec Structs."""

@@ -1,0 +1,28 @@
+"""Every tunable default in one place, with a name (never a literal buried in a loop)."""
+
+from __future__ import annotations
+
+WEIGHT_SUM_TOLERANCE = 1e-6
+
+# Scheduler and store.
+DEFAULT_MAX_ACTIVE = 256
+DEFAULT_SEED = 0
+STORE_FLUSH_ROWS = 5_000
+STORE_FLUSH_INTERVAL_S = 0.5
+STORE_QUEUE_EVENTS = 10_000
+STORE_LOCK_RETRY_S = 30.0
+PLAN_CHUNK_SCENARIOS = 2_000
+
+# Backends.
+DEFAULT_MAX_TOKENS = 512
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_RETRIES = 5
+RETRY_BACKOFF_MIN_S = 0.5
+RETRY_BACKOFF_MAX_S = 30.0
+CHARS_PER_TOKEN_ESTIMATE = 4.0
+RATE_BURST_SECONDS = 1.0
+
+# Progress display.
+PROGRESS_REFRESH_PER_S = 4
+RATE_WINDOW_S = 60.0

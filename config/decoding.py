@@ -1,0 +1,136 @@
+"""YAML files decoded into Structs, with every failure turned into a ConfigError naming the key."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import yaml
+
+from config.errors import ConfigError
+
+T = TypeVar("T")
+
+_PATH_IN_MESSAGE = re.compile(r" - at `(\$[^`]*)`$")
+_PATH_SEGMENT = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+|\.\.\.)\]")
+
+
+def read_yaml(path: Path, shown_as: str) -> Any:
+    """Parse a YAML file; a missing file or a syntax error is a ConfigError."""
+    if not path.is_file():
+        raise ConfigError(shown_as, None, "missing file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}" if mark is not None else "unknown line"
+        raise ConfigError(shown_as, where, f"invalid YAML: {error.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(shown_as, None, f"invalid YAML: {error}") from None
+
+
+def read_text(path: Path, shown_as: str) -> str:
+    """Read a text file (a prompt); a missing or empty file is a ConfigError."""
+    if not path.is_file():
+        raise ConfigError(shown_as, None, "missing file")
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ConfigError(shown_as, None, "file is empty")
+    return text
+
+
+def decode(data: Any, type_: type[T], shown_as: str) -> T:
+    """Convert parsed YAML into `type_`; unknown keys and wrong types name the offending key."""
+    if data is None:
+        data = {}
+    try:
+        return msgspec.convert(data, type=type_, strict=True)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        match = _PATH_IN_MESSAGE.search(message)
+        problem = message[: match.start()] if match else message
+        key = _readable_key(data, type_, match.group(1)) if match else None
+        raise ConfigError(shown_as, key, _plain(problem)) from None
+
+
+def load_file(path: Path, type_: type[T], shown_as: str) -> T:
+    """Read and decode one YAML file."""
+    return decode(read_yaml(path, shown_as), type_, shown_as)
+
+
+def _plain(problem: str) -> str:
+    problem = problem.replace("`", "")
+    return problem[0].lower() + problem[1:] if problem else problem
+
+
+def _readable_key(data: Any, type_: Any, path: str) -> str:
+    """Turn msgspec's `$.a[...].b` into `a.<actual key>.b`, finding the dict key that failed."""
+    parts: list[str] = []
+    for field, index in _PATH_SEGMENT.findall(path):
+        type_ = _unwrap(type_)
+        if field:
+            parts.append(field)
+            data = data.get(field) if isinstance(data, dict) else None
+            type_ = _field_type(type_, field)
+        elif index == "...":
+            value_type = _dict_value_type(type_)
+            bad_key = _first_invalid_key(data, value_type)
+            parts.append(str(bad_key))
+            data = data.get(bad_key) if isinstance(data, dict) else None
+            type_ = value_type
+        else:
+            position = int(index)
+            parts.append(f"[{position}]")
+            data = data[position] if isinstance(data, list) and position < len(data) else None
+            type_ = _item_type(type_, position)
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def _unwrap(type_: Any) -> Any:
+    while True:
+        origin = typing.get_origin(type_)
+        if origin is typing.Annotated:
+            type_ = typing.get_args(type_)[0]
+        elif origin in (typing.Union, types.UnionType):
+            options = [arg for arg in typing.get_args(type_) if arg is not type(None)]
+            type_ = options[0] if len(options) == 1 else Any
+        else:
+            return type_
+
+
+def _field_type(struct_type: Any, field: str) -> Any:
+    try:
+        return typing.get_type_hints(struct_type, include_extras=True)[field]
+    except (KeyError, TypeError):
+        return Any
+
+
+def _dict_value_type(type_: Any) -> Any:
+    args = typing.get_args(type_)
+    return args[1] if typing.get_origin(type_) is dict and len(args) == 2 else Any
+
+
+def _item_type(type_: Any, position: int) -> Any:
+    args = typing.get_args(type_)
+    if not args:
+        return Any
+    if len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return args[position] if position < len(args) else args[0]
+
+
+def _first_invalid_key(data: Any, value_type: Any) -> Any:
+    if not isinstance(data, dict):
+        return "..."
+    for key, value in data.items():
+        if not isinstance(key, str):
+            return key
+        try:
+            msgspec.convert(value, type=value_type, strict=True)
+        except msgspec.ValidationError:
+            return key
+    return "..."

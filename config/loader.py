@@ -1,0 +1,67 @@
+"""Loads a domain folder into a validated Domain."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from config.decoding import load_file, read_text
+from config.domain import (
+    Domain,
+    DomainInfo,
+    Flaws,
+    Personas,
+    Prompts,
+    Rubric,
+    SimulatorPhrases,
+    Topics,
+)
+from config.errors import ConfigError
+from config.validation import problems
+
+DEFAULT_DOMAIN = "therapy"
+
+_PARTS = {
+    "info": ("domain.yaml", DomainInfo),
+    "topics": ("topics.yaml", Topics),
+    "flaws": ("flaws.yaml", Flaws),
+    "personas": ("personas.yaml", Personas),
+    "rubric": ("rubric.yaml", Rubric),
+    "simulator": ("simulator.yaml", SimulatorPhrases),
+}
+_PROMPTS = ("user_simulator", "assistant", "judge", "system_prompt")
+
+
+def shipped_domain_dir(name: str = DEFAULT_DOMAIN) -> Path:
+    """The folder of a domain shipped inside the package."""
+    return Path(str(resources.files("config") / "domains" / name))
+
+
+def domain_files(directory: Path) -> dict[str, str]:
+    """Which file each part of a domain comes from, as shown in error messages."""
+    files = {part: str(directory / filename) for part, (filename, _) in _PARTS.items()}
+    files |= {f"prompt:{name}": str(directory / "prompts" / f"{name}.md") for name in _PROMPTS}
+    return files
+
+
+def load_domain(directory: Path | None = None) -> Domain:
+    """Load and validate a domain folder (the shipped therapy domain by default)."""
+    directory = directory if directory is not None else shipped_domain_dir()
+    if not directory.is_dir():
+        raise ConfigError(str(directory), None, "domain folder not found")
+    files = domain_files(directory)
+    parts = {
+        part: load_file(Path(files[part]), type_, files[part])
+        for part, (_, type_) in _PARTS.items()
+    }
+    prompts = Prompts(
+        **{
+            name: read_text(Path(files[f"prompt:{name}"]), files[f"prompt:{name}"])
+            for name in _PROMPTS
+        }
+    )
+    domain = Domain(prompts=prompts, **parts)
+    found = problems(domain, files)
+    if found:
+        raise found[0]
+    return domain

@@ -1,0 +1,91 @@
+"""Run settings (RUN.yaml): which backend plays each role, limits, and engine knobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from config import constants
+from config.decoding import decode, read_yaml
+from config.errors import ConfigError
+
+Provider = Literal["simulated", "openai"]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+_SECRET_KEYS = frozenset({"api_key", "apikey", "token", "secret", "password"})
+
+
+class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One role's backend. API keys are never here: `api_key_env` names the variable."""
+
+    provider: Provider = "simulated"
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str | None = None
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    max_tokens: PositiveInt = constants.DEFAULT_MAX_TOKENS
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = constants.DEFAULT_TEMPERATURE
+    timeout_s: PositiveFloat = constants.DEFAULT_TIMEOUT_S
+    max_retries: Annotated[int, msgspec.Meta(ge=0)] = constants.DEFAULT_MAX_RETRIES
+    latency_ms: NonNegativeFloat = 0.0
+
+
+class Backends(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The backend of each role; roles left out use the simulated backend."""
+
+    user_sim: BackendConfig = BackendConfig()
+    assistant: BackendConfig = BackendConfig()
+
+
+class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How the single writer batches rows into transactions."""
+
+    flush_rows: PositiveInt = constants.STORE_FLUSH_ROWS
+    flush_interval_s: PositiveFloat = constants.STORE_FLUSH_INTERVAL_S
+
+
+class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Everything `rapport generate` reads from RUN.yaml; command-line flags override it."""
+
+    domain: str | None = None
+    seed: int = constants.DEFAULT_SEED
+    max_active: PositiveInt = constants.DEFAULT_MAX_ACTIVE
+    turns: PositiveInt | None = None
+    retry_failed: bool = True
+    backends: Backends = Backends()
+    store: StoreSettings = StoreSettings()
+
+
+def load_run_config(path: Path | None) -> RunConfig:
+    """Decode RUN.yaml (or the defaults when no file is given)."""
+    if path is None:
+        return RunConfig()
+    shown = str(path)
+    data = read_yaml(path, shown)
+    _refuse_inline_secrets(data, shown)
+    config = decode(data, RunConfig, shown)
+    if config.domain is not None and not Path(config.domain).is_absolute():
+        config = msgspec.structs.replace(
+            config, domain=str((path.parent / config.domain).resolve())
+        )
+    return config
+
+
+def _refuse_inline_secrets(data: object, shown: str) -> None:
+    backends = data.get("backends") if isinstance(data, dict) else None
+    if not isinstance(backends, dict):
+        return
+    for role, settings in backends.items():
+        if isinstance(settings, dict):
+            for key in settings:
+                if str(key).lower() in _SECRET_KEYS:
+                    raise ConfigError(
+                        shown,
+                        f"backends.{role}.{key}",
+                        "secrets come from the environment only: name the variable in api_key_env",
+                    )

@@ -1,0 +1,1 @@
+"""Async actor runtime: plan, backends, conversations as pairs of actors, the scheduler."""

@@ -1,0 +1,1 @@
+"""Concrete backends: thin adapters from the Backend interface to a provider."""

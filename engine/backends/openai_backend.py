@@ -1,0 +1,125 @@
+"""The `openai` backend: AsyncOpenAI against OpenAI or any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from email.utils import parsedate_to_datetime
+
+import openai
+from openai import AsyncOpenAI
+
+from config.constants import CHARS_PER_TOKEN_ESTIMATE
+from engine.backend import estimate_tokens
+from engine.errors import BackendError
+from engine.types import ChatMessage, Completion, CompletionParams
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The wait a provider asks for: `retry-after-ms`, else `retry-after` (seconds or a date)."""
+    if not headers:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUS or status >= 500
+
+
+class OpenAIBackend:
+    """Chat completions through the official SDK; the SDK's own retries are off (the gateway
+    retries, so that every caller shares one view of the provider's limits)."""
+
+    provider = "openai"
+    simulated = False
+
+    def __init__(self, *, model: str, api_key: str, base_url: str | None, timeout_s: float) -> None:
+        self.model = model
+        self._client = AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
+        )
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
+        started = time.perf_counter()
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(
+                model=self.model,
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                seed=params.seed,
+            )
+            response = raw.parse()
+        except openai.RateLimitError as error:
+            raise BackendError(
+                "rate_limited",
+                "provider answered 429",
+                retryable=True,
+                retry_after_s=retry_after_seconds(error.response.headers),
+            ) from error
+        except openai.APIStatusError as error:
+            raise BackendError(
+                f"http_{error.status_code}",
+                _short(error.message),
+                retryable=is_retryable_status(error.status_code),
+                retry_after_s=retry_after_seconds(error.response.headers),
+            ) from error
+        except openai.APITimeoutError as error:
+            raise BackendError("timeout", "request timed out", retryable=True) from error
+        except openai.APIConnectionError as error:
+            raise BackendError("connection", _short(str(error)), retryable=True) from error
+        except (openai.APIResponseValidationError, ValueError) as error:
+            raise BackendError("malformed", _short(str(error)), retryable=True) from error
+        latency = time.perf_counter() - started
+        if not response.choices:
+            raise BackendError("empty", "completion has no choices", retryable=True)
+        choice = response.choices[0]
+        text = (choice.message.content or "").strip() if choice.message else ""
+        if choice.finish_reason == "content_filter":
+            raise BackendError(
+                "content_filter", "provider filtered the completion", retryable=False
+            )
+        if not text:
+            raise BackendError("empty", "completion text is empty", retryable=True)
+        usage = response.usage
+        prompt_chars = sum(len(m.content) for m in messages)
+        return Completion(
+            text=text,
+            prompt_tokens=usage.prompt_tokens
+            if usage
+            else round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE),
+            completion_tokens=usage.completion_tokens
+            if usage
+            else estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+            latency_s=latency,
+            model=response.model or self.model,
+            provider=self.provider,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _short(message: str, limit: int = 300) -> str:
+    message = " ".join(str(message).split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -1,0 +1,62 @@
+"""The simulated backend: an offline, deterministic, seeded stand-in for an LLM."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+
+import anyio
+
+from config.constants import CHARS_PER_TOKEN_ESTIMATE
+from config.domain import Domain
+from engine.backend import estimate_tokens
+from engine.backends.simulated_text import write_assistant_turn, write_user_turn
+from engine.errors import BackendError
+from engine.seeding import derive_seed
+from engine.types import ChatMessage, Completion, CompletionParams
+
+SIMULATED_MODEL = "rapport-simulator"
+
+
+class SimulatedBackend:
+    """Writes turns from the scenario in the call's hints; the same hints give the same text.
+
+    Labelled as a simulator wherever it shows: provider `simulated`, model `rapport-simulator`.
+    """
+
+    provider = "simulated"
+    simulated = True
+
+    def __init__(self, domain: Domain, *, latency_ms: float = 0.0, model: str = "") -> None:
+        self.model = model or SIMULATED_MODEL
+        self._domain = domain
+        self._latency_s = latency_ms / 1000.0
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
+        hints = params.hints
+        if hints is None:
+            raise BackendError("bad_request", "the simulated backend needs hints", retryable=False)
+        started = time.perf_counter()
+        await anyio.sleep(self._latency_s)
+        rng = random.Random(derive_seed(hints.scenario.seed, hints.exchange, hints.speaker))
+        if hints.speaker == "user_sim":
+            text = write_user_turn(self._domain, hints.scenario, hints.exchange, hints.final, rng)
+        else:
+            last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+            text = write_assistant_turn(self._domain, hints.scenario, last_user, hints.final, rng)
+        prompt_chars = sum(len(m.content) for m in messages)
+        return Completion(
+            text=text,
+            prompt_tokens=max(1, round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE)),
+            completion_tokens=estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+            latency_s=time.perf_counter() - started,
+            model=self.model,
+            provider=self.provider,
+            finish_reason="stop",
+        )
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,24 @@
+"""Backend failures: retryable ones are retried by the gateway, the rest fail the turn."""
+
+from __future__ import annotations
+
+
+class BackendError(Exception):
+    """A backend call failed. `kind` is a short machine-readable label stored with the error."""
+
+    def __init__(
+        self, kind: str, message: str, *, retryable: bool, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class TurnFailed(Exception):
+    """A turn could not be produced after all retries; the conversation is recorded as failed."""
+
+    def __init__(self, kind: str, message: str, attempts: int) -> None:
+        super().__init__(f"{kind}: {message} (after {attempts} attempt{'s' * (attempts != 1)})")
+        self.kind = kind
+        self.attempts = attempts

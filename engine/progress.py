@@ -1,0 +1,69 @@
+"""Counters of a run: conversations done and active, turns, and per-minute rates."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import msgspec
+
+from config.constants import RATE_WINDOW_S
+
+
+class RateWindow:
+    """Sums over the last `window_s` seconds, kept in one-second buckets (constant memory)."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._buckets: deque[list[float]] = deque()
+
+    def add(self, amount: float, now: float | None = None) -> None:
+        second = int(now if now is not None else time.monotonic())
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += amount
+        else:
+            self._buckets.append([second, amount])
+        self._trim(second)
+
+    def per_minute(self, started: float, now: float | None = None) -> float:
+        now = now if now is not None else time.monotonic()
+        self._trim(int(now))
+        span = min(self._window_s, max(now - started, 1.0))
+        return sum(amount for _, amount in self._buckets) * 60.0 / span
+
+    def _trim(self, second: int) -> None:
+        while self._buckets and self._buckets[0][0] <= second - self._window_s:
+            self._buckets.popleft()
+
+
+class RunProgress(msgspec.Struct):
+    """What the progress display shows; updated by conversations on the event loop."""
+
+    total: int
+    already_complete: int = 0
+    done: int = 0
+    failed: int = 0
+    active: int = 0
+    turns: int = 0
+    tokens: int = 0
+    started: float = msgspec.field(default_factory=time.monotonic)
+    requests_window: RateWindow = msgspec.field(default_factory=RateWindow)
+    tokens_window: RateWindow = msgspec.field(default_factory=RateWindow)
+
+    def record_turn(self, tokens: int) -> None:
+        self.turns += 1
+        self.tokens += tokens
+        self.requests_window.add(1)
+        self.tokens_window.add(tokens)
+
+    @property
+    def finished(self) -> int:
+        return self.already_complete + self.done + self.failed
+
+    def eta_s(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        handled = self.done + self.failed
+        remaining = self.total - self.finished
+        if handled == 0 or elapsed <= 0:
+            return None
+        return remaining * elapsed / handled

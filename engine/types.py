@@ -1,0 +1,44 @@
+"""The messages that cross the backend boundary."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from config.scenario import Scenario
+
+Role = Literal["system", "user", "assistant"]
+Speaker = Literal["user_sim", "assistant"]
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    role: Role
+    content: str
+
+
+class SimulationHints(msgspec.Struct, frozen=True):
+    """What the simulated backend needs to write a plausible turn; real backends ignore it."""
+
+    speaker: Speaker
+    scenario: Scenario
+    exchange: int
+    target_exchanges: int
+    final: bool
+
+
+class CompletionParams(msgspec.Struct, frozen=True):
+    max_tokens: int
+    temperature: float
+    seed: int | None = None
+    hints: SimulationHints | None = None
+
+
+class Completion(msgspec.Struct, frozen=True):
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    model: str
+    provider: str
+    finish_reason: str | None = None

@@ -1,0 +1,204 @@
+"""Plans, scenarios and runs: what a run will do, stored before any model call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
+
+
+class PlanRecord(msgspec.Struct, frozen=True):
+    plan_id: str
+    domain: str
+    domain_fingerprint: str
+    seed: int
+    turns: int | None
+    domain_snapshot: str
+    created_at: datetime
+
+
+class RunRecord(msgspec.Struct, frozen=True):
+    run_id: str
+    plan_id: str
+    command: str
+    count: int
+    status: str
+    started_at: datetime
+    user_backend: str
+    assistant_backend: str
+    settings: str
+    rapport_version: str
+
+
+class StoredMessage(msgspec.Struct, frozen=True):
+    turn_index: int
+    role: str
+    content: str
+    final: bool
+
+
+class UnfinishedConversation(msgspec.Struct, frozen=True):
+    """A planned conversation that is not complete yet, with the turns already stored."""
+
+    scenario: Scenario
+    status: str
+    messages: tuple[StoredMessage, ...]
+
+
+def save_plan(conn: duckdb.DuckDBPyConnection, plan: PlanRecord) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO plans VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            plan.plan_id,
+            plan.domain,
+            plan.domain_fingerprint,
+            plan.seed,
+            plan.turns,
+            plan.domain_snapshot,
+            plan.created_at,
+        ],
+    )
+
+
+def stored_scenario_count(
+    conn: duckdb.DuckDBPyConnection, plan_id: str, start: int, stop: int
+) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM scenarios "
+        "WHERE plan_id = ? AND scenario_index >= ? AND scenario_index < ?",
+        [plan_id, start, stop],
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def save_scenarios(
+    conn: duckdb.DuckDBPyConnection, scenarios: Sequence[Scenario], created_at: datetime
+) -> None:
+    """Insert scenarios and their pending conversations in one transaction (idempotent)."""
+    encode = msgspec.json.encode
+    scenario_rows = pa.table(
+        {
+            "scenario_id": [s.scenario_id for s in scenarios],
+            "plan_id": [s.plan_id for s in scenarios],
+            "scenario_index": pa.array([s.index for s in scenarios], pa.int32()),
+            "seed": pa.array([s.seed for s in scenarios], pa.int64()),
+            "persona": [encode(s.persona).decode() for s in scenarios],
+            "topics": [encode(s.topics).decode() for s in scenarios],
+            "flaws": [encode(s.flaws).decode() for s in scenarios],
+            "topic_categories": [sorted({t.category for t in s.topics}) for s in scenarios],
+            "flaw_names": [[f.name for f in s.flaws] for s in scenarios],
+            "writing_style": [s.persona.writing_style for s in scenarios],
+            "target_turns": pa.array([s.target_turns for s in scenarios], pa.int32()),
+        }
+    )
+    conversation_rows = pa.table(
+        {
+            "conversation_id": [s.scenario_id for s in scenarios],
+            "scenario_id": [s.scenario_id for s in scenarios],
+            "plan_id": [s.plan_id for s in scenarios],
+            "scenario_index": pa.array([s.index for s in scenarios], pa.int32()),
+            "target_turns": pa.array([s.target_turns for s in scenarios], pa.int32()),
+            "status": ["pending"] * len(scenarios),
+            "created_at": pa.array([created_at] * len(scenarios), pa.timestamp("us")),
+        }
+    )
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.register("new_scenarios", scenario_rows)
+        conn.register("new_conversations", conversation_rows)
+        conn.execute("INSERT OR IGNORE INTO scenarios SELECT * FROM new_scenarios")
+        conn.execute(
+            "INSERT OR IGNORE INTO conversations (conversation_id, scenario_id, plan_id, "
+            "scenario_index, target_turns, status, created_at) "
+            "SELECT * FROM new_conversations"
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.unregister("new_scenarios")
+        conn.unregister("new_conversations")
+
+
+def load_unfinished(
+    conn: duckdb.DuckDBPyConnection, plan_id: str, start: int, stop: int, *, include_failed: bool
+) -> list[UnfinishedConversation]:
+    """Conversations of plan indices `start..stop-1` still to do, with their stored turns."""
+    statuses = ["pending", "running"] + (["failed"] if include_failed else [])
+    rows = conn.execute(
+        """
+        SELECT s.scenario_id, s.scenario_index, s.seed, s.persona, s.topics, s.flaws,
+               s.target_turns, c.status
+        FROM conversations c JOIN scenarios s USING (scenario_id)
+        WHERE c.plan_id = ? AND c.scenario_index >= ? AND c.scenario_index < ?
+          AND list_contains(?, c.status)
+        ORDER BY c.scenario_index
+        """,
+        [plan_id, start, stop, statuses],
+    ).fetchall()
+    if not rows:
+        return []
+    stored: dict[str, list[StoredMessage]] = {row[0]: [] for row in rows}
+    # A pending conversation has no turns: its 'running' mark is written before its first turn.
+    started = [row[0] for row in rows if row[7] != "pending"]
+    if started:
+        for conversation_id, turn_index, role, content, final in conn.execute(
+            """
+            SELECT conversation_id, turn_index, role, content, final FROM messages
+            WHERE conversation_id IN (SELECT unnest(?)) ORDER BY conversation_id, turn_index
+            """,
+            [started],
+        ).fetchall():
+            stored[conversation_id].append(StoredMessage(turn_index, role, content, final))
+    decode = msgspec.json.decode
+    return [
+        UnfinishedConversation(
+            scenario=Scenario(
+                scenario_id=scenario_id,
+                plan_id=plan_id,
+                index=index,
+                seed=seed,
+                persona=decode(persona, type=Persona),
+                topics=decode(topics, type=tuple[TopicSeed, ...]),
+                flaws=decode(flaws, type=tuple[FlawAssignment, ...]),
+                target_turns=target_turns,
+            ),
+            status=status,
+            messages=tuple(stored[scenario_id]),
+        )
+        for scenario_id, index, seed, persona, topics, flaws, target_turns, status in rows
+    ]
+
+
+def start_run(conn: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
+    conn.execute(
+        """
+        INSERT INTO runs (run_id, plan_id, command, count, status, started_at, user_backend,
+                          assistant_backend, settings, rapport_version)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        [
+            run.run_id,
+            run.plan_id,
+            run.command,
+            run.count,
+            run.status,
+            run.started_at,
+            run.user_backend,
+            run.assistant_backend,
+            run.settings,
+            run.rapport_version,
+        ],
+    )
+
+
+def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, status: str, at: datetime) -> None:
+    conn.execute(
+        "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, at, run_id]
+    )

@@ -1,0 +1,86 @@
+-- Rapport's tables. Primary keys make every write idempotent.
+CREATE TABLE IF NOT EXISTS meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS plans (
+    plan_id VARCHAR PRIMARY KEY,
+    domain VARCHAR NOT NULL,
+    domain_fingerprint VARCHAR NOT NULL,
+    seed BIGINT NOT NULL,
+    turns INTEGER,              -- fixed target length, NULL when drawn from the domain
+    domain_snapshot JSON,       -- the whole decoded domain, for provenance
+    created_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    plan_id VARCHAR NOT NULL,
+    command VARCHAR NOT NULL,
+    count INTEGER NOT NULL,
+    status VARCHAR NOT NULL,    -- running | finished | interrupted
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    user_backend VARCHAR,
+    assistant_backend VARCHAR,
+    settings JSON,              -- the run config, never with secrets
+    rapport_version VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS scenarios (
+    scenario_id VARCHAR PRIMARY KEY,
+    plan_id VARCHAR NOT NULL,
+    scenario_index INTEGER NOT NULL,
+    seed BIGINT NOT NULL,
+    persona JSON NOT NULL,
+    topics JSON NOT NULL,
+    flaws JSON NOT NULL,
+    topic_categories VARCHAR[] NOT NULL,
+    flaw_names VARCHAR[] NOT NULL,
+    writing_style VARCHAR NOT NULL,
+    target_turns INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS conversations (
+    conversation_id VARCHAR PRIMARY KEY,
+    scenario_id VARCHAR NOT NULL,
+    plan_id VARCHAR NOT NULL,
+    scenario_index INTEGER NOT NULL,
+    target_turns INTEGER NOT NULL,   -- in exchanges (one user message + one reply)
+    status VARCHAR NOT NULL,         -- pending | running | complete | failed
+    end_reason VARCHAR,              -- target_reached | goodbye | error
+    num_messages INTEGER NOT NULL DEFAULT 0,
+    run_id VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    started_at TIMESTAMP,
+    completed_at TIMESTAMP,
+    error VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id VARCHAR NOT NULL,
+    turn_index INTEGER NOT NULL,     -- 0-based and contiguous within a conversation
+    role VARCHAR NOT NULL,           -- user | assistant
+    content VARCHAR NOT NULL,
+    exchange INTEGER NOT NULL,       -- 1-based exchange number
+    final BOOLEAN NOT NULL,          -- the user's last message (target reached or goodbye)
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    latency_ms DOUBLE,
+    backend VARCHAR,
+    model VARCHAR,
+    run_id VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (conversation_id, turn_index)
+);
+
+CREATE TABLE IF NOT EXISTS errors (
+    run_id VARCHAR,
+    conversation_id VARCHAR,
+    turn_index INTEGER,
+    role VARCHAR,
+    kind VARCHAR NOT NULL,
+    message VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);

@@ -1,0 +1,59 @@
+"""The corpus overview behind `rapport stats`: named sections of SQL over the views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from store.query import QueryResult, query
+
+SECTIONS: tuple[tuple[str, str], ...] = (
+    (
+        "Conversations by status",
+        "SELECT status, conversations FROM status_counts ORDER BY conversations DESC",
+    ),
+    (
+        "Exchanges per conversation (complete)",
+        """
+        SELECT count(*) AS conversations, min(exchanges) AS min,
+               quantile_disc(exchanges, 0.5) AS p50, quantile_disc(exchanges, 0.9) AS p90,
+               max(exchanges) AS max, round(avg(exchanges), 1) AS mean,
+               sum(num_messages) AS messages
+        FROM conversation_overview WHERE status = 'complete'
+        """,
+    ),
+    (
+        "Tokens per conversation (complete)",
+        """
+        SELECT sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+               quantile_disc(completion_tokens, 0.5) AS p50_completion,
+               quantile_disc(completion_tokens, 0.9) AS p90_completion,
+               max(completion_tokens) AS max_completion
+        FROM conversation_overview WHERE status = 'complete'
+        """,
+    ),
+    (
+        "By topic category",
+        "SELECT * FROM by_topic ORDER BY conversations DESC",
+    ),
+    ("By flaw", "SELECT * FROM by_flaw ORDER BY conversations DESC"),
+    (
+        "By backend",
+        "SELECT * FROM backend_usage ORDER BY role, backend, model",
+    ),
+    (
+        "Errors by kind",
+        "SELECT kind, count(*) AS errors, any_value(message) AS example FROM errors "
+        "GROUP BY kind ORDER BY errors DESC",
+    ),
+)
+
+
+class Section(msgspec.Struct, frozen=True):
+    title: str
+    result: QueryResult
+
+
+def corpus_stats(path: Path) -> list[Section]:
+    return [Section(title, query(path, sql)) for title, sql in SECTIONS]
