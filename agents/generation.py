@@ -27,12 +27,14 @@ from store.plans import (
     UnfinishedConversation,
     finish_run,
     load_unfinished,
+    mark_abandoned_runs,
     save_plan,
     save_scenarios,
     start_run,
     stored_scenario_count,
 )
 from store.rows import StoreEvent, utc_now
+from store.run_lock import exclusive_run
 from store.writer import StoreWriter
 
 VERSION = "0.1.0"
@@ -232,3 +234,19 @@ async def _simulate_all(generation: Generation, context: ConversationContext) ->
         generation.settings.max_active,
         lambda job: run_conversation(job, context),
     )
+
+
+def generate(
+    request: GenerateRequest,
+    *,
+    environ: dict[str, str] | None = None,
+    display: Callable[[Generation], Callable[[RunProgress], Awaitable[None]] | None] | None = None,
+) -> RunSummary:
+    """The whole command: validate, store the plan, simulate. Safe to re-run: it resumes."""
+    generation = prepare(request, environ)
+    with exclusive_run(request.db):
+        generation.database.run_sync(mark_abandoned_runs)
+        store_plan(generation)
+        progress = RunProgress(total=request.count)
+        progress.already_complete = count_statuses(generation).get("complete", 0)
+        return anyio.run(simulate, generation, progress, display(generation) if display else None)

@@ -6,15 +6,14 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 from rich.console import Console
 
-from agents.generation import GenerateRequest, prepare, simulate, store_plan
+from agents.generation import GenerateRequest, Generation
+from agents.generation import generate as run_generation
 from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
 from config.errors import RapportError
-from engine.progress import RunProgress
 from store.query import query
 from store.stats import corpus_stats
 
@@ -63,15 +62,14 @@ def generate(
         max_active=max_active,
         turns=turns,
     )
-    generation = prepare(request)
-    store_plan(generation)
-    progress = RunProgress(total=count)
-    progress.already_complete = 0
-    display = (
-        None if quiet or not console.is_terminal else live_display(console, generation.gateways)
-    )
-    summary = anyio.run(simulate, generation, progress, display)
-    out = Console()
+
+    def display(generation: Generation):
+        if quiet or not console.is_terminal:
+            return None
+        return live_display(console, generation.gateways)
+
+    summary = run_generation(request, display=display)
+    out = Console(soft_wrap=True)
     out.print(
         f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
         f"complete · {summary.failed:,} failed · {summary.pending:,} pending · "

@@ -6,6 +6,7 @@ import random
 from collections import deque
 from collections.abc import Sequence
 
+import anyio
 import msgspec
 from tenacity import (
     AsyncRetrying,
@@ -71,15 +72,28 @@ class Gateway:
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
-        """Complete, retrying retryable failures; raises TurnFailed when retries run out."""
-        attempts = 0
+        """Complete, retrying retryable failures; raises TurnFailed when retries run out.
+
+        The first attempt is made directly (most calls succeed, and the retry machinery costs
+        more than an instant backend); tenacity takes over from the first retryable failure.
+        """
+        try:
+            return await self._attempt(messages, params)
+        except BackendError as error:
+            if not error.retryable or self._max_retries == 0:
+                self.stats.failed += 1
+                raise TurnFailed(error.kind, str(error), 1) from error
+            first_failure = error
+        attempts = 1
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_retries + 1),
+            stop=stop_after_attempt(self._max_retries),
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
             before_sleep=self._count_retry,
             reraise=True,
         )
+        self.stats.retries += 1
+        await anyio.sleep(self._wait_after(first_failure, 1))
         try:
             async for attempt in retrying:
                 with attempt:
@@ -112,12 +126,18 @@ class Gateway:
         return completion
 
     def _wait(self, state: RetryCallState) -> float:
-        backoff = self._backoff(state)
         error = state.outcome.exception() if state.outcome else None
+        # tenacity counts from the second attempt overall: one attempt came before it.
+        return self._wait_after(error, state.attempt_number + 1)
+
+    def _wait_after(self, error: BaseException | None, failed_attempts: int) -> float:
+        """Honour the provider's Retry-After, else jittered exponential backoff."""
         asked = error.retry_after_s if isinstance(error, BackendError) else None
         if asked is not None:
-            return max(asked, 0.0) + random.uniform(0, RETRY_BACKOFF_MIN_S)
-        return min(backoff, self._backoff_max_s)
+            return asked + random.uniform(0, RETRY_BACKOFF_MIN_S)
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = failed_attempts
+        return min(self._backoff(state), self._backoff_max_s)
 
     def _count_retry(self, _state: RetryCallState) -> None:
         self.stats.retries += 1

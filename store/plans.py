@@ -202,3 +202,8 @@ def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, status: str, at: da
     conn.execute(
         "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, at, run_id]
     )
+
+
+def mark_abandoned_runs(conn: duckdb.DuckDBPyConnection) -> None:
+    """Runs still marked running when a new run holds the lock were killed: say so."""
+    conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")

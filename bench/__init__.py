@@ -1,0 +1,1 @@
+"""Benchmarks and the local OpenAI-compatible fake provider they run against."""

@@ -1,0 +1,1 @@
+"""LLM-as-judge rubric scoring (the judge stage)."""

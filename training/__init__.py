@@ -1,0 +1,1 @@
+"""Dataset building, training, merge and GGUF export (the training stages)."""
