@@ -9,7 +9,7 @@ from anyio.abc import ObjectSendStream
 from agents.actors import Assistant, Spoken, UserSimulator, Utterance
 from config.domain import Domain
 from config.run import Backends
-from engine.errors import TurnFailed
+from engine.errors import ProviderUnreachable, TurnFailed
 from engine.gateway import Gateway
 from engine.progress import RunProgress
 from engine.types import Completion
@@ -58,6 +58,8 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
             job, context, pending=last if last is not None and last.role == "user" else None
         )
         progress.done += 1
+    except* ProviderUnreachable:
+        raise  # the provider is down: stop the run, this conversation resumes next time
     except* Exception as group:  # a failed turn, or a bug: recorded, and the run goes on
         await _mark_failed(context, cid, _first_cause(group))
         progress.failed += 1

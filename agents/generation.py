@@ -12,9 +12,12 @@ import msgspec
 
 from agents.conversation import ConversationContext, run_conversation
 from config import constants
+from config.backend_spec import parse_backend_spec
 from config.domain import Domain
 from config.loader import load_domain
-from config.run import RunConfig, load_run_config
+from config.prices import load_prices
+from config.run import Backends, RunConfig, load_run_config
+from engine.accounting import snapshot_gateways
 from engine.factory import build_gateways
 from engine.gateway import Gateway
 from engine.plan import plan_id_for, sample_scenarios
@@ -28,6 +31,7 @@ from store.plans import (
     finish_run,
     load_unfinished,
     mark_abandoned_runs,
+    save_gateway_stats,
     save_plan,
     save_scenarios,
     start_run,
@@ -50,6 +54,9 @@ class GenerateRequest(msgspec.Struct, frozen=True):
     config: Path | None = None
     max_active: int | None = None
     turns: int | None = None
+    backend: str | None = None  # a backend spec for both roles (see config.backend_spec)
+    user_backend: str | None = None
+    assistant_backend: str | None = None
 
 
 class RunSummary(msgspec.Struct, frozen=True):
@@ -88,6 +95,7 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
     settings = msgspec.structs.replace(
         settings, **{k: v for k, v in overrides.items() if v is not None}
     )
+    settings = msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
     domain = load_domain(Path(settings.domain) if settings.domain else None)
     gateways = build_gateways(
         settings.backends,
@@ -105,6 +113,22 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
         database=database,
         plan_id=plan_id_for(domain, settings.seed, settings.turns),
     )
+
+
+def _backends_from_flags(request: GenerateRequest, settings: RunConfig) -> Backends:
+    """--backend sets both roles; --user-backend / --assistant-backend set one (and win)."""
+    backends = settings.backends
+    per_role = {
+        "user_sim": ("--user-backend", request.user_backend),
+        "assistant": ("--assistant-backend", request.assistant_backend),
+    }
+    for role, (flag, own_spec) in per_role.items():
+        spec, shown_as = (own_spec, flag) if own_spec else (request.backend, "--backend")
+        if spec:
+            backends = msgspec.structs.replace(
+                backends, **{role: parse_backend_spec(spec, shown_as)}
+            )
+    return backends
 
 
 def store_plan(generation: Generation) -> None:
@@ -198,18 +222,31 @@ async def simulate(
         sink=send,
         progress=progress,
     )
+    prices = load_prices(settings.prices)
+
+    async def record_gateways() -> None:
+        snapshots = snapshot_gateways(run_id, generation.gateways, prices, utc_now())
+        await generation.database.run(lambda conn: save_gateway_stats(conn, snapshots))
+
+    async def record_gateways_periodically() -> None:
+        while True:
+            await anyio.sleep(constants.GATEWAY_STATS_INTERVAL_S)
+            await record_gateways()
+
     status = "interrupted"
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(writer.run, receive)
-            async with send, anyio.create_task_group() as screen:
+            async with send, anyio.create_task_group() as side_tasks:
+                side_tasks.start_soon(record_gateways_periodically)
                 if display is not None:
-                    screen.start_soon(display, progress)
+                    side_tasks.start_soon(display, progress)
                 await _simulate_all(generation, context)
-                screen.cancel_scope.cancel()
+                side_tasks.cancel_scope.cancel()
         status = "finished"
     finally:
         with anyio.CancelScope(shield=True):
+            await record_gateways()
             await generation.database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
             for gateway in {id(g): g for g in generation.gateways.values()}.values():
                 await gateway.aclose()

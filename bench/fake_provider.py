@@ -1,15 +1,19 @@
-"""A local OpenAI-compatible chat-completions server (aiohttp) for tests and benchmarks.
+"""A local provider speaking the OpenAI chat-completions and Anthropic messages APIs (aiohttp),
+for tests and benchmarks: real HTTP, real rate limits, lognormal latency and injected faults.
 
-It answers like a real provider over real HTTP: usage figures, rate-limit answers with
-Retry-After, and injectable faults. Replies are deterministic given the request.
+Limits are token buckets refilled continuously (per-minute rate, about a second's burst), the
+way providers enforce them per second. Over the limit it answers 429 with `retry-after-ms`,
+`retry-after` and `x-ratelimit-*` headers. Replies are deterministic given the request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import msgspec
@@ -17,24 +21,76 @@ from aiohttp import web
 
 from engine.seeding import derive_seed
 
+CHARS_PER_TOKEN = 4.0
+
 
 class FakeProviderSettings(msgspec.Struct, frozen=True):
-    latency_ms: float = 0.0
-    rate_limit_first: int = 0  # answer 429 to the first N requests
-    retry_after_ms: int = 50
-    server_error_first: int = 0  # then answer 500 to the next N
-    malformed_first: int = 0  # then answer a broken JSON body to the next N
-    reply_words: int = 24
+    rpm: int | None = None
+    tpm: int | None = None
+    burst_s: float = 1.0  # bucket capacity, in seconds of the per-minute rate
+    latency_ms: float = 0.0  # median of a lognormal
+    latency_sigma: float = 0.25
+    reply_tokens: int = 60
+    fault_429: float = 0.0  # rates of injected faults, each in [0, 1]
+    fault_500: float = 0.0
+    fault_hang: float = 0.0
+    fault_malformed: float = 0.0
+    fault_drop: float = 0.0
+    hang_s: float = 30.0
+    retry_after_ms: int = 50  # for injected 429s
+    rate_limit_first: int = 0  # deterministic faults for tests: the first N requests get 429,
+    server_error_first: int = 0  # then the next N get 500,
+    malformed_first: int = 0  # then the next N a broken body
+    seed: int = 0
 
 
 class FakeProviderState(msgspec.Struct):
     requests: int = 0
-    rate_limited: int = 0
-    server_errors: int = 0
-    malformed: int = 0
     completed: int = 0
+    rate_limited: int = 0
+    injected_429: int = 0
+    server_errors: int = 0
+    hangs: int = 0
+    malformed: int = 0
+    dropped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    completed_at: list[float] = msgspec.field(default_factory=list)  # monotonic, for plots
+    tokens_at: list[tuple[float, int]] = msgspec.field(default_factory=list)
     authorization: set[str] = msgspec.field(default_factory=set)
     models: set[str] = msgspec.field(default_factory=set)
+
+
+class TokenBucket:
+    """Capacity `per_minute * burst_s / 60`, refilled continuously at `per_minute / 60` per s."""
+
+    def __init__(self, per_minute: int, burst_s: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.level = self.capacity
+        self.updated = time.monotonic()
+
+    def _refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds until `amount` fits (0 if it fits now)."""
+        self._refill(now)
+        amount = min(amount, self.capacity)
+        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        self.level -= min(amount, self.capacity)
+
+    def reset_s(self, now: float) -> float:
+        self._refill(now)
+        return (self.capacity - self.level) / self.rate
+
+
+def count_tokens(text: str) -> int:
+    return max(1, round(len(text) / CHARS_PER_TOKEN))
 
 
 _WORDS = (  # noqa: SIM905
@@ -43,100 +99,275 @@ _WORDS = (  # noqa: SIM905
 ).split()
 
 
-def reply_text(messages: list[dict[str, str]], words: int) -> str:
-    """A deterministic reply that depends on the conversation so far."""
-    last = messages[-1]["content"] if messages else ""
-    rng_seed = derive_seed(len(messages), last)
-    picked = [_WORDS[(rng_seed >> (i % 48)) % len(_WORDS)] for i in range(words)]
-    return " ".join(picked).capitalize() + "."
+def reply_text(prompt: str, tokens: int) -> str:
+    """A deterministic reply of about `tokens` tokens that depends on the prompt."""
+    rng = random.Random(derive_seed(prompt[-200:], len(prompt)))
+    words: list[str] = []
+    while sum(len(w) + 1 for w in words) < tokens * CHARS_PER_TOKEN:
+        words.append(rng.choice(_WORDS))
+    return " ".join(words).capitalize() + "."
 
 
-def create_app(settings: FakeProviderSettings, state: FakeProviderState) -> web.Application:
-    async def chat_completions(request: web.Request) -> web.Response:
-        state.requests += 1
-        number = state.requests
-        state.authorization.add(request.headers.get("Authorization", ""))
+class FakeProvider:
+    """The request handling; `app()` exposes it over aiohttp."""
+
+    def __init__(self, settings: FakeProviderSettings, state: FakeProviderState | None = None):
+        self.settings = settings
+        self.state = state or FakeProviderState()
+        self._rng = random.Random(settings.seed)
+        self._requests = TokenBucket(settings.rpm, settings.burst_s) if settings.rpm else None
+        self._tokens = TokenBucket(settings.tpm, settings.burst_s) if settings.tpm else None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.openai_chat)
+        app.router.add_post("/v1/messages", self.anthropic_messages)
+        return app
+
+    # ---- the two APIs ----------------------------------------------------------------------
+
+    async def openai_chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        state.models.add(body.get("model", ""))
-        if settings.latency_ms:
-            await asyncio.sleep(settings.latency_ms / 1000.0)
+        self.state.authorization.add(request.headers.get("Authorization", ""))
+        prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 4096)
+        model = str(body.get("model", "fake"))
+
+        def success(text: str, prompt_tokens: int, completion_tokens: int) -> web.Response:
+            return web.json_response(
+                {
+                    "id": f"chatcmpl-{self.state.requests}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                },
+                headers=self._limit_headers("x-ratelimit"),
+            )
+
+        return await self._serve(request, model, prompt, max_tokens, success, "x-ratelimit")
+
+    async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.state.authorization.add(request.headers.get("x-api-key", ""))
+        system = body.get("system") or ""
+        if isinstance(system, list):
+            system = "\n".join(str(block.get("text", "")) for block in system)
+        parts = [str(system)]
+        for message in body.get("messages", []):
+            content = message.get("content", "")
+            if isinstance(content, list):
+                content = "\n".join(str(block.get("text", "")) for block in content)
+            parts.append(str(content))
+        prompt = "\n".join(parts)
+        model = str(body.get("model", "fake"))
+
+        def success(text: str, prompt_tokens: int, completion_tokens: int) -> web.Response:
+            return web.json_response(
+                {
+                    "id": f"msg_{self.state.requests}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+                },
+                headers=self._limit_headers("anthropic-ratelimit"),
+            )
+
+        max_tokens = int(body.get("max_tokens") or 4096)
+        return await self._serve(request, model, prompt, max_tokens, success, "anthropic-ratelimit")
+
+    # ---- shared behaviour ------------------------------------------------------------------
+
+    async def _serve(
+        self,
+        request: web.Request,
+        model: str,
+        prompt: str,
+        max_tokens: int,
+        success: Callable[[str, int, int], web.Response],
+        header_prefix: str,
+    ) -> web.StreamResponse:
+        state, settings = self.state, self.settings
+        state.requests += 1
+        state.models.add(model)
+        number = state.requests
+        forced = self._forced_fault(number)
+        if forced is not None:
+            return forced
+        prompt_tokens = count_tokens(prompt)
+        completion_tokens = min(settings.reply_tokens, max_tokens)
+        now = time.monotonic()
+        wait = self._limit_wait(prompt_tokens + completion_tokens, now)
+        if wait > 0:
+            state.rate_limited += 1
+            return self._too_many(wait, header_prefix)
+        fault = self._random_fault()
+        if fault == "429":
+            state.injected_429 += 1
+            return self._too_many(settings.retry_after_ms / 1000.0, header_prefix)
+        self._charge(prompt_tokens + completion_tokens)
+        await asyncio.sleep(self._latency_s())
+        if fault == "500":
+            state.server_errors += 1
+            return web.json_response({"error": {"message": "internal error"}}, status=500)
+        if fault == "hang":
+            state.hangs += 1
+            await asyncio.sleep(settings.hang_s)
+            return web.json_response({"error": {"message": "timed out upstream"}}, status=504)
+        if fault == "malformed":
+            state.malformed += 1
+            return web.Response(
+                text='{"id": "broken", "choices": [', content_type="application/json"
+            )
+        if fault == "drop":
+            state.dropped += 1
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
+        text = reply_text(prompt, completion_tokens)
+        state.completed += 1
+        state.prompt_tokens += prompt_tokens
+        state.completion_tokens += completion_tokens
+        finished = time.monotonic()
+        state.completed_at.append(finished)
+        state.tokens_at.append((finished, prompt_tokens + completion_tokens))
+        return success(text, prompt_tokens, completion_tokens)
+
+    def _forced_fault(self, number: int) -> web.Response | None:
+        settings, state = self.settings, self.state
         limit = settings.rate_limit_first
         if number <= limit:
-            state.rate_limited += 1
-            return web.json_response(
-                {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}},
-                status=429,
-                headers={"retry-after-ms": str(settings.retry_after_ms)},
-            )
+            state.injected_429 += 1
+            return self._too_many(settings.retry_after_ms / 1000.0, "x-ratelimit")
         limit += settings.server_error_first
         if number <= limit:
             state.server_errors += 1
-            return web.json_response(
-                {"error": {"message": "boom", "type": "server_error"}}, status=500
-            )
+            return web.json_response({"error": {"message": "boom"}}, status=500)
         limit += settings.malformed_first
         if number <= limit:
             state.malformed += 1
             return web.Response(
                 text='{"id": "broken", "choices": [', content_type="application/json"
             )
-        messages = body.get("messages", [])
-        text = reply_text(messages, settings.reply_words)
-        prompt_tokens = sum(len(m.get("content", "").split()) for m in messages)
-        state.completed += 1
+        return None
+
+    def _random_fault(self) -> str | None:
+        settings = self.settings
+        draw = self._rng.random()
+        for name, rate in (
+            ("429", settings.fault_429),
+            ("500", settings.fault_500),
+            ("hang", settings.fault_hang),
+            ("malformed", settings.fault_malformed),
+            ("drop", settings.fault_drop),
+        ):
+            if draw < rate:
+                return name
+            draw -= rate
+        return None
+
+    def _limit_wait(self, tokens: int, now: float) -> float:
+        waits = [0.0]
+        if self._requests is not None:
+            waits.append(self._requests.wait_for(1, now))
+        if self._tokens is not None:
+            waits.append(self._tokens.wait_for(tokens, now))
+        return max(waits)
+
+    def _charge(self, tokens: int) -> None:
+        if self._requests is not None:
+            self._requests.take(1)
+        if self._tokens is not None:
+            self._tokens.take(tokens)
+
+    def _latency_s(self) -> float:
+        median = self.settings.latency_ms / 1000.0
+        if median <= 0:
+            return 0.0
+        return median * math.exp(self._rng.gauss(0.0, self.settings.latency_sigma))
+
+    def _too_many(self, wait_s: float, header_prefix: str) -> web.Response:
+        headers = self._limit_headers(header_prefix)
+        headers["retry-after-ms"] = str(max(1, math.ceil(wait_s * 1000)))
+        headers["retry-after"] = str(max(1, math.ceil(wait_s)))
         return web.json_response(
-            {
-                "id": f"chatcmpl-{number}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "fake"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": settings.reply_words,
-                    "total_tokens": prompt_tokens + settings.reply_words,
-                },
-            }
+            {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}},
+            status=429,
+            headers=headers,
         )
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    return app
+    def _limit_headers(self, prefix: str) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        now = time.monotonic()
+        for unit, bucket in (("requests", self._requests), ("tokens", self._tokens)):
+            if bucket is None:
+                continue
+            if prefix == "x-ratelimit":
+                headers[f"x-ratelimit-limit-{unit}"] = str(bucket.per_minute)
+                headers[f"x-ratelimit-remaining-{unit}"] = str(int(bucket.level))
+                headers[f"x-ratelimit-reset-{unit}"] = f"{bucket.reset_s(now):.3f}s"
+            else:
+                headers[f"anthropic-ratelimit-{unit}-limit"] = str(bucket.per_minute)
+                headers[f"anthropic-ratelimit-{unit}-remaining"] = str(int(bucket.level))
+        return headers
 
 
 @contextmanager
 def running_fake_provider(
-    settings: FakeProviderSettings | None = None, host: str = "127.0.0.1"
+    settings: FakeProviderSettings | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> Iterator[tuple[str, FakeProviderState]]:
-    """Serve on a free loopback port in a background thread; yields (base_url, state)."""
-    state = FakeProviderState()
-    app = create_app(settings or FakeProviderSettings(), state)
+    """Serve on loopback in a background thread; yields (base_url, state)."""
+    provider = FakeProvider(settings or FakeProviderSettings())
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    started = threading.Event()
-    port: list[int] = []
+    runner = web.AppRunner(
+        provider.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+    )
+    bound: list[int] = []
 
     async def start() -> None:
         await runner.setup()
-        site = web.TCPSite(runner, host, 0)
+        site = web.TCPSite(runner, host, port)
         await site.start()
-        port.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        started.set()
+        server = site._server
+        assert server is not None
+        bound.append(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
-    started.wait(timeout=10)
     try:
-        yield f"http://{host}:{port[0]}/v1", state
+        yield f"http://{host}:{bound[0]}/v1", provider.state
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+def serve_forever(settings: FakeProviderSettings, host: str, port: int) -> None:
+    """Run the provider in the foreground until interrupted (`rapport bench provider`)."""
+    provider = FakeProvider(settings)
+    web.run_app(
+        provider.app(),
+        host=host,
+        port=port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+        shutdown_timeout=1.0,
+    )

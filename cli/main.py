@@ -11,9 +11,11 @@ from rich.console import Console
 
 from agents.generation import GenerateRequest, Generation
 from agents.generation import generate as run_generation
+from cli.bench_commands import bench_app
 from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
 from config.errors import RapportError
+from config.prices import load_prices
 from store.query import query
 from store.stats import corpus_stats
 
@@ -27,6 +29,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+app.add_typer(bench_app, name="bench")
 
 DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
 
@@ -49,6 +53,20 @@ def generate(
         int | None,
         typer.Option("--turns", min=1, help="Fix every conversation's length (exchanges)."),
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="Both roles' backend: simulated, llamacpp, gguf:PATH, openai:MODEL[@URL], "
+            "anthropic:MODEL, command:CLI, or a YAML file.",
+        ),
+    ] = None,
+    user_backend: Annotated[
+        str | None, typer.Option("--user-backend", help="The user simulator's backend spec.")
+    ] = None,
+    assistant_backend: Annotated[
+        str | None, typer.Option("--assistant-backend", help="The assistant's backend spec.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes."""
@@ -61,12 +79,15 @@ def generate(
         config=config,
         max_active=max_active,
         turns=turns,
+        backend=backend,
+        user_backend=user_backend,
+        assistant_backend=assistant_backend,
     )
 
     def display(generation: Generation):
         if quiet or not console.is_terminal:
             return None
-        return live_display(console, generation.gateways)
+        return live_display(console, generation.gateways, load_prices(generation.settings.prices))
 
     summary = run_generation(request, display=display)
     out = Console(soft_wrap=True)
@@ -105,13 +126,27 @@ def stats(db: DbOption) -> None:
 def run() -> None:
     """Console-script entry: one line and a non-zero exit for bad input, never a traceback."""
     try:
-        app()
+        try:
+            app()
+        except BaseExceptionGroup as group:
+            raise _single_user_error(group) from None
     except RapportError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(INPUT_ERROR_EXIT)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: run the same command again to resume")
         sys.exit(INTERRUPTED_EXIT)
+
+
+def _single_user_error(group: BaseExceptionGroup) -> BaseException:
+    """A user error raised inside task groups arrives wrapped: unwrap it to print one line."""
+    user_errors, _ = group.split(RapportError)
+    if user_errors is None:
+        return group
+    leaf: BaseException = user_errors
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ from rich.live import Live
 from rich.table import Table
 
 from config.constants import PROGRESS_REFRESH_PER_S
+from config.prices import PriceTable
+from engine.accounting import snapshot_gateways
 from engine.gateway import Gateway
 from engine.progress import RunProgress
+from store.rows import utc_now
 
 
 def _duration(seconds: float | None) -> str:
@@ -22,7 +25,9 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def progress_table(progress: RunProgress, gateways: Mapping[str, Gateway]) -> Table:
+def progress_table(
+    progress: RunProgress, gateways: Mapping[str, Gateway], prices: PriceTable
+) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -38,12 +43,14 @@ def progress_table(progress: RunProgress, gateways: Mapping[str, Gateway]) -> Ta
         f"{progress.tokens_window.per_minute(progress.started, now):,.0f} tokens/min · "
         f"{progress.turns:,} turns",
     )
-    for role, gateway in gateways.items():
-        stats = gateway.stats
+    for snapshot in snapshot_gateways("live", gateways, prices, utc_now()):
+        latency = "…" if snapshot.latency_p50_ms is None else f"{snapshot.latency_p50_ms:,.0f} ms"
+        cost = "" if snapshot.cost_usd is None else f" · ${snapshot.cost_usd:,.4f}"
         table.add_row(
-            role,
-            f"{gateway.label} · {stats.requests:,} requests · {stats.retries:,} retries · "
-            f"{stats.rate_limited:,} rate-limited · {stats.failed:,} errors",
+            snapshot.roles,
+            f"{snapshot.gateway} · {snapshot.requests:,} requests · p50 {latency} · "
+            f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
+            f"{snapshot.failed:,} failed{cost}",
         )
     table.add_row(
         "time", f"{_duration(now - progress.started)} elapsed · ETA {_duration(progress.eta_s())}"
@@ -52,17 +59,17 @@ def progress_table(progress: RunProgress, gateways: Mapping[str, Gateway]) -> Ta
 
 
 def live_display(
-    console: Console, gateways: Mapping[str, Gateway]
+    console: Console, gateways: Mapping[str, Gateway], prices: PriceTable
 ) -> Callable[[RunProgress], Awaitable[None]]:
     """A coroutine for `simulate` that redraws the table until it is cancelled."""
 
     async def display(progress: RunProgress) -> None:
-        with Live(progress_table(progress, gateways), console=console) as live:
+        with Live(progress_table(progress, gateways, prices), console=console) as live:
             try:
                 while True:
-                    live.update(progress_table(progress, gateways))
+                    live.update(progress_table(progress, gateways, prices))
                     await anyio.sleep(1 / PROGRESS_REFRESH_PER_S)
             finally:
-                live.update(progress_table(progress, gateways))
+                live.update(progress_table(progress, gateways, prices))
 
     return display

@@ -11,7 +11,7 @@ from config import constants
 from config.decoding import decode, read_yaml
 from config.errors import ConfigError
 
-Provider = Literal["simulated", "openai"]
+Provider = Literal["simulated", "openai", "anthropic", "llamacpp", "command"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -22,7 +22,7 @@ _SECRET_KEYS = frozenset({"api_key", "apikey", "token", "secret", "password"})
 class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """One role's backend. API keys are never here: `api_key_env` names the variable."""
 
-    provider: Provider = "simulated"
+    provider: Provider = "llamacpp"
     model: str = ""
     base_url: str | None = None
     api_key_env: str | None = None
@@ -32,11 +32,20 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = constants.DEFAULT_TEMPERATURE
     timeout_s: PositiveFloat = constants.DEFAULT_TIMEOUT_S
     max_retries: Annotated[int, msgspec.Meta(ge=0)] = constants.DEFAULT_MAX_RETRIES
-    latency_ms: NonNegativeFloat = 0.0
+    backoff_min_s: PositiveFloat = constants.RETRY_BACKOFF_MIN_S
+    backoff_max_s: PositiveFloat = constants.RETRY_BACKOFF_MAX_S
+    max_in_flight: PositiveInt | None = None
+    input_tpm: PositiveInt | None = None  # anthropic: input and output tokens kept apart
+    output_tpm: PositiveInt | None = None
+    latency_ms: NonNegativeFloat = 0.0  # simulated
+    model_path: str | None = None  # llamacpp: a GGUF file (default: the embedded SmolLM2)
+    n_ctx: PositiveInt = constants.DEFAULT_LLAMACPP_CONTEXT
+    threads: PositiveInt | None = None
+    command: tuple[str, ...] = ()  # command: argv of a CLI that reads a prompt on stdin
 
 
 class Backends(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """The backend of each role; roles left out use the simulated backend."""
+    """The backend of each role; a role left out runs the embedded SmolLM2 model in process."""
 
     user_sim: BackendConfig = BackendConfig()
     assistant: BackendConfig = BackendConfig()
@@ -49,6 +58,13 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     flush_interval_s: PositiveFloat = constants.STORE_FLUSH_INTERVAL_S
 
 
+class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """US dollars per million tokens."""
+
+    input: NonNegativeFloat
+    output: NonNegativeFloat
+
+
 class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Everything `rapport generate` reads from RUN.yaml; command-line flags override it."""
 
@@ -59,6 +75,8 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     retry_failed: bool = True
     backends: Backends = Backends()
     store: StoreSettings = StoreSettings()
+    # model -> price, over the shipped table (config/prices.yaml)
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)
 
 
 def load_run_config(path: Path | None) -> RunConfig:

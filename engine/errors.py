@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from config.errors import RapportError
+
 
 class BackendError(Exception):
     """A backend call failed. `kind` is a short machine-readable label stored with the error."""
@@ -13,6 +15,11 @@ class BackendError(Exception):
         self.kind = kind
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+
+
+class ProviderUnreachable(RapportError):
+    """The provider never answered (connection refused, DNS failure): the run stops at once
+    instead of failing every conversation one by one. Nothing stored is touched."""
 
 
 class TurnFailed(Exception):

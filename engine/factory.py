@@ -1,57 +1,131 @@
-"""Builds the gateway of each role from the run config; one gateway per distinct backend."""
+"""Builds the gateways of a run from its config: one gateway per (provider, model, base_url),
+shared by every role that uses it, so they share its limits."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from config import constants
 from config.domain import Domain
 from config.errors import ConfigError
 from config.run import BackendConfig, Backends
-from engine.backends.openai_backend import OpenAIBackend
-from engine.backends.simulated import SimulatedBackend
-from engine.gateway import Gateway
+from engine.backend import Backend
+from engine.gateway import Gateway, GatewayLimits
 
-DEFAULT_OPENAI_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 KEYLESS_PLACEHOLDER = "not-needed"
 ROLES = ("user_sim", "assistant")
+_LIMIT_FIELDS = ("rpm", "tpm", "input_tpm", "output_tpm", "max_in_flight")
+
+
+def gateway_key(settings: BackendConfig) -> tuple[object, ...]:
+    """What identifies one provider endpoint (and so one set of limits)."""
+    return (
+        settings.provider,
+        settings.model,
+        settings.base_url,
+        settings.model_path,
+        settings.command,
+    )
 
 
 def build_gateways(
     backends: Backends, domain: Domain, environ: Mapping[str, str], config_file: str
 ) -> dict[str, Gateway]:
-    """A gateway per role; roles with identical settings share one gateway (and its limits)."""
-    by_settings: dict[BackendConfig, Gateway] = {}
-    gateways: dict[str, Gateway] = {}
+    """A gateway per role; roles on the same endpoint share one gateway."""
+    groups: dict[tuple[object, ...], list[tuple[str, BackendConfig]]] = {}
     for role in ROLES:
         settings: BackendConfig = getattr(backends, role)
-        if settings not in by_settings:
-            key = f"backends.{role}"
-            by_settings[settings] = _gateway(settings, domain, environ, config_file, key)
-        gateways[role] = by_settings[settings]
+        groups.setdefault(gateway_key(settings), []).append((role, settings))
+    gateways: dict[str, Gateway] = {}
+    for members in groups.values():
+        first_role, first = members[0]
+        key = f"backends.{first_role}"
+        limits = _shared_limits(members, config_file)
+        backend = build_backend(first, domain, environ, config_file, key)
+        gateway = Gateway(
+            backend,
+            limits,
+            max_retries=first.max_retries,
+            backoff_min_s=first.backoff_min_s,
+            backoff_max_s=first.backoff_max_s,
+        )
+        for role, _ in members:
+            gateways[role] = gateway
     return gateways
 
 
-def _gateway(
+def _shared_limits(members: list[tuple[str, BackendConfig]], config_file: str) -> GatewayLimits:
+    """Limits of roles sharing a gateway must agree (a field set by one role applies to all)."""
+    merged: dict[str, int | None] = {}
+    for field in _LIMIT_FIELDS:
+        values = {getattr(settings, field) for _, settings in members} - {None}
+        if len(values) > 1:
+            roles = " and ".join(role for role, _ in members)
+            raise ConfigError(
+                config_file,
+                f"backends.*.{field}",
+                f"{roles} share a backend but set different {field}",
+            )
+        merged[field] = values.pop() if values else None
+    provider = members[0][1].provider
+    if provider == "llamacpp" and merged["max_in_flight"] is None:
+        merged["max_in_flight"] = constants.DEFAULT_LLAMACPP_IN_FLIGHT
+    return GatewayLimits(**merged)
+
+
+def build_backend(
     settings: BackendConfig, domain: Domain, environ: Mapping[str, str], file: str, key: str
-) -> Gateway:
-    if settings.provider == "simulated":
-        backend = SimulatedBackend(domain, latency_ms=settings.latency_ms, model=settings.model)
-    else:
-        if not settings.model:
-            raise ConfigError(file, f"{key}.model", "is required for provider openai")
-        backend = OpenAIBackend(
+) -> Backend:
+    """One backend from its settings. Optional providers are imported only when used."""
+    provider = settings.provider
+    if provider == "simulated":
+        from engine.backends.simulated import SimulatedBackend
+
+        return SimulatedBackend(domain, latency_ms=settings.latency_ms, model=settings.model)
+    if provider in ("openai", "anthropic") and not settings.model:
+        raise ConfigError(file, f"{key}.model", f"is required for provider {provider}")
+    if provider == "openai":
+        from engine.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(
             model=settings.model,
             api_key=_api_key(settings, environ, file, key),
             base_url=settings.base_url,
             timeout_s=settings.timeout_s,
         )
-    return Gateway(backend, rpm=settings.rpm, tpm=settings.tpm, max_retries=settings.max_retries)
+    if provider == "anthropic":
+        from engine.backends.anthropic_backend import AnthropicBackend
+
+        return AnthropicBackend(
+            model=settings.model,
+            api_key=_api_key(settings, environ, file, key),
+            base_url=settings.base_url,
+            timeout_s=settings.timeout_s,
+        )
+    if provider == "llamacpp":
+        from engine.backends.llamacpp_backend import LlamaCppBackend, resolve_model_path
+
+        return LlamaCppBackend(
+            model_path=resolve_model_path(settings.model_path, file, f"{key}.model_path"),
+            n_ctx=settings.n_ctx,
+            threads=settings.threads,
+        )
+    if provider == "command":
+        from engine.backends.command_backend import CommandBackend
+
+        if not settings.command:
+            raise ConfigError(file, f"{key}.command", "is required for provider command")
+        return CommandBackend(
+            argv=settings.command, timeout_s=settings.timeout_s, model=settings.model
+        )
+    raise ConfigError(file, f"{key}.provider", f"unknown provider {provider!r}")
 
 
 def _api_key(settings: BackendConfig, environ: Mapping[str, str], file: str, key: str) -> str:
     """The key comes from the environment only; a local server (base_url set and no
     api_key_env) may run without one."""
-    variable = settings.api_key_env or DEFAULT_OPENAI_KEY_ENV
+    variable = settings.api_key_env or DEFAULT_KEY_ENV[settings.provider]
     value = environ.get(variable, "").strip()
     if value:
         return value

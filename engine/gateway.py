@@ -1,8 +1,10 @@
-"""One gateway per (provider, model, base_url): budgets and retries shared by every caller."""
+"""One gateway per (provider, model, base_url): budgets, an in-flight cap, a shared pause on
+429 and retries, owned once for every caller of that backend."""
 
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -16,21 +18,33 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from config.constants import (
-    CHARS_PER_TOKEN_ESTIMATE,
-    RETRY_BACKOFF_MAX_S,
-    RETRY_BACKOFF_MIN_S,
-)
+from config.constants import RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
 from engine.backend import Backend, label
-from engine.errors import BackendError, TurnFailed
-from engine.limits import MinuteBudget
-from engine.types import ChatMessage, Completion, CompletionParams
+from engine.errors import BackendError, ProviderUnreachable, TurnFailed
+from engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
+from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
 LATENCY_SAMPLES = 10_000
+UNREACHABLE_AFTER_ATTEMPTS = 2  # connection failures before any success mean "down"
+
+
+class GatewayLimits(msgspec.Struct, frozen=True):
+    """Per-minute budgets and a concurrency cap; None means unlimited (or learned from the
+    provider's rate-limit headers when no rate is given at all)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    input_tpm: int | None = None
+    output_tpm: int | None = None
+    max_in_flight: int | None = None
+
+    @property
+    def has_rates(self) -> bool:
+        return any((self.rpm, self.tpm, self.input_tpm, self.output_tpm))
 
 
 class GatewayStats(msgspec.Struct):
-    """Counters of one gateway, read by the progress display."""
+    """Counters of one gateway, read by the progress display and stored per run."""
 
     requests: int = 0
     succeeded: int = 0
@@ -39,7 +53,14 @@ class GatewayStats(msgspec.Struct):
     rate_limited: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    in_flight: int = 0
     latencies_s: deque[float] = msgspec.field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+
+    def latency_percentile(self, fraction: float) -> float | None:
+        if not self.latencies_s:
+            return None
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -47,15 +68,17 @@ def _is_retryable(error: BaseException) -> bool:
 
 
 class Gateway:
-    """Wraps a backend with its requests/min and tokens/min budgets and jittered retries that
-    honour the provider's Retry-After."""
+    """Wraps a backend with its budgets, cap and jittered retries that honour Retry-After.
+
+    When the provider answers 429, every caller of this gateway pauses until the wait it asked
+    for has passed (no 429 storm), then all resume.
+    """
 
     def __init__(
         self,
         backend: Backend,
+        limits: GatewayLimits | None = None,
         *,
-        rpm: int | None = None,
-        tpm: int | None = None,
         max_retries: int = 0,
         backoff_min_s: float = RETRY_BACKOFF_MIN_S,
         backoff_max_s: float = RETRY_BACKOFF_MAX_S,
@@ -63,11 +86,29 @@ class Gateway:
         self.backend = backend
         self.label = label(backend)
         self.stats = GatewayStats()
-        self._requests = MinuteBudget(rpm) if rpm else None
-        self._tokens = MinuteBudget(tpm) if tpm else None
+        self.limits = limits or GatewayLimits()
+        self._budgets: dict[str, MinuteBudget] = {}
+        self._apply(self.limits)
+        self._learn_limits = not self.limits.has_rates
+        cap = self.limits.max_in_flight
+        self._in_flight = anyio.CapacityLimiter(cap) if cap else None
+        self._estimator = TokenEstimator()
+        self._token_debt = 0.0
+        self._paused_until = 0.0
         self._max_retries = max_retries
         self._backoff = wait_random_exponential(multiplier=backoff_min_s, max=backoff_max_s)
+        self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
+
+    def _apply(self, limits: GatewayLimits) -> None:
+        for name, per_minute in (
+            ("requests", limits.rpm),
+            ("tokens", limits.tpm),
+            ("input_tokens", limits.input_tpm),
+            ("output_tokens", limits.output_tpm),
+        ):
+            if per_minute:
+                self._budgets[name] = MinuteBudget(per_minute)
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
@@ -85,6 +126,8 @@ class Gateway:
                 raise TurnFailed(error.kind, str(error), 1) from error
             first_failure = error
         attempts = 1
+        self.stats.retries += 1
+        await anyio.sleep(self._wait_after(first_failure, 1))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_retries),
             wait=self._wait,
@@ -92,38 +135,111 @@ class Gateway:
             before_sleep=self._count_retry,
             reraise=True,
         )
-        self.stats.retries += 1
-        await anyio.sleep(self._wait_after(first_failure, 1))
+        last_failure = first_failure
         try:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    return await self._attempt(messages, params)
+                    self._check_reachable(last_failure, attempts)
+                    try:
+                        return await self._attempt(messages, params)
+                    except BackendError as error:
+                        last_failure = error
+                        raise
         except BackendError as error:
             self.stats.failed += 1
             raise TurnFailed(error.kind, str(error), attempts) from error
         raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
 
+    def _check_reachable(self, error: BackendError, attempts: int) -> None:
+        """A provider that has never answered and refuses connections is down: stop the run."""
+        if (
+            error.kind == "connection"
+            and self.stats.succeeded == 0
+            and attempts > UNREACHABLE_AFTER_ATTEMPTS
+        ):
+            raise ProviderUnreachable(f"{self.label}: cannot reach the provider ({error})")
+
     async def _attempt(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
-        if self._requests is not None:
-            await self._requests.acquire()
-        if self._tokens is not None:
-            prompt_chars = sum(len(m.content) for m in messages)
-            await self._tokens.acquire(prompt_chars / CHARS_PER_TOKEN_ESTIMATE + params.max_tokens)
+        await self._wait_out_pause()
+        prompt_chars = sum(len(m.content) for m in messages)
+        estimate = self._estimator.estimate(prompt_chars, params.max_tokens)
+        await self._acquire(estimate)
+        if self._in_flight is None:
+            completion = await self._call(messages, params)
+        else:
+            async with self._in_flight:
+                completion = await self._call(messages, params)
+        self._reconcile(estimate, prompt_chars, completion)
+        return completion
+
+    async def _call(self, messages: Sequence[ChatMessage], params: CompletionParams) -> Completion:
         self.stats.requests += 1
+        self.stats.in_flight += 1
         try:
             completion = await self.backend.complete(messages, params)
         except BackendError as error:
             if error.kind == "rate_limited":
                 self.stats.rate_limited += 1
+                self._pause(error.retry_after_s)
             raise
+        finally:
+            self.stats.in_flight -= 1
         self.stats.succeeded += 1
         self.stats.prompt_tokens += completion.prompt_tokens
         self.stats.completion_tokens += completion.completion_tokens
         self.stats.latencies_s.append(completion.latency_s)
         return completion
+
+    async def _acquire(self, estimate: TokenEstimate) -> None:
+        budgets = self._budgets
+        if not budgets:
+            return
+        if "requests" in budgets:
+            await budgets["requests"].acquire(1)
+        if "tokens" in budgets:
+            charge = estimate.total + self._token_debt
+            self._token_debt = min(charge, 0.0)  # unused credit carries over
+            await budgets["tokens"].acquire(max(charge, 0.0))
+        if "input_tokens" in budgets:
+            await budgets["input_tokens"].acquire(estimate.prompt)
+        if "output_tokens" in budgets:
+            await budgets["output_tokens"].acquire(estimate.completion)
+
+    def _reconcile(
+        self, estimate: TokenEstimate, prompt_chars: int, completion: Completion
+    ) -> None:
+        """Charge the difference between estimated and reported tokens to the next call."""
+        actual = completion.prompt_tokens + completion.completion_tokens
+        self._token_debt += actual - estimate.total
+        self._estimator.learn(prompt_chars, completion.prompt_tokens, completion.completion_tokens)
+        if self._learn_limits and completion.limits is not None:
+            self._adopt(completion.limits)
+
+    def _adopt(self, reported: ReportedLimits) -> None:
+        """Use the limits the provider announced, once, when the user configured none."""
+        learned = GatewayLimits(
+            rpm=reported.requests,
+            tpm=reported.tokens,
+            input_tpm=reported.input_tokens,
+            output_tpm=reported.output_tokens,
+            max_in_flight=self.limits.max_in_flight,
+        )
+        if learned.has_rates:
+            self.limits = learned
+            self._apply(learned)
+            self._learn_limits = False
+
+    def _pause(self, retry_after_s: float | None) -> None:
+        wait = retry_after_s if retry_after_s is not None else self._backoff_min_s
+        self._paused_until = max(self._paused_until, time.monotonic() + wait)
+
+    async def _wait_out_pause(self) -> None:
+        # A loop, not an Event: another 429 may extend the pause while we sleep.
+        while (delay := self._paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await anyio.sleep(delay)
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -134,7 +250,7 @@ class Gateway:
         """Honour the provider's Retry-After, else jittered exponential backoff."""
         asked = error.retry_after_s if isinstance(error, BackendError) else None
         if asked is not None:
-            return asked + random.uniform(0, RETRY_BACKOFF_MIN_S)
+            return asked + random.uniform(0, self._backoff_min_s)
         state = RetryCallState(None, None, (), {})
         state.attempt_number = failed_attempts
         return min(self._backoff(state), self._backoff_max_s)

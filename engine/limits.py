@@ -1,4 +1,4 @@
-"""Requests-per-minute and tokens-per-minute budgets as aiolimiter leaky buckets.
+"""Per-minute budgets (aiolimiter leaky buckets) and the token estimates they are charged with.
 
 Providers enforce limits per second as well as per minute, so a budget is spread evenly over
 the minute: the bucket holds about one second's worth, never a whole minute's burst.
@@ -6,19 +6,61 @@ the minute: the bucket holds about one second's worth, never a whole minute's bu
 
 from __future__ import annotations
 
+import msgspec
 from aiolimiter import AsyncLimiter
 
-from config.constants import RATE_BURST_SECONDS
+from config.constants import (
+    CHARS_PER_TOKEN_ESTIMATE,
+    COMPLETION_AVERAGE_WEIGHT,
+    RATE_BURST_SECONDS,
+)
 
 
 class MinuteBudget:
     """A per-minute budget of some unit (requests or tokens), drained evenly."""
 
-    def __init__(self, per_minute: int, *, smallest_capacity: float = 1.0) -> None:
+    def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self.capacity = max(smallest_capacity, per_minute * RATE_BURST_SECONDS / 60.0)
+        self.capacity = max(1.0, per_minute * RATE_BURST_SECONDS / 60.0)
         self._bucket = AsyncLimiter(self.capacity, self.capacity * 60.0 / per_minute)
 
     async def acquire(self, amount: float = 1.0) -> None:
-        """Wait until `amount` fits; amounts above one bucket are clamped to a full bucket."""
-        await self._bucket.acquire(min(amount, self.capacity))
+        """Wait until `amount` has drained through; larger than one bucket is taken in parts."""
+        while amount > 0:
+            part = min(amount, self.capacity)
+            await self._bucket.acquire(part)
+            amount -= part
+
+
+class TokenEstimate(msgspec.Struct, frozen=True):
+    prompt: float
+    completion: float
+
+    @property
+    def total(self) -> float:
+        return self.prompt + self.completion
+
+
+class TokenEstimator:
+    """Estimates a call's tokens before it is made, learning from reported usage: the prompt's
+    characters per token, and a moving average of completion lengths (capped by max_tokens)."""
+
+    def __init__(self) -> None:
+        self._chars_per_token = CHARS_PER_TOKEN_ESTIMATE
+        self._completion_average: float | None = None
+
+    def estimate(self, prompt_chars: int, max_tokens: int) -> TokenEstimate:
+        completion = (
+            self._completion_average if self._completion_average is not None else max_tokens
+        )
+        return TokenEstimate(prompt_chars / self._chars_per_token, min(completion, max_tokens))
+
+    def learn(self, prompt_chars: int, prompt_tokens: int, completion_tokens: int) -> None:
+        weight = COMPLETION_AVERAGE_WEIGHT
+        if prompt_tokens > 0 and prompt_chars > 0:
+            ratio = prompt_chars / prompt_tokens
+            self._chars_per_token += weight * (ratio - self._chars_per_token)
+        if self._completion_average is None:
+            self._completion_average = float(completion_tokens)
+        else:
+            self._completion_average += weight * (completion_tokens - self._completion_average)

@@ -31,7 +31,17 @@ class CompletionParams(msgspec.Struct, frozen=True):
     max_tokens: int
     temperature: float
     seed: int | None = None
+    json_schema: dict[str, object] | None = None  # ask for JSON matching this schema
     hints: SimulationHints | None = None
+
+
+class ReportedLimits(msgspec.Struct, frozen=True):
+    """Rate limits a provider announced in its response headers (per minute)."""
+
+    requests: int | None = None
+    tokens: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 class Completion(msgspec.Struct, frozen=True):
@@ -42,3 +52,4 @@ class Completion(msgspec.Struct, frozen=True):
     model: str
     provider: str
     finish_reason: str | None = None
+    limits: ReportedLimits | None = None

@@ -207,3 +207,20 @@ def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, status: str, at: da
 def mark_abandoned_runs(conn: duckdb.DuckDBPyConnection) -> None:
     """Runs still marked running when a new run holds the lock were killed: say so."""
     conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+
+
+def save_gateway_stats(
+    conn: duckdb.DuckDBPyConnection, snapshots: Sequence[msgspec.Struct]
+) -> None:
+    """Replace this run's gateway counters with the latest snapshot."""
+    if not snapshots:
+        return
+    rows = pa.Table.from_pylist([msgspec.structs.asdict(s) for s in snapshots])
+    conn.register("gateway_rows", rows)
+    try:
+        columns = ", ".join(rows.column_names)
+        conn.execute(
+            f"INSERT OR REPLACE INTO gateway_stats ({columns}) SELECT {columns} FROM gateway_rows"
+        )
+    finally:
+        conn.unregister("gateway_rows")

@@ -84,3 +84,25 @@ CREATE TABLE IF NOT EXISTS errors (
     message VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS gateway_stats (
+    run_id VARCHAR NOT NULL,
+    gateway VARCHAR NOT NULL,        -- provider:model[@base_url]
+    roles VARCHAR NOT NULL,          -- the roles that used it
+    provider VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    requests BIGINT NOT NULL,
+    succeeded BIGINT NOT NULL,
+    failed BIGINT NOT NULL,
+    retries BIGINT NOT NULL,
+    rate_limited BIGINT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    latency_p50_ms DOUBLE,
+    latency_p99_ms DOUBLE,
+    cost_usd DOUBLE,                 -- NULL when the model has no known price
+    rpm_limit INTEGER,
+    tpm_limit INTEGER,
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (run_id, gateway)
+);

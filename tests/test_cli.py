@@ -90,7 +90,15 @@ def test_wrong_type_in_run_config(db_path, tmp_path):
 
 
 def test_database_in_missing_folder(tmp_path):
-    result = rapport("generate", "--db", str(tmp_path / "no" / "such.duckdb"), "--count", "3")
+    result = rapport(
+        "generate",
+        "--db",
+        str(tmp_path / "no" / "such.duckdb"),
+        "--count",
+        "3",
+        "--backend",
+        "simulated",
+    )
     _assert_one_line_error(result, "does not exist")
 
 
@@ -105,7 +113,9 @@ def test_not_a_database_file(tmp_path):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("cli") / "corpus.duckdb"
-    result = rapport("generate", "--db", str(db), "--count", "25", "--seed", "9")
+    result = rapport(
+        "generate", "--db", str(db), "--count", "25", "--seed", "9", "--backend", "simulated"
+    )
     assert result.returncode == 0, result.stderr
     assert "25/25 complete" in result.stdout
     return db
@@ -178,8 +188,8 @@ def test_rows_are_visible_while_the_run_goes_on(tmp_path):
     db = tmp_path / "live.duckdb"
     config = tmp_path / "slow.yaml"
     config.write_text(
-        "backends:\n  user_sim: {provider: simulated, latency_ms: 60}\n"
-        "  assistant: {provider: simulated, latency_ms: 60}\n"
+        "backends:\n  user_sim: {provider: simulated, latency_ms: 50}\n"
+        "  assistant: {provider: simulated, latency_ms: 50}\n"
     )
     process = subprocess.Popen(
         [
@@ -190,34 +200,34 @@ def test_rows_are_visible_while_the_run_goes_on(tmp_path):
             "--db",
             str(db),
             "--count",
-            "60",
+            "50",
             "--turns",
-            "30",
+            "100",
             "--config",
             str(config),
             "--quiet",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-    )
+    )  # 200 turns of 50 ms each: about 10 s, far longer than the checks below
     try:
         seen_while_running = 0
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
+        while time.monotonic() < deadline and process.poll() is None and not seen_while_running:
             if db.exists():
                 result = rapport(
                     "sql", "--db", str(db), "SELECT count(*) AS n FROM messages", "--format", "json"
                 )
                 if result.returncode == 0:
-                    seen = json.loads(result.stdout)[0]["n"]
-                    if seen > 0 and process.poll() is None:
-                        seen_while_running = seen
-                        break
+                    seen_while_running = json.loads(result.stdout)[0]["n"]
             time.sleep(0.1)
-        assert 0 < seen_while_running < 60 * 30 * 2
+        assert 0 < seen_while_running < 50 * 100 * 2
         # A second writer on the same database is refused while the first one runs.
-        second = rapport("generate", "--db", str(db), "--count", "60", "--turns", "30")
+        second = rapport(
+            "generate", "--db", str(db), "--count", "50", "--turns", "100", "--backend", "simulated"
+        )
+        assert process.poll() is None, "the first run ended before the second one started"
         _assert_one_line_error(second, "another rapport run")
     finally:
-        process.wait(timeout=120)
-    assert process.returncode == 0
+        process.kill()
+        process.wait(timeout=60)

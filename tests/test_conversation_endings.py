@@ -41,7 +41,7 @@ class ScriptedBackend:
 
 
 def _run(db_path, count: int = 20):
-    generation = prepare(GenerateRequest(db=db_path, count=count, turns=4))
+    generation = prepare(GenerateRequest(db=db_path, backend="simulated", count=count, turns=4))
     gateway = Gateway(ScriptedBackend())
     generation = msgspec.structs.replace(
         generation, gateways={"user_sim": gateway, "assistant": gateway}
@@ -75,7 +75,9 @@ def test_goodbye_ends_early_and_failures_are_recorded(db_path):
 
 def test_failed_conversations_are_retried_by_the_next_run(db_path):
     _run(db_path)
-    summary = generate(GenerateRequest(db=db_path, count=20, turns=4))  # simulated: no failures
+    summary = generate(
+        GenerateRequest(db=db_path, backend="simulated", count=20, turns=4)
+    )  # simulated: no failures
     assert summary.failed == 0 and summary.complete == 20
     with duckdb.connect(str(db_path), read_only=True) as conn:
         rows = conn.execute(

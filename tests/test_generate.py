@@ -16,7 +16,9 @@ def _one(conn: duckdb.DuckDBPyConnection, sql: str):
 @pytest.fixture(scope="module")
 def thousand(tmp_path_factory):
     db = tmp_path_factory.mktemp("thousand") / "corpus.duckdb"
-    summary = generate(GenerateRequest(db=db, count=1000, seed=11, max_active=200))
+    summary = generate(
+        GenerateRequest(db=db, backend="simulated", count=1000, seed=11, max_active=200)
+    )
     return db, summary
 
 
@@ -81,7 +83,7 @@ def test_rerunning_a_finished_run_changes_nothing(thousand):
     db, _ = thousand
     with duckdb.connect(str(db), read_only=True) as conn:
         before = _one(conn, "SELECT count(*), sum(hash(content)) FROM messages")
-    summary = generate(GenerateRequest(db=db, count=1000, seed=11))
+    summary = generate(GenerateRequest(db=db, backend="simulated", count=1000, seed=11))
     assert summary.turns_written == 0 and summary.complete == 1000
     with duckdb.connect(str(db), read_only=True) as conn:
         assert _one(conn, "SELECT count(*), sum(hash(content)) FROM messages") == before
@@ -91,8 +93,8 @@ def test_rerunning_a_finished_run_changes_nothing(thousand):
 def test_same_seed_gives_the_same_corpus(tmp_path):
     first = tmp_path / "a.duckdb"
     second = tmp_path / "b.duckdb"
-    generate(GenerateRequest(db=first, count=30, seed=5, max_active=3))
-    generate(GenerateRequest(db=second, count=30, seed=5, max_active=30))
+    generate(GenerateRequest(db=first, backend="simulated", count=30, seed=5, max_active=3))
+    generate(GenerateRequest(db=second, backend="simulated", count=30, seed=5, max_active=30))
     query = "SELECT conversation_id, turn_index, content FROM messages ORDER BY 1, 2"
     with (
         duckdb.connect(str(first), read_only=True) as a,
@@ -102,21 +104,23 @@ def test_same_seed_gives_the_same_corpus(tmp_path):
 
 
 def test_growing_the_count_extends_the_same_plan(db_path):
-    generate(GenerateRequest(db=db_path, count=10, seed=2))
-    summary = generate(GenerateRequest(db=db_path, count=25, seed=2))
+    generate(GenerateRequest(db=db_path, backend="simulated", count=10, seed=2))
+    summary = generate(GenerateRequest(db=db_path, backend="simulated", count=25, seed=2))
     assert summary.complete == 25
     with duckdb.connect(str(db_path), read_only=True) as conn:
         assert _one(conn, "SELECT count(DISTINCT plan_id), count(*) FROM conversations") == (1, 25)
 
 
 def test_fixed_turns(db_path):
-    generate(GenerateRequest(db=db_path, count=20, turns=4))
+    generate(GenerateRequest(db=db_path, backend="simulated", count=20, turns=4))
     with duckdb.connect(str(db_path), read_only=True) as conn:
         assert _one(conn, "SELECT count(*) FROM messages") == (20 * 4 * 2,)
 
 
 def test_tiny_domain_runs_end_to_end(db_path):
-    summary = generate(GenerateRequest(db=db_path, count=40, domain=TINY_DOMAIN))
+    summary = generate(
+        GenerateRequest(db=db_path, backend="simulated", count=40, domain=TINY_DOMAIN)
+    )
     assert summary.complete == 40
     with duckdb.connect(str(db_path), read_only=True) as conn:
         assert _one(conn, "SELECT DISTINCT domain FROM plans") == ("bike_repair",)
@@ -126,7 +130,7 @@ def test_tiny_domain_runs_end_to_end(db_path):
 
 
 def test_scenarios_are_stored_with_the_plan(db_path):
-    generate(GenerateRequest(db=db_path, count=15, seed=4))
+    generate(GenerateRequest(db=db_path, backend="simulated", count=15, seed=4))
     with duckdb.connect(str(db_path), read_only=True) as conn:
         assert _one(conn, "SELECT count(*) FROM scenarios") == (15,)
         assert _one(conn, "SELECT count(*) FROM scenarios WHERE len(topic_categories) = 0") == (0,)

@@ -11,7 +11,8 @@ import pytest
 from agents.generation import GenerateRequest, generate
 from bench.fake_provider import FakeProviderSettings, running_fake_provider
 from config.errors import ConfigError
-from engine.backends.openai_backend import OpenAIBackend, retry_after_seconds
+from engine.backends.http_errors import retry_after_seconds
+from engine.backends.openai_backend import OpenAIBackend
 from engine.errors import TurnFailed
 from engine.gateway import Gateway
 from engine.types import ChatMessage, CompletionParams
@@ -38,7 +39,7 @@ def test_completion_over_http_reports_text_usage_latency_and_model():
     with running_fake_provider() as (base_url, state):
         completion, stats = _complete(base_url)
     assert completion.text and completion.model == "fake-model"
-    assert completion.prompt_tokens == 4 and completion.completion_tokens == 24
+    assert completion.prompt_tokens == 5 and completion.completion_tokens == 60
     assert completion.latency_s > 0
     assert state.authorization == {f"Bearer {SECRET}"}
     assert stats.requests == 1 and stats.retries == 0
@@ -51,7 +52,7 @@ def test_rate_limit_is_retried_after_the_providers_wait():
         completion, stats = _complete(base_url)
         elapsed = time.monotonic() - started
     assert completion.text
-    assert state.rate_limited == 2 and stats.rate_limited == 2 and stats.retries == 2
+    assert state.injected_429 == 2 and stats.rate_limited == 2 and stats.retries == 2
     assert elapsed >= 0.24  # two waits of at least retry-after-ms
 
 

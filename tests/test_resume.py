@@ -93,6 +93,8 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_corpus(tmp_path):
             str(COUNT),
             "--seed",
             str(SEED),
+            "--backend",
+            "simulated",
             "--quiet",
         ],
         capture_output=True,
@@ -102,7 +104,7 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_corpus(tmp_path):
     assert finished.returncode == 0, finished.stderr
 
     reference = tmp_path / "reference.duckdb"
-    generate(GenerateRequest(db=reference, count=COUNT, seed=SEED))
+    generate(GenerateRequest(db=reference, backend="simulated", count=COUNT, seed=SEED))
     query = "SELECT conversation_id, turn_index, role, content FROM messages ORDER BY 1, 2"
     with (
         duckdb.connect(str(db), read_only=True) as resumed,

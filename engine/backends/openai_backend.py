@@ -4,43 +4,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from email.utils import parsedate_to_datetime
 
 import openai
 from openai import AsyncOpenAI
 
 from config.constants import CHARS_PER_TOKEN_ESTIMATE
 from engine.backend import estimate_tokens
+from engine.backends.http_errors import (
+    header_int,
+    is_retryable_status,
+    retry_after_seconds,
+    short_message,
+)
 from engine.errors import BackendError
-from engine.types import ChatMessage, Completion, CompletionParams
-
-RETRYABLE_STATUS = frozenset({408, 409, 429})
+from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
 
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """The wait a provider asks for: `retry-after-ms`, else `retry-after` (seconds or a date)."""
-    if not headers:
+def reported_limits(headers: Mapping[str, str]) -> ReportedLimits | None:
+    """OpenAI's `x-ratelimit-limit-requests` / `x-ratelimit-limit-tokens` (per minute)."""
+    requests = header_int(headers, "x-ratelimit-limit-requests")
+    tokens = header_int(headers, "x-ratelimit-limit-tokens")
+    if requests is None and tokens is None:
         return None
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def is_retryable_status(status: int) -> bool:
-    return status in RETRYABLE_STATUS or status >= 500
+    return ReportedLimits(requests=requests, tokens=tokens)
 
 
 class OpenAIBackend:
@@ -52,6 +38,7 @@ class OpenAIBackend:
 
     def __init__(self, *, model: str, api_key: str, base_url: str | None, timeout_s: float) -> None:
         self.model = model
+        self.base_url = base_url
         self._client = AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
@@ -79,16 +66,16 @@ class OpenAIBackend:
         except openai.APIStatusError as error:
             raise BackendError(
                 f"http_{error.status_code}",
-                _short(error.message),
+                short_message(error.message),
                 retryable=is_retryable_status(error.status_code),
                 retry_after_s=retry_after_seconds(error.response.headers),
             ) from error
         except openai.APITimeoutError as error:
             raise BackendError("timeout", "request timed out", retryable=True) from error
         except openai.APIConnectionError as error:
-            raise BackendError("connection", _short(str(error)), retryable=True) from error
+            raise BackendError("connection", short_message(str(error)), retryable=True) from error
         except (openai.APIResponseValidationError, ValueError) as error:
-            raise BackendError("malformed", _short(str(error)), retryable=True) from error
+            raise BackendError("malformed", short_message(str(error)), retryable=True) from error
         latency = time.perf_counter() - started
         if not response.choices:
             raise BackendError("empty", "completion has no choices", retryable=True)
@@ -100,6 +87,7 @@ class OpenAIBackend:
             )
         if not text:
             raise BackendError("empty", "completion text is empty", retryable=True)
+        limits = reported_limits(raw.headers)
         usage = response.usage
         prompt_chars = sum(len(m.content) for m in messages)
         return Completion(
@@ -114,12 +102,8 @@ class OpenAIBackend:
             model=response.model or self.model,
             provider=self.provider,
             finish_reason=choice.finish_reason,
+            limits=limits,
         )
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-def _short(message: str, limit: int = 300) -> str:
-    message = " ".join(str(message).split())
-    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -1,0 +1,81 @@
+"""`rapport bench provider | throughput`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.fake_provider import FakeProviderSettings, serve_forever
+from bench.throughput import BenchSettings, run_throughput, summary_rows
+
+bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
+
+Rate = Annotated[float, typer.Option(min=0.0, max=1.0)]
+
+
+@bench_app.command("provider")
+def provider(
+    port: Annotated[int, typer.Option("--port")] = 8089,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    rpm: Annotated[int | None, typer.Option("--rpm", min=1)] = None,
+    tpm: Annotated[int | None, typer.Option("--tpm", min=1)] = None,
+    burst_s: Annotated[float, typer.Option("--burst-s", min=0.01)] = 1.0,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 0.0,
+    latency_sigma: Annotated[float, typer.Option("--latency-sigma", min=0.0)] = 0.25,
+    reply_tokens: Annotated[int, typer.Option("--reply-tokens", min=1)] = 60,
+    fault_429: Annotated[float, typer.Option("--fault-429", min=0.0, max=1.0)] = 0.0,
+    fault_500: Annotated[float, typer.Option("--fault-500", min=0.0, max=1.0)] = 0.0,
+    fault_hang: Annotated[float, typer.Option("--fault-hang", min=0.0, max=1.0)] = 0.0,
+    fault_malformed: Annotated[float, typer.Option("--fault-malformed", min=0.0, max=1.0)] = 0.0,
+    fault_drop: Annotated[float, typer.Option("--fault-drop", min=0.0, max=1.0)] = 0.0,
+    hang_s: Annotated[float, typer.Option("--hang-s", min=0.0)] = 30.0,
+    retry_after_ms: Annotated[int, typer.Option("--retry-after-ms", min=0)] = 50,
+    rate_limit_first: Annotated[int, typer.Option("--rate-limit-first", min=0)] = 0,
+    server_error_first: Annotated[int, typer.Option("--server-error-first", min=0)] = 0,
+    malformed_first: Annotated[int, typer.Option("--malformed-first", min=0)] = 0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Serve an OpenAI-compatible (and Anthropic messages) API on loopback with real rate
+    limits, lognormal latency and injected faults, until interrupted."""
+    settings = FakeProviderSettings(
+        rpm=rpm, tpm=tpm, burst_s=burst_s, latency_ms=latency_ms, latency_sigma=latency_sigma,
+        reply_tokens=reply_tokens, fault_429=fault_429, fault_500=fault_500,
+        fault_hang=fault_hang, fault_malformed=fault_malformed, fault_drop=fault_drop,
+        hang_s=hang_s, retry_after_ms=retry_after_ms, rate_limit_first=rate_limit_first,
+        server_error_first=server_error_first, malformed_first=malformed_first, seed=seed,
+    )  # fmt: skip
+    Console(stderr=True).print(f"fake provider on http://{host}:{port}/v1 ({settings})")
+    serve_forever(settings, host, port)
+
+
+@bench_app.command("throughput")
+def throughput(
+    out: Annotated[Path, typer.Option("--out", help="Where the JSON and PNG go.")] = Path(
+        "bench/results"
+    ),
+    duration_s: Annotated[float, typer.Option("--duration-s", min=5.0)] = 30.0,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 400.0,
+    rpm: Annotated[int, typer.Option("--rpm", min=60)] = 3_000,
+    tpm: Annotated[int, typer.Option("--tpm", min=1_000)] = 400_000,
+) -> None:
+    """Engine at the provider's limit vs a naive baseline, overhead and memory per conversation."""
+    console = Console()
+    settings = BenchSettings(
+        duration_s=duration_s,
+        naive_duration_s=max(10.0, duration_s * 2 / 3),
+        latency_ms=latency_ms,
+        rpm=rpm,
+        tpm=tpm,
+    )
+    report = run_throughput(settings, out, log=lambda line: console.print(f"[dim]{line}[/]"))
+    table = Table(title="rapport bench throughput", title_justify="left")
+    for column in ("figure", "measured", "target"):
+        table.add_column(column)
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"written: {out / 'throughput.json'}, {out / 'throughput.png'}")

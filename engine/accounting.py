@@ -1,0 +1,83 @@
+"""Snapshots of gateway counters with their cost: what is stored per run and displayed.
+Kept apart from the gateway, which only counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import msgspec
+
+from config.prices import PriceTable
+from engine.gateway import Gateway
+
+
+class GatewaySnapshot(msgspec.Struct, frozen=True):
+    run_id: str
+    gateway: str
+    roles: str
+    provider: str
+    model: str
+    requests: int
+    succeeded: int
+    failed: int
+    retries: int
+    rate_limited: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    cost_usd: float | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+    updated_at: datetime
+
+
+def gateway_name(gateway: Gateway) -> str:
+    base_url = getattr(gateway.backend, "base_url", None)
+    return f"{gateway.label}@{base_url}" if base_url else gateway.label
+
+
+def snapshot_gateways(
+    run_id: str, gateways: Mapping[str, Gateway], prices: PriceTable, at: datetime
+) -> list[GatewaySnapshot]:
+    """One snapshot per distinct gateway, naming the roles that share it."""
+    roles: dict[int, list[str]] = {}
+    by_id: dict[int, Gateway] = {}
+    for role, gateway in gateways.items():
+        roles.setdefault(id(gateway), []).append(role)
+        by_id[id(gateway)] = gateway
+    snapshots = []
+    for key, gateway in by_id.items():
+        stats = gateway.stats
+        p50 = stats.latency_percentile(0.50)
+        p99 = stats.latency_percentile(0.99)
+        model = gateway.backend.model
+        cost = (
+            None
+            if gateway.backend.simulated
+            else prices.cost(model, stats.prompt_tokens, stats.completion_tokens)
+        )
+        snapshots.append(
+            GatewaySnapshot(
+                run_id=run_id,
+                gateway=gateway_name(gateway),
+                roles=",".join(roles[key]),
+                provider=gateway.backend.provider,
+                model=model,
+                requests=stats.requests,
+                succeeded=stats.succeeded,
+                failed=stats.failed,
+                retries=stats.retries,
+                rate_limited=stats.rate_limited,
+                prompt_tokens=stats.prompt_tokens,
+                completion_tokens=stats.completion_tokens,
+                latency_p50_ms=None if p50 is None else p50 * 1000,
+                latency_p99_ms=None if p99 is None else p99 * 1000,
+                cost_usd=cost,
+                rpm_limit=gateway.limits.rpm,
+                tpm_limit=gateway.limits.tpm,
+                updated_at=at,
+            )
+        )
+    return snapshots

@@ -1,0 +1,160 @@
+"""The `anthropic` backend: the Messages API through the official AsyncAnthropic SDK."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Mapping, Sequence
+
+import anthropic
+from anthropic import AsyncAnthropic
+
+from config.constants import CHARS_PER_TOKEN_ESTIMATE
+from engine.backend import estimate_tokens
+from engine.backends.http_errors import (
+    header_int,
+    is_retryable_status,
+    retry_after_seconds,
+    short_message,
+)
+from engine.errors import BackendError
+from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
+
+START_MESSAGE = "(start)"  # the API wants the first message from the user
+# 429s that no amount of waiting within a run will clear.
+SPEND_LIMIT_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
+
+
+def reported_limits(headers: Mapping[str, str]) -> ReportedLimits | None:
+    """Anthropic's `anthropic-ratelimit-*-limit` headers (per minute)."""
+    limits = ReportedLimits(
+        requests=header_int(headers, "anthropic-ratelimit-requests-limit"),
+        tokens=header_int(headers, "anthropic-ratelimit-tokens-limit"),
+        input_tokens=header_int(headers, "anthropic-ratelimit-input-tokens-limit"),
+        output_tokens=header_int(headers, "anthropic-ratelimit-output-tokens-limit"),
+    )
+    return None if limits == ReportedLimits() else limits
+
+
+def json_instruction(schema: Mapping[str, object]) -> str:
+    """Asks for bare JSON: this path has no strict JSON mode, so the prompt has to say it."""
+    return (
+        "Reply with a single JSON value and nothing else (no prose, no code fences), "
+        f"matching this JSON schema: {json.dumps(schema, separators=(',', ':'))}"
+    )
+
+
+def to_request(
+    messages: Sequence[ChatMessage], params: CompletionParams
+) -> tuple[str | None, list[dict[str, str]]]:
+    """(system, messages) the Anthropic way: system text apart, then strictly alternating
+    turns that start with the user. Consecutive same-role messages are merged."""
+    system = [m.content for m in messages if m.role == "system"]
+    if params.json_schema is not None:
+        system.append(json_instruction(params.json_schema))
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        if turns and turns[-1]["role"] == message.role:
+            turns[-1]["content"] += "\n\n" + message.content
+        else:
+            turns.append({"role": message.role, "content": message.content})
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": START_MESSAGE})
+    return ("\n\n".join(system) or None), turns
+
+
+class AnthropicBackend:
+    """Messages through the official SDK; the SDK's own retries are off (the gateway retries,
+    so that every caller shares one view of the provider's limits).
+
+    `params.temperature` and `params.seed` are not sent: `messages.create` in anthropic 2.x
+    takes no sampling parameters, and the Messages API has no seed."""
+
+    provider = "anthropic"
+    simulated = False
+
+    def __init__(self, *, model: str, api_key: str, base_url: str | None, timeout_s: float) -> None:
+        self.model = model
+        self._client = AsyncAnthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
+        )
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
+        system, turns = to_request(messages, params)
+        request: dict[str, object] = {"model": self.model, "max_tokens": params.max_tokens}
+        if system is not None:
+            request["system"] = system
+        started = time.perf_counter()
+        try:
+            raw = await self._client.messages.with_raw_response.create(
+                messages=turns,  # type: ignore[arg-type]
+                **request,  # type: ignore[arg-type]
+            )
+            response = raw.parse()
+            if inspect.isawaitable(response):  # 2.x parses asynchronously; 0.x did not
+                response = await response
+        except anthropic.RateLimitError as error:
+            if getattr(error, "error_code", None) in SPEND_LIMIT_CODES:
+                raise BackendError(
+                    "spend_limit", short_message(error.message), retryable=False
+                ) from error
+            raise BackendError(
+                "rate_limited",
+                "provider answered 429",
+                retryable=True,
+                retry_after_s=retry_after_seconds(error.response.headers),
+            ) from error
+        except anthropic.APIStatusError as error:
+            raise BackendError(
+                f"http_{error.status_code}",
+                short_message(error.message),
+                retryable=is_retryable_status(error.status_code),
+                retry_after_s=retry_after_seconds(error.response.headers),
+            ) from error
+        except anthropic.APITimeoutError as error:
+            raise BackendError("timeout", "request timed out", retryable=True) from error
+        except anthropic.APIConnectionError as error:
+            raise BackendError("connection", short_message(str(error)), retryable=True) from error
+        except (anthropic.APIResponseValidationError, ValueError) as error:
+            raise BackendError("malformed", short_message(str(error)), retryable=True) from error
+        latency = time.perf_counter() - started
+        if not isinstance(response, anthropic.types.Message):
+            # Without strict validation the SDK hands back a non-JSON body as a string.
+            raise BackendError("malformed", "response is not a message", retryable=True)
+        stop_reason = getattr(response, "stop_reason", None)
+        if stop_reason == "refusal":
+            raise BackendError("content_filter", "provider refused to complete", retryable=False)
+        blocks = getattr(response, "content", None) or []
+        text = "".join(
+            getattr(block, "text", "") or ""
+            for block in blocks
+            if getattr(block, "type", None) == "text"
+        ).strip()
+        if not text:
+            raise BackendError("empty", "completion text is empty", retryable=True)
+        usage = getattr(response, "usage", None)
+        input_tokens = getattr(usage, "input_tokens", None)
+        output_tokens = getattr(usage, "output_tokens", None)
+        prompt_chars = len(system or "") + sum(len(t["content"]) for t in turns)
+        return Completion(
+            text=text,
+            prompt_tokens=input_tokens
+            if isinstance(input_tokens, int)
+            else round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE),
+            completion_tokens=output_tokens
+            if isinstance(output_tokens, int)
+            else estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+            latency_s=latency,
+            model=getattr(response, "model", None) or self.model,
+            provider=self.provider,
+            finish_reason=stop_reason,
+            limits=reported_limits(raw.headers),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()

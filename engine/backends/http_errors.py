@@ -1,0 +1,51 @@
+"""What HTTP providers share: which statuses are worth retrying and how long they ask to wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 409, 429 and every 5xx (529 "overloaded" included) are worth another try."""
+    return status in RETRYABLE_STATUS or status >= 500
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The wait a provider asks for: `retry-after-ms`, else `retry-after` (seconds or a date)."""
+    if not headers:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def header_int(headers: Mapping[str, str], name: str) -> int | None:
+    """An integer header, or None when absent or not a number."""
+    value = headers.get(name)
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def short_message(message: object, limit: int = 300) -> str:
+    """One line, bounded: provider error bodies can be long and multi-line."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

