@@ -63,7 +63,7 @@ class Actor:
 
     async def speak(self, messages: list[ChatMessage], exchange: int, final: bool) -> Completion:
         params = CompletionParams(
-            max_tokens=self.settings.max_tokens,
+            max_tokens=self.settings.resolved_max_tokens(),
             temperature=self.settings.temperature,
             hints=SimulationHints(
                 speaker=self.speaker,

@@ -28,7 +28,7 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     api_key_env: str | None = None
     rpm: PositiveInt | None = None
     tpm: PositiveInt | None = None
-    max_tokens: PositiveInt = constants.DEFAULT_MAX_TOKENS
+    max_tokens: PositiveInt | None = None  # None: the provider's default (see resolved_max_tokens)
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = constants.DEFAULT_TEMPERATURE
     timeout_s: PositiveFloat = constants.DEFAULT_TIMEOUT_S
     max_retries: Annotated[int, msgspec.Meta(ge=0)] = constants.DEFAULT_MAX_RETRIES
@@ -42,6 +42,14 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     n_ctx: PositiveInt = constants.DEFAULT_LLAMACPP_CONTEXT
     threads: PositiveInt | None = None
     command: tuple[str, ...] = ()  # command: argv of a CLI that reads a prompt on stdin
+
+    def resolved_max_tokens(self) -> int:
+        """The reply budget: as configured, else shorter for small in-process models."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        if self.provider == "llamacpp":
+            return constants.DEFAULT_LOCAL_MAX_TOKENS
+        return constants.DEFAULT_MAX_TOKENS
 
 
 class Backends(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -7,6 +7,7 @@ so a run works offline with no API key.
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,9 @@ from config.errors import ConfigError
 from engine.backends.http_errors import short_message
 from engine.errors import BackendError
 from engine.types import ChatMessage, Completion, CompletionParams
+
+# Small local models loop without it (llama.cpp's own default is 1.1).
+REPEAT_PENALTY = 1.3
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -100,7 +104,7 @@ class LlamaCppBackend:
                 self._llama = Llama(
                     model_path=self.model_path,
                     n_ctx=self.n_ctx,
-                    n_threads=self.threads,
+                    n_threads=self.threads or os.cpu_count(),
                     verbose=False,
                 )
             except Exception as error:
@@ -129,6 +133,7 @@ class LlamaCppBackend:
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
                 seed=params.seed,
+                repeat_penalty=REPEAT_PENALTY,
                 response_format=response_format,  # type: ignore[arg-type]
             )
         except Exception as error:
