@@ -8,7 +8,7 @@ from collections.abc import Callable
 import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
+from agents.prompts import turn_instruction, user_simulator_prompt
 from config.domain import Domain
 from config.run import BackendConfig
 from config.scenario import Scenario
@@ -115,7 +115,6 @@ class UserSimulator(Actor):
         awaiting_reply: bool,
     ) -> None:
         """Speak, wait for the reply, repeat until the target length or a goodbye."""
-        system = user_simulator_prompt(self.domain, self.scenario)
         target = self.scenario.target_turns
         async with to_assistant:
             if awaiting_reply:
@@ -124,7 +123,7 @@ class UserSimulator(Actor):
                 next_turn = reply.turn_index + 1
             while next_turn // 2 < target:
                 exchange = next_turn // 2 + 1
-                utterance = await self._compose(system, next_turn, exchange, exchange == target)
+                utterance = await self._compose(next_turn, exchange, exchange == target)
                 await to_assistant.send(utterance)
                 reply = await replies.receive()
                 self.history.append(Spoken(own=False, text=reply.text))
@@ -132,14 +131,14 @@ class UserSimulator(Actor):
                 if utterance.final:
                     return
 
-    async def _compose(self, system: str, turn_index: int, exchange: int, last: bool) -> Utterance:
+    async def _compose(self, turn_index: int, exchange: int, last: bool) -> Utterance:
         target = self.scenario.target_turns
         marker = self.domain.info.ending.marker
-        completion = await self._ask(system, exchange, target, last)
+        completion = await self._ask(exchange, target, last)
         text, said_goodbye = _strip_marker(completion.text, marker)
         if said_goodbye and not text and not last:
             # Only the marker: ask once more, this time for a closing message.
-            completion = await self._ask(system, exchange, target, True)
+            completion = await self._ask(exchange, target, True)
             text, _ = _strip_marker(completion.text, marker)
         if not text:
             raise TurnFailed("empty_goodbye", "the user simulator ended with an empty message", 1)
@@ -150,11 +149,17 @@ class UserSimulator(Actor):
         await self.sink.send(StoreEvent(message=self.row(utterance, "user", completion)))
         return utterance
 
-    async def _ask(self, system: str, exchange: int, target: int, final: bool) -> Completion:
+    async def _ask(self, exchange: int, target: int, final: bool) -> Completion:
+        """The prompt is rendered per call rather than kept: between its turns a user simulator
+        holds only its history, which keeps thousands of waiting conversations small."""
         instruction = turn_instruction(self.domain, exchange, target, final)
-        messages = self.view(f"{system}\n\n{instruction}")
-        if not self.history:
-            messages.append(ChatMessage("user", instruction))
+        messages = self.view(
+            f"{user_simulator_prompt(self.domain, self.scenario)}\n\n{instruction}"
+        )
+        # The conversation always opens with the instruction to write the first message, so
+        # the view starts with a user turn (as chat APIs expect).
+        opening = turn_instruction(self.domain, 1, target, target == 1)
+        messages.insert(1, ChatMessage("user", opening))
         return await self.speak(messages, exchange, final)
 
 
@@ -164,9 +169,12 @@ class Assistant(Actor):
     speaker: Speaker = "assistant"
 
     async def run(
-        self, from_user: ObjectReceiveStream[Utterance], to_user: ObjectSendStream[Utterance]
+        self,
+        from_user: ObjectReceiveStream[Utterance],
+        to_user: ObjectSendStream[Utterance],
+        system: str,
     ) -> None:
-        system = assistant_prompt(self.domain)
+        """Answer every user turn; `system` is the run's assistant prompt (the same for all)."""
         async with to_user:
             async for utterance in from_user:
                 self.history.append(Spoken(own=False, text=utterance.text))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio
 import msgspec
 from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from agents.actors import Assistant, Spoken, UserSimulator, Utterance
 from config.domain import Domain
@@ -26,6 +27,7 @@ class ConversationContext(msgspec.Struct, frozen=True):
     backends: Backends
     sink: ObjectSendStream[StoreEvent]
     progress: RunProgress
+    assistant_system: str  # rendered once per run
 
 
 def _end_reason(message: StoredMessage, target: int) -> str:
@@ -95,8 +97,14 @@ async def _play(
         history=[Spoken(own=m.role == "assistant", text=m.content) for m in answered],
         **common,
     )
-    to_assistant, assistant_inbox = anyio.create_memory_object_stream[Utterance](1)
-    to_user, user_inbox = anyio.create_memory_object_stream[Utterance](1)
+    # Not `create_memory_object_stream[Utterance]`: subscripting builds a new generic alias
+    # object on every call, and this runs for every conversation.
+    to_assistant: MemoryObjectSendStream[Utterance]
+    to_user: MemoryObjectSendStream[Utterance]
+    assistant_inbox: MemoryObjectReceiveStream[Utterance]
+    user_inbox: MemoryObjectReceiveStream[Utterance]
+    to_assistant, assistant_inbox = anyio.create_memory_object_stream(1)
+    to_user, user_inbox = anyio.create_memory_object_stream(1)
     async with assistant_inbox, user_inbox, anyio.create_task_group() as group:
         if pending is not None:
             exchange = pending.turn_index // 2 + 1
@@ -104,14 +112,13 @@ async def _play(
             await to_assistant.send(
                 Utterance(pending.turn_index, exchange, pending.content, pending.final, reason)
             )
-        group.start_soon(assistant.run, assistant_inbox, to_user)
-        group.start_soon(
-            lambda: user.run(
-                user_inbox,
-                to_assistant,
-                next_turn=len(job.messages),
-                awaiting_reply=pending is not None,
-            )
+        group.start_soon(assistant.run, assistant_inbox, to_user, context.assistant_system)
+        # The user simulator acts in this task: one task fewer per conversation.
+        await user.run(
+            user_inbox,
+            to_assistant,
+            next_turn=len(job.messages),
+            awaiting_reply=pending is not None,
         )
 
 

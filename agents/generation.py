@@ -11,6 +11,7 @@ import anyio
 import msgspec
 
 from agents.conversation import ConversationContext, run_conversation
+from agents.prompts import assistant_prompt
 from config import constants
 from config.backend_spec import parse_backend_spec
 from config.domain import Domain
@@ -221,6 +222,7 @@ async def simulate(
         backends=settings.backends,
         sink=send,
         progress=progress,
+        assistant_system=assistant_prompt(generation.domain),
     )
     prices = load_prices(settings.prices)
 

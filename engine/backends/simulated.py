@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 
 from config.constants import CHARS_PER_TOKEN_ESTIMATE
 from config.domain import Domain
@@ -40,7 +41,10 @@ class SimulatedBackend:
         if hints is None:
             raise BackendError("bad_request", "the simulated backend needs hints", retryable=False)
         started = time.perf_counter()
-        await anyio.sleep(self._latency_s)
+        if self._latency_s:
+            await anyio.sleep(self._latency_s)
+        else:
+            await anyio.lowlevel.checkpoint()
         rng = random.Random(derive_seed(hints.scenario.seed, hints.exchange, hints.speaker))
         if hints.speaker == "user_sim":
             text = write_user_turn(self._domain, hints.scenario, hints.exchange, hints.final, rng)
