@@ -62,7 +62,12 @@ class FakeProviderState(msgspec.Struct):
 
 
 class TokenBucket:
-    """Capacity `per_minute * burst_s / 60`, refilled continuously at `per_minute / 60` per s."""
+    """Capacity `per_minute * burst_s / 60`, refilled continuously at `per_minute / 60` per s.
+
+    A request is admitted when the bucket holds its amount (or is full, for a request larger
+    than the bucket) and is then charged in full: a large request leaves the bucket in debt,
+    which later requests wait out, so every token counts against the per-minute limit.
+    """
 
     def __init__(self, per_minute: int, burst_s: float) -> None:
         self.per_minute = per_minute
@@ -73,6 +78,7 @@ class TokenBucket:
 
     def _refill(self, now: float) -> None:
         self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        # (level may be negative after a request larger than the bucket: debt is refilled too)
         self.updated = now
 
     def wait_for(self, amount: float, now: float) -> float:
@@ -82,11 +88,11 @@ class TokenBucket:
         return 0.0 if self.level >= amount else (amount - self.level) / self.rate
 
     def take(self, amount: float) -> None:
-        self.level -= min(amount, self.capacity)
+        self.level -= amount
 
     def reset_s(self, now: float) -> float:
         self._refill(now)
-        return (self.capacity - self.level) / self.rate
+        return max(0.0, self.capacity - self.level) / self.rate
 
 
 def count_tokens(text: str) -> int:
@@ -319,11 +325,11 @@ class FakeProvider:
                 continue
             if prefix == "x-ratelimit":
                 headers[f"x-ratelimit-limit-{unit}"] = str(bucket.per_minute)
-                headers[f"x-ratelimit-remaining-{unit}"] = str(int(bucket.level))
+                headers[f"x-ratelimit-remaining-{unit}"] = str(max(0, int(bucket.level)))
                 headers[f"x-ratelimit-reset-{unit}"] = f"{bucket.reset_s(now):.3f}s"
             else:
                 headers[f"anthropic-ratelimit-{unit}-limit"] = str(bucket.per_minute)
-                headers[f"anthropic-ratelimit-{unit}-remaining"] = str(int(bucket.level))
+                headers[f"anthropic-ratelimit-{unit}-remaining"] = str(max(0, int(bucket.level)))
         return headers
 
 
