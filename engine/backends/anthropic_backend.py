@@ -12,12 +12,7 @@ from anthropic import AsyncAnthropic
 
 from config.constants import CHARS_PER_TOKEN_ESTIMATE
 from engine.backend import estimate_tokens
-from engine.backends.http_errors import (
-    header_int,
-    is_retryable_status,
-    retry_after_seconds,
-    short_message,
-)
+from engine.backends.http_errors import header_int, short_message, translate_sdk_error
 from engine.errors import BackendError
 from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
@@ -98,30 +93,17 @@ class AnthropicBackend:
             response = raw.parse()
             if inspect.isawaitable(response):  # 2.x parses asynchronously; 0.x did not
                 response = await response
-        except anthropic.RateLimitError as error:
-            if getattr(error, "error_code", None) in SPEND_LIMIT_CODES:
+        except Exception as error:
+            if isinstance(error, anthropic.RateLimitError) and (
+                getattr(error, "error_code", None) in SPEND_LIMIT_CODES
+            ):  # a monthly or contract cap: waiting will not clear it
                 raise BackendError(
                     "spend_limit", short_message(error.message), retryable=False
                 ) from error
-            raise BackendError(
-                "rate_limited",
-                "provider answered 429",
-                retryable=True,
-                retry_after_s=retry_after_seconds(error.response.headers),
-            ) from error
-        except anthropic.APIStatusError as error:
-            raise BackendError(
-                f"http_{error.status_code}",
-                short_message(error.message),
-                retryable=is_retryable_status(error.status_code),
-                retry_after_s=retry_after_seconds(error.response.headers),
-            ) from error
-        except anthropic.APITimeoutError as error:
-            raise BackendError("timeout", "request timed out", retryable=True) from error
-        except anthropic.APIConnectionError as error:
-            raise BackendError("connection", short_message(str(error)), retryable=True) from error
-        except (anthropic.APIResponseValidationError, ValueError) as error:
-            raise BackendError("malformed", short_message(str(error)), retryable=True) from error
+            translated = translate_sdk_error(error, anthropic)
+            if translated is None:
+                raise
+            raise translated from error
         latency = time.perf_counter() - started
         if not isinstance(response, anthropic.types.Message):
             # Without strict validation the SDK hands back a non-JSON body as a string.

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
+from types import ModuleType
+
+from engine.errors import BackendError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -49,3 +52,29 @@ def short_message(message: object, limit: int = 300) -> str:
     """One line, bounded: provider error bodies can be long and multi-line."""
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def translate_sdk_error(error: Exception, sdk: ModuleType) -> BackendError | None:
+    """The BackendError for an exception of the `openai` or `anthropic` SDK (both generated
+    from the same template, with the same exception classes); None for anything else."""
+    if isinstance(error, sdk.RateLimitError):
+        return BackendError(
+            "rate_limited",
+            "provider answered 429",
+            retryable=True,
+            retry_after_s=retry_after_seconds(error.response.headers),
+        )
+    if isinstance(error, sdk.APIStatusError):
+        return BackendError(
+            f"http_{error.status_code}",
+            short_message(error.message),
+            retryable=is_retryable_status(error.status_code),
+            retry_after_s=retry_after_seconds(error.response.headers),
+        )
+    if isinstance(error, sdk.APITimeoutError):
+        return BackendError("timeout", "request timed out", retryable=True)
+    if isinstance(error, sdk.APIConnectionError):
+        return BackendError("connection", short_message(str(error)), retryable=True)
+    if isinstance(error, sdk.APIResponseValidationError | ValueError):
+        return BackendError("malformed", short_message(str(error)), retryable=True)
+    return None

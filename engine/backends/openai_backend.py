@@ -10,12 +10,7 @@ from openai import AsyncOpenAI
 
 from config.constants import CHARS_PER_TOKEN_ESTIMATE
 from engine.backend import estimate_tokens
-from engine.backends.http_errors import (
-    header_int,
-    is_retryable_status,
-    retry_after_seconds,
-    short_message,
-)
+from engine.backends.http_errors import header_int, translate_sdk_error
 from engine.errors import BackendError
 from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
@@ -56,26 +51,11 @@ class OpenAIBackend:
                 seed=params.seed,
             )
             response = raw.parse()
-        except openai.RateLimitError as error:
-            raise BackendError(
-                "rate_limited",
-                "provider answered 429",
-                retryable=True,
-                retry_after_s=retry_after_seconds(error.response.headers),
-            ) from error
-        except openai.APIStatusError as error:
-            raise BackendError(
-                f"http_{error.status_code}",
-                short_message(error.message),
-                retryable=is_retryable_status(error.status_code),
-                retry_after_s=retry_after_seconds(error.response.headers),
-            ) from error
-        except openai.APITimeoutError as error:
-            raise BackendError("timeout", "request timed out", retryable=True) from error
-        except openai.APIConnectionError as error:
-            raise BackendError("connection", short_message(str(error)), retryable=True) from error
-        except (openai.APIResponseValidationError, ValueError) as error:
-            raise BackendError("malformed", short_message(str(error)), retryable=True) from error
+        except Exception as error:
+            translated = translate_sdk_error(error, openai)
+            if translated is None:
+                raise
+            raise translated from error
         latency = time.perf_counter() - started
         if not response.choices:
             raise BackendError("empty", "completion has no choices", retryable=True)
