@@ -28,13 +28,6 @@ class Utterance(msgspec.Struct, frozen=True):
     end_reason: str | None = None
 
 
-class Spoken(msgspec.Struct, frozen=True):
-    """A turn as one actor remembers it: whether it said it itself, and the text."""
-
-    own: bool
-    text: str
-
-
 class Actor:
     """What both sides share: identity, a gateway, a history of their own, the store sink."""
 
@@ -49,7 +42,7 @@ class Actor:
         gateway: Gateway,
         settings: BackendConfig,
         sink: ObjectSendStream[StoreEvent],
-        history: list[Spoken],
+        history: list[ChatMessage],
         on_turn: Callable[[Completion], None],
     ) -> None:
         self.domain = domain
@@ -94,11 +87,16 @@ class Actor:
             created_at=utc_now(),
         )
 
+    def said(self, text: str) -> None:
+        self.history.append(ChatMessage("assistant", text))
+
+    def heard(self, text: str) -> None:
+        self.history.append(ChatMessage("user", text))
+
     def view(self, system: str) -> list[ChatMessage]:
-        """The history as this actor sees it: own turns as `assistant`, the other's as `user`."""
-        messages = [ChatMessage("system", system)]
-        messages += [ChatMessage("assistant" if s.own else "user", s.text) for s in self.history]
-        return messages
+        """The history as this actor sees it: own turns as `assistant`, the other's as `user`
+        (kept in that form as it grows, so a view is one list copy)."""
+        return [ChatMessage("system", system), *self.history]
 
 
 class UserSimulator(Actor):
@@ -119,14 +117,14 @@ class UserSimulator(Actor):
         async with to_assistant:
             if awaiting_reply:
                 reply = await replies.receive()
-                self.history.append(Spoken(own=False, text=reply.text))
+                self.heard(reply.text)
                 next_turn = reply.turn_index + 1
             while next_turn // 2 < target:
                 exchange = next_turn // 2 + 1
                 utterance = await self._compose(next_turn, exchange, exchange == target)
                 await to_assistant.send(utterance)
                 reply = await replies.receive()
-                self.history.append(Spoken(own=False, text=reply.text))
+                self.heard(reply.text)
                 next_turn = reply.turn_index + 1
                 if utterance.final:
                     return
@@ -145,7 +143,7 @@ class UserSimulator(Actor):
         final = last or said_goodbye
         reason = ("target_reached" if last else "goodbye") if final else None
         utterance = Utterance(turn_index, exchange, text, final, reason)
-        self.history.append(Spoken(own=True, text=text))
+        self.said(text)
         await self.sink.send(StoreEvent(message=self.row(utterance, "user", completion)))
         return utterance
 
@@ -177,7 +175,7 @@ class Assistant(Actor):
         """Answer every user turn; `system` is the run's assistant prompt (the same for all)."""
         async with to_user:
             async for utterance in from_user:
-                self.history.append(Spoken(own=False, text=utterance.text))
+                self.heard(utterance.text)
                 completion = await self.speak(
                     self.view(system), utterance.exchange, utterance.final
                 )
@@ -188,7 +186,7 @@ class Assistant(Actor):
                     utterance.final,
                     utterance.end_reason,
                 )
-                self.history.append(Spoken(own=True, text=reply.text))
+                self.said(reply.text)
                 row = self.row(reply, "assistant", completion)
                 update = None
                 if reply.final:

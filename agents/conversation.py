@@ -7,13 +7,13 @@ import msgspec
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from agents.actors import Assistant, Spoken, UserSimulator, Utterance
+from agents.actors import Assistant, UserSimulator, Utterance
 from config.domain import Domain
 from config.run import Backends
 from engine.errors import ProviderUnreachable, TurnFailed
 from engine.gateway import Gateway
 from engine.progress import RunProgress
-from engine.types import Completion
+from engine.types import ChatMessage, Completion, Role
 from store.plans import StoredMessage, UnfinishedConversation
 from store.rows import ConversationUpdate, ErrorRow, StoreEvent, utc_now
 
@@ -28,6 +28,10 @@ class ConversationContext(msgspec.Struct, frozen=True):
     sink: ObjectSendStream[StoreEvent]
     progress: RunProgress
     assistant_system: str  # rendered once per run
+
+
+# The user simulator speaks as `assistant` in its own view, and hears the assistant as `user`.
+_seen_by_user: dict[str, Role] = {"user": "assistant", "assistant": "user"}
 
 
 def _end_reason(message: StoredMessage, target: int) -> str:
@@ -88,13 +92,13 @@ async def _play(
     user = UserSimulator(
         gateway=context.gateways["user_sim"],
         settings=context.backends.user_sim,
-        history=[Spoken(own=m.role == "user", text=m.content) for m in job.messages],
+        history=[ChatMessage(_seen_by_user[m.role], m.content) for m in job.messages],
         **common,
     )
     assistant = Assistant(
         gateway=context.gateways["assistant"],
         settings=context.backends.assistant,
-        history=[Spoken(own=m.role == "assistant", text=m.content) for m in answered],
+        history=[ChatMessage(m.role, m.content) for m in answered],  # type: ignore[arg-type]
         **common,
     )
     # Not `create_memory_object_stream[Utterance]`: subscripting builds a new generic alias

@@ -43,6 +43,17 @@ SECTIONS: tuple[tuple[str, str], ...] = (
         "SELECT * FROM backend_usage ORDER BY role, backend, model",
     ),
     (
+        "Gateways (latest run of each)",
+        """
+        SELECT gateway, roles, requests, retries, rate_limited AS "429s", failed,
+               prompt_tokens, completion_tokens, round(latency_p50_ms) AS p50_ms,
+               round(latency_p99_ms) AS p99_ms, round(cost_usd, 4) AS cost_usd
+        FROM gateway_stats g JOIN runs r USING (run_id)
+        QUALIFY row_number() OVER (PARTITION BY gateway ORDER BY r.started_at DESC) = 1
+        ORDER BY gateway
+        """,
+    ),
+    (
         "Errors by kind",
         "SELECT kind, count(*) AS errors, any_value(message) AS example FROM errors "
         "GROUP BY kind ORDER BY errors DESC",

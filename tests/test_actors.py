@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from agents.actors import Spoken, _strip_marker
+from agents.actors import _strip_marker
 from agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
 from engine.plan import sample_scenario
+from engine.types import ChatMessage
 
 
 class _View:
@@ -13,14 +14,18 @@ class _View:
     from agents.actors import Actor
 
     view = Actor.view
+    said = Actor.said
+    heard = Actor.heard
 
-    def __init__(self, history: list[Spoken]) -> None:
+    def __init__(self, history: list[ChatMessage]) -> None:
         self.history = history
 
 
-def test_user_simulator_sees_its_own_turns_as_assistant():
-    history = [Spoken(own=True, text="I feel stuck"), Spoken(own=False, text="Tell me more")]
-    view = _View(history).view("persona prompt")
+def test_an_actor_sees_its_own_turns_as_assistant_and_the_others_as_user():
+    user_simulator = _View([])
+    user_simulator.said("I feel stuck")
+    user_simulator.heard("Tell me more")
+    view = user_simulator.view("persona prompt")
     assert [(m.role, m.content) for m in view] == [
         ("system", "persona prompt"),
         ("assistant", "I feel stuck"),
@@ -28,10 +33,11 @@ def test_user_simulator_sees_its_own_turns_as_assistant():
     ]
 
 
-def test_assistant_sees_the_user_as_user():
-    history = [Spoken(own=False, text="I feel stuck"), Spoken(own=True, text="Tell me more")]
-    view = _View(history).view("coach prompt")
-    assert [m.role for m in view] == ["system", "user", "assistant"]
+def test_the_assistant_sees_the_same_exchange_the_other_way_round():
+    assistant = _View([])
+    assistant.heard("I feel stuck")
+    assistant.said("Tell me more")
+    assert [m.role for m in assistant.view("coach prompt")] == ["system", "user", "assistant"]
 
 
 def test_user_prompt_carries_the_scenario(therapy):

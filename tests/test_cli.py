@@ -178,6 +178,7 @@ def test_stats_shows_every_section(corpus):
         "By topic category",
         "By flaw",
         "By backend",
+        "Gateways",
         "Errors by kind",
     ):
         assert title in result.stdout
