@@ -1,0 +1,86 @@
+"""What a judge answers, as typed data: one verdict per criterion, decoded and validated."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Answer = Literal["YES", "NO", "NA"]
+
+
+class CriterionAnswer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A judge's answer to one criterion: reasoning first (citing turns), then the answer."""
+
+    reasoning: str
+    answer: Answer
+
+
+class BatchedAnswer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    criterion_id: str
+    reasoning: str
+    answer: Answer
+
+
+class BatchedAnswers(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """All criteria in one call (`mode: batched`)."""
+
+    verdicts: tuple[BatchedAnswer, ...]
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    """A stored verdict. `answer` is None when the judge failed on this criterion (after its
+    retries): that is recorded with its reason and never silently scored as a pass."""
+
+    criterion_id: str
+    answer: Answer | None
+    reasoning: str = ""
+    error: str | None = None
+
+
+class JudgeOutputError(ValueError):
+    """The judge's text is not the JSON asked for; the message is fed back on the retry."""
+
+
+def criterion_schema() -> dict[str, object]:
+    """JSON schema of one criterion's answer, for providers' structured-output modes."""
+    return msgspec.json.schema(CriterionAnswer)
+
+
+def batched_schema() -> dict[str, object]:
+    return msgspec.json.schema(BatchedAnswers)
+
+
+def parse_criterion_answer(text: str) -> CriterionAnswer:
+    """Decode one answer, tolerating a Markdown code fence around the JSON."""
+    try:
+        return msgspec.json.decode(_unfenced(text), type=CriterionAnswer)
+    except msgspec.DecodeError as error:
+        raise JudgeOutputError(str(error)) from None
+
+
+def parse_batched_answers(text: str, criterion_ids: list[str]) -> dict[str, CriterionAnswer]:
+    """Decode a batched answer; every expected criterion exactly once, nothing else."""
+    try:
+        batch = msgspec.json.decode(_unfenced(text), type=BatchedAnswers)
+    except msgspec.DecodeError as error:
+        raise JudgeOutputError(str(error)) from None
+    answers: dict[str, CriterionAnswer] = {}
+    for item in batch.verdicts:
+        if item.criterion_id not in criterion_ids:
+            raise JudgeOutputError(f"unknown criterion {item.criterion_id!r}")
+        if item.criterion_id in answers:
+            raise JudgeOutputError(f"criterion {item.criterion_id!r} answered twice")
+        answers[item.criterion_id] = CriterionAnswer(item.reasoning, item.answer)
+    missing = [cid for cid in criterion_ids if cid not in answers]
+    if missing:
+        raise JudgeOutputError(f"missing criteria: {', '.join(missing)}")
+    return answers
+
+
+def _unfenced(text: str) -> str:
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        stripped = stripped.rsplit("```", 1)[0]
+    return stripped.strip()
