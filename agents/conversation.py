@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 import msgspec
 from anyio.abc import ObjectSendStream
@@ -10,12 +12,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from agents.actors import Assistant, UserSimulator, Utterance
 from config.domain import Domain
 from config.run import Backends
+from config.scenario import Scenario
 from engine.errors import ProviderUnreachable, TurnFailed
 from engine.gateway import Gateway
 from engine.progress import RunProgress
 from engine.types import ChatMessage, Completion, Role
 from store.plans import StoredMessage, UnfinishedConversation
 from store.rows import ConversationUpdate, ErrorRow, StoreEvent, utc_now
+
+Transcript = list[tuple[str, str]]  # (role, content), roles `user` / `assistant`
+AfterComplete = Callable[[Scenario, Transcript, ObjectSendStream[StoreEvent]], Awaitable[None]]
 
 
 class ConversationContext(msgspec.Struct, frozen=True):
@@ -28,6 +34,7 @@ class ConversationContext(msgspec.Struct, frozen=True):
     sink: ObjectSendStream[StoreEvent]
     progress: RunProgress
     assistant_system: str  # rendered once per run
+    after_complete: AfterComplete | None = None  # e.g. judging, as conversations complete
 
 
 # The user simulator speaks as `assistant` in its own view, and hears the assistant as `user`.
@@ -60,10 +67,11 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
             )
             progress.done += 1
             return
-        await _play(
-            job, context, pending=last if last is not None and last.role == "user" else None
-        )
+        pending = last if last is not None and last.role == "user" else None
+        transcript = await _play(job, context, pending=pending)
         progress.done += 1
+        if context.after_complete is not None:
+            await context.after_complete(scenario, transcript, context.sink)
     except* ProviderUnreachable:
         raise  # the provider is down: stop the run, this conversation resumes next time
     except* Exception as group:  # a failed turn, or a bug: recorded, and the run goes on
@@ -75,7 +83,8 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
 
 async def _play(
     job: UnfinishedConversation, context: ConversationContext, pending: StoredMessage | None
-) -> None:
+) -> Transcript:
+    """Play to the end; returns the whole transcript (the assistant's view is the true one)."""
     scenario = job.scenario
     answered = job.messages[:-1] if pending is not None else job.messages
 
@@ -124,6 +133,7 @@ async def _play(
             next_turn=len(job.messages),
             awaiting_reply=pending is not None,
         )
+    return [(message.role, message.content) for message in assistant.history]
 
 
 async def _mark_complete(

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from agents.conversation import ConversationContext, run_conversation
+from agents.conversation import AfterComplete, ConversationContext, run_conversation
 from agents.prompts import assistant_prompt
 from config import constants
 from config.backend_spec import parse_backend_spec
@@ -191,6 +191,7 @@ async def simulate(
     generation: Generation,
     progress: RunProgress,
     display: Callable[[RunProgress], Awaitable[None]] | None = None,
+    after_complete: AfterComplete | None = None,
 ) -> RunSummary:
     """Run every unfinished conversation of the plan through the actors, streaming to DuckDB."""
     settings = generation.settings
@@ -223,6 +224,7 @@ async def simulate(
         sink=send,
         progress=progress,
         assistant_system=assistant_prompt(generation.domain),
+        after_complete=after_complete,
     )
     prices = load_prices(settings.prices)
 
@@ -280,12 +282,19 @@ def generate(
     *,
     environ: dict[str, str] | None = None,
     display: Callable[[Generation], Callable[[RunProgress], Awaitable[None]] | None] | None = None,
+    after_complete: Callable[[Generation], AfterComplete | None] | None = None,
 ) -> RunSummary:
-    """The whole command: validate, store the plan, simulate. Safe to re-run: it resumes."""
+    """The whole command: validate, store the plan, simulate. Safe to re-run: it resumes.
+
+    `after_complete` builds (from the validated run) what to do as each conversation
+    completes, e.g. judge it; it is built before any model call, so its errors come first."""
     generation = prepare(request, environ)
+    hook = after_complete(generation) if after_complete else None
     with exclusive_run(request.db):
         generation.database.run_sync(mark_abandoned_runs)
         store_plan(generation)
         progress = RunProgress(total=request.count)
         progress.already_complete = count_statuses(generation).get("complete", 0)
-        return anyio.run(simulate, generation, progress, display(generation) if display else None)
+        return anyio.run(
+            simulate, generation, progress, display(generation) if display else None, hook
+        )

@@ -42,6 +42,7 @@ class FakeProviderSettings(msgspec.Struct, frozen=True):
     server_error_first: int = 0  # then the next N get 500,
     malformed_first: int = 0  # then the next N a broken body
     seed: int = 0
+    replies: tuple[str, ...] = ()  # canned reply texts, used in turn instead of generated ones
 
 
 class FakeProviderState(msgspec.Struct):
@@ -59,6 +60,7 @@ class FakeProviderState(msgspec.Struct):
     tokens_at: list[tuple[float, int]] = msgspec.field(default_factory=list)
     authorization: set[str] = msgspec.field(default_factory=set)
     models: set[str] = msgspec.field(default_factory=set)
+    prompts: list[str] = msgspec.field(default_factory=list)  # each request's last message
 
 
 class TokenBucket:
@@ -162,7 +164,10 @@ class FakeProvider:
                 headers=self._limit_headers("x-ratelimit"),
             )
 
-        return await self._serve(request, model, prompt, max_tokens, success, "x-ratelimit")
+        last = (
+            str(body.get("messages", [{}])[-1].get("content", "")) if body.get("messages") else ""
+        )
+        return await self._serve(request, model, prompt, max_tokens, success, "x-ratelimit", last)
 
     async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -195,7 +200,9 @@ class FakeProvider:
             )
 
         max_tokens = int(body.get("max_tokens") or 4096)
-        return await self._serve(request, model, prompt, max_tokens, success, "anthropic-ratelimit")
+        return await self._serve(
+            request, model, prompt, max_tokens, success, "anthropic-ratelimit", parts[-1]
+        )
 
     # ---- shared behaviour ------------------------------------------------------------------
 
@@ -207,6 +214,7 @@ class FakeProvider:
         max_tokens: int,
         success: Callable[[str, int, int], web.Response],
         header_prefix: str,
+        last_message: str,
     ) -> web.StreamResponse:
         state, settings = self.state, self.settings
         state.requests += 1
@@ -245,7 +253,11 @@ class FakeProvider:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=500)
-        text = reply_text(prompt, completion_tokens)
+        if settings.replies:
+            text = settings.replies[state.completed % len(settings.replies)]
+        else:
+            text = reply_text(prompt, completion_tokens)
+        state.prompts.append(last_message)
         state.completed += 1
         state.prompt_tokens += prompt_tokens
         state.completion_tokens += completion_tokens

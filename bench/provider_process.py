@@ -27,6 +27,10 @@ def provider_argv(settings: FakeProviderSettings, port: int) -> list[str]:
     """`rapport bench provider` with every setting as a flag."""
     argv = [sys.executable, "-m", "cli.main", "bench", "provider", "--port", str(port)]
     for name, value in msgspec.structs.asdict(settings).items():
+        if isinstance(value, tuple):
+            if value:
+                raise ValueError(f"{name} cannot be passed on the command line")
+            continue
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     return argv

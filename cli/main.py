@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import typer
 from rich.console import Console
 
@@ -16,6 +18,15 @@ from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
 from config.errors import RapportError
 from config.prices import load_prices
+from judges.judge import Judge
+from judges.report import write_report
+from judges.run import (
+    JudgeRequest,
+    build_judges,
+    close_judges,
+    judge_as_completed,
+    judge_corpus,
+)
 from store.query import query
 from store.stats import corpus_stats
 
@@ -89,7 +100,22 @@ def generate(
             return None
         return live_display(console, generation.gateways, load_prices(generation.settings.prices))
 
-    summary = run_generation(request, display=display)
+    judges: list[Judge] = []
+
+    def judging(generation: Generation):
+        if not generation.settings.judges:
+            return None
+        judges.extend(
+            build_judges(
+                generation.settings.judges, generation.domain, dict(os.environ), str(config)
+            )
+        )
+        return judge_as_completed(judges, generation.domain)
+
+    try:
+        summary = run_generation(request, display=display, after_complete=judging)
+    finally:
+        anyio.run(close_judges, judges)
     out = Console(soft_wrap=True)
     out.print(
         f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
@@ -99,6 +125,42 @@ def generate(
     out.print(f"user simulator: {summary.user_backend} · assistant: {summary.assistant_backend}")
     if summary.failed:
         out.print("failed conversations are retried when the same command runs again")
+    if judges:  # conversations completed earlier, or killed before their judging
+        judged = judge_corpus(JudgeRequest(db=db, config=config, max_active=max_active))
+        out.print(
+            f"judged as they completed; {judged.assessed:,} assessments stored "
+            f"({judged.failed_criteria:,} criteria failed)"
+        )
+
+
+@app.command()
+def judge(
+    db: DbOption,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Run settings with `judges:` (RUN.yaml).")
+    ] = None,
+    judge_specs: Annotated[
+        list[str] | None,
+        typer.Option("--judge", help="A judge's backend spec (repeat for several judges)."),
+    ] = None,
+    max_active: Annotated[
+        int | None, typer.Option("--max-active", min=1, help="Conversations judged at once.")
+    ] = None,
+) -> None:
+    """Judge every complete, unjudged conversation against the domain's rubric; re-running
+    is idempotent and resumes after a kill."""
+    request = JudgeRequest(
+        db=db, config=config, judges=tuple(judge_specs or ()), max_active=max_active
+    )
+    summary = judge_corpus(request)
+    out = Console(soft_wrap=True)
+    out.print(
+        f"judged {summary.judged:,} conversation-judge pairs in {summary.elapsed_s:,.1f}s · "
+        f"{summary.assessed:,} assessments stored · {summary.failed_criteria:,} criteria failed"
+    )
+    out.print("judges: " + ", ".join(summary.judges))
+    if summary.failed_criteria:
+        out.print("failed criteria are asked again when the same command runs again")
 
 
 @app.command()
@@ -121,6 +183,16 @@ def stats(db: DbOption) -> None:
     console = Console()
     for section in corpus_stats(db):
         console.print(as_table(section.result, title=section.title))
+
+
+@app.command()
+def report(
+    db: DbOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md and the plots.")],
+) -> None:
+    """Write the corpus and judging figures as Markdown with PNG plots."""
+    path = write_report(db, out)
+    Console(soft_wrap=True).print(f"written: {path} (and its plots in {out})")
 
 
 def run() -> None:

@@ -38,6 +38,7 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     input_tpm: PositiveInt | None = None  # anthropic: input and output tokens kept apart
     output_tpm: PositiveInt | None = None
     latency_ms: NonNegativeFloat = 0.0  # simulated
+    quality: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.85  # simulated: share of YES verdicts
     model_path: str | None = None  # llamacpp: a GGUF file (default: the embedded SmolLM2)
     n_ctx: PositiveInt = constants.DEFAULT_LLAMACPP_CONTEXT
     threads: PositiveInt | None = None
@@ -57,6 +58,25 @@ class Backends(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     user_sim: BackendConfig = BackendConfig()
     assistant: BackendConfig = BackendConfig()
+
+
+JudgeMode = Literal["per_criterion", "batched"]
+PassRule = Literal["all", "majority", "mean"]
+
+
+class JudgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One judge: a backend and model answering the domain's rubric.
+
+    `per_criterion` (default, as the seed: more accurate) makes one call per criterion;
+    `batched` asks all criteria in one call (cheaper). `context_tokens` is the judge's context
+    limit: longer transcripts are judged over windows of exchanges, never silently cut.
+    """
+
+    id: str
+    backend: BackendConfig = BackendConfig()
+    mode: JudgeMode = "per_criterion"
+    context_tokens: PositiveInt | None = None
+    max_tokens: PositiveInt = 400
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -82,6 +102,8 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     turns: PositiveInt | None = None
     retry_failed: bool = True
     backends: Backends = Backends()
+    judges: tuple[JudgeConfig, ...] = ()
+    pass_rule: PassRule = "all"  # across judges: all pass, a majority pass, or mean score
     store: StoreSettings = StoreSettings()
     # model -> price, over the shipped table (config/prices.yaml)
     prices: dict[str, Price] = msgspec.field(default_factory=dict)

@@ -42,17 +42,33 @@ def build_gateways(
         first_role, first = members[0]
         key = f"backends.{first_role}"
         limits = _shared_limits(members, config_file)
-        backend = build_backend(first, domain, environ, config_file, key)
-        gateway = Gateway(
-            backend,
-            limits,
-            max_retries=first.max_retries,
-            backoff_min_s=first.backoff_min_s,
-            backoff_max_s=first.backoff_max_s,
-        )
+        gateway = build_gateway(first, limits, domain, environ, config_file, key)
         for role, _ in members:
             gateways[role] = gateway
     return gateways
+
+
+def build_gateway(
+    settings: BackendConfig,
+    limits: GatewayLimits,
+    domain: Domain,
+    environ: Mapping[str, str],
+    file: str,
+    key: str,
+) -> Gateway:
+    """A gateway around a new backend built from `settings`."""
+    return Gateway(
+        build_backend(settings, domain, environ, file, key),
+        limits,
+        max_retries=settings.max_retries,
+        backoff_min_s=settings.backoff_min_s,
+        backoff_max_s=settings.backoff_max_s,
+    )
+
+
+def limits_of(settings: BackendConfig) -> GatewayLimits:
+    """The limits one backend's settings ask for (in-process models get a cap of their own)."""
+    return _shared_limits([("judge", settings)], "")
 
 
 def _shared_limits(members: list[tuple[str, BackendConfig]], config_file: str) -> GatewayLimits:
@@ -82,7 +98,9 @@ def build_backend(
     if provider == "simulated":
         from engine.backends.simulated import SimulatedBackend
 
-        return SimulatedBackend(domain, latency_ms=settings.latency_ms, model=settings.model)
+        return SimulatedBackend(
+            domain, latency_ms=settings.latency_ms, model=settings.model, quality=settings.quality
+        )
     if provider in ("openai", "anthropic") and not settings.model:
         raise ConfigError(file, f"{key}.model", f"is required for provider {provider}")
     if provider == "openai":

@@ -9,7 +9,7 @@ import msgspec
 from config.scenario import Scenario
 
 Role = Literal["system", "user", "assistant"]
-Speaker = Literal["user_sim", "assistant"]
+Speaker = Literal["user_sim", "assistant", "judge"]
 
 
 class ChatMessage(msgspec.Struct, frozen=True):
@@ -25,6 +25,7 @@ class SimulationHints(msgspec.Struct, frozen=True):
     exchange: int
     target_exchanges: int
     final: bool
+    criteria: tuple[str, ...] = ()  # judge calls: the criteria asked about
 
 
 class CompletionParams(msgspec.Struct, frozen=True):

@@ -70,5 +70,42 @@ CONVERSATION_CHANGES = pa.schema(
 )
 
 
+VERDICTS = pa.schema(
+    [
+        ("conversation_id", pa.string()),
+        ("judge_id", pa.string()),
+        ("criterion_id", pa.string()),
+        ("answer", pa.string()),
+        ("reasoning", pa.string()),
+        ("judge_model", pa.string()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+
+JUDGE_FAILURES = pa.schema(
+    [
+        ("conversation_id", pa.string()),
+        ("judge_id", pa.string()),
+        ("criterion_id", pa.string()),
+        ("error", pa.string()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+
+ASSESSMENTS = pa.schema(
+    [
+        ("conversation_id", pa.string()),
+        ("judge_id", pa.string()),
+        ("score", pa.float64()),
+        ("passed", pa.bool_()),
+        ("safety_failed", pa.bool_()),
+        ("pass_threshold", pa.float64()),
+        ("category_scores", pa.string()),
+        ("failed_gates", pa.list_(pa.string())),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+
+
 def columns_sql(schema: pa.Schema) -> str:
     return ", ".join(schema.names)

@@ -156,24 +156,35 @@ def load_unfinished(
             [started],
         ).fetchall():
             stored[conversation_id].append(StoredMessage(turn_index, role, content, final))
-    decode = msgspec.json.decode
     return [
         UnfinishedConversation(
-            scenario=Scenario(
-                scenario_id=scenario_id,
-                plan_id=plan_id,
-                index=index,
-                seed=seed,
-                persona=decode(persona, type=Persona),
-                topics=decode(topics, type=tuple[TopicSeed, ...]),
-                flaws=decode(flaws, type=tuple[FlawAssignment, ...]),
-                target_turns=target_turns,
-            ),
-            status=status,
-            messages=tuple(stored[scenario_id]),
+            scenario=scenario_from_row(plan_id, row[:7]),
+            status=row[7],
+            messages=tuple(stored[row[0]]),
         )
-        for scenario_id, index, seed, persona, topics, flaws, target_turns, status in rows
+        for row in rows
     ]
+
+
+SCENARIO_COLUMNS = (
+    "s.scenario_id, s.scenario_index, s.seed, s.persona, s.topics, s.flaws, s.target_turns"
+)
+
+
+def scenario_from_row(plan_id: str, row: tuple[object, ...]) -> Scenario:
+    """A Scenario from the `SCENARIO_COLUMNS` of a `scenarios` row."""
+    scenario_id, index, seed, persona, topics, flaws, target_turns = row
+    decode = msgspec.json.decode
+    return Scenario(
+        scenario_id=str(scenario_id),
+        plan_id=plan_id,
+        index=int(index),  # type: ignore[call-overload]
+        seed=int(seed),  # type: ignore[call-overload]
+        persona=decode(str(persona), type=Persona),
+        topics=decode(str(topics), type=tuple[TopicSeed, ...]),
+        flaws=decode(str(flaws), type=tuple[FlawAssignment, ...]),
+        target_turns=int(target_turns),  # type: ignore[call-overload]
+    )
 
 
 def start_run(conn: duckdb.DuckDBPyConnection, run: RunRecord) -> None:

@@ -50,6 +50,36 @@ class ErrorRow(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
+class VerdictRow(msgspec.Struct, frozen=True):
+    conversation_id: str
+    judge_id: str
+    criterion_id: str
+    answer: str
+    reasoning: str
+    judge_model: str
+    created_at: datetime
+
+
+class JudgeFailureRow(msgspec.Struct, frozen=True):
+    conversation_id: str
+    judge_id: str
+    criterion_id: str
+    error: str
+    created_at: datetime
+
+
+class AssessmentRow(msgspec.Struct, frozen=True):
+    conversation_id: str
+    judge_id: str
+    score: float
+    passed: bool
+    safety_failed: bool
+    pass_threshold: float
+    category_scores: str  # JSON
+    failed_gates: list[str]
+    created_at: datetime
+
+
 class StoreEvent(msgspec.Struct, frozen=True):
     """What one actor step writes, applied in a single transaction with its batch.
 
@@ -60,3 +90,6 @@ class StoreEvent(msgspec.Struct, frozen=True):
     message: MessageRow | None = None
     update: ConversationUpdate | None = None
     error: ErrorRow | None = None
+    verdicts: tuple[VerdictRow, ...] = ()
+    judge_failures: tuple[JudgeFailureRow, ...] = ()
+    assessment: AssessmentRow | None = None

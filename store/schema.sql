@@ -106,3 +106,35 @@ CREATE TABLE IF NOT EXISTS gateway_stats (
     updated_at TIMESTAMP NOT NULL,
     PRIMARY KEY (run_id, gateway)
 );
+
+CREATE TABLE IF NOT EXISTS verdicts (
+    conversation_id VARCHAR NOT NULL,
+    judge_id VARCHAR NOT NULL,
+    criterion_id VARCHAR NOT NULL,
+    answer VARCHAR NOT NULL,         -- YES | NO | NA
+    reasoning VARCHAR,
+    judge_model VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (conversation_id, judge_id, criterion_id)
+);
+
+CREATE TABLE IF NOT EXISTS judge_failures (
+    conversation_id VARCHAR NOT NULL,
+    judge_id VARCHAR NOT NULL,
+    criterion_id VARCHAR NOT NULL,
+    error VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS assessments (
+    conversation_id VARCHAR NOT NULL,
+    judge_id VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    passed BOOLEAN NOT NULL,
+    safety_failed BOOLEAN NOT NULL,
+    pass_threshold DOUBLE NOT NULL,
+    category_scores JSON NOT NULL,
+    failed_gates VARCHAR[] NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (conversation_id, judge_id)
+);

@@ -61,10 +61,34 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+JUDGING_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("Pass rate (across judges, by the pass rule)", "SELECT * FROM pass_rate"),
+    ("Pass rate by topic", "SELECT * FROM pass_rate_by_topic ORDER BY pass_rate"),
+    ("Pass rate by flaw", "SELECT * FROM pass_rate_by_flaw ORDER BY pass_rate"),
+    (
+        "Pass rate by persona attribute",
+        "SELECT * FROM pass_rate_by_persona ORDER BY attribute, pass_rate",
+    ),
+    ("Pass rate by length (exchanges)", "SELECT * FROM pass_rate_by_length ORDER BY length_bucket"),
+    ("Score distribution", "SELECT * FROM score_distribution ORDER BY score_from"),
+    ("YES rate per criterion", "SELECT * FROM criterion_rates ORDER BY judge_id, yes_rate"),
+    (
+        "Judge agreement per criterion",
+        "SELECT * FROM judge_agreement ORDER BY kappa NULLS LAST, criterion_id",
+    ),
+    ("Judge failures", "SELECT * FROM judge_failure_counts ORDER BY failures DESC"),
+)
+
+
 class Section(msgspec.Struct, frozen=True):
     title: str
     result: QueryResult
 
 
 def corpus_stats(path: Path) -> list[Section]:
-    return [Section(title, query(path, sql)) for title, sql in SECTIONS]
+    """Every section; the judging ones only once something has been judged."""
+    sections = [Section(title, query(path, sql)) for title, sql in SECTIONS]
+    judged = query(path, "SELECT count(*) FROM assessments").rows[0][0]
+    if judged:
+        sections += [Section(title, query(path, sql)) for title, sql in JUDGING_SECTIONS]
+    return sections

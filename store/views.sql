@@ -48,3 +48,105 @@ SELECT role, backend, model,
        round(quantile_cont(latency_ms, 0.5), 1) AS p50_latency_ms,
        round(quantile_cont(latency_ms, 0.99), 1) AS p99_latency_ms
 FROM messages GROUP BY role, backend, model;
+
+-- ---- judging -------------------------------------------------------------------------------
+-- One row per judged conversation, applying the pass rule across judges stored in meta
+-- (all judges pass / a majority pass / the mean score passes and no judge saw a gate fail).
+CREATE OR REPLACE VIEW conversation_judgement AS
+WITH per_conversation AS (
+    SELECT conversation_id, count(*) AS judges, avg(score) AS mean_score,
+           bool_and(passed) AS all_passed, sum(passed::INTEGER) AS passes,
+           bool_or(safety_failed) AS safety_failed, max(pass_threshold) AS threshold
+    FROM assessments GROUP BY conversation_id
+)
+SELECT conversation_id, judges, mean_score, safety_failed,
+       CASE coalesce((SELECT value FROM meta WHERE key = 'pass_rule'), 'all')
+           WHEN 'majority' THEN passes * 2 > judges
+           WHEN 'mean' THEN mean_score >= threshold AND NOT safety_failed
+           ELSE all_passed
+       END AS passed
+FROM per_conversation;
+
+CREATE OR REPLACE VIEW judged_overview AS
+SELECT o.*, j.judges, j.mean_score, j.passed, j.safety_failed,
+       CASE WHEN o.exchanges <= 5 THEN '01-05' WHEN o.exchanges <= 15 THEN '06-15'
+            WHEN o.exchanges <= 40 THEN '16-40' WHEN o.exchanges <= 70 THEN '41-70'
+            ELSE '71+' END AS length_bucket
+FROM conversation_overview o JOIN conversation_judgement j USING (conversation_id);
+
+CREATE OR REPLACE VIEW pass_rate AS
+SELECT count(*) AS conversations, round(avg(passed::INTEGER), 4) AS pass_rate,
+       round(avg(mean_score), 4) AS mean_score, sum(safety_failed::INTEGER) AS safety_failures
+FROM judged_overview;
+
+CREATE OR REPLACE VIEW pass_rate_by_topic AS
+SELECT topic AS topic_category, count(*) AS conversations,
+       round(avg(passed::INTEGER), 4) AS pass_rate, round(avg(mean_score), 4) AS mean_score
+FROM (SELECT unnest(topic_categories) AS topic, passed, mean_score FROM judged_overview)
+GROUP BY topic;
+
+CREATE OR REPLACE VIEW pass_rate_by_flaw AS
+SELECT flaw, count(*) AS conversations,
+       round(avg(passed::INTEGER), 4) AS pass_rate, round(avg(mean_score), 4) AS mean_score
+FROM (
+    SELECT unnest(CASE WHEN len(flaw_names) = 0 THEN ['(none)'] ELSE flaw_names END) AS flaw,
+           passed, mean_score
+    FROM judged_overview
+)
+GROUP BY flaw;
+
+CREATE OR REPLACE VIEW pass_rate_by_persona AS
+SELECT a.key AS attribute, a.value ->> '$' AS value, count(*) AS conversations,
+       round(avg(j.passed::INTEGER), 4) AS pass_rate, round(avg(j.mean_score), 4) AS mean_score
+FROM judged_overview j
+JOIN scenarios s ON s.scenario_id = j.conversation_id
+CROSS JOIN json_each(s.persona -> '$.attributes') AS a
+GROUP BY ALL;
+
+CREATE OR REPLACE VIEW pass_rate_by_length AS
+SELECT length_bucket, count(*) AS conversations,
+       round(avg(passed::INTEGER), 4) AS pass_rate, round(avg(mean_score), 4) AS mean_score
+FROM judged_overview GROUP BY length_bucket;
+
+CREATE OR REPLACE VIEW criterion_rates AS
+SELECT judge_id, criterion_id, count(*) AS verdicts,
+       round(avg((answer = 'YES')::INTEGER), 4) AS yes_rate,
+       round(avg((answer = 'NO')::INTEGER), 4) AS no_rate,
+       round(avg((answer = 'NA')::INTEGER), 4) AS na_rate
+FROM verdicts GROUP BY judge_id, criterion_id;
+
+CREATE OR REPLACE VIEW score_distribution AS
+SELECT least(floor(mean_score * 10) / 10, 0.9) AS score_from, count(*) AS conversations
+FROM judged_overview GROUP BY 1;
+
+CREATE OR REPLACE VIEW judge_failure_counts AS
+SELECT judge_id, criterion_id, count(*) AS failures, any_value(error) AS example
+FROM judge_failures GROUP BY judge_id, criterion_id;
+
+-- Per criterion, between each pair of judges: percent agreement and Cohen's kappa.
+CREATE OR REPLACE VIEW judge_agreement AS
+WITH pairs AS (
+    SELECT a.criterion_id, a.judge_id AS judge_a, b.judge_id AS judge_b,
+           a.answer AS answer_a, b.answer AS answer_b
+    FROM verdicts a JOIN verdicts b USING (conversation_id, criterion_id)
+    WHERE a.judge_id < b.judge_id
+),
+observed AS (
+    SELECT criterion_id, judge_a, judge_b, count(*) AS items,
+           avg((answer_a = answer_b)::INTEGER) AS p_o
+    FROM pairs GROUP BY ALL
+),
+marginal_a AS (SELECT criterion_id, judge_a, judge_b, answer_a AS label, count(*) AS n FROM pairs GROUP BY ALL),
+marginal_b AS (SELECT criterion_id, judge_a, judge_b, answer_b AS label, count(*) AS n FROM pairs GROUP BY ALL),
+expected AS (
+    SELECT criterion_id, judge_a, judge_b, sum(ma.n * mb.n) AS products
+    FROM marginal_a ma JOIN marginal_b mb USING (criterion_id, judge_a, judge_b, label)
+    GROUP BY ALL
+)
+SELECT o.criterion_id, o.judge_a, o.judge_b, o.items,
+       round(o.p_o, 4) AS percent_agreement,
+       CASE WHEN coalesce(e.products, 0) = o.items * o.items THEN NULL
+            ELSE round((o.p_o - coalesce(e.products, 0) / (o.items * o.items))
+                       / (1 - coalesce(e.products, 0) / (o.items * o.items)), 4)
+       END AS kappa
+FROM observed o LEFT JOIN expected e USING (criterion_id, judge_a, judge_b);

@@ -12,9 +12,12 @@ import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from store.arrow_rows import (
+    ASSESSMENTS,
     CONVERSATION_CHANGES,
     ERRORS,
+    JUDGE_FAILURES,
     MESSAGES,
+    VERDICTS,
     columns_sql,
     structs_to_arrow,
 )
@@ -96,6 +99,9 @@ def write_batch(conn: duckdb.DuckDBPyConnection, batch: Sequence[StoreEvent]) ->
     """Apply one batch of events in a single transaction."""
     messages = [event.message for event in batch if event.message is not None]
     errors = [event.error for event in batch if event.error is not None]
+    verdicts = [row for event in batch for row in event.verdicts]
+    failures = [row for event in batch for row in event.judge_failures]
+    assessments = [event.assessment for event in batch if event.assessment is not None]
     changes = fold_updates(event.update for event in batch if event.update is not None)
     conn.execute("BEGIN TRANSACTION")
     try:
@@ -105,6 +111,14 @@ def write_batch(conn: duckdb.DuckDBPyConnection, batch: Sequence[StoreEvent]) ->
             _insert(conn, "errors", structs_to_arrow(errors, ERRORS), ignore_conflicts=False)
         if changes:
             _apply_changes(conn, structs_to_arrow(changes, CONVERSATION_CHANGES))
+        if verdicts:
+            _insert(conn, "verdicts", structs_to_arrow(verdicts, VERDICTS), ignore_conflicts=True)
+        if failures:
+            table = structs_to_arrow(failures, JUDGE_FAILURES)
+            _insert(conn, "judge_failures", table, ignore_conflicts=False)
+        if assessments:
+            table = structs_to_arrow(assessments, ASSESSMENTS)
+            _insert(conn, "assessments", table, ignore_conflicts=False, replace=True)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -134,11 +148,18 @@ def fold_updates(updates: Iterable[ConversationUpdate]) -> list[ConversationChan
 
 
 def _insert(
-    conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, ignore_conflicts: bool
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    rows: pa.Table,
+    *,
+    ignore_conflicts: bool,
+    replace: bool = False,
 ) -> None:
     conn.register("incoming_rows", rows)
     try:
-        verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+        verb = (
+            "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+        )
         columns = columns_sql(rows.schema)
         conn.execute(f"{verb} INTO {table} ({columns}) SELECT {columns} FROM incoming_rows")
     finally:

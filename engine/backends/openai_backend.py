@@ -42,6 +42,12 @@ class OpenAIBackend:
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
         started = time.perf_counter()
+        extra: dict[str, object] = {}
+        if params.json_schema is not None:  # structured output (OpenAI, vLLM, llama.cpp server)
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": params.json_schema, "strict": False},
+            }
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
                 model=self.model,
@@ -49,6 +55,7 @@ class OpenAIBackend:
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
                 seed=params.seed,
+                **extra,  # type: ignore[arg-type]
             )
             response = raw.parse()
         except Exception as error:

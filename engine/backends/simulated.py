@@ -12,6 +12,7 @@ import anyio.lowlevel
 from config.constants import CHARS_PER_TOKEN_ESTIMATE
 from config.domain import Domain
 from engine.backend import estimate_tokens
+from engine.backends.simulated_judge import write_verdicts
 from engine.backends.simulated_text import write_assistant_turn, write_user_turn
 from engine.errors import BackendError
 from engine.seeding import derive_seed
@@ -29,10 +30,13 @@ class SimulatedBackend:
     provider = "simulated"
     simulated = True
 
-    def __init__(self, domain: Domain, *, latency_ms: float = 0.0, model: str = "") -> None:
+    def __init__(
+        self, domain: Domain, *, latency_ms: float = 0.0, model: str = "", quality: float = 0.85
+    ) -> None:
         self.model = model or SIMULATED_MODEL
         self._domain = domain
         self._latency_s = latency_ms / 1000.0
+        self._quality = quality
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
@@ -45,8 +49,12 @@ class SimulatedBackend:
             await anyio.sleep(self._latency_s)
         else:
             await anyio.lowlevel.checkpoint()
-        rng = random.Random(derive_seed(hints.scenario.seed, hints.exchange, hints.speaker))
-        if hints.speaker == "user_sim":
+        rng = random.Random(
+            derive_seed(hints.scenario.seed, hints.exchange, hints.speaker, *hints.criteria)
+        )
+        if hints.speaker == "judge":
+            text = write_verdicts(self._domain, hints.scenario, hints.criteria, self._quality, rng)
+        elif hints.speaker == "user_sim":
             text = write_user_turn(self._domain, hints.scenario, hints.exchange, hints.final, rng)
         else:
             last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")

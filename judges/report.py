@@ -1,0 +1,105 @@
+"""`rapport report`: the judging figures as Markdown tables with PNG plots (matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from store.query import QueryResult, query
+from store.stats import JUDGING_SECTIONS, SECTIONS
+
+
+class Plot(NamedTuple):
+    filename: str
+    title: str
+    sql: str  # two columns: label, value
+    xlabel: str
+    ylabel: str
+
+
+PLOTS = (
+    Plot(
+        "score_distribution.png",
+        "Score distribution",
+        "SELECT score_from, conversations FROM score_distribution ORDER BY 1",
+        "mean score (bin start)",
+        "conversations",
+    ),
+    Plot(
+        "pass_rate_by_topic.png",
+        "Pass rate by topic",
+        "SELECT topic_category, pass_rate FROM pass_rate_by_topic ORDER BY 2",
+        "topic category",
+        "pass rate",
+    ),
+    Plot(
+        "pass_rate_by_flaw.png",
+        "Pass rate by flaw",
+        "SELECT flaw, pass_rate FROM pass_rate_by_flaw ORDER BY 2",
+        "flaw",
+        "pass rate",
+    ),
+    Plot(
+        "pass_rate_by_length.png",
+        "Pass rate by length",
+        "SELECT length_bucket, pass_rate FROM pass_rate_by_length ORDER BY 1",
+        "exchanges",
+        "pass rate",
+    ),
+    Plot(
+        "criterion_yes_rate.png",
+        "YES rate per criterion",
+        "SELECT judge_id || ' ' || criterion_id, yes_rate FROM criterion_rates ORDER BY 1",
+        "judge and criterion",
+        "YES rate",
+    ),
+)
+
+
+def markdown_table(result: QueryResult) -> str:
+    if not result.rows:
+        return "_(none)_"
+    head = "| " + " | ".join(result.columns) + " |"
+    rule = "|" + "---|" * len(result.columns)
+    body = [
+        "| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in result.rows
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def _bar_chart(result: QueryResult, title: str, xlabel: str, ylabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [str(row[0]) for row in result.rows]
+    values = [float(row[1] or 0) for row in result.rows]
+    figure, axes = plt.subplots(figsize=(max(6, 0.45 * len(labels) + 2), 4))
+    axes.bar(labels, values, color="tab:blue")
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.tick_params(axis="x", labelrotation=60)
+    if ylabel.endswith("rate"):
+        axes.set_ylim(0, 1)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def write_report(db: Path, out: Path) -> Path:
+    """Write `report.md` and one PNG per plot into `out`; returns the Markdown path."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Rapport corpus report\n\nDatabase: `{db}`\n"]
+    for title, sql in (*SECTIONS, *JUDGING_SECTIONS):
+        lines += [f"## {title}\n", markdown_table(query(db, sql)), ""]
+    lines.append("## Plots\n")
+    for filename, title, sql, xlabel, ylabel in PLOTS:
+        result = query(db, sql)
+        if result.rows:
+            _bar_chart(result, title, xlabel, ylabel, out / filename)
+            lines.append(f"![{title}]({filename})\n")
+    report = out / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report

@@ -1,0 +1,239 @@
+"""`rapport judge`: judge every complete conversation that a configured judge has not fully
+assessed. Re-running is idempotent (verdict key: conversation, judge, criterion) and resumes
+after a kill, asking only the missing criteria."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+import anyio
+import msgspec
+from anyio.abc import ObjectSendStream
+
+from config import constants
+from config.backend_spec import parse_backend_spec
+from config.domain import Domain
+from config.loader import load_domain
+from config.run import JudgeConfig, RunConfig, load_run_config
+from config.scenario import Scenario
+from engine.factory import build_gateway, limits_of
+from engine.scheduler import run_bounded
+from judges.judge import Judge, judge_conversation
+from judges.scoring import active_criteria, score
+from judges.verdicts import Verdict
+from store.database import Database
+from store.errors import StoreError
+from store.judgements import JudgeJob, load_unjudged, plan_domains, record_pass_rule
+from store.rows import AssessmentRow, JudgeFailureRow, StoreEvent, VerdictRow, utc_now
+from store.run_lock import exclusive_run
+from store.writer import StoreWriter
+
+JOB_CHUNK = 500
+DEFAULT_JUDGE_ID = "judge"
+
+
+class JudgeRequest(msgspec.Struct, frozen=True):
+    db: Path
+    config: Path | None = None
+    judges: tuple[str, ...] = ()  # backend specs; each becomes a judge (overrides the config)
+    max_active: int | None = None
+
+
+class JudgeSummary(msgspec.Struct, frozen=True):
+    judged: int
+    assessed: int
+    failed_criteria: int
+    elapsed_s: float
+    judges: tuple[str, ...]
+
+
+def judge_configs(settings: RunConfig, specs: Sequence[str]) -> tuple[JudgeConfig, ...]:
+    """Judges from `--judge` specs, else from the run config, else the embedded local model."""
+    if specs:
+        return tuple(
+            JudgeConfig(id=spec.split("@")[0], backend=parse_backend_spec(spec, "--judge"))
+            for spec in specs
+        )
+    if settings.judges:
+        return settings.judges
+    return (JudgeConfig(id=DEFAULT_JUDGE_ID),)
+
+
+def build_judges(
+    configs: Sequence[JudgeConfig], domain: Domain, environ: Mapping[str, str], config_file: str
+) -> list[Judge]:
+    judges = []
+    for index, config in enumerate(configs):
+        if config.backend.provider == "llamacpp" and config.context_tokens is None:
+            config = msgspec.structs.replace(config, context_tokens=config.backend.n_ctx)
+        gateway = build_gateway(
+            config.backend, limits_of(config.backend), domain, environ, config_file,
+            f"judges[{index}].backend",
+        )  # fmt: skip
+        judges.append(Judge(config, gateway))
+    ids = [judge.id for judge in judges]
+    if len(set(ids)) != len(ids):
+        raise StoreError(f"{config_file}: judges: ids must be distinct, got {', '.join(ids)}")
+    return judges
+
+
+async def assess(judge: Judge, domain: Domain, job: JudgeJob) -> StoreEvent:
+    """Ask this judge the criteria it has not answered; score once all are answered."""
+    exchanges = sum(role == "assistant" for role, _ in job.messages)
+    wanted = {c.id for c in active_criteria(domain.rubric, exchanges)}
+    missing = wanted - set(job.existing)
+    new = await judge_conversation(judge, domain, job.scenario, job.messages, only=missing)
+    return assessment_event(judge, domain, job, new, exchanges)
+
+
+def assessment_event(
+    judge: Judge, domain: Domain, job: JudgeJob, new: Sequence[Verdict], exchanges: int
+) -> StoreEvent:
+    now = utc_now()
+    cid = job.scenario.scenario_id
+    model = judge.gateway.label
+    rows = tuple(
+        VerdictRow(cid, judge.id, v.criterion_id, v.answer, v.reasoning, model, now)
+        for v in new
+        if v.answer is not None
+    )
+    failures = tuple(
+        JudgeFailureRow(cid, judge.id, v.criterion_id, v.error or "unknown", now)
+        for v in new
+        if v.answer is None
+    )
+    answers = {c: Verdict(c, a, r) for c, (a, r) in job.existing.items()}  # type: ignore[arg-type]
+    answers |= {v.criterion_id: v for v in new if v.answer is not None}
+    assessment = None
+    if not failures:
+        result = score(domain.rubric, answers, exchanges)
+        assessment = AssessmentRow(
+            conversation_id=cid,
+            judge_id=judge.id,
+            score=result.score,
+            passed=result.passed,
+            safety_failed=result.safety_failed,
+            pass_threshold=domain.rubric.pass_threshold,
+            category_scores=msgspec.json.encode(result.category_scores).decode(),
+            failed_gates=list(result.failed_gates),
+            created_at=now,
+        )
+    return StoreEvent(verdicts=rows, judge_failures=failures, assessment=assessment)
+
+
+async def judge_pending(
+    database: Database,
+    judges: Sequence[Judge],
+    domains: Mapping[str, Domain],
+    sink: ObjectSendStream[StoreEvent],
+    max_active: int,
+) -> tuple[int, int]:
+    """Judge everything pending for every judge; returns (jobs, failed criteria)."""
+    counts = [0, 0]
+
+    async def jobs() -> AsyncIterator[tuple[Judge, JudgeJob]]:
+        for judge in judges:
+            after = ""
+            while True:
+                chunk = await database.run(
+                    lambda conn, after=after, judge=judge: load_unjudged(
+                        conn, judge.id, after, JOB_CHUNK
+                    )
+                )
+                if not chunk:
+                    break
+                for job in chunk:
+                    yield judge, job
+                after = chunk[-1].scenario.scenario_id
+
+    async def handle(item: tuple[Judge, JudgeJob]) -> None:
+        judge, job = item
+        event = await assess(judge, domains[job.scenario.plan_id], job)
+        counts[0] += 1
+        counts[1] += len(event.judge_failures)
+        await sink.send(event)
+
+    await run_bounded(jobs(), max_active, handle)
+    return counts[0], counts[1]
+
+
+def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None) -> JudgeSummary:
+    """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB."""
+    settings = load_run_config(request.config)
+    if not request.db.exists():
+        raise StoreError(f"{request.db}: no such database (run `rapport generate` first)")
+    database = Database(request.db)
+    database.initialise()
+    domains = database.run_sync(plan_domains)
+    fallback = load_domain(Path(settings.domain) if settings.domain else None)
+    domain = next(iter(domains.values()), fallback)
+    configs = judge_configs(settings, request.judges)
+    judges = build_judges(
+        configs, domain, environ if environ is not None else dict(os.environ),
+        str(request.config or "run config"),
+    )  # fmt: skip
+    max_active = request.max_active or settings.max_active
+    started = time.perf_counter()
+    with exclusive_run(request.db):
+        database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
+
+        async def go() -> tuple[int, int]:
+            writer = StoreWriter(
+                database,
+                flush_rows=settings.store.flush_rows,
+                flush_interval_s=settings.store.flush_interval_s,
+            )
+            send, receive = anyio.create_memory_object_stream[StoreEvent](
+                constants.STORE_QUEUE_EVENTS
+            )
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(writer.run, receive)
+                    async with send:
+                        return await judge_pending(database, judges, domains, send, max_active)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await close_judges(judges)
+
+        judged, failed = anyio.run(go)
+    assessed = database.run_sync(
+        lambda conn: conn.execute("SELECT count(*) FROM assessments").fetchone()[0]
+    )
+    return JudgeSummary(
+        judged=judged,
+        assessed=int(assessed),
+        failed_criteria=failed,
+        elapsed_s=time.perf_counter() - started,
+        judges=tuple(f"{j.id} ({j.gateway.label})" for j in judges),
+    )
+
+
+def judge_as_completed(
+    judges: Sequence[Judge], domain: Domain
+) -> Callable[[Scenario, Sequence[tuple[str, str]], ObjectSendStream[StoreEvent]], Awaitable[None]]:
+    """For `rapport generate` with `judges:`: judge each conversation as soon as it completes,
+    every judge at once, each through its own gateway (so each stays at its own limit)."""
+
+    async def judge_now(
+        scenario: Scenario,
+        transcript: Sequence[tuple[str, str]],
+        sink: ObjectSendStream[StoreEvent],
+    ) -> None:
+        job = JudgeJob(scenario, tuple(transcript), {})
+
+        async def one(judge: Judge) -> None:
+            await sink.send(await assess(judge, domain, job))
+
+        async with anyio.create_task_group() as group:
+            for judge in judges:
+                group.start_soon(one, judge)
+
+    return judge_now
+
+
+async def close_judges(judges: Sequence[Judge]) -> None:
+    for judge in judges:
+        await judge.gateway.aclose()

@@ -1,0 +1,68 @@
+"""What the judge stage reads: complete conversations a judge has not fully assessed yet."""
+
+from __future__ import annotations
+
+import duckdb
+import msgspec
+
+from config.domain import Domain
+from config.scenario import Scenario
+from store.plans import SCENARIO_COLUMNS, scenario_from_row
+
+
+class JudgeJob(msgspec.Struct, frozen=True):
+    """A conversation to judge, with the verdicts this judge already gave (from a killed or
+    partly failed earlier run: only the missing criteria are asked again)."""
+
+    scenario: Scenario
+    messages: tuple[tuple[str, str], ...]
+    existing: dict[str, tuple[str, str]]  # criterion_id -> (answer, reasoning)
+
+
+def plan_domains(conn: duckdb.DuckDBPyConnection) -> dict[str, Domain]:
+    """The domain each plan was generated with (its rubric is the one to judge against)."""
+    rows = conn.execute("SELECT plan_id, domain_snapshot FROM plans").fetchall()
+    return {plan_id: msgspec.json.decode(snapshot, type=Domain) for plan_id, snapshot in rows}
+
+
+def load_unjudged(
+    conn: duckdb.DuckDBPyConnection, judge_id: str, after: str, limit: int
+) -> list[JudgeJob]:
+    """Up to `limit` complete conversations (ids after `after`) without this judge's assessment."""
+    rows = conn.execute(
+        f"""
+        SELECT c.plan_id, {SCENARIO_COLUMNS}
+        FROM conversations c JOIN scenarios s USING (scenario_id)
+        WHERE c.status = 'complete' AND c.conversation_id > ?
+          AND NOT EXISTS (SELECT 1 FROM assessments a
+                          WHERE a.conversation_id = c.conversation_id AND a.judge_id = ?)
+        ORDER BY c.conversation_id LIMIT ?
+        """,
+        [after, judge_id, limit],
+    ).fetchall()
+    if not rows:
+        return []
+    ids = [row[1] for row in rows]
+    messages: dict[str, list[tuple[str, str]]] = {cid: [] for cid in ids}
+    for cid, role, content in conn.execute(
+        "SELECT conversation_id, role, content FROM messages "
+        "WHERE conversation_id IN (SELECT unnest(?)) ORDER BY conversation_id, turn_index",
+        [ids],
+    ).fetchall():
+        messages[cid].append((role, content))
+    existing: dict[str, dict[str, tuple[str, str]]] = {cid: {} for cid in ids}
+    for cid, criterion_id, answer, reasoning in conn.execute(
+        "SELECT conversation_id, criterion_id, answer, reasoning FROM verdicts "
+        "WHERE judge_id = ? AND conversation_id IN (SELECT unnest(?))",
+        [judge_id, ids],
+    ).fetchall():
+        existing[cid][criterion_id] = (answer, reasoning or "")
+    return [
+        JudgeJob(scenario_from_row(row[0], row[1:]), tuple(messages[row[1]]), existing[row[1]])
+        for row in rows
+    ]
+
+
+def record_pass_rule(conn: duckdb.DuckDBPyConnection, rule: str) -> None:
+    """The pass rule across judges that the views apply."""
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('pass_rule', ?)", [rule])
