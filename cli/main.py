@@ -14,11 +14,13 @@ from rich.console import Console
 from agents.generation import GenerateRequest, Generation
 from agents.generation import generate as run_generation
 from cli.bench_commands import bench_app
+from cli.dataset_commands import dataset_app
 from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
 from config.errors import RapportError
 from config.prices import load_prices
 from judges.judge import Judge
+from judges.repetition import describe, repetition_report
 from judges.report import write_report
 from judges.run import (
     JudgeRequest,
@@ -28,7 +30,7 @@ from judges.run import (
     judge_corpus,
 )
 from store.query import query
-from store.stats import corpus_stats
+from store.stats import complete_transcripts, corpus_stats
 
 INPUT_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
@@ -42,6 +44,7 @@ app = typer.Typer(
 )
 
 app.add_typer(bench_app, name="bench")
+app.add_typer(dataset_app, name="dataset")
 
 DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
 
@@ -177,10 +180,19 @@ def sql(
 
 
 @app.command()
-def stats(db: DbOption) -> None:
+def stats(
+    db: DbOption,
+    repetition: Annotated[
+        bool, typer.Option("--repetition", help="Over-used phrases and diversity instead.")
+    ] = False,
+) -> None:
     """Corpus overview: conversations by status, length and token distributions, by topic,
-    flaw and backend."""
+    flaw and backend, and the judging figures once conversations are judged."""
     console = Console()
+    if repetition:
+        for title, result in describe(repetition_report(complete_transcripts(db))):
+            console.print(as_table(result, title=title))
+        return
     for section in corpus_stats(db):
         console.print(as_table(section.result, title=section.title))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from judges.repetition import describe, repetition_report
 from store.query import QueryResult, query
-from store.stats import JUDGING_SECTIONS, SECTIONS
+from store.stats import JUDGING_SECTIONS, SECTIONS, complete_transcripts
 
 
 class Plot(NamedTuple):
@@ -100,6 +101,9 @@ def write_report(db: Path, out: Path) -> Path:
         if result.rows:
             _bar_chart(result, title, xlabel, ylabel, out / filename)
             lines.append(f"![{title}]({filename})\n")
+    lines.append("## Repetition and diversity\n")
+    for title, result in describe(repetition_report(complete_transcripts(db))):
+        lines += [f"### {title}\n", markdown_table(result), ""]
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report

@@ -111,7 +111,10 @@ def save_scenarios(
     try:
         conn.register("new_scenarios", scenario_rows)
         conn.register("new_conversations", conversation_rows)
-        conn.execute("INSERT OR IGNORE INTO scenarios SELECT * FROM new_scenarios")
+        columns = ", ".join(scenario_rows.column_names)
+        conn.execute(
+            f"INSERT OR IGNORE INTO scenarios ({columns}) SELECT {columns} FROM new_scenarios"
+        )
         conn.execute(
             "INSERT OR IGNORE INTO conversations (conversation_id, scenario_id, plan_id, "
             "scenario_index, target_turns, status, created_at) "

@@ -138,3 +138,17 @@ CREATE TABLE IF NOT EXISTS assessments (
     created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (conversation_id, judge_id)
 );
+
+-- Scenarios kept out of training for evaluation (the evaluation stage marks them).
+ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS held_out BOOLEAN DEFAULT false;
+
+CREATE TABLE IF NOT EXISTS examples (
+    example_id VARCHAR PRIMARY KEY,  -- conversation_id:end_exchange
+    conversation_id VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,          -- train | validation | test
+    first_exchange INTEGER NOT NULL, -- after truncation from the oldest turns
+    end_exchange INTEGER NOT NULL,
+    num_tokens INTEGER NOT NULL,
+    output_dir VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);

@@ -92,3 +92,17 @@ def corpus_stats(path: Path) -> list[Section]:
     if judged:
         sections += [Section(title, query(path, sql)) for title, sql in JUDGING_SECTIONS]
     return sections
+
+
+def complete_transcripts(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """(role, content) transcripts of every complete conversation."""
+    result = query(
+        path,
+        "SELECT m.conversation_id, m.role, m.content FROM messages m "
+        "JOIN conversations c USING (conversation_id) WHERE c.status = 'complete' "
+        "ORDER BY m.conversation_id, m.turn_index",
+    )
+    transcripts: dict[str, list[tuple[str, str]]] = {}
+    for cid, role, content in result.rows:
+        transcripts.setdefault(cid, []).append((role, content))
+    return transcripts

@@ -1,0 +1,74 @@
+"""`rapport dataset build`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from config.errors import RapportError
+from training.dataset_build import DatasetRequest, build_dataset
+from training.slicing import SlicingPolicy
+from training.splits import SplitFractions
+
+dataset_app = typer.Typer(help="Training examples from the passing conversations.")
+
+
+@dataset_app.command("build")
+def build(
+    db: Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (dataset and README.md).")],
+    tokenizer: Annotated[
+        str | None,
+        typer.Option("--tokenizer", help="The base model's tokenizer (a local folder)."),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16)] = 16_384,
+    output_format: Annotated[str, typer.Option("--format", help="hf, parquet or jsonl.")] = "hf",
+    min_score: Annotated[float | None, typer.Option("--min-score", min=0.0, max=1.0)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    validation: Annotated[float, typer.Option("--validation", min=0.0, max=0.5)] = 0.05,
+    test: Annotated[float, typer.Option("--test", min=0.0, max=0.5)] = 0.05,
+    slice_every: Annotated[
+        int | None,
+        typer.Option("--slice-every", min=1, help="End examples every k-th exchange (+ last)."),
+    ] = None,
+    min_exchanges: Annotated[int, typer.Option("--min-exchanges", min=1)] = 1,
+    drop_repetitive: Annotated[
+        float | None,
+        typer.Option(
+            "--drop-repetitive",
+            min=0.0,
+            max=1.0,
+            help="Drop conversations where more than this share of assistant turns use "
+            "over-used phrases.",
+        ),
+    ] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option("--push-to-hub", help="Hub dataset repo (needs HF_TOKEN).")
+    ] = None,
+) -> None:
+    """Slice passing conversations into examples and write them with a dataset card."""
+    if output_format not in ("hf", "parquet", "jsonl"):
+        raise RapportError(f"--format must be hf, parquet or jsonl, not {output_format!r}")
+    slicing = SlicingPolicy(kind="every", every=slice_every) if slice_every else SlicingPolicy()
+    request = DatasetRequest(
+        db=db, out=out, tokenizer=tokenizer, max_tokens=max_tokens,
+        output_format=output_format,  # type: ignore[arg-type]
+        min_score=min_score, seed=seed, fractions=SplitFractions(validation, test),
+        slicing=slicing, min_exchanges=min_exchanges, drop_repetitive=drop_repetitive,
+        push_to_hub=push_to_hub,
+    )  # fmt: skip
+    summary = build_dataset(request)
+    console = Console(soft_wrap=True)
+    counts = " · ".join(f"{split} {n:,}" for split, n in summary.examples.items())
+    console.print(
+        f"{summary.conversations:,} conversations → {counts} examples "
+        f"({summary.truncated:,} truncated from the oldest turns, {summary.skipped_too_long:,} "
+        f"too long, {summary.dropped_repetitive:,} conversations dropped as repetitive)"
+    )
+    console.print(
+        f"tokens per example: mean {summary.tokens_mean:,.0f}, max {summary.tokens_max:,} "
+        f"({summary.tokenizer}) · written to {summary.out}"
+    )

@@ -1,0 +1,101 @@
+"""What the dataset stage reads: passing conversations with their transcripts, and the
+provenance its card records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import duckdb
+import msgspec
+
+
+class SourceConversation(msgspec.Struct, frozen=True):
+    conversation_id: str
+    plan_id: str
+    mean_score: float
+    messages: tuple[tuple[str, str], ...]
+
+
+def passing_conversations(
+    conn: duckdb.DuckDBPyConnection, min_score: float | None
+) -> list[SourceConversation]:
+    """Complete conversations that pass by the stored pass rule (and `min_score`), except
+    scenarios held out for evaluation."""
+    rows = conn.execute(
+        """
+        SELECT c.conversation_id, c.plan_id, j.mean_score
+        FROM conversations c
+        JOIN conversation_judgement j USING (conversation_id)
+        JOIN scenarios s USING (scenario_id)
+        WHERE c.status = 'complete' AND j.passed AND NOT coalesce(s.held_out, false)
+          AND j.mean_score >= coalesce(?, 0)
+        ORDER BY c.conversation_id
+        """,
+        [min_score],
+    ).fetchall()
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
+    transcripts: dict[str, list[tuple[str, str]]] = {cid: [] for cid in ids}
+    for cid, role, content in conn.execute(
+        "SELECT conversation_id, role, content FROM messages "
+        "WHERE conversation_id IN (SELECT unnest(?)) ORDER BY conversation_id, turn_index",
+        [ids],
+    ).fetchall():
+        transcripts[cid].append((role, content))
+    return [
+        SourceConversation(cid, plan_id, float(score), tuple(transcripts[cid]))
+        for cid, plan_id, score in rows
+    ]
+
+
+class ExampleRecord(msgspec.Struct, frozen=True):
+    example_id: str
+    conversation_id: str
+    split: str
+    first_exchange: int
+    end_exchange: int
+    num_tokens: int
+    output_dir: str
+    created_at: datetime
+
+
+def save_examples(conn: duckdb.DuckDBPyConnection, records: Sequence[ExampleRecord]) -> None:
+    if not records:
+        return
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist([msgspec.structs.asdict(r) for r in records])
+    conn.register("new_examples", table)
+    try:
+        columns = ", ".join(table.column_names)
+        conn.execute(
+            f"INSERT OR REPLACE INTO examples ({columns}) SELECT {columns} FROM new_examples"
+        )
+    finally:
+        conn.unregister("new_examples")
+
+
+def provenance(conn: duckdb.DuckDBPyConnection) -> dict[str, object]:
+    """Runs, backends, judges and the pass rule, for the dataset card."""
+    runs = conn.execute(
+        "SELECT run_id, user_backend, assistant_backend FROM runs WHERE command = 'generate' "
+        "ORDER BY started_at"
+    ).fetchall()
+    judges = conn.execute(
+        "SELECT DISTINCT judge_id, judge_model FROM verdicts ORDER BY 1"
+    ).fetchall()
+    rule = conn.execute("SELECT value FROM meta WHERE key = 'pass_rule'").fetchone()
+    domains = conn.execute("SELECT DISTINCT domain FROM plans").fetchall()
+    judged = conn.execute(
+        "SELECT count(*), sum(passed::INTEGER) FROM conversation_judgement"
+    ).fetchone()
+    return {
+        "runs": runs,
+        "judges": judges,
+        "pass_rule": rule[0] if rule else "all",
+        "domains": [d[0] for d in domains],
+        "judged": int(judged[0] or 0),
+        "passed": int(judged[1] or 0),
+    }

@@ -1,0 +1,243 @@
+"""`rapport dataset build`: passing conversations → sliced, budget-fitted examples in the OpenAI
+`messages` format → a Hugging Face dataset (save_to_disk, Parquet or JSONL) with a card, the
+examples recorded back in DuckDB."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from config.constants import CHARS_PER_TOKEN_ESTIMATE
+from config.errors import RapportError
+from judges.repetition import dominated_conversations, repetition_report
+from store.database import Database
+from store.dataset_source import (
+    ExampleRecord,
+    SourceConversation,
+    passing_conversations,
+    provenance,
+    save_examples,
+)
+from store.errors import StoreError
+from store.judgements import plan_domains
+from store.rows import utc_now
+from training.card import dataset_card
+from training.slicing import SlicingPolicy, pair_exchanges, slice_points
+from training.splits import SPLITS, SplitFractions, split_of
+from training.truncation import TokenCounter, fit_to_budget, tokenizer_counter
+
+OutputFormat = Literal["hf", "parquet", "jsonl"]
+
+
+class DatasetRequest(msgspec.Struct, frozen=True):
+    db: Path
+    out: Path
+    tokenizer: str | None = None  # a local tokenizer folder (the base model's)
+    max_tokens: int = 16_384
+    output_format: OutputFormat = "hf"
+    min_score: float | None = None
+    seed: int = 0
+    fractions: SplitFractions = SplitFractions()
+    slicing: SlicingPolicy = SlicingPolicy()
+    min_exchanges: int = 1
+    drop_repetitive: float | None = None  # drop conversations with more than this share of
+    repetitive_share: float = 0.2  # assistant turns using phrases found in this share of all
+    push_to_hub: str | None = None
+
+
+class DatasetSummary(msgspec.Struct, frozen=True):
+    conversations: int
+    dropped_repetitive: int
+    examples: dict[str, int]
+    truncated: int
+    skipped_too_long: int
+    tokens_mean: float
+    tokens_max: int
+    tokenizer: str
+    out: str
+
+
+def _token_counter(tokenizer: str | None) -> tuple[TokenCounter, str]:
+    if tokenizer is None:
+
+        def estimate(messages: list[dict[str, str]]) -> int:
+            return round(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN_ESTIMATE)
+
+        return estimate, f"estimate ({CHARS_PER_TOKEN_ESTIMATE:g} characters per token)"
+    from transformers import AutoTokenizer
+
+    try:
+        loaded = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
+    except (OSError, ValueError) as error:
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise RapportError(
+            f"--tokenizer {tokenizer}: cannot load a local tokenizer: {first_line}"
+        ) from None
+    return tokenizer_counter(loaded), tokenizer
+
+
+def _features():
+    from datasets import Features, Value
+
+    return Features(
+        {
+            "example_id": Value("string"),
+            "conversation_id": Value("string"),
+            "first_exchange": Value("int32"),
+            "end_exchange": Value("int32"),
+            "num_tokens": Value("int32"),
+            "messages": [{"role": Value("string"), "content": Value("string")}],
+        }
+    )
+
+
+def build_dataset(
+    request: DatasetRequest, environ: Mapping[str, str] | None = None
+) -> DatasetSummary:
+    environ = environ if environ is not None else dict(os.environ)
+    token = environ.get("HF_TOKEN", "").strip()
+    if request.push_to_hub and not token:
+        raise RapportError("--push-to-hub needs HF_TOKEN in the environment (a write token)")
+    if not request.db.exists():
+        raise StoreError(f"{request.db}: no such database")
+    count_tokens, tokenizer_label = _token_counter(request.tokenizer)
+    database = Database(request.db)
+    database.initialise()
+    sources = database.run_sync(lambda conn: passing_conversations(conn, request.min_score))
+    domains = database.run_sync(plan_domains)
+    if not sources:
+        raise RapportError(f"{request.db}: no passing conversations (run `rapport judge` first?)")
+    transcripts = {s.conversation_id: s.messages for s in sources}
+    dropped: set[str] = set()
+    if request.drop_repetitive is not None:
+        report = repetition_report(transcripts)
+        dropped = dominated_conversations(
+            transcripts, report, request.repetitive_share, request.drop_repetitive
+        )
+    records, rows, truncated, too_long = _examples(
+        [s for s in sources if s.conversation_id not in dropped], domains, request, count_tokens
+    )
+    dataset = _write(rows, request)
+    card = dataset_card(
+        request=request,
+        summary_counts={split: len(rows[split]) for split in SPLITS},
+        sources=sources,
+        dropped=len(dropped),
+        token_counts=[r.num_tokens for r in records],
+        tokenizer=tokenizer_label,
+        provenance=database.run_sync(provenance),
+        disclaimers=sorted({d.info.disclaimer for d in domains.values() if d.info.disclaimer}),
+    )
+    (request.out / "README.md").write_text(card, encoding="utf-8")
+    database.run_sync(lambda conn: save_examples(conn, records))
+    if request.push_to_hub:
+        dataset.push_to_hub(request.push_to_hub, token=token)
+        from huggingface_hub import HfApi
+
+        HfApi(token=token).upload_file(
+            path_or_fileobj=str(request.out / "README.md"),
+            path_in_repo="README.md",
+            repo_id=request.push_to_hub,
+            repo_type="dataset",
+        )
+    tokens = [r.num_tokens for r in records]
+    return DatasetSummary(
+        conversations=len(sources) - len(dropped),
+        dropped_repetitive=len(dropped),
+        examples={split: len(rows[split]) for split in SPLITS},
+        truncated=truncated,
+        skipped_too_long=too_long,
+        tokens_mean=statistics.fmean(tokens) if tokens else 0.0,
+        tokens_max=max(tokens, default=0),
+        tokenizer=tokenizer_label,
+        out=str(request.out),
+    )
+
+
+def _examples(
+    sources: list[SourceConversation],
+    domains: Mapping[str, object],
+    request: DatasetRequest,
+    count_tokens: TokenCounter,
+) -> tuple[list[ExampleRecord], dict[str, list[dict[str, object]]], int, int]:
+    rows: dict[str, list[dict[str, object]]] = {split: [] for split in SPLITS}
+    records: list[ExampleRecord] = []
+    truncated = too_long = 0
+    now = utc_now()
+    for source in sources:
+        domain = domains[source.plan_id]
+        system_prompt = domain.prompts.system_prompt  # type: ignore[attr-defined]
+        exchanges = pair_exchanges(source.messages)
+        split = split_of(source.conversation_id, request.seed, request.fractions)
+        for point in slice_points(source.conversation_id, len(exchanges), request.slicing):
+            fitted = fit_to_budget(
+                system_prompt,
+                exchanges[:point],
+                count_tokens,
+                request.max_tokens,
+                request.min_exchanges,
+            )
+            if fitted is None:
+                too_long += 1
+                continue
+            messages, first, tokens = fitted
+            truncated += first > 0
+            example_id = f"{source.conversation_id}:{point}"
+            rows[split].append(
+                {
+                    "example_id": example_id,
+                    "conversation_id": source.conversation_id,
+                    "first_exchange": first + 1,
+                    "end_exchange": point,
+                    "num_tokens": tokens,
+                    "messages": messages,
+                }
+            )
+            records.append(
+                ExampleRecord(
+                    example_id,
+                    source.conversation_id,
+                    split,
+                    first + 1,
+                    point,
+                    tokens,
+                    str(request.out),
+                    now,
+                )
+            )
+    return records, rows, truncated, too_long
+
+
+def _write(rows: Mapping[str, list[dict[str, object]]], request: DatasetRequest):
+    from datasets import Dataset, DatasetDict, disable_progress_bars
+
+    disable_progress_bars()
+
+    features = _features()
+    dataset = DatasetDict(
+        {
+            split: Dataset.from_dict(
+                {name: [row[name] for row in split_rows] for name in features}, features=features
+            )
+            for split, split_rows in rows.items()
+            if split_rows  # an empty split cannot be loaded back by `datasets`: left out
+        }
+    )
+    out = request.out
+    out.mkdir(parents=True, exist_ok=True)
+    if request.output_format == "hf":
+        dataset.save_to_disk(str(out))
+    else:
+        for split, part in dataset.items():
+            if request.output_format == "parquet":
+                part.to_parquet(str(out / f"{split}.parquet"))
+            else:
+                part.to_json(str(out / f"{split}.jsonl"), lines=True)
+    return dataset
