@@ -1,0 +1,56 @@
+"""`rapport model tiny` and `rapport train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from store.stats import complete_transcripts
+from training.sft import train as run_training
+from training.tiny_model import build_tiny_model
+from training.train_config import load_train_config
+
+model_app = typer.Typer(help="Models built by Rapport itself.")
+
+
+@model_app.command("tiny")
+def tiny(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the model and tokenizer.")],
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="Train the tokenizer on this corpus's text as well."),
+    ] = None,
+) -> None:
+    """A tiny Llama-architecture chat model for tests and the offline demo, built offline."""
+    texts = None
+    if db is not None:
+        texts = [
+            content for messages in complete_transcripts(db).values() for _, content in messages
+        ]
+    build_tiny_model(out, texts)
+    Console(soft_wrap=True).print(f"tiny model written to {out}")
+
+
+def train(
+    config: Annotated[Path | None, typer.Option("--config", help="train.yaml")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Base model folder.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="A `rapport dataset build` folder.")
+    ] = None,
+    output: Annotated[str | None, typer.Option("--output", help="Adapter folder.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1)] = None,
+) -> None:
+    """LoRA SFT on the dataset (QLoRA on CUDA), loss on assistant tokens only."""
+    settings = load_train_config(
+        config, base=base, dataset=dataset, output=output, max_steps=max_steps
+    )
+    result = run_training(settings)
+    console = Console(soft_wrap=True)
+    first, last = (result.losses[0], result.losses[-1]) if result.losses else (0.0, 0.0)
+    console.print(
+        f"{result.steps} steps on {result.device}{' (QLoRA 4-bit)' if result.quantized else ''}"
+        f" · loss {first:.3f} → {last:.3f} · adapter in {result.adapter} · {result.loss_plot}"
+    )

@@ -1,0 +1,127 @@
+"""`rapport train`: supervised fine-tuning with trl's SFTTrainer and a peft LoRA adapter, loss
+on assistant tokens only. On CUDA: QLoRA (bitsandbytes 4-bit NF4, double quantization, bf16
+compute); on CPU: plain LoRA in fp32 — the same code path otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from config.errors import RapportError
+from training.train_config import TrainConfig
+
+
+class TrainResult(msgspec.Struct, frozen=True):
+    adapter: str
+    steps: int
+    losses: list[float]
+    device: str
+    quantized: bool
+    loss_plot: str
+
+
+def _check_paths(config: TrainConfig) -> None:
+    if not config.base or not Path(config.base).is_dir():
+        raise RapportError(f"base model folder not found: {config.base or '(none given)'}")
+    if not config.dataset or not (Path(config.dataset) / "dataset_dict.json").exists():
+        raise RapportError(
+            "dataset folder not found or not saved with --format hf: "
+            f"{config.dataset or '(none given)'}"
+        )
+
+
+def train(config: TrainConfig) -> TrainResult:
+    _check_paths(config)
+    import torch
+    from datasets import load_from_disk
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    quantize = config.quantization == "4bit" or (config.quantization == "auto" and cuda)
+    model_kwargs: dict[str, object] = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    if quantize:
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(config.base, local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(config.base, local_files_only=True, **model_kwargs)
+    dataset = load_from_disk(config.dataset)
+    train_split = dataset["train"].select_columns(["messages"])
+    checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
+    output = Path(config.output)
+    args = SFTConfig(
+        output_dir=str(output),
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        max_length=config.max_length,
+        packing=config.packing,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        gradient_checkpointing=checkpointing,
+        assistant_only_loss=True,
+        bf16=cuda,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        optim="paged_adamw_8bit" if quantize else "adamw_torch",
+    )
+    lora = LoraConfig(
+        r=config.lora.rank,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_split,
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
+    trainer.train()
+    trainer.model.save_pretrained(str(output))
+    tokenizer.save_pretrained(str(output))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    (output / "loss.json").write_bytes(msgspec.json.encode(losses))
+    plot = output / "loss.png"
+    _plot_losses(losses, plot)
+    return TrainResult(
+        adapter=str(output),
+        steps=trainer.state.global_step,
+        losses=losses,
+        device="cuda" if cuda else "cpu",
+        quantized=quantize,
+        loss_plot=str(plot),
+    )
+
+
+def _plot_losses(losses: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.plot(range(1, len(losses) + 1), losses, marker="o", markersize=3)
+    axes.set_xlabel("logging step")
+    axes.set_ylabel("training loss (assistant tokens)")
+    axes.set_title("rapport train: loss")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
