@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import duckdb
 import msgspec
 import pyarrow as pa
 
@@ -109,3 +110,21 @@ ASSESSMENTS = pa.schema(
 
 def columns_sql(schema: pa.Schema) -> str:
     return ", ".join(schema.names)
+
+
+def replace_rows(
+    conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[msgspec.Struct]
+) -> None:
+    """INSERT OR REPLACE Structs into `table`, matching columns by field name, as one Arrow
+    batch."""
+    if not rows:
+        return
+    batch = pa.Table.from_pylist([msgspec.structs.asdict(row) for row in rows])
+    conn.register("replacing_rows", batch)
+    try:
+        columns = ", ".join(batch.column_names)
+        conn.execute(
+            f"INSERT OR REPLACE INTO {table} ({columns}) SELECT {columns} FROM replacing_rows"
+        )
+    finally:
+        conn.unregister("replacing_rows")

@@ -9,6 +9,8 @@ from datetime import datetime
 import duckdb
 import msgspec
 
+from store.arrow_rows import replace_rows
+
 
 class SourceConversation(msgspec.Struct, frozen=True):
     conversation_id: str
@@ -62,19 +64,7 @@ class ExampleRecord(msgspec.Struct, frozen=True):
 
 
 def save_examples(conn: duckdb.DuckDBPyConnection, records: Sequence[ExampleRecord]) -> None:
-    if not records:
-        return
-    import pyarrow as pa
-
-    table = pa.Table.from_pylist([msgspec.structs.asdict(r) for r in records])
-    conn.register("new_examples", table)
-    try:
-        columns = ", ".join(table.column_names)
-        conn.execute(
-            f"INSERT OR REPLACE INTO examples ({columns}) SELECT {columns} FROM new_examples"
-        )
-    finally:
-        conn.unregister("new_examples")
+    replace_rows(conn, "examples", records)
 
 
 def provenance(conn: duckdb.DuckDBPyConnection) -> dict[str, object]:

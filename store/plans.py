@@ -10,6 +10,7 @@ import msgspec
 import pyarrow as pa
 
 from config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
+from store.arrow_rows import replace_rows
 
 
 class PlanRecord(msgspec.Struct, frozen=True):
@@ -227,14 +228,4 @@ def save_gateway_stats(
     conn: duckdb.DuckDBPyConnection, snapshots: Sequence[msgspec.Struct]
 ) -> None:
     """Replace this run's gateway counters with the latest snapshot."""
-    if not snapshots:
-        return
-    rows = pa.Table.from_pylist([msgspec.structs.asdict(s) for s in snapshots])
-    conn.register("gateway_rows", rows)
-    try:
-        columns = ", ".join(rows.column_names)
-        conn.execute(
-            f"INSERT OR REPLACE INTO gateway_stats ({columns}) SELECT {columns} FROM gateway_rows"
-        )
-    finally:
-        conn.unregister("gateway_rows")
+    replace_rows(conn, "gateway_stats", snapshots)
