@@ -17,6 +17,7 @@ from cli.bench_commands import bench_app
 from cli.dataset_commands import dataset_app
 from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
+from cli.training_commands import export as export_command
 from cli.training_commands import model_app
 from cli.training_commands import train as train_command
 from config.errors import RapportError
@@ -49,6 +50,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
+app.command("export")(export_command)
 
 DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
 

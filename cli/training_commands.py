@@ -54,3 +54,28 @@ def train(
         f"{result.steps} steps on {result.device}{' (QLoRA 4-bit)' if result.quantized else ''}"
         f" · loss {first:.3f} → {last:.3f} · adapter in {result.adapter} · {result.loss_plot}"
     )
+
+
+def export(
+    base: Annotated[Path, typer.Option("--base", help="Base model folder (transformers).")],
+    out: Annotated[Path, typer.Option("--out", help="The GGUF file to write.")],
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="LoRA adapter folder to merge in.")
+    ] = None,
+    quant: Annotated[str, typer.Option("--quant", help="q4_k_m, q8_0 or f16.")] = "q4_k_m",
+) -> None:
+    """Merge the adapter in full precision, write GGUF, quantize with llama.cpp."""
+    import tempfile
+
+    from config.errors import RapportError
+    from training.gguf_export import export as run_export
+
+    if quant not in ("q4_k_m", "q8_0", "f16"):
+        raise RapportError(f"--quant must be q4_k_m, q8_0 or f16, not {quant!r}")
+    for label, folder in (("--base", base), ("--adapter", adapter)):
+        if folder is not None and not folder.is_dir():
+            raise RapportError(f"{label} {folder}: folder not found")
+    with tempfile.TemporaryDirectory(prefix="rapport-export-") as work:
+        path = run_export(base, adapter, out, quant, Path(work))  # type: ignore[arg-type]
+    size = path.stat().st_size / 1_000_000
+    Console(soft_wrap=True).print(f"written {path} ({quant}, {size:,.1f} MB)")

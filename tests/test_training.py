@@ -68,3 +68,60 @@ def test_training_settings_errors_are_one_line(tmp_path):
     )
     missing = rapport("train", "--base", str(tmp_path / "nope"), "--dataset", str(tmp_path))
     assert missing.returncode == 2 and "base model folder not found" in missing.stderr
+
+
+def test_export_merges_writes_gguf_and_quantizes_for_llama_cpp(workspace, tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    adapter = tmp_path / "adapter"
+    trained = rapport(
+        "train", "--base", str(workspace / "tiny"), "--dataset", str(workspace / "data"),
+        "--output", str(adapter), "--max-steps", "2", timeout=900,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    gguf_path = tmp_path / "model.gguf"
+    result = rapport(
+        "export", "--base", str(workspace / "tiny"), "--adapter", str(adapter),
+        "--out", str(gguf_path), "--quant", "q4_k_m", timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    llm = llama_cpp.Llama(str(gguf_path), n_ctx=256, verbose=False)
+    try:
+        reply = llm.create_chat_completion(
+            [{"role": "user", "content": "I feel stuck"}], max_tokens=8
+        )
+        assert reply["choices"][0]["message"]["role"] == "assistant"
+        from transformers import AutoTokenizer
+
+        text = "I have been feeling stuck at work, honestly."
+        hf_ids = AutoTokenizer.from_pretrained(str(workspace / "tiny")).encode(
+            text, add_special_tokens=False
+        )
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == hf_ids
+    finally:
+        llm.close()
+
+
+def test_gguf_conversion_matches_transformers_logits(workspace, tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.gguf_export import write_gguf
+
+    path = write_gguf(workspace / "tiny", tmp_path / "tiny-f32.gguf", "f32")
+    tokenizer = AutoTokenizer.from_pretrained(str(workspace / "tiny"))
+    model = AutoModelForCausalLM.from_pretrained(str(workspace / "tiny"))
+    ids = tokenizer.encode(
+        "That sounds hard. What part of it weighs on you most?", add_special_tokens=False
+    )
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0].numpy()
+    llm = llama_cpp.Llama(str(path), n_ctx=128, logits_all=True, verbose=False)
+    try:
+        llm.eval(ids)
+        got = np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    assert np.abs(expected - got).max() < 1e-2
+    assert (expected.argmax(-1) == got.argmax(-1)).all()
