@@ -17,8 +17,10 @@ from cli.bench_commands import bench_app
 from cli.dataset_commands import dataset_app
 from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
+from cli.training_commands import chat as chat_command
 from cli.training_commands import export as export_command
 from cli.training_commands import model_app
+from cli.training_commands import serve as serve_command
 from cli.training_commands import train as train_command
 from config.errors import RapportError
 from config.prices import load_prices
@@ -51,6 +53,8 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
 app.command("export")(export_command)
+app.command("serve")(serve_command)
+app.command("chat")(chat_command)
 
 DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
 

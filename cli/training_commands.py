@@ -79,3 +79,34 @@ def export(
         path = run_export(base, adapter, out, quant, Path(work))  # type: ignore[arg-type]
     size = path.stat().st_size / 1_000_000
     Console(soft_wrap=True).print(f"written {path} ({quant}, {size:,.1f} MB)")
+
+
+def serve(
+    model: Annotated[Path, typer.Option("--model", help="A GGUF file.")],
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    n_ctx: Annotated[int, typer.Option("--n-ctx", min=128)] = 4096,
+) -> None:
+    """Serve a GGUF with llama.cpp's OpenAI-compatible server (…/v1/chat/completions)."""
+    from training.serving import serve as run_server
+
+    Console(stderr=True).print(
+        f"serving {model} at http://{host}:{port}/v1 (model name: {model.stem})"
+    )
+    run_server(model, host, port, n_ctx)
+
+
+def chat(
+    model: Annotated[Path, typer.Option("--model", help="A GGUF file.")],
+    domain: Annotated[
+        Path | None, typer.Option("--domain", help="Domain folder (its system prompt).")
+    ] = None,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", min=128)] = 4096,
+) -> None:
+    """Chat with a GGUF in the terminal, with the domain's system prompt (/quit to leave)."""
+    from config.loader import load_domain
+    from training.serving import chat as run_chat
+
+    system_prompt = load_domain(domain).prompts.system_prompt
+    console = Console(soft_wrap=True)
+    run_chat(model, system_prompt, input, console.print, n_ctx)
