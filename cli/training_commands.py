@@ -36,7 +36,10 @@ def tiny(
 
 def train(
     config: Annotated[Path | None, typer.Option("--config", help="train.yaml")] = None,
-    base: Annotated[str | None, typer.Option("--base", help="Base model folder.")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Base model folder, gguf:PATH or gguf:embedded (SmolLM2)."),
+    ] = None,
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="A `rapport dataset build` folder.")
     ] = None,
@@ -57,7 +60,9 @@ def train(
 
 
 def export(
-    base: Annotated[Path, typer.Option("--base", help="Base model folder (transformers).")],
+    base: Annotated[
+        str, typer.Option("--base", help="Base model folder, gguf:PATH or gguf:embedded.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="The GGUF file to write.")],
     adapter: Annotated[
         Path | None, typer.Option("--adapter", help="LoRA adapter folder to merge in.")
@@ -72,9 +77,8 @@ def export(
 
     if quant not in ("q4_k_m", "q8_0", "f16"):
         raise RapportError(f"--quant must be q4_k_m, q8_0 or f16, not {quant!r}")
-    for label, folder in (("--base", base), ("--adapter", adapter)):
-        if folder is not None and not folder.is_dir():
-            raise RapportError(f"{label} {folder}: folder not found")
+    if adapter is not None and not adapter.is_dir():
+        raise RapportError(f"--adapter {adapter}: folder not found")
     with tempfile.TemporaryDirectory(prefix="rapport-export-") as work:
         path = run_export(base, adapter, out, quant, Path(work))  # type: ignore[arg-type]
     size = path.stat().st_size / 1_000_000

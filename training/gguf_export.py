@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from config.errors import RapportError
+from training.base_model import BaseModel, load_model, load_tokenizer, resolve_base
 
 Quant = Literal["q4_k_m", "q8_0", "f16"]
 TOKEN_NORMAL = 1
@@ -38,26 +39,18 @@ _TOP_TENSORS = {
 }
 
 
-def merge_adapter(base: Path, adapter: Path | None, out: Path) -> Path:
+def merge_adapter(base: BaseModel, adapter: Path | None, out: Path) -> Path:
     """The base with the adapter merged in, in fp32, saved as a transformers folder."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(
-        str(base), dtype=torch.float32, local_files_only=True
-    )
+    model = load_model(base, dtype=torch.float32)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    tokenizer_source = (
-        adapter if adapter is not None and (adapter / "tokenizer.json").exists() else base
-    )
-    AutoTokenizer.from_pretrained(str(tokenizer_source), local_files_only=True).save_pretrained(
-        str(out)
-    )
+    load_tokenizer(base).save_pretrained(str(out))
     return out
 
 
@@ -70,8 +63,14 @@ def _permute(weights: np.ndarray, heads: int) -> np.ndarray:
     )
 
 
-def write_gguf(model_dir: Path, out: Path, precision: Literal["f16", "f32"] = "f16") -> Path:
-    """Write a Llama-architecture transformers folder as GGUF."""
+def write_gguf(
+    model_dir: Path,
+    out: Path,
+    precision: Literal["f16", "f32"] = "f16",
+    tokenizer_from: Path | None = None,
+) -> Path:
+    """Write a Llama-architecture transformers folder as GGUF. `tokenizer_from`: a GGUF whose
+    tokenizer metadata is copied as is (a GGUF base keeps llama.cpp's exact tokenization)."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -108,7 +107,10 @@ def write_gguf(model_dir: Path, out: Path, precision: Literal["f16", "f32"] = "f
     writer.add_file_type(
         gguf.LlamaFileType.MOSTLY_F16 if precision == "f16" else gguf.LlamaFileType.ALL_F32
     )
-    _add_tokenizer(writer, model_dir, tokenizer_file, config)
+    if tokenizer_from is not None:
+        _copy_tokenizer(writer, tokenizer_from)
+    else:
+        _add_tokenizer(writer, model_dir, tokenizer_file, config)
 
     for name, array in tensors.items():
         gguf_name, data = _convert_tensor(name, array, heads, kv_heads)
@@ -173,6 +175,19 @@ def _add_tokenizer(writer, model_dir: Path, tokenizer_file: dict, config: dict) 
         writer.add_chat_template(template.read_text())
 
 
+def _copy_tokenizer(writer, source: Path) -> None:
+    import gguf
+
+    reader = gguf.GGUFReader(str(source))
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        if field.types[0] == gguf.GGUFValueType.ARRAY:
+            writer.add_key_value(key, field.contents(), field.types[0], sub_type=field.types[1])
+        else:
+            writer.add_key_value(key, field.contents(), field.types[0])
+
+
 def quantize(source: Path, out: Path, quant: Quant) -> Path:
     """llama.cpp's own quantizer (k-quants need tensor rows that are multiples of 256)."""
     import llama_cpp
@@ -190,10 +205,11 @@ def quantize(source: Path, out: Path, quant: Quant) -> Path:
     return out
 
 
-def export(base: Path, adapter: Path | None, out: Path, quant: Quant, workdir: Path) -> Path:
+def export(base: str, adapter: Path | None, out: Path, quant: Quant, workdir: Path) -> Path:
     """Merge, write GGUF (f16), quantize; returns the final GGUF path."""
-    merged = merge_adapter(base, adapter, workdir / "merged")
-    full = write_gguf(merged, workdir / "model-f16.gguf", "f16")
+    model = resolve_base(base)
+    merged = merge_adapter(model, adapter, workdir / "merged")
+    full = write_gguf(merged, workdir / "model-f16.gguf", "f16", tokenizer_from=model.source_gguf)
     out.parent.mkdir(parents=True, exist_ok=True)
     if quant == "f16":
         full.replace(out)

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from config.errors import RapportError
+from training.base_model import load_model, load_tokenizer, resolve_base
 from training.train_config import TrainConfig
 
 
@@ -22,8 +23,7 @@ class TrainResult(msgspec.Struct, frozen=True):
 
 
 def _check_paths(config: TrainConfig) -> None:
-    if not config.base or not Path(config.base).is_dir():
-        raise RapportError(f"base model folder not found: {config.base or '(none given)'}")
+    resolve_base(config.base)
     if not config.dataset or not (Path(config.dataset) / "dataset_dict.json").exists():
         raise RapportError(
             "dataset folder not found or not saved with --format hf: "
@@ -36,7 +36,6 @@ def train(config: TrainConfig) -> TrainResult:
     import torch
     from datasets import load_from_disk
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
@@ -51,10 +50,9 @@ def train(config: TrainConfig) -> TrainResult:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
-    tokenizer = AutoTokenizer.from_pretrained(config.base, local_files_only=True)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(config.base, local_files_only=True, **model_kwargs)
+    base = resolve_base(config.base)
+    tokenizer = load_tokenizer(base)
+    model = load_model(base, **model_kwargs)
     dataset = load_from_disk(config.dataset)
     train_split = dataset["train"].select_columns(["messages"])
     checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
