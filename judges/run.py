@@ -168,8 +168,11 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
     database = Database(request.db)
     database.initialise()
     domains = database.run_sync(plan_domains)
-    fallback = load_domain(Path(settings.domain) if settings.domain else None)
-    domain = next(iter(domains.values()), fallback)
+    # The judges' own backends need a domain (the simulated one writes from it): the corpus's,
+    # or the configured one when nothing has been planned yet.
+    domain = next(iter(domains.values()), None) or load_domain(
+        Path(settings.domain) if settings.domain else None
+    )
     configs = judge_configs(settings, request.judges)
     judges = build_judges(
         configs, domain, environ if environ is not None else dict(os.environ),

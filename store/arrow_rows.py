@@ -112,19 +112,23 @@ def columns_sql(schema: pa.Schema) -> str:
     return ", ".join(schema.names)
 
 
+def insert_table(
+    conn: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, verb: str = "INSERT"
+) -> None:
+    """`verb` (INSERT, INSERT OR IGNORE, INSERT OR REPLACE) an Arrow table into `table`,
+    matching columns by name."""
+    conn.register("incoming_rows", rows)
+    try:
+        columns = columns_sql(rows.schema)
+        conn.execute(f"{verb} INTO {table} ({columns}) SELECT {columns} FROM incoming_rows")
+    finally:
+        conn.unregister("incoming_rows")
+
+
 def replace_rows(
     conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[msgspec.Struct]
 ) -> None:
-    """INSERT OR REPLACE Structs into `table`, matching columns by field name, as one Arrow
-    batch."""
-    if not rows:
-        return
-    batch = pa.Table.from_pylist([msgspec.structs.asdict(row) for row in rows])
-    conn.register("replacing_rows", batch)
-    try:
-        columns = ", ".join(batch.column_names)
-        conn.execute(
-            f"INSERT OR REPLACE INTO {table} ({columns}) SELECT {columns} FROM replacing_rows"
-        )
-    finally:
-        conn.unregister("replacing_rows")
+    """INSERT OR REPLACE Structs into `table`, matching columns by field name."""
+    if rows:
+        batch = pa.Table.from_pylist([msgspec.structs.asdict(row) for row in rows])
+        insert_table(conn, table, batch, "INSERT OR REPLACE")

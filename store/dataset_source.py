@@ -10,6 +10,7 @@ import duckdb
 import msgspec
 
 from store.arrow_rows import replace_rows
+from store.transcripts import load_transcripts
 
 
 class SourceConversation(msgspec.Struct, frozen=True):
@@ -38,14 +39,7 @@ def passing_conversations(
     ).fetchall()
     if not rows:
         return []
-    ids = [row[0] for row in rows]
-    transcripts: dict[str, list[tuple[str, str]]] = {cid: [] for cid in ids}
-    for cid, role, content in conn.execute(
-        "SELECT conversation_id, role, content FROM messages "
-        "WHERE conversation_id IN (SELECT unnest(?)) ORDER BY conversation_id, turn_index",
-        [ids],
-    ).fetchall():
-        transcripts[cid].append((role, content))
+    transcripts = load_transcripts(conn, [row[0] for row in rows])
     return [
         SourceConversation(cid, plan_id, float(score), tuple(transcripts[cid]))
         for cid, plan_id, score in rows

@@ -8,6 +8,7 @@ import msgspec
 from config.domain import Domain
 from config.scenario import Scenario
 from store.plans import SCENARIO_COLUMNS, scenario_from_row
+from store.transcripts import load_transcripts
 
 
 class JudgeJob(msgspec.Struct, frozen=True):
@@ -43,13 +44,7 @@ def load_unjudged(
     if not rows:
         return []
     ids = [row[1] for row in rows]
-    messages: dict[str, list[tuple[str, str]]] = {cid: [] for cid in ids}
-    for cid, role, content in conn.execute(
-        "SELECT conversation_id, role, content FROM messages "
-        "WHERE conversation_id IN (SELECT unnest(?)) ORDER BY conversation_id, turn_index",
-        [ids],
-    ).fetchall():
-        messages[cid].append((role, content))
+    messages = load_transcripts(conn, ids)
     existing: dict[str, dict[str, tuple[str, str]]] = {cid: {} for cid in ids}
     for cid, criterion_id, answer, reasoning in conn.execute(
         "SELECT conversation_id, criterion_id, answer, reasoning FROM verdicts "

@@ -10,7 +10,7 @@ import msgspec
 import pyarrow as pa
 
 from config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
-from store.arrow_rows import replace_rows
+from store.arrow_rows import insert_table, replace_rows
 
 
 class PlanRecord(msgspec.Struct, frozen=True):
@@ -110,24 +110,12 @@ def save_scenarios(
     )
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.register("new_scenarios", scenario_rows)
-        conn.register("new_conversations", conversation_rows)
-        columns = ", ".join(scenario_rows.column_names)
-        conn.execute(
-            f"INSERT OR IGNORE INTO scenarios ({columns}) SELECT {columns} FROM new_scenarios"
-        )
-        conn.execute(
-            "INSERT OR IGNORE INTO conversations (conversation_id, scenario_id, plan_id, "
-            "scenario_index, target_turns, status, created_at) "
-            "SELECT * FROM new_conversations"
-        )
+        insert_table(conn, "scenarios", scenario_rows, "INSERT OR IGNORE")
+        insert_table(conn, "conversations", conversation_rows, "INSERT OR IGNORE")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    finally:
-        conn.unregister("new_scenarios")
-        conn.unregister("new_conversations")
 
 
 def load_unfinished(

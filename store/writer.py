@@ -18,7 +18,7 @@ from store.arrow_rows import (
     JUDGE_FAILURES,
     MESSAGES,
     VERDICTS,
-    columns_sql,
+    insert_table,
     structs_to_arrow,
 )
 from store.database import Database
@@ -106,19 +106,18 @@ def write_batch(conn: duckdb.DuckDBPyConnection, batch: Sequence[StoreEvent]) ->
     conn.execute("BEGIN TRANSACTION")
     try:
         if messages:
-            _insert(conn, "messages", structs_to_arrow(messages, MESSAGES), ignore_conflicts=True)
+            insert_table(conn, "messages", structs_to_arrow(messages, MESSAGES), "INSERT OR IGNORE")
         if errors:
-            _insert(conn, "errors", structs_to_arrow(errors, ERRORS), ignore_conflicts=False)
+            insert_table(conn, "errors", structs_to_arrow(errors, ERRORS))
         if changes:
             _apply_changes(conn, structs_to_arrow(changes, CONVERSATION_CHANGES))
         if verdicts:
-            _insert(conn, "verdicts", structs_to_arrow(verdicts, VERDICTS), ignore_conflicts=True)
+            insert_table(conn, "verdicts", structs_to_arrow(verdicts, VERDICTS), "INSERT OR IGNORE")
         if failures:
-            table = structs_to_arrow(failures, JUDGE_FAILURES)
-            _insert(conn, "judge_failures", table, ignore_conflicts=False)
+            insert_table(conn, "judge_failures", structs_to_arrow(failures, JUDGE_FAILURES))
         if assessments:
             table = structs_to_arrow(assessments, ASSESSMENTS)
-            _insert(conn, "assessments", table, ignore_conflicts=False, replace=True)
+            insert_table(conn, "assessments", table, "INSERT OR REPLACE")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -145,25 +144,6 @@ def fold_updates(updates: Iterable[ConversationUpdate]) -> list[ConversationChan
             change.num_messages = update.num_messages
         change.error = update.error
     return list(folded.values())
-
-
-def _insert(
-    conn: duckdb.DuckDBPyConnection,
-    table: str,
-    rows: pa.Table,
-    *,
-    ignore_conflicts: bool,
-    replace: bool = False,
-) -> None:
-    conn.register("incoming_rows", rows)
-    try:
-        verb = (
-            "INSERT OR REPLACE" if replace else "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
-        )
-        columns = columns_sql(rows.schema)
-        conn.execute(f"{verb} INTO {table} ({columns}) SELECT {columns} FROM incoming_rows")
-    finally:
-        conn.unregister("incoming_rows")
 
 
 def _apply_changes(conn: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
