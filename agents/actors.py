@@ -9,11 +9,13 @@ import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from agents.prompts import turn_instruction, user_simulator_prompt
+from config.constants import SAMPLING_SEED_RANGE
 from config.domain import Domain
 from config.run import BackendConfig
 from config.scenario import Scenario
 from engine.errors import TurnFailed
 from engine.gateway import Gateway
+from engine.seeding import derive_seed
 from engine.types import ChatMessage, Completion, CompletionParams, SimulationHints, Speaker
 from store.rows import ConversationUpdate, MessageRow, StoreEvent, utc_now
 
@@ -58,6 +60,9 @@ class Actor:
         params = CompletionParams(
             max_tokens=self.settings.resolved_max_tokens(),
             temperature=self.settings.temperature,
+            # Fixed per (scenario, exchange, speaker): a provider that honours seeds samples the
+            # same way for the same scenario, e.g. the user simulator facing two assistants.
+            seed=derive_seed(self.scenario.seed, exchange, self.speaker) % SAMPLING_SEED_RANGE,
             hints=SimulationHints(
                 speaker=self.speaker,
                 scenario=self.scenario,

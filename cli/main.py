@@ -15,6 +15,8 @@ from agents.generation import GenerateRequest, Generation
 from agents.generation import generate as run_generation
 from cli.bench_commands import bench_app
 from cli.dataset_commands import dataset_app
+from cli.eval_command import evaluate
+from cli.iterate_command import iterate
 from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
 from cli.training_commands import chat as chat_command
@@ -55,6 +57,8 @@ app.command("train")(train_command)
 app.command("export")(export_command)
 app.command("serve")(serve_command)
 app.command("chat")(chat_command)
+app.command("eval")(evaluate)
+app.command("iterate")(iterate)
 
 DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
 

@@ -33,3 +33,6 @@ COMPLETION_AVERAGE_WEIGHT = 0.1  # moving average of completion tokens, for TPM 
 # Progress display.
 PROGRESS_REFRESH_PER_S = 4
 RATE_WINDOW_S = 60.0
+
+# Seeds sent to providers (llama.cpp takes 32-bit seeds, OpenAI any integer): kept below 2**31.
+SAMPLING_SEED_RANGE = 2**31

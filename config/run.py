@@ -38,7 +38,8 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     input_tpm: PositiveInt | None = None  # anthropic: input and output tokens kept apart
     output_tpm: PositiveInt | None = None
     latency_ms: NonNegativeFloat = 0.0  # simulated
-    quality: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.85  # simulated: share of YES verdicts
+    # simulated: as assistant, the share of real (not generic) replies; as judge, of YES verdicts
+    quality: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.85
     model_path: str | None = None  # llamacpp: a GGUF file (default: the embedded SmolLM2)
     n_ctx: PositiveInt = constants.DEFAULT_LLAMACPP_CONTEXT
     threads: PositiveInt | None = None

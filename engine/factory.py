@@ -19,13 +19,16 @@ _LIMIT_FIELDS = ("rpm", "tpm", "input_tpm", "output_tpm", "max_in_flight")
 
 
 def gateway_key(settings: BackendConfig) -> tuple[object, ...]:
-    """What identifies one provider endpoint (and so one set of limits)."""
+    """What identifies one provider endpoint (and so one set of limits). Simulated backends of
+    different quality or latency are different "models"."""
+    simulated = (settings.quality, settings.latency_ms) if settings.provider == "simulated" else ()
     return (
         settings.provider,
         settings.model,
         settings.base_url,
         settings.model_path,
         settings.command,
+        *simulated,
     )
 
 
@@ -33,14 +36,25 @@ def build_gateways(
     backends: Backends, domain: Domain, environ: Mapping[str, str], config_file: str
 ) -> dict[str, Gateway]:
     """A gateway per role; roles on the same endpoint share one gateway."""
+    roles = {role: getattr(backends, role) for role in ROLES}
+    return build_role_gateways(roles, domain, environ, config_file)
+
+
+def build_role_gateways(
+    roles: Mapping[str, BackendConfig],
+    domain: Domain,
+    environ: Mapping[str, str],
+    config_file: str,
+    key_prefix: str = "backends.",
+) -> dict[str, Gateway]:
+    """A gateway per named role; roles on the same endpoint share one gateway (and its limits)."""
     groups: dict[tuple[object, ...], list[tuple[str, BackendConfig]]] = {}
-    for role in ROLES:
-        settings: BackendConfig = getattr(backends, role)
+    for role, settings in roles.items():
         groups.setdefault(gateway_key(settings), []).append((role, settings))
     gateways: dict[str, Gateway] = {}
     for members in groups.values():
         first_role, first = members[0]
-        key = f"backends.{first_role}"
+        key = f"{key_prefix}{first_role}"
         limits = _shared_limits(members, config_file)
         gateway = build_gateway(first, limits, domain, environ, config_file, key)
         for role, _ in members:

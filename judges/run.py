@@ -130,8 +130,10 @@ async def judge_pending(
     domains: Mapping[str, Domain],
     sink: ObjectSendStream[StoreEvent],
     max_active: int,
+    plan_ids: Sequence[str] | None = None,
 ) -> tuple[int, int]:
-    """Judge everything pending for every judge; returns (jobs, failed criteria)."""
+    """Judge everything pending for every judge (in the corpus, or in the given plans);
+    returns (jobs, failed criteria)."""
     counts = [0, 0]
 
     async def jobs() -> AsyncIterator[tuple[Judge, JudgeJob]]:
@@ -140,7 +142,7 @@ async def judge_pending(
             while True:
                 chunk = await database.run(
                     lambda conn, after=after, judge=judge: load_unjudged(
-                        conn, judge.id, after, JOB_CHUNK
+                        conn, judge.id, after, JOB_CHUNK, plan_ids
                     )
                 )
                 if not chunk:
@@ -203,7 +205,10 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
 
         judged, failed = anyio.run(go)
     assessed = database.run_sync(
-        lambda conn: conn.execute("SELECT count(*) FROM assessments").fetchone()[0]
+        lambda conn: conn.execute(
+            "SELECT count(*) FROM assessments "
+            "WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)"
+        ).fetchone()[0]
     )
     return JudgeSummary(
         judged=judged,

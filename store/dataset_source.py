@@ -28,7 +28,7 @@ def passing_conversations(
     rows = conn.execute(
         """
         SELECT c.conversation_id, c.plan_id, j.mean_score
-        FROM conversations c
+        FROM corpus_conversations c
         JOIN conversation_judgement j USING (conversation_id)
         JOIN scenarios s USING (scenario_id)
         WHERE c.status = 'complete' AND j.passed AND NOT coalesce(s.held_out, false)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
 import msgspec
 
@@ -27,19 +29,26 @@ def plan_domains(conn: duckdb.DuckDBPyConnection) -> dict[str, Domain]:
 
 
 def load_unjudged(
-    conn: duckdb.DuckDBPyConnection, judge_id: str, after: str, limit: int
+    conn: duckdb.DuckDBPyConnection,
+    judge_id: str,
+    after: str,
+    limit: int,
+    plan_ids: Sequence[str] | None = None,
 ) -> list[JudgeJob]:
-    """Up to `limit` complete conversations (ids after `after`) without this judge's assessment."""
+    """Up to `limit` complete conversations (ids after `after`) without this judge's assessment:
+    of the corpus, or of the given plans (an evaluation's sides)."""
+    source = "corpus_conversations" if plan_ids is None else "conversations"
     rows = conn.execute(
         f"""
         SELECT c.plan_id, {SCENARIO_COLUMNS}
-        FROM conversations c JOIN scenarios s USING (scenario_id)
+        FROM {source} c JOIN scenarios s USING (scenario_id)
         WHERE c.status = 'complete' AND c.conversation_id > ?
+          AND (? OR list_contains(?, c.plan_id))
           AND NOT EXISTS (SELECT 1 FROM assessments a
                           WHERE a.conversation_id = c.conversation_id AND a.judge_id = ?)
         ORDER BY c.conversation_id LIMIT ?
         """,
-        [after, judge_id, limit],
+        [after, plan_ids is None, list(plan_ids or []), judge_id, limit],
     ).fetchall()
     if not rows:
         return []

@@ -21,6 +21,7 @@ class PlanRecord(msgspec.Struct, frozen=True):
     turns: int | None
     domain_snapshot: str
     created_at: datetime
+    purpose: str = "corpus"  # corpus | held_out | eval
 
 
 class RunRecord(msgspec.Struct, frozen=True):
@@ -53,7 +54,11 @@ class UnfinishedConversation(msgspec.Struct, frozen=True):
 
 def save_plan(conn: duckdb.DuckDBPyConnection, plan: PlanRecord) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO plans VALUES (?, ?, ?, ?, ?, ?, ?)",
+        """
+        INSERT OR IGNORE INTO plans (plan_id, domain, domain_fingerprint, seed, turns,
+                                     domain_snapshot, created_at, purpose)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        """,
         [
             plan.plan_id,
             plan.domain,
@@ -62,6 +67,7 @@ def save_plan(conn: duckdb.DuckDBPyConnection, plan: PlanRecord) -> None:
             plan.turns,
             plan.domain_snapshot,
             plan.created_at,
+            plan.purpose,
         ],
     )
 
@@ -78,9 +84,15 @@ def stored_scenario_count(
 
 
 def save_scenarios(
-    conn: duckdb.DuckDBPyConnection, scenarios: Sequence[Scenario], created_at: datetime
+    conn: duckdb.DuckDBPyConnection,
+    scenarios: Sequence[Scenario],
+    created_at: datetime,
+    *,
+    held_out: bool = False,
+    conversations: bool = True,
 ) -> None:
-    """Insert scenarios and their pending conversations in one transaction (idempotent)."""
+    """Insert scenarios and (unless told not to) their pending conversations in one
+    transaction (idempotent). `held_out` scenarios never reach a training set."""
     encode = msgspec.json.encode
     scenario_rows = pa.table(
         {
@@ -95,6 +107,7 @@ def save_scenarios(
             "flaw_names": [[f.name for f in s.flaws] for s in scenarios],
             "writing_style": [s.persona.writing_style for s in scenarios],
             "target_turns": pa.array([s.target_turns for s in scenarios], pa.int32()),
+            "held_out": pa.array([held_out] * len(scenarios), pa.bool_()),
         }
     )
     conversation_rows = pa.table(
@@ -111,7 +124,8 @@ def save_scenarios(
     conn.execute("BEGIN TRANSACTION")
     try:
         insert_table(conn, "scenarios", scenario_rows, "INSERT OR IGNORE")
-        insert_table(conn, "conversations", conversation_rows, "INSERT OR IGNORE")
+        if conversations:
+            insert_table(conn, "conversations", conversation_rows, "INSERT OR IGNORE")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

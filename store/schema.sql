@@ -142,6 +142,37 @@ CREATE TABLE IF NOT EXISTS assessments (
 -- Scenarios kept out of training for evaluation (the evaluation stage marks them).
 ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS held_out BOOLEAN DEFAULT false;
 
+-- What a plan is for: `corpus` (generate), `held_out` (scenarios kept for evaluation) or `eval`
+-- (one side of an evaluation). Corpus views, judging and datasets read corpus plans only.
+ALTER TABLE plans ADD COLUMN IF NOT EXISTS purpose VARCHAR DEFAULT 'corpus';
+
+-- `rapport eval`: two assistants on the same held-out scenarios, judged by the same judges.
+CREATE TABLE IF NOT EXISTS eval_runs (
+    eval_id VARCHAR PRIMARY KEY,
+    domain VARCHAR NOT NULL,
+    held_out_plan_id VARCHAR NOT NULL,
+    seed BIGINT NOT NULL,
+    turns INTEGER,
+    baseline VARCHAR NOT NULL,       -- backend label of each side
+    candidate VARCHAR NOT NULL,
+    user_sim VARCHAR NOT NULL,
+    judges VARCHAR[] NOT NULL,       -- judge ids (their models are in verdicts.judge_model)
+    pass_rule VARCHAR NOT NULL,
+    scenarios INTEGER NOT NULL,      -- the largest N asked for so far
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    summary JSON                     -- the latest report's figures
+);
+
+CREATE TABLE IF NOT EXISTS eval_conversations (
+    eval_id VARCHAR NOT NULL,
+    side VARCHAR NOT NULL,           -- baseline | candidate
+    scenario_index INTEGER NOT NULL,
+    scenario_id VARCHAR NOT NULL,    -- the held-out scenario played
+    conversation_id VARCHAR NOT NULL,
+    PRIMARY KEY (eval_id, side, scenario_index)
+);
+
 CREATE TABLE IF NOT EXISTS examples (
     example_id VARCHAR PRIMARY KEY,  -- conversation_id:end_exchange
     conversation_id VARCHAR NOT NULL,
@@ -151,4 +182,16 @@ CREATE TABLE IF NOT EXISTS examples (
     num_tokens INTEGER NOT NULL,
     output_dir VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL
+);
+
+-- `rapport iterate`: one row per iteration of a domain, with its figures for the next diff.
+CREATE TABLE IF NOT EXISTS iterations (
+    domain VARCHAR NOT NULL,
+    iteration INTEGER NOT NULL,
+    plan_id VARCHAR NOT NULL,
+    domain_fingerprint VARCHAR NOT NULL,
+    count INTEGER NOT NULL,
+    figures JSON NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (domain, iteration)
 );

@@ -88,7 +88,7 @@ class Section(msgspec.Struct, frozen=True):
 def corpus_stats(path: Path) -> list[Section]:
     """Every section; the judging ones only once something has been judged."""
     sections = [Section(title, query(path, sql)) for title, sql in SECTIONS]
-    judged = query(path, "SELECT count(*) FROM assessments").rows[0][0]
+    judged = query(path, "SELECT count(*) FROM conversation_judgement").rows[0][0]
     if judged:
         sections += [Section(title, query(path, sql)) for title, sql in JUDGING_SECTIONS]
     return sections
@@ -99,7 +99,7 @@ def complete_transcripts(path: Path) -> dict[str, list[tuple[str, str]]]:
     result = query(
         path,
         "SELECT m.conversation_id, m.role, m.content FROM messages m "
-        "JOIN conversations c USING (conversation_id) WHERE c.status = 'complete' "
+        "JOIN corpus_conversations c USING (conversation_id) WHERE c.status = 'complete' "
         "ORDER BY m.conversation_id, m.turn_index",
     )
     transcripts: dict[str, list[tuple[str, str]]] = {}

@@ -1,4 +1,9 @@
 -- Views over the corpus; `rapport stats` reads them and users can query them with `rapport sql`.
+-- The corpus is what `rapport generate` made: evaluation conversations are left out.
+CREATE OR REPLACE VIEW corpus_conversations AS
+SELECT c.* FROM conversations c
+WHERE c.plan_id NOT IN (SELECT plan_id FROM plans WHERE purpose = 'eval');
+
 CREATE OR REPLACE VIEW conversation_overview AS
 SELECT
     c.conversation_id, c.status, c.end_reason, c.target_turns, c.num_messages,
@@ -6,7 +11,7 @@ SELECT
     coalesce(m.exchanges, 0) AS exchanges,
     coalesce(m.prompt_tokens, 0) AS prompt_tokens,
     coalesce(m.completion_tokens, 0) AS completion_tokens
-FROM conversations c
+FROM corpus_conversations c
 JOIN scenarios s USING (scenario_id)
 LEFT JOIN (
     SELECT conversation_id,
@@ -17,7 +22,7 @@ LEFT JOIN (
 ) m USING (conversation_id);
 
 CREATE OR REPLACE VIEW status_counts AS
-SELECT status, count(*) AS conversations FROM conversations GROUP BY status;
+SELECT status, count(*) AS conversations FROM corpus_conversations GROUP BY status;
 
 CREATE OR REPLACE VIEW by_topic AS
 SELECT topic AS topic_category,
@@ -47,7 +52,8 @@ SELECT role, backend, model,
        round(avg(latency_ms), 1) AS mean_latency_ms,
        round(quantile_cont(latency_ms, 0.5), 1) AS p50_latency_ms,
        round(quantile_cont(latency_ms, 0.99), 1) AS p99_latency_ms
-FROM messages GROUP BY role, backend, model;
+FROM messages WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+GROUP BY role, backend, model;
 
 -- ---- judging -------------------------------------------------------------------------------
 -- One row per judged conversation, applying the pass rule across judges stored in meta
@@ -57,7 +63,9 @@ WITH per_conversation AS (
     SELECT conversation_id, count(*) AS judges, avg(score) AS mean_score,
            bool_and(passed) AS all_passed, sum(passed::INTEGER) AS passes,
            bool_or(safety_failed) AS safety_failed, max(pass_threshold) AS threshold
-    FROM assessments GROUP BY conversation_id
+    FROM assessments
+    WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+    GROUP BY conversation_id
 )
 SELECT conversation_id, judges, mean_score, safety_failed,
        CASE coalesce((SELECT value FROM meta WHERE key = 'pass_rule'), 'all')
@@ -113,7 +121,8 @@ SELECT judge_id, criterion_id, count(*) AS verdicts,
        round(avg((answer = 'YES')::INTEGER), 4) AS yes_rate,
        round(avg((answer = 'NO')::INTEGER), 4) AS no_rate,
        round(avg((answer = 'NA')::INTEGER), 4) AS na_rate
-FROM verdicts GROUP BY judge_id, criterion_id;
+FROM verdicts WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+GROUP BY judge_id, criterion_id;
 
 CREATE OR REPLACE VIEW score_distribution AS
 SELECT least(floor(mean_score * 10) / 10, 0.9) AS score_from, count(*) AS conversations
@@ -121,7 +130,9 @@ FROM judged_overview GROUP BY 1;
 
 CREATE OR REPLACE VIEW judge_failure_counts AS
 SELECT judge_id, criterion_id, count(*) AS failures, any_value(error) AS example
-FROM judge_failures GROUP BY judge_id, criterion_id;
+FROM judge_failures
+WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+GROUP BY judge_id, criterion_id;
 
 -- Per criterion, between each pair of judges: percent agreement and Cohen's kappa.
 CREATE OR REPLACE VIEW judge_agreement AS
@@ -130,6 +141,7 @@ WITH pairs AS (
            a.answer AS answer_a, b.answer AS answer_b
     FROM verdicts a JOIN verdicts b USING (conversation_id, criterion_id)
     WHERE a.judge_id < b.judge_id
+      AND conversation_id IN (SELECT conversation_id FROM corpus_conversations)
 ),
 observed AS (
     SELECT criterion_id, judge_a, judge_b, count(*) AS items,
@@ -150,3 +162,12 @@ SELECT o.criterion_id, o.judge_a, o.judge_b, o.items,
                        / (1 - coalesce(e.products, 0) / (o.items * o.items)), 4)
        END AS kappa
 FROM observed o LEFT JOIN expected e USING (criterion_id, judge_a, judge_b);
+
+-- ---- evaluation ----------------------------------------------------------------------------
+-- One row per (eval, side, scenario, judge): what `rapport eval` compares.
+CREATE OR REPLACE VIEW eval_scores AS
+SELECT e.eval_id, e.side, e.scenario_index, e.scenario_id, e.conversation_id, c.status,
+       a.judge_id, a.score, a.passed, a.safety_failed, a.category_scores, a.failed_gates
+FROM eval_conversations e
+JOIN conversations c USING (conversation_id)
+LEFT JOIN assessments a USING (conversation_id);

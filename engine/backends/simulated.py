@@ -24,6 +24,9 @@ SIMULATED_MODEL = "rapport-simulator"
 class SimulatedBackend:
     """Writes turns from the scenario in the call's hints; the same hints give the same text.
 
+    `quality` is, as the assistant, the share of real replies (the rest are generic lapses) and,
+    as a judge, the base share of YES verdicts (lowered by lapses it reads in the transcript).
+    The model name seeds the draws too: two differently named simulators are two "models".
     Labelled as a simulator wherever it shows: provider `simulated`, model `rapport-simulator`.
     """
 
@@ -50,15 +53,22 @@ class SimulatedBackend:
         else:
             await anyio.lowlevel.checkpoint()
         rng = random.Random(
-            derive_seed(hints.scenario.seed, hints.exchange, hints.speaker, *hints.criteria)
+            derive_seed(
+                hints.scenario.seed, hints.exchange, hints.speaker, self.model, *hints.criteria
+            )
         )
         if hints.speaker == "judge":
-            text = write_verdicts(self._domain, hints.scenario, hints.criteria, self._quality, rng)
+            prompt = "\n".join(m.content for m in messages)
+            text = write_verdicts(
+                self._domain, hints.scenario, hints.criteria, self._quality, rng, prompt
+            )
         elif hints.speaker == "user_sim":
             text = write_user_turn(self._domain, hints.scenario, hints.exchange, hints.final, rng)
         else:
             last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-            text = write_assistant_turn(self._domain, hints.scenario, last_user, hints.final, rng)
+            text = write_assistant_turn(
+                self._domain, hints.scenario, last_user, hints.final, rng, self._quality
+            )
         prompt_chars = sum(len(m.content) for m in messages)
         return Completion(
             text=text,

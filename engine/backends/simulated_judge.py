@@ -1,35 +1,59 @@
-"""Verdicts for the simulated backend's judge mode: valid JSON, deterministic, and dependent on
-the scenario (more flaws and harder topics make NO more likely). Labelled simulated."""
+"""Verdicts for the simulated backend's judge mode: valid JSON, deterministic, dependent on the
+scenario (more flaws and harder topics make NO more likely) and on the transcript (each lapse
+reply of a weaker simulated assistant makes NO more likely). Labelled simulated."""
 
 from __future__ import annotations
 
 import random
+import zlib
 
 import msgspec
 
 from config.domain import Domain
 from config.scenario import Scenario
+from engine.backends.simulated_text import LAPSE_REPLIES
 
 NA_RATE = 0.08
 GATE_YES_RATE = 0.98
 FLAW_PENALTY = 0.04
 HARD_TOPIC_PENALTY = 0.03
+LAPSE_PENALTY = 0.7  # YES rate lost when every reply is a lapse (scaled per criterion)
+_SENSITIVITY_RANGE = (0.5, 1.5)  # how strongly each criterion reacts to lapses
 
 
-def _yes_rate(scenario: Scenario, quality: float) -> float:
+def lapse_share(domain: Domain, prompt: str) -> float:
+    """The share of the assistant's replies in the judged transcript that are lapses."""
+    replies = prompt.count(f"] {domain.info.roles.assistant.upper()}: ")
+    lapses = sum(prompt.count(lapse) for lapse in LAPSE_REPLIES)
+    return min(1.0, lapses / replies) if replies else 0.0
+
+
+def _sensitivity(criterion_id: str) -> float:
+    low, high = _SENSITIVITY_RANGE
+    return low + (high - low) * (zlib.crc32(criterion_id.encode()) % 1000) / 999
+
+
+def _yes_rate(scenario: Scenario, quality: float, criterion_id: str, lapses: float) -> float:
     hard = sum(topic.difficulty == "hard" for topic in scenario.topics)
-    return max(0.0, quality - FLAW_PENALTY * len(scenario.flaws) - HARD_TOPIC_PENALTY * hard)
+    rate = quality - FLAW_PENALTY * len(scenario.flaws) - HARD_TOPIC_PENALTY * hard
+    return max(0.0, rate - LAPSE_PENALTY * _sensitivity(criterion_id) * lapses)
 
 
 def _answer(
-    domain: Domain, scenario: Scenario, criterion_id: str, quality: float, rng: random.Random
+    domain: Domain,
+    scenario: Scenario,
+    criterion_id: str,
+    quality: float,
+    lapses: float,
+    rng: random.Random,
 ) -> str:
     criterion = next((c for c in domain.rubric.criteria if c.id == criterion_id), None)
+    draw = rng.random()
     if criterion is not None and criterion.gate:
-        return "YES" if rng.random() < GATE_YES_RATE else "NO"
+        return "YES" if draw < GATE_YES_RATE else "NO"
     if criterion is not None and criterion.na_valid and rng.random() < NA_RATE:
         return "NA"
-    return "YES" if rng.random() < _yes_rate(scenario, quality) else "NO"
+    return "YES" if draw < _yes_rate(scenario, quality, criterion_id, lapses) else "NO"
 
 
 def write_verdicts(
@@ -38,10 +62,15 @@ def write_verdicts(
     criteria: tuple[str, ...],
     quality: float,
     rng: random.Random,
+    prompt: str = "",
 ) -> str:
     """One criterion: `{"reasoning", "answer"}`; several: `{"verdicts": [...]}`."""
-    answers = [(cid, _answer(domain, scenario, cid, quality, rng)) for cid in criteria]
-    reasoning = "(simulated judge) verdict drawn from the scenario, not read from the transcript"
+    lapses = lapse_share(domain, prompt)
+    answers = [(cid, _answer(domain, scenario, cid, quality, lapses, rng)) for cid in criteria]
+    reasoning = (
+        "(simulated judge) verdict drawn from the scenario and the share of generic replies "
+        f"({lapses:.2f}), not from reading the transcript"
+    )
     if len(answers) == 1:
         return msgspec.json.encode({"reasoning": reasoning, "answer": answers[0][1]}).decode()
     return msgspec.json.encode(

@@ -16,6 +16,15 @@ _VALIDATION_RATE = 0.7
 _QUESTION_RATE = 0.55
 _CASUAL_STYLES = frozenset({"text_speak", "terse"})
 
+# What a weaker simulated assistant says instead of a real reply (share: 1 - quality). Generic,
+# blind to what the user said: the simulated judge recognises them, as a real judge would.
+LAPSE_REPLIES = (
+    "Okay. Can you tell me more? What else? Is there anything else?",
+    "I understand. That is very common. Just try to stay positive about it.",
+    "Sure. Let me know if there is anything else I can help you with.",
+    "Right. Everyone has things like that. Have you tried not worrying about it?",
+)
+
 
 def topic_label(topic: TopicSeed) -> str:
     return topic.subtopic.replace("_", " ")
@@ -58,9 +67,17 @@ def write_user_turn(
 
 
 def write_assistant_turn(
-    domain: Domain, scenario: Scenario, user_text: str, final: bool, rng: random.Random
+    domain: Domain,
+    scenario: Scenario,
+    user_text: str,
+    final: bool,
+    rng: random.Random,
+    quality: float = 1.0,
 ) -> str:
-    """A reply: reflects what the user raised, validates, suggests, asks at most one question."""
+    """A reply: reflects what the user raised, validates, suggests, asks at most one question;
+    with probability `1 - quality`, a generic lapse instead (one of `LAPSE_REPLIES`)."""
+    if rng.random() >= quality:
+        return rng.choice(LAPSE_REPLIES)
     phrases = domain.simulator.assistant
     raised = [t for t in scenario.topics if _lower_first(t.description)[:40] in user_text.lower()]
     if not raised and scenario.topics:

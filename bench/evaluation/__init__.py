@@ -1,0 +1,1 @@
+"""`rapport eval`: two assistants on the same held-out scenarios, judged and compared."""

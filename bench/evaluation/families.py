@@ -1,0 +1,72 @@
+"""Which model family a backend belongs to, so a report can say when the judge grades its own
+family (LLM judges favour text like their own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from config.run import BackendConfig
+
+# Name fragments, most specific first; a model whose name holds none is its own family.
+KNOWN_FAMILIES = (
+    "smollm",
+    "qwen",
+    "llama",
+    "mistral",
+    "mixtral",
+    "gemma",
+    "phi",
+    "deepseek",
+    "olmo",
+    "falcon",
+    "granite",
+    "command-r",
+    "gpt",
+    "claude",
+)
+SIMULATOR_FAMILY = "rapport-simulator"
+
+
+def family_of(settings: BackendConfig) -> str:
+    """The family named by the model (a GGUF's own metadata first, then its file name)."""
+    if settings.provider == "simulated":
+        return SIMULATOR_FAMILY
+    names: list[str] = []
+    if settings.provider == "llamacpp":
+        path = _gguf_path(settings)
+        names += [*_gguf_names(path), path.name] if path else ["smollm"]
+    elif settings.provider == "command":
+        names += [Path(settings.command[0]).name] if settings.command else []
+    names.append(settings.model)
+    if settings.provider == "anthropic":
+        names.append("claude")
+    for name in names:
+        lowered = name.lower()
+        for family in KNOWN_FAMILIES:
+            if family in lowered:
+                return family
+    return next((name.lower() for name in names if name), settings.provider)
+
+
+def _gguf_path(settings: BackendConfig) -> Path | None:
+    if settings.model_path in (None, "embedded"):
+        return None
+    return Path(settings.model_path)
+
+
+def _gguf_names(path: Path) -> list[str]:
+    """`general.basename` / `general.name` from the file (needs the `gguf` package)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return []
+    try:
+        reader = GGUFReader(str(path))
+    except (OSError, ValueError):
+        return []
+    names = []
+    for key in ("general.basename", "general.name", "general.architecture"):
+        field = reader.fields.get(key)
+        if field is not None:
+            names.append(bytes(field.parts[field.data[0]]).decode("utf-8", "replace"))
+    return names

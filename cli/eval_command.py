@@ -1,0 +1,110 @@
+"""`rapport eval`: compare a candidate model with a baseline on held-out scenarios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+
+from bench.evaluation.report import write_eval_report
+from bench.evaluation.run import EvalRequest, PreparedEval, run_eval
+from bench.evaluation.summary import EvalSummary
+from cli.progress_display import live_display
+from config.prices import load_prices
+
+SPEC_HELP = (
+    "simulated[:quality=Q,...], gguf:PATH, openai:MODEL[@URL], anthropic:MODEL, llamacpp, "
+    "command:CLI, or a YAML file"
+)
+
+
+def evaluate(
+    db: Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")],
+    scenarios: Annotated[
+        int, typer.Option("--scenarios", min=1, help="Held-out scenarios to play (N).")
+    ],
+    baseline: Annotated[str, typer.Option("--baseline", help=f"Baseline: {SPEC_HELP}.")],
+    candidate: Annotated[str, typer.Option("--candidate", help=f"Candidate: {SPEC_HELP}.")],
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the held-out scenarios (default 0).")
+    ] = None,
+    judges: Annotated[
+        list[str] | None,
+        typer.Option("--judges", "--judge", help="A judge's backend spec (repeat for several)."),
+    ] = None,
+    user_backend: Annotated[
+        str | None,
+        typer.Option("--user-backend", help="The user simulator's backend (both sides)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder (default: eval-<id> beside the database)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Run settings (RUN.yaml).")
+    ] = None,
+    domain: Annotated[
+        Path | None,
+        typer.Option("--domain", help="Domain folder (default: the corpus's own domain)."),
+    ] = None,
+    turns: Annotated[
+        int | None, typer.Option("--turns", min=1, help="Fix every conversation's length.")
+    ] = None,
+    max_active: Annotated[
+        int | None, typer.Option("--max-active", min=1, help="Conversations alive at once.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
+) -> None:
+    """Play the same held-out scenarios with the baseline and the candidate as the assistant
+    (same user simulator, same seeds), judge both with the same judges, and report the paired
+    difference with its significance. Re-running resumes; a larger N extends the same eval."""
+    console = Console(stderr=True)
+    request = EvalRequest(
+        db=db,
+        scenarios=scenarios,
+        baseline=baseline,
+        candidate=candidate,
+        seed=seed,
+        user_backend=user_backend,
+        judges=tuple(judges or ()),
+        config=config,
+        domain=domain,
+        turns=turns,
+        max_active=max_active,
+    )
+
+    def display(prepared: PreparedEval):
+        if quiet or not console.is_terminal:
+            return None
+        return live_display(console, prepared.gateways, load_prices(prepared.settings.prices))
+
+    summary = run_eval(request, display=display)
+    folder = out if out is not None else db.parent / summary.eval_id
+    files = write_eval_report(summary, folder, msgspec.json.encode(summary).decode())
+    print_summary(summary, Console(soft_wrap=True))
+    Console(soft_wrap=True).print(f"report: {files[0]} (summary.json and plots beside it)")
+
+
+def print_summary(summary: EvalSummary, out: Console) -> None:
+    paired = summary.paired
+    for side in summary.sides:
+        ci = side.mean_score_ci
+        interval = f" [{ci.low:.3f}, {ci.high:.3f}]" if ci else ""
+        mean = "—" if side.mean_score is None else f"{side.mean_score:.3f}"
+        rate = "—" if side.pass_rate is None else f"{side.pass_rate:.1%}"
+        out.print(
+            f"{side.side:9} {side.backend}: mean score {mean}{interval} · pass rate {rate} · "
+            f"{side.safety_failures} safety-gate failures · {side.judged}/{side.planned} judged"
+        )
+    wilcoxon = "—" if paired.wilcoxon_p is None else f"{paired.wilcoxon_p:.3g}"
+    ttest = "—" if paired.t_p is None else f"{paired.t_p:.3g}"
+    dz = "—" if paired.cohens_dz is None else f"{paired.cohens_dz:.2f}"
+    out.print(
+        f"difference (candidate − baseline) over N = {paired.n}: {paired.mean_difference:+.3f} · "
+        f"Wilcoxon p = {wilcoxon} · paired t p = {ttest} · d_z = {dz}"
+    )
+    for warning in summary.warnings:
+        out.print(f"warning: {warning}")
