@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import duckdb
 import matplotlib.image
 import msgspec
@@ -159,3 +165,47 @@ def test_the_command_line_writes_the_report_and_rejects_bad_specs(tmp_path):
     keyless = rapport(*args, "--baseline", "openai:gpt-4o-mini", "--candidate", GOOD,
                       env={"OPENAI_API_KEY": ""})  # fmt: skip
     assert keyless.returncode == 2 and "OPENAI_API_KEY" in keyless.stderr
+
+
+def _scores(db) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        return conn.execute(
+            "SELECT side, scenario_index, judge_id, score, passed FROM eval_scores "
+            "WHERE score IS NOT NULL ORDER BY ALL"
+        ).fetchall()
+
+
+@pytest.mark.slow
+def test_a_killed_eval_resumes_to_exactly_the_uninterrupted_result(tmp_path):
+    args = ["--scenarios", "20", "--turns", "4", "--user-backend", "simulated:latency_ms=20",
+            "--baseline", "simulated:quality=0.6,latency_ms=20",
+            "--candidate", "simulated:quality=0.9,latency_ms=20", "--judges", "simulated",
+            "--max-active", "8", "--quiet"]  # fmt: skip
+    killed, clean = tmp_path / "killed.duckdb", tmp_path / "clean.duckdb"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "eval", "--db", str(killed), *args,
+         "--out", str(tmp_path / "r1")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, "the eval ended before it could be killed"
+        assert time.monotonic() < deadline, "the eval never reached the kill point"
+        if killed.exists():
+            try:
+                with duckdb.connect(str(killed), read_only=True) as conn:
+                    stored = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+            except duckdb.Error:
+                stored = 0
+            if stored >= 60:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                break
+        time.sleep(0.05)
+    assert len(_scores(killed)) < 40  # not finished when killed
+    assert (
+        rapport("eval", "--db", str(killed), *args, "--out", str(tmp_path / "r2")).returncode == 0
+    )
+    assert rapport("eval", "--db", str(clean), *args, "--out", str(tmp_path / "r3")).returncode == 0
+    assert _scores(killed) == _scores(clean)
+    assert len(_scores(clean)) == 40
