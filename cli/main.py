@@ -15,6 +15,7 @@ from agents.generation import GenerateRequest, Generation
 from agents.generation import generate as run_generation
 from cli.bench_commands import bench_app
 from cli.dataset_commands import dataset_app
+from cli.domain_commands import domain_app
 from cli.eval_command import evaluate
 from cli.iterate_command import iterate
 from cli.progress_display import live_display
@@ -52,6 +53,7 @@ app = typer.Typer(
 
 app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(domain_app, name="domain")
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
 app.command("export")(export_command)
@@ -229,7 +231,9 @@ def run() -> None:
         except BaseExceptionGroup as group:
             raise _single_user_error(group) from None
     except RapportError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        Console(stderr=True, emoji=False).print(
+            f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True
+        )
         sys.exit(INPUT_ERROR_EXIT)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: run the same command again to resume")

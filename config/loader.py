@@ -20,8 +20,9 @@ from config.errors import ConfigError
 from config.validation import problems
 
 DEFAULT_DOMAIN = "therapy"
+TEMPLATE_DOMAIN = "_template"  # the commented starting point of `rapport domain new`
 
-_PARTS = {
+DOMAIN_PARTS = {
     "info": ("domain.yaml", DomainInfo),
     "topics": ("topics.yaml", Topics),
     "flaws": ("flaws.yaml", Flaws),
@@ -29,7 +30,7 @@ _PARTS = {
     "rubric": ("rubric.yaml", Rubric),
     "simulator": ("simulator.yaml", SimulatorPhrases),
 }
-_PROMPTS = ("user_simulator", "assistant", "judge", "system_prompt")
+PROMPT_NAMES = ("user_simulator", "assistant", "judge", "system_prompt")
 
 
 def shipped_domain_dir(name: str = DEFAULT_DOMAIN) -> Path:
@@ -37,27 +38,39 @@ def shipped_domain_dir(name: str = DEFAULT_DOMAIN) -> Path:
     return Path(str(resources.files("config") / "domains" / name))
 
 
+def shipped_domain_names() -> list[str]:
+    """The domains shipped inside the package (the template, whose name starts with _, aside)."""
+    root = shipped_domain_dir(DEFAULT_DOMAIN).parent
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(("_", "."))
+    )
+
+
 def domain_files(directory: Path) -> dict[str, str]:
     """Which file each part of a domain comes from, as shown in error messages."""
-    files = {part: str(directory / filename) for part, (filename, _) in _PARTS.items()}
-    files |= {f"prompt:{name}": str(directory / "prompts" / f"{name}.md") for name in _PROMPTS}
+    files = {part: str(directory / filename) for part, (filename, _) in DOMAIN_PARTS.items()}
+    files |= {f"prompt:{name}": str(directory / "prompts" / f"{name}.md") for name in PROMPT_NAMES}
     return files
 
 
 def load_domain(directory: Path | None = None) -> Domain:
-    """Load and validate a domain folder (the shipped therapy domain by default)."""
+    """Load and validate a domain folder, or a shipped domain by name (default: therapy)."""
     directory = directory if directory is not None else shipped_domain_dir()
+    if not directory.is_dir() and str(directory) in shipped_domain_names():
+        directory = shipped_domain_dir(str(directory))  # a shipped domain, by name
     if not directory.is_dir():
         raise ConfigError(str(directory), None, "domain folder not found")
     files = domain_files(directory)
     parts = {
         part: load_file(Path(files[part]), type_, files[part])
-        for part, (_, type_) in _PARTS.items()
+        for part, (_, type_) in DOMAIN_PARTS.items()
     }
     prompts = Prompts(
         **{
             name: read_text(Path(files[f"prompt:{name}"]), files[f"prompt:{name}"])
-            for name in _PROMPTS
+            for name in PROMPT_NAMES
         }
     )
     domain = Domain(prompts=prompts, **parts)
