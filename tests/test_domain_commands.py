@@ -444,3 +444,33 @@ def test_draft_refuses_a_non_empty_folder(tmp_path):
         domain_cli("draft", str(tmp_path), "--describe", "x", "--backend", "simulated")
     )
     assert len(lines) == 1 and "not empty" in lines[0]
+
+
+@pytest.mark.slow
+def test_customer_support_trains_exports_and_evaluates_a_tiny_model(tmp_path):
+    pytest.importorskip("llama_cpp")
+    db, tiny, data = tmp_path / "c.duckdb", tmp_path / "tiny", tmp_path / "data"
+    adapter, model, report = tmp_path / "adapter", tmp_path / "m.gguf", tmp_path / "eval"
+    (tmp_path / "train.yaml").write_text(
+        "batch_size: 2\ngradient_accumulation: 1\nmax_length: 768\nwarmup_ratio: 0.0\n"
+        "lora: {rank: 8, alpha: 16, dropout: 0.0}\n"
+    )
+    steps = [
+        ("generate", "--db", str(db), "--count", "16", "--turns", "3",
+         "--domain", "customer_support", "--backend", "simulated"),
+        ("judge", "--db", str(db), "--judge", "simulated:quality=1.0"),
+        ("model", "tiny", "--out", str(tiny), "--db", str(db)),
+        ("dataset", "build", "--db", str(db), "--out", str(data), "--tokenizer", str(tiny),
+         "--max-tokens", "768"),
+        ("train", "--config", str(tmp_path / "train.yaml"), "--base", str(tiny),
+         "--dataset", str(data), "--output", str(adapter), "--max-steps", "3"),
+        ("export", "--base", str(tiny), "--adapter", str(adapter), "--out", str(model),
+         "--quant", "q8_0"),
+        ("eval", "--db", str(db), "--scenarios", "2", "--turns", "1", "--baseline", "simulated",
+         "--candidate", f"gguf:{model}", "--user-backend", "simulated", "--judges", "simulated",
+         "--out", str(report)),
+    ]  # fmt: skip
+    for args in steps:
+        result = rapport(*args, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "Domain: **customer_support**" in (report / "report.md").read_text()
