@@ -106,7 +106,7 @@ async def judge_conversation(
         params = CompletionParams(
             max_tokens=config.max_tokens * (len(group) if len(group) > 1 else 1),
             temperature=JUDGE_TEMPERATURE,
-            json_schema=batched_schema() if len(group) > 1 else criterion_schema(),
+            json_schema=batched_schema(ids) if len(group) > 1 else criterion_schema(),
             hints=SimulationHints("judge", scenario, exchanges, exchanges, True, tuple(ids)),
         )
         collected: dict[str, list[CriterionAnswer]] = {cid: [] for cid in ids}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -42,13 +43,54 @@ class JudgeOutputError(ValueError):
     """The judge's text is not the JSON asked for; the message is fed back on the retry."""
 
 
+_ANSWER_SCHEMA = {"enum": ["YES", "NO", "NA"]}
+# Reasoning is bounded in the schema: grammar-constrained local judges otherwise ramble on.
+_REASONING_SCHEMA = {"type": "string", "maxLength": 800}
+
+
 def criterion_schema() -> dict[str, object]:
-    """JSON schema of one criterion's answer, for providers' structured-output modes."""
-    return msgspec.json.schema(CriterionAnswer)
+    """JSON schema of one criterion's answer, for providers' structured-output modes. Inlined
+    (no `$ref`): llama.cpp turns it into a grammar, so even a small local judge answers in
+    shape."""
+    return {
+        "type": "object",
+        "properties": {"reasoning": _REASONING_SCHEMA, "answer": _ANSWER_SCHEMA},
+        "required": ["reasoning", "answer"],
+        "additionalProperties": False,
+    }
 
 
-def batched_schema() -> dict[str, object]:
-    return msgspec.json.schema(BatchedAnswers)
+def batched_schema(criterion_ids: Sequence[str]) -> dict[str, object]:
+    """JSON schema of a batched answer: the asked criteria, each once, in the asked order
+    (a tuple: `prefixItems`, one `const` id per position)."""
+
+    def item(criterion_id: str) -> dict[str, object]:
+        return {
+            "type": "object",
+            "properties": {
+                "criterion_id": {"const": criterion_id},
+                "reasoning": _REASONING_SCHEMA,
+                "answer": _ANSWER_SCHEMA,
+            },
+            "required": ["criterion_id", "reasoning", "answer"],
+            "additionalProperties": False,
+        }
+
+    count = len(criterion_ids)
+    return {
+        "type": "object",
+        "properties": {
+            "verdicts": {
+                "type": "array",
+                "prefixItems": [item(cid) for cid in criterion_ids],
+                "items": False,
+                "minItems": count,
+                "maxItems": count,
+            }
+        },
+        "required": ["verdicts"],
+        "additionalProperties": False,
+    }
 
 
 def parse_criterion_answer(text: str) -> CriterionAnswer:
