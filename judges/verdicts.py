@@ -46,6 +46,8 @@ class JudgeOutputError(ValueError):
 _ANSWER_SCHEMA = {"enum": ["YES", "NO", "NA"]}
 # Reasoning is bounded in the schema: grammar-constrained local judges otherwise ramble on.
 _REASONING_SCHEMA = {"type": "string", "maxLength": 800}
+# Batched: every criterion's reasoning shares one reply (and a small model's context).
+_BATCHED_REASONING_SCHEMA = {"type": "string", "maxLength": 300}
 
 
 def criterion_schema() -> dict[str, object]:
@@ -69,7 +71,7 @@ def batched_schema(criterion_ids: Sequence[str]) -> dict[str, object]:
             "type": "object",
             "properties": {
                 "criterion_id": {"const": criterion_id},
-                "reasoning": _REASONING_SCHEMA,
+                "reasoning": _BATCHED_REASONING_SCHEMA,
                 "answer": _ANSWER_SCHEMA,
             },
             "required": ["criterion_id", "reasoning", "answer"],

@@ -177,10 +177,10 @@ def _scores(db) -> list[tuple]:
 
 @pytest.mark.slow
 def test_a_killed_eval_resumes_to_exactly_the_uninterrupted_result(tmp_path):
-    args = ["--scenarios", "20", "--turns", "4", "--user-backend", "simulated:latency_ms=20",
-            "--baseline", "simulated:quality=0.6,latency_ms=20",
-            "--candidate", "simulated:quality=0.9,latency_ms=20", "--judges", "simulated",
-            "--max-active", "8", "--quiet"]  # fmt: skip
+    args = ["--scenarios", "20", "--turns", "4", "--user-backend", "simulated:latency_ms=60",
+            "--baseline", "simulated:quality=0.6,latency_ms=60",
+            "--candidate", "simulated:quality=0.9,latency_ms=60", "--judges", "simulated",
+            "--max-active", "4", "--quiet"]  # fmt: skip
     killed, clean = tmp_path / "killed.duckdb", tmp_path / "clean.duckdb"
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "eval", "--db", str(killed), *args,
@@ -197,7 +197,7 @@ def test_a_killed_eval_resumes_to_exactly_the_uninterrupted_result(tmp_path):
                     stored = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
             except duckdb.Error:
                 stored = 0
-            if stored >= 60:
+            if stored >= 40:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
                 break
