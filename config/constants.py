@@ -36,3 +36,7 @@ RATE_WINDOW_S = 60.0
 
 # Seeds sent to providers (llama.cpp takes 32-bit seeds, OpenAI any integer): kept below 2**31.
 SAMPLING_SEED_RANGE = 2**31
+
+# Judging through gateways with an in-flight cap (local models): conversations judged at once per
+# request slot. More would only interleave them, so none finishes (and is stored) until the end.
+JUDGE_CONVERSATIONS_PER_SLOT = 2

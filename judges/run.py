@@ -158,8 +158,19 @@ async def judge_pending(
         counts[1] += len(event.judge_failures)
         await sink.send(event)
 
-    await run_bounded(jobs(), max_active, handle)
+    await run_bounded(jobs(), judging_concurrency(judges, max_active), handle)
     return counts[0], counts[1]
+
+
+def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
+    """Conversations judged at once: `max_active`, unless every judge sits behind an in-flight
+    cap (a local model), whose few slots a handful of conversations keep busy — so each one
+    finishes, and is stored, as soon as it can."""
+    caps = [judge.gateway.limits.max_in_flight for judge in judges]
+    if not caps or None in caps:
+        return max_active
+    slots = sum(cap for cap in caps if cap is not None)
+    return max(1, min(max_active, slots * constants.JUDGE_CONVERSATIONS_PER_SLOT))
 
 
 def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None) -> JudgeSummary:

@@ -8,9 +8,12 @@ import pytest
 
 from agents.generation import GenerateRequest, generate
 from bench.fake_provider import FakeProviderSettings, running_fake_provider
+from config.run import BackendConfig, JudgeConfig
+from engine.gateway import GatewayLimits
 from judges.agreement import agreement
+from judges.judge import Judge
 from judges.prompting import windows
-from judges.run import JudgeRequest, judge_corpus
+from judges.run import JudgeRequest, judge_corpus, judging_concurrency
 from store.database import Database
 from store.rows import StoreEvent, VerdictRow, utc_now
 from store.writer import write_batch
@@ -255,3 +258,15 @@ def test_the_default_judge_is_the_embedded_model_with_json_grammar(db_path):
     failures = _rows(db_path, "SELECT count(*) FROM judge_failures")[0][0]
     assert len(answers) + failures == 3  # every criterion answered validly or recorded as failed
     assert {answer for (answer,) in answers} <= {"YES", "NO", "NA"}
+
+
+def test_local_judges_take_a_few_conversations_at_a_time(tiny):
+    class _Gateway:
+        def __init__(self, cap):
+            self.limits = GatewayLimits(max_in_flight=cap)
+
+    local = Judge(JudgeConfig(id="a", backend=BackendConfig()), _Gateway(1))
+    remote = Judge(JudgeConfig(id="b", backend=BackendConfig()), _Gateway(None))
+    assert judging_concurrency([local], 200) == 2
+    assert judging_concurrency([local, remote], 200) == 200
+    assert judging_concurrency([local], 1) == 1
