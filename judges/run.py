@@ -131,9 +131,10 @@ async def judge_pending(
     sink: ObjectSendStream[StoreEvent],
     max_active: int,
     plan_ids: Sequence[str] | None = None,
+    below_index: int | None = None,
 ) -> tuple[int, int]:
-    """Judge everything pending for every judge (in the corpus, or in the given plans);
-    returns (jobs, failed criteria)."""
+    """Judge everything pending for every judge (in the corpus, or in the given plans, only
+    scenarios below `below_index` if given); returns (jobs, failed criteria)."""
     counts = [0, 0]
 
     async def jobs() -> AsyncIterator[tuple[Judge, JudgeJob]]:
@@ -142,7 +143,7 @@ async def judge_pending(
             while True:
                 chunk = await database.run(
                     lambda conn, after=after, judge=judge: load_unjudged(
-                        conn, judge.id, after, JOB_CHUNK, plan_ids
+                        conn, judge.id, after, JOB_CHUNK, plan_ids, below_index
                     )
                 )
                 if not chunk:

@@ -34,9 +34,11 @@ def load_unjudged(
     after: str,
     limit: int,
     plan_ids: Sequence[str] | None = None,
+    below_index: int | None = None,
 ) -> list[JudgeJob]:
     """Up to `limit` complete conversations (ids after `after`) without this judge's assessment:
-    of the corpus, or of the given plans (an evaluation's sides)."""
+    of the corpus, or of the given plans (an evaluation's sides), optionally only scenarios
+    below an index."""
     source = "corpus_conversations" if plan_ids is None else "conversations"
     rows = conn.execute(
         f"""
@@ -44,11 +46,12 @@ def load_unjudged(
         FROM {source} c JOIN scenarios s USING (scenario_id)
         WHERE c.status = 'complete' AND c.conversation_id > ?
           AND (? OR list_contains(?, c.plan_id))
+          AND c.scenario_index < coalesce(?, 2147483647)
           AND NOT EXISTS (SELECT 1 FROM assessments a
                           WHERE a.conversation_id = c.conversation_id AND a.judge_id = ?)
         ORDER BY c.conversation_id LIMIT ?
         """,
-        [after, plan_ids is None, list(plan_ids or []), judge_id, limit],
+        [after, plan_ids is None, list(plan_ids or []), below_index, judge_id, limit],
     ).fetchall()
     if not rows:
         return []

@@ -313,7 +313,13 @@ async def play_and_judge(
                 plans = [side_plan_id(prepared.eval_id, side) for side in SIDES]
                 domains = dict.fromkeys(plans, domain)
                 await judge_pending(
-                    database, prepared.judges, domains, send, settings.max_active, plans
+                    database,
+                    prepared.judges,
+                    domains,
+                    send,
+                    settings.max_active,
+                    plans,
+                    prepared.request.scenarios,
                 )
                 side_tasks.cancel_scope.cancel()
         status = "finished"
