@@ -2,12 +2,12 @@
 # Model-quality benchmark, offline: SmolLM2-135M-Instruct (the embedded GGUF) against its own
 # LoRA fine-tune on a simulated therapy corpus, compared by `rapport eval` on held-out scenarios
 # with SmolLM2 itself as the judge, one call per criterion (the report says why that is a weak
-# judge). CPU, about 45 min on 2 cores.
+# judge). CPU: about 10 min to train and export, ~1.5 min per judged conversation, on 2 cores.
 #   bench/smollm2_quality.sh [REPORT_DIR] [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/smollm2_eval}
-N=${2:-16}
+N=${2:-6}
 RAPPORT=${RAPPORT:-.venv/bin/rapport}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

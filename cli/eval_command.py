@@ -102,8 +102,9 @@ def print_summary(summary: EvalSummary, out: Console) -> None:
     wilcoxon = "—" if paired.wilcoxon_p is None else f"{paired.wilcoxon_p:.3g}"
     ttest = "—" if paired.t_p is None else f"{paired.t_p:.3g}"
     dz = "—" if paired.cohens_dz is None else f"{paired.cohens_dz:.2f}"
+    difference = "—" if paired.n == 0 else f"{paired.mean_difference:+.3f}"
     out.print(
-        f"difference (candidate − baseline) over N = {paired.n}: {paired.mean_difference:+.3f} · "
+        f"difference (candidate − baseline) over N = {paired.n}: {difference} · "
         f"Wilcoxon p = {wilcoxon} · paired t p = {ttest} · d_z = {dz}"
     )
     for warning in summary.warnings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -122,9 +123,14 @@ def parse_batched_answers(text: str, criterion_ids: list[str]) -> dict[str, Crit
     return answers
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f]")
+
+
 def _unfenced(text: str) -> str:
+    """The JSON in a reply: without a Markdown fence, and with raw control characters (which
+    small models put inside strings, where JSON forbids them) turned into spaces."""
     stripped = text.strip()
     if stripped.startswith("```"):
         stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
         stripped = stripped.rsplit("```", 1)[0]
-    return stripped.strip()
+    return _CONTROL_CHARACTERS.sub(" ", stripped.strip())

@@ -14,6 +14,7 @@ from judges.agreement import agreement
 from judges.judge import Judge
 from judges.prompting import windows
 from judges.run import JudgeRequest, judge_corpus, judging_concurrency
+from judges.verdicts import parse_criterion_answer
 from store.database import Database
 from store.rows import StoreEvent, VerdictRow, utc_now
 from store.writer import write_batch
@@ -270,3 +271,8 @@ def test_local_judges_take_a_few_conversations_at_a_time(tiny):
     assert judging_concurrency([local], 200) == 2
     assert judging_concurrency([local, remote], 200) == 200
     assert judging_concurrency([local], 1) == 1
+
+
+def test_raw_control_characters_in_a_judges_json_are_read_as_spaces():
+    answer = parse_criterion_answer('{"reasoning": "turn 2\nturn\t3", "answer": "NO"}')
+    assert (answer.reasoning, answer.answer) == ("turn 2 turn 3", "NO")
