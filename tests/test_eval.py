@@ -13,9 +13,11 @@ import matplotlib.image
 import msgspec
 import pytest
 
+from bench.evaluation.families import family_of
 from bench.evaluation.report import write_eval_report
 from bench.evaluation.run import EvalRequest, run_eval
 from bench.evaluation.summary import EvalSummary
+from config.backend_spec import parse_backend_spec
 from judges.run import JudgeRequest, judge_corpus
 from tests.conftest import TINY_DOMAIN, rapport
 
@@ -209,3 +211,18 @@ def test_a_killed_eval_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     assert rapport("eval", "--db", str(clean), *args, "--out", str(tmp_path / "r3")).returncode == 0
     assert _scores(killed) == _scores(clean)
     assert len(_scores(clean)) == 40
+
+
+def test_model_families_come_from_names_before_the_architecture(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "smollm2-therapy-lora.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("merged")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert family_of(parse_backend_spec(f"gguf:{path}")) == "smollm"
+    assert family_of(parse_backend_spec("openai:gpt-4o-mini")) == "gpt"
+    assert family_of(parse_backend_spec("anthropic:claude-haiku-4-5")) == "claude"
+    assert family_of(parse_backend_spec("simulated")) == "rapport-simulator"

@@ -34,7 +34,11 @@ def family_of(settings: BackendConfig) -> str:
     names: list[str] = []
     if settings.provider == "llamacpp":
         path = _gguf_path(settings)
-        names += [*_gguf_names(path), path.name] if path else ["smollm"]
+        if path is None:
+            names.append("smollm")
+        else:  # the file's own names, its file name, and only then its architecture
+            own, architecture = _gguf_names(path)
+            names += [*own, path.name, *architecture]
     elif settings.provider == "command":
         names += [Path(settings.command[0]).name] if settings.command else []
     names.append(settings.model)
@@ -54,19 +58,24 @@ def _gguf_path(settings: BackendConfig) -> Path | None:
     return Path(settings.model_path)
 
 
-def _gguf_names(path: Path) -> list[str]:
-    """`general.basename` / `general.name` from the file (needs the `gguf` package)."""
+def _gguf_names(path: Path) -> tuple[list[str], list[str]]:
+    """(`general.basename` and `general.name`, `general.architecture`) from the file (needs
+    the `gguf` package). The architecture comes last: many families share `llama`'s."""
     try:
         from gguf import GGUFReader
     except ImportError:
-        return []
+        return [], []
     try:
         reader = GGUFReader(str(path))
     except (OSError, ValueError):
-        return []
-    names = []
-    for key in ("general.basename", "general.name", "general.architecture"):
-        field = reader.fields.get(key)
-        if field is not None:
-            names.append(bytes(field.parts[field.data[0]]).decode("utf-8", "replace"))
-    return names
+        return [], []
+
+    def values(*keys: str) -> list[str]:
+        found = []
+        for key in keys:
+            field = reader.fields.get(key)
+            if field is not None:
+                found.append(bytes(field.parts[field.data[0]]).decode("utf-8", "replace"))
+        return found
+
+    return values("general.basename", "general.name"), values("general.architecture")
