@@ -396,7 +396,9 @@ def summarise(prepared: PreparedEval) -> EvalSummary:
         categories=category_deltas(base, cand),
         criteria=criterion_deltas(answers),
         examples=examples,
-        warnings=honesty_warnings(paired, sides, judge_families, same),
+        warnings=honesty_warnings(
+            paired, sides, judge_families, same, family_of(prepared.user_sim)
+        ),
     )
 
 

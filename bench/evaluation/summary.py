@@ -261,6 +261,7 @@ def honesty_warnings(
     sides: Sequence[SideFigures],
     judge_families: Sequence[str],
     same_backend: bool,
+    user_family: str = "",
 ) -> list[str]:
     """What a reader must know before trusting the figures."""
     found = []
@@ -296,7 +297,7 @@ def honesty_warnings(
             )
     if same_backend:
         found.append("Baseline and candidate are the same backend: any difference is noise.")
-    if "rapport-simulator" in {s.family for s in sides} | set(judge_families):
+    if "rapport-simulator" in {s.family for s in sides} | set(judge_families) | {user_family}:
         found.append(
             "Simulated backends are involved: the figures show the harness at work, "
             "not the quality of any model."
