@@ -13,8 +13,7 @@ import anyio
 import anyio.lowlevel
 import yaml
 
-from config.constants import CHARS_PER_TOKEN_ESTIMATE
-from engine.backend import estimate_tokens
+from engine.backends.simulated import simulated_completion
 from engine.seeding import derive_seed
 from engine.types import ChatMessage, Completion, CompletionParams
 
@@ -52,16 +51,7 @@ class SimulatedDraftBackend:
         else:
             await anyio.lowlevel.checkpoint()
         text = yaml.safe_dump(simulated_draft(self._description), sort_keys=False, width=96)
-        prompt_chars = sum(len(m.content) for m in messages)
-        return Completion(
-            text=text,
-            prompt_tokens=max(1, round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE)),
-            completion_tokens=estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
-            latency_s=time.perf_counter() - started,
-            model=self.model,
-            provider=self.provider,
-            finish_reason="stop",
-        )
+        return simulated_completion(text, messages, started, self.model, self.provider)
 
     async def aclose(self) -> None:
         return None

@@ -69,16 +69,23 @@ class SimulatedBackend:
             text = write_assistant_turn(
                 self._domain, hints.scenario, last_user, hints.final, rng, self._quality
             )
-        prompt_chars = sum(len(m.content) for m in messages)
-        return Completion(
-            text=text,
-            prompt_tokens=max(1, round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE)),
-            completion_tokens=estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
-            latency_s=time.perf_counter() - started,
-            model=self.model,
-            provider=self.provider,
-            finish_reason="stop",
-        )
+        return simulated_completion(text, messages, started, self.model, self.provider)
 
     async def aclose(self) -> None:
         return None
+
+
+def simulated_completion(
+    text: str, messages: Sequence[ChatMessage], started: float, model: str, provider: str
+) -> Completion:
+    """A Completion for offline-written text, with token counts estimated from characters."""
+    prompt_chars = sum(len(m.content) for m in messages)
+    return Completion(
+        text=text,
+        prompt_tokens=max(1, round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE)),
+        completion_tokens=estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+        latency_s=time.perf_counter() - started,
+        model=model,
+        provider=provider,
+        finish_reason="stop",
+    )
