@@ -179,9 +179,9 @@ def _scores(db) -> list[tuple]:
 
 @pytest.mark.slow
 def test_a_killed_eval_resumes_to_exactly_the_uninterrupted_result(tmp_path):
-    args = ["--scenarios", "20", "--turns", "4", "--user-backend", "simulated:latency_ms=60",
-            "--baseline", "simulated:quality=0.6,latency_ms=60",
-            "--candidate", "simulated:quality=0.9,latency_ms=60", "--judges", "simulated",
+    args = ["--scenarios", "20", "--turns", "4", "--user-backend", "simulated:latency_ms=150",
+            "--baseline", "simulated:quality=0.6,latency_ms=150",
+            "--candidate", "simulated:quality=0.9,latency_ms=150", "--judges", "simulated",
             "--max-active", "4", "--quiet"]  # fmt: skip
     killed, clean = tmp_path / "killed.duckdb", tmp_path / "clean.duckdb"
     process = subprocess.Popen(
