@@ -1,4 +1,5 @@
-"""Shared fixtures: the shipped and tiny domains, temp databases, the CLI in a subprocess."""
+"""Shared fixtures: the shipped and tiny domains, temp databases, the CLI in a subprocess or in
+this process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from cli.main import run as rapport_entry_point
 from config.domain import Domain
 from config.loader import load_domain
 
@@ -42,3 +45,26 @@ def rapport(
         timeout=timeout,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
+
+
+def rapport_in_process(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `rapport ARGS` through the console script's own entry point in this process, its
+    streams captured by typer's CliRunner: the same one-line errors and exit codes as
+    `rapport()`, without a Python start and ~1.4 s of imports per call."""
+    runner = CliRunner()
+    saved_argv = sys.argv
+    with runner.isolation(env={"COLUMNS": "200", **(env or {})}) as (stdout, stderr, _):
+        sys.argv = ["rapport", *args]
+        try:
+            rapport_entry_point()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+        finally:
+            sys.argv = saved_argv
+            sys.stdout.flush()  # the captured streams are buffered text wrappers
+            sys.stderr.flush()
+        out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
+    return subprocess.CompletedProcess(["rapport", *args], code, out, err)

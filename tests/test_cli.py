@@ -13,7 +13,7 @@ import pytest
 
 from store.errors import StoreError
 from store.query import check_read_only
-from tests.conftest import TINY_DOMAIN, rapport
+from tests.conftest import TINY_DOMAIN, rapport, rapport_in_process
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -60,7 +60,7 @@ def test_domain_mistakes_are_one_line_errors(broken_domain, db_path, file, old, 
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new))
-    result = rapport(
+    result = rapport_in_process(
         "generate", "--db", str(db_path), "--count", "3", "--domain", str(broken_domain)
     )
     _assert_one_line_error(result, *fragments)
@@ -69,14 +69,14 @@ def test_domain_mistakes_are_one_line_errors(broken_domain, db_path, file, old, 
 
 def test_missing_domain_file_is_a_one_line_error(broken_domain, db_path):
     (broken_domain / "flaws.yaml").unlink()
-    result = rapport(
+    result = rapport_in_process(
         "generate", "--db", str(db_path), "--count", "3", "--domain", str(broken_domain)
     )
     _assert_one_line_error(result, "flaws.yaml", "missing file")
 
 
 def test_missing_run_config_is_a_one_line_error(db_path, tmp_path):
-    result = rapport(
+    result = rapport_in_process(
         "generate", "--db", str(db_path), "--count", "3", "--config", str(tmp_path / "nope.yaml")
     )
     _assert_one_line_error(result, "nope.yaml", "missing file")
@@ -85,12 +85,14 @@ def test_missing_run_config_is_a_one_line_error(db_path, tmp_path):
 def test_wrong_type_in_run_config(db_path, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("max_active: lots\n")
-    result = rapport("generate", "--db", str(db_path), "--count", "3", "--config", str(config))
+    result = rapport_in_process(
+        "generate", "--db", str(db_path), "--count", "3", "--config", str(config)
+    )
     _assert_one_line_error(result, "run.yaml", "max_active", "expected int")
 
 
 def test_database_in_missing_folder(tmp_path):
-    result = rapport(
+    result = rapport_in_process(
         "generate",
         "--db",
         str(tmp_path / "no" / "such.duckdb"),
@@ -105,7 +107,7 @@ def test_database_in_missing_folder(tmp_path):
 def test_not_a_database_file(tmp_path):
     fake = tmp_path / "notes.duckdb"
     fake.write_text("just some text, not a database")
-    result = rapport("stats", "--db", str(fake))
+    result = rapport_in_process("stats", "--db", str(fake))
     _assert_one_line_error(result, "notes.duckdb")
     assert fake.read_text() == "just some text, not a database"
 
@@ -134,14 +136,10 @@ def corpus(tmp_path_factory) -> Path:
         "INSTALL httpfs",
     ],
 )
-def test_sql_refuses_writes(corpus, statement, tmp_path):
+def test_sql_refuses_writes(corpus, statement, tmp_path, monkeypatch):
     before = corpus.stat().st_size
-    result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "sql", "--db", str(corpus), statement],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    monkeypatch.chdir(tmp_path)  # where COPY or ATTACH would write
+    result = rapport_in_process("sql", "--db", str(corpus), statement)
     _assert_one_line_error(result, "refused")
     assert corpus.stat().st_size == before
     assert not (tmp_path / "stolen.csv").exists() and not (tmp_path / "other.duckdb").exists()
@@ -149,16 +147,16 @@ def test_sql_refuses_writes(corpus, statement, tmp_path):
 
 def test_sql_formats(corpus):
     query = "SELECT status, count(*) AS n FROM conversations GROUP BY status"
-    as_json = rapport("sql", "--db", str(corpus), query, "--format", "json")
+    as_json = rapport_in_process("sql", "--db", str(corpus), query, "--format", "json")
     assert json.loads(as_json.stdout) == [{"status": "complete", "n": 25}]
-    as_csv = rapport("sql", "--db", str(corpus), query, "--format", "csv")
+    as_csv = rapport_in_process("sql", "--db", str(corpus), query, "--format", "csv")
     assert as_csv.stdout.splitlines() == ["status,n", "complete,25"]
-    as_table = rapport("sql", "--db", str(corpus), query)
+    as_table = rapport_in_process("sql", "--db", str(corpus), query)
     assert "complete" in as_table.stdout and "25" in as_table.stdout
 
 
 def test_sql_error_is_one_line(corpus):
-    result = rapport("sql", "--db", str(corpus), "SELECT nope FROM nowhere")
+    result = rapport_in_process("sql", "--db", str(corpus), "SELECT nope FROM nowhere")
     _assert_one_line_error(result, "query failed")
 
 
@@ -170,7 +168,7 @@ def test_read_only_check_allows_queries():
 
 
 def test_stats_shows_every_section(corpus):
-    result = rapport("stats", "--db", str(corpus))
+    result = rapport_in_process("stats", "--db", str(corpus))
     assert result.returncode == 0, result.stderr
     for title in (
         "Conversations by status",

@@ -30,15 +30,15 @@ from config.loader import (
     shipped_domain_names,
 )
 from config.scaffold import resolve_source, scaffold_domain
-from tests.conftest import TINY_DOMAIN, rapport
+from tests.conftest import TINY_DOMAIN, rapport, rapport_in_process
 
 TEMPLATE = shipped_domain_dir(TEMPLATE_DOMAIN)
 CUSTOMER_SUPPORT = shipped_domain_dir("customer_support")
 
 
 def domain_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run `rapport domain ARGS` in a subprocess, as a user would."""
-    return rapport("domain", *args, timeout=120)
+    """Run `rapport domain ARGS` through the console script's entry point, in this process."""
+    return rapport_in_process("domain", *args)
 
 
 def _error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
