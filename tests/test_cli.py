@@ -187,8 +187,8 @@ def test_rows_are_visible_while_the_run_goes_on(tmp_path):
     db = tmp_path / "live.duckdb"
     config = tmp_path / "slow.yaml"
     config.write_text(
-        "backends:\n  user_sim: {provider: simulated, latency_ms: 50}\n"
-        "  assistant: {provider: simulated, latency_ms: 50}\n"
+        "backends:\n  user_sim: {provider: simulated, latency_ms: 300}\n"
+        "  assistant: {provider: simulated, latency_ms: 300}\n"
     )
     process = subprocess.Popen(
         [
@@ -208,7 +208,7 @@ def test_rows_are_visible_while_the_run_goes_on(tmp_path):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-    )  # 200 turns of 50 ms each: about 10 s, far longer than the checks below
+    )  # 200 turns of 300 ms each: a minute, far longer than the checks below on a busy machine
     try:
         seen_while_running = 0
         deadline = time.monotonic() + 60
