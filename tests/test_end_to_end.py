@@ -14,7 +14,6 @@ import urllib.request
 
 import duckdb
 import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
-import pytest
 
 from bench.provider_process import free_port
 from tests.conftest import TINY_DOMAIN, rapport

@@ -251,6 +251,7 @@ def test_generate_judges_as_conversations_complete_and_report_writes_files(tmp_p
 
 def test_the_default_judge_is_the_embedded_model_with_json_grammar(db_path):
     import llama_cpp  # noqa: F401  (a required dependency: without it this test fails)
+
     _corpus(db_path, count=1, turns=2)
     result = rapport("judge", "--db", str(db_path), timeout=600)
     assert result.returncode == 0, result.stderr
