@@ -55,7 +55,7 @@ def build_role_gateways(
     for members in groups.values():
         first_role, first = members[0]
         key = f"{key_prefix}{first_role}"
-        limits = _shared_limits(members, config_file)
+        limits = _shared_limits(members, config_file, key_prefix)
         gateway = build_gateway(first, limits, domain, environ, config_file, key)
         for role, _ in members:
             gateways[role] = gateway
@@ -85,23 +85,35 @@ def limits_of(settings: BackendConfig) -> GatewayLimits:
     return _shared_limits([("judge", settings)], "")
 
 
-def _shared_limits(members: list[tuple[str, BackendConfig]], config_file: str) -> GatewayLimits:
-    """Limits of roles sharing a gateway must agree (a field set by one role applies to all)."""
+def _shared_limits(
+    members: list[tuple[str, BackendConfig]], config_file: str, key_prefix: str = "backends."
+) -> GatewayLimits:
+    """Limits of roles sharing a gateway must agree (a field set by one role applies to all):
+    one endpoint has one set of limits, so two different values are refused, not guessed."""
     merged: dict[str, int | None] = {}
     for field in _LIMIT_FIELDS:
-        values = {getattr(settings, field) for _, settings in members} - {None}
+        set_by = [(role, getattr(s, field)) for role, s in members if getattr(s, field) is not None]
+        values = {value for _, value in set_by}
         if len(values) > 1:
             roles = " and ".join(role for role, _ in members)
+            culprit = next(role for role, value in set_by if value != set_by[0][1])
+            asked = " and ".join(f"{value} ({role})" for role, value in set_by)
             raise ConfigError(
                 config_file,
-                f"backends.*.{field}",
-                f"{roles} share a backend but set different {field}",
+                f"{key_prefix}{culprit}.{field}",
+                f"{roles} share one endpoint ({_endpoint(members[0][1])}) and so its limits, "
+                f"but set {field} to {asked}: set it on one role only, or make them agree",
             )
         merged[field] = values.pop() if values else None
     provider = members[0][1].provider
     if provider == "llamacpp" and merged["max_in_flight"] is None:
         merged["max_in_flight"] = constants.DEFAULT_LLAMACPP_IN_FLIGHT
     return GatewayLimits(**merged)
+
+
+def _endpoint(settings: BackendConfig) -> str:
+    name = f"{settings.provider}:{settings.model}" if settings.model else settings.provider
+    return f"{name} at {settings.base_url}" if settings.base_url else name
 
 
 def build_backend(

@@ -12,14 +12,12 @@ from dataclasses import dataclass, field
 
 import anyio
 import pytest
+from aiohttp import web
 
-pytest.importorskip("anthropic")
-web = pytest.importorskip("aiohttp.web")
-
-from engine.backends.anthropic_backend import AnthropicBackend  # noqa: E402
-from engine.errors import TurnFailed  # noqa: E402
-from engine.gateway import Gateway  # noqa: E402
-from engine.types import ChatMessage, CompletionParams, ReportedLimits  # noqa: E402
+from engine.backends.anthropic_backend import AnthropicBackend
+from engine.errors import TurnFailed
+from engine.gateway import Gateway
+from engine.types import ChatMessage, CompletionParams, ReportedLimits
 
 PARAMS = CompletionParams(max_tokens=64, temperature=0.5)
 HELLO = [ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there")]

@@ -4,11 +4,9 @@ real text from a real model, no key, no network."""
 from __future__ import annotations
 
 import duckdb
-import pytest
+import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
 
 from tests.conftest import rapport
-
-pytest.importorskip("llama_cpp")
 
 
 def test_generate_without_a_backend_uses_the_embedded_model(tmp_path):

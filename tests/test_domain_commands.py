@@ -448,7 +448,8 @@ def test_draft_refuses_a_non_empty_folder(tmp_path):
 
 @pytest.mark.slow
 def test_customer_support_trains_exports_and_evaluates_a_tiny_model(tmp_path):
-    pytest.importorskip("llama_cpp")
+    import llama_cpp  # noqa: F401  (a required dependency: without it this test fails)
+
     db, tiny, data = tmp_path / "c.duckdb", tmp_path / "tiny", tmp_path / "data"
     adapter, model, report = tmp_path / "adapter", tmp_path / "m.gguf", tmp_path / "eval"
     (tmp_path / "train.yaml").write_text(

@@ -13,12 +13,10 @@ import time
 import urllib.request
 
 import duckdb
-import pytest
+import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
 
 from bench.provider_process import free_port
 from tests.conftest import TINY_DOMAIN, rapport
-
-pytest.importorskip("llama_cpp")
 
 TRAIN_YAML = (
     "learning_rate: 0.003\nbatch_size: 2\ngradient_accumulation: 1\nmax_length: 768\n"

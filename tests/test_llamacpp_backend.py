@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
 import pytest
-
-pytest.importorskip("llama_cpp")
 
 from config.errors import ConfigError
 from engine.backends import llamacpp_backend
