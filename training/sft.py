@@ -10,6 +10,7 @@ import msgspec
 
 from config.errors import RapportError
 from training.base_model import load_model, load_tokenizer, resolve_base
+from training.qlora import load_kwargs, wants_4bit
 from training.train_config import TrainConfig
 
 
@@ -39,20 +40,10 @@ def train(config: TrainConfig) -> TrainResult:
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
-    quantize = config.quantization == "4bit" or (config.quantization == "auto" and cuda)
-    model_kwargs: dict[str, object] = {"dtype": torch.bfloat16 if cuda else torch.float32}
-    if quantize:
-        from transformers import BitsAndBytesConfig
-
-        model_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+    quantize = wants_4bit(config.quantization, cuda)
     base = resolve_base(config.base)
     tokenizer = load_tokenizer(base)
-    model = load_model(base, **model_kwargs)
+    model = load_model(base, **load_kwargs(quantize, cuda))
     dataset = load_from_disk(config.dataset)
     train_split = dataset["train"].select_columns(["messages"])
     checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
