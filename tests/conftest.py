@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import run as rapport_entry_point
 from config.domain import Domain
 from config.loader import load_domain
 
@@ -53,6 +52,8 @@ def rapport_in_process(
     """Run `rapport ARGS` through the console script's own entry point in this process, its
     streams captured by typer's CliRunner: the same one-line errors and exit codes as
     `rapport()`, without a Python start and ~1.4 s of imports per call."""
+    from cli.main import run as rapport_entry_point  # imports every stage: only when called
+
     runner = CliRunner()
     saved_argv = sys.argv
     with runner.isolation(env={"COLUMNS": "200", **(env or {})}) as (stdout, stderr, _):

@@ -109,3 +109,18 @@ def test_qlora_training_runs_when_4bit_is_asked_for(tiny_base, tmp_path):
     assert result.quantized and result.steps == 1
     assert len(result.losses) == 1 and math.isfinite(result.losses[0])
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_gguf_base_asked_for_4bit_loads_in_4bit():
+    """SmolLM2 from its GGUF is dequantized first, then quantized to NF4: QLoRA on a GGUF base
+    must not silently train in full precision."""
+    import torch
+
+    from training.qlora import load_kwargs
+
+    model = load_model(resolve_base("gguf:embedded"), **load_kwargs(True, False))
+    layer = model.model.layers[0].self_attn.q_proj
+    assert type(layer).__name__ == "Linear4bit"
+    assert layer.weight.quant_state.quant_type == "nf4"
+    assert model.model.embed_tokens.weight.dtype in (torch.bfloat16, torch.float32)

