@@ -78,8 +78,9 @@ def test_the_last_user_message_reaches_the_command():
 
 def _starting_a_grandchild(pids_file: Path) -> tuple[str, ...]:
     """A command that starts a grandchild, writes both pids to `pids_file` (whole, by rename),
-    then sleeps far longer than any test waits, as does the grandchild."""
-    grandchild = "import time; time.sleep(60)"
+    then sleeps far longer than any test waits; the grandchild outlives it by far, so a build
+    that only waits for the command to end still leaves the grandchild running."""
+    grandchild = "import time; time.sleep(600)"
     written = f"{pids_file}.tmp"
     return _python(
         "import os, subprocess, sys, time\n"
