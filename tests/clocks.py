@@ -1,8 +1,8 @@
 """Clocks for tests that are about waiting: nothing here asserts how long the machine took.
 
-- `run_in_virtual_time`: an event loop whose clock stands still while code runs and jumps to
-  the next timer when every task waits, so budgets, pauses and sleeps take exact, repeatable
-  loop time (and no wall time). Only for code that waits on no threads, sockets or processes.
+- `run_in_virtual_time`: an event loop whose clock ignores the wall and jumps to the next
+  timer when every task waits, so budgets, pauses and sleeps take exact, repeatable loop time
+  (and no wall time). Only for code that waits on no threads, sockets or processes.
 - `run_with_settable_clock` + `advance_clock`: real time, real I/O, but the test can move the
   loop's clock forward to make a timer or a timeout fall due at a moment it chooses.
 - `RecordingClock`: the gateway's clock, noting every wait the gateway asks for.
