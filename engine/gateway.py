@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -20,6 +19,7 @@ from tenacity import (
 
 from config.constants import RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
 from engine.backend import Backend, label
+from engine.clock import Clock, LoopClock
 from engine.errors import BackendError, ProviderUnreachable, TurnFailed
 from engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
 from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
@@ -71,7 +71,8 @@ class Gateway:
     """Wraps a backend with its budgets, cap and jittered retries that honour Retry-After.
 
     When the provider answers 429, every caller of this gateway pauses until the wait it asked
-    for has passed (no 429 storm), then all resume.
+    for has passed (no 429 storm), then all resume. Pauses and retry waits go through `clock`
+    (the event loop's by default), so a test can see every wait asked for.
     """
 
     def __init__(
@@ -82,8 +83,10 @@ class Gateway:
         max_retries: int = 0,
         backoff_min_s: float = RETRY_BACKOFF_MIN_S,
         backoff_max_s: float = RETRY_BACKOFF_MAX_S,
+        clock: Clock | None = None,
     ) -> None:
         self.backend = backend
+        self._clock = clock or LoopClock()
         self.label = label(backend)
         self.stats = GatewayStats()
         self.limits = limits or GatewayLimits()
@@ -127,8 +130,9 @@ class Gateway:
             first_failure = error
         attempts = 1
         self.stats.retries += 1
-        await anyio.sleep(self._wait_after(first_failure, 1))
+        await self._clock.sleep(self._wait_after(first_failure, 1))
         retrying = AsyncRetrying(
+            sleep=self._clock.sleep,
             stop=stop_after_attempt(self._max_retries),
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
@@ -234,12 +238,14 @@ class Gateway:
 
     def _pause(self, retry_after_s: float | None) -> None:
         wait = retry_after_s if retry_after_s is not None else self._backoff_min_s
-        self._paused_until = max(self._paused_until, time.monotonic() + wait)
+        self._paused_until = max(self._paused_until, self._clock.now() + wait)
 
     async def _wait_out_pause(self) -> None:
+        if not self._paused_until:  # never rate limited: skip reading the clock
+            return
         # A loop, not an Event: another 429 may extend the pause while we sleep.
-        while (delay := self._paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(delay)
+        while (delay := self._paused_until - self._clock.now()) > 0:
+            await self._clock.sleep(delay)
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from engine.backends.anthropic_backend import AnthropicBackend
 from engine.errors import TurnFailed
 from engine.gateway import Gateway
 from engine.types import ChatMessage, CompletionParams, ReportedLimits
+from tests.clocks import RecordingClock
 
 PARAMS = CompletionParams(max_tokens=64, temperature=0.5)
 HELLO = [ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there")]
@@ -132,11 +132,19 @@ def running_server(*script: str) -> Iterator[tuple[str, ServerState]]:
         loop.close()
 
 
-def _complete(base_url: str, messages=HELLO, max_retries: int = 3, timeout_s: float = 10):
+def _complete(
+    base_url: str,
+    messages=HELLO,
+    max_retries: int = 3,
+    timeout_s: float = 10,
+    clock: RecordingClock | None = None,
+):
     backend = AnthropicBackend(
         model="claude-test", api_key=SECRET, base_url=base_url, timeout_s=timeout_s
     )
-    gateway = Gateway(backend, max_retries=max_retries, backoff_min_s=0.01, backoff_max_s=0.05)
+    gateway = Gateway(
+        backend, max_retries=max_retries, backoff_min_s=0.01, backoff_max_s=0.05, clock=clock
+    )
 
     async def go():
         try:
@@ -209,13 +217,14 @@ def test_json_schema_is_asked_for_in_the_system_prompt():
 
 
 def test_rate_limit_is_retried_after_the_providers_wait():
+    clock = RecordingClock()
     with running_server("429", "429") as (base_url, state):
-        started = time.monotonic()
-        completion, stats = _complete(base_url)
-        elapsed = time.monotonic() - started
+        completion, stats = _complete(base_url, clock=clock)
     assert completion.text == REPLY
     assert len(state.bodies) == 3 and stats.rate_limited == 2 and stats.retries == 2
-    assert elapsed >= 0.2  # two waits of at least retry-after (0.1 s)
+    # Each retry waited what retry-after (0.1 s) asked, plus at most backoff_min_s of jitter.
+    assert len(clock.sleeps) == 2
+    assert all(0.1 <= wait <= 0.1 + 0.01 for wait in clock.sleeps), clock.sleeps
 
 
 def test_overloaded_and_malformed_answers_are_retried():

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
+from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 from engine.backends.command_backend import CommandBackend, render_prompt
 from engine.errors import BackendError, TurnFailed
 from engine.gateway import Gateway
 from engine.types import ChatMessage, CompletionParams
+from tests.clocks import advance_clock, run_with_settable_clock
 
 PARAMS = CompletionParams(max_tokens=64, temperature=0.5)
 MESSAGES = [
@@ -23,6 +27,7 @@ MESSAGES = [
 ]
 ECHO = (sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())")
 SHOUT = (sys.executable, "-c", "import sys; print(sys.stdin.read()[-40:].upper())")
+HANG_GUARD_S = 30  # bounds waits that only a broken build would make long; asserts no speed
 
 
 def _python(code: str) -> tuple[str, ...]:
@@ -71,22 +76,81 @@ def test_the_last_user_message_reaches_the_command():
     assert completion.model == "shouter"
 
 
-def test_a_command_past_its_timeout_is_killed_with_what_it_started(tmp_path):
-    child_marker, grandchild_marker = tmp_path / "child-finished", tmp_path / "grandchild-finished"
-    grandchild = f"import time; time.sleep(1); open({str(grandchild_marker)!r}, 'w').close()"
-    child = _python(
-        "import subprocess, sys, time\n"
-        f"subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
-        "time.sleep(1)\n"
-        f"open({str(child_marker)!r}, 'w').close()\n"
+def _starting_a_grandchild(pids_file: Path) -> tuple[str, ...]:
+    """A command that starts a grandchild, writes both pids to `pids_file` (whole, by rename),
+    then sleeps far longer than any test waits; the grandchild outlives it by far, so a build
+    that only waits for the command to end still leaves the grandchild running."""
+    grandchild = "import time; time.sleep(600)"
+    written = f"{pids_file}.tmp"
+    return _python(
+        "import os, subprocess, sys, time\n"
+        f"grandchild = subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
+        f"open({written!r}, 'w').write(f'{{os.getpid()}} {{grandchild.pid}}')\n"
+        f"os.replace({written!r}, {str(pids_file)!r})\n"
+        "time.sleep(60)\n"
     )
-    started = time.monotonic()
-    with pytest.raises(BackendError) as caught:
-        _complete(CommandBackend(argv=child, timeout_s=0.3))
-    assert time.monotonic() - started < 0.9
-    assert caught.value.kind == "timeout" and caught.value.retryable
-    time.sleep(1.2)
-    assert not child_marker.exists() and not grandchild_marker.exists()
+
+
+async def _pids_once_written(pids_file: Path) -> list[int]:
+    written = anyio.Path(pids_file)
+    with anyio.fail_after(HANG_GUARD_S):  # only so that a command that never starts fails
+        # Another process writes it: nothing to wait on but the file itself.
+        while not await written.exists():  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+    return [int(pid) for pid in (await written.read_text()).split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _assert_all_killed(pids: list[int]) -> None:
+    """SIGKILL lands at once but is not synchronous: poll (bounded) until all are dead."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while (survivors := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in survivors:  # leave nothing behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"still running after the command was killed: {survivors}"
+
+
+def test_a_command_past_its_timeout_is_killed_with_what_it_started(tmp_path):
+    pids_file = tmp_path / "pids"
+    backend = CommandBackend(argv=_starting_a_grandchild(pids_file), timeout_s=3600)
+
+    async def go() -> tuple[BackendError, list[int]]:
+        pids: list[int] = []
+
+        async def run_out_the_clock() -> None:
+            pids.extend(await _pids_once_written(pids_file))
+            advance_clock(3600)  # both processes are up: now the command is past its timeout
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_out_the_clock)
+            with pytest.raises(BackendError) as caught:
+                await backend.complete(MESSAGES, PARAMS)
+        return caught.value, pids
+
+    error, pids = run_with_settable_clock(go)
+    assert error.kind == "timeout" and error.retryable and "ran past 3600s" in str(error)
+    _assert_all_killed(pids)
+
+
+def test_a_cancelled_command_is_killed_with_what_it_started(tmp_path):
+    pids_file = tmp_path / "pids"
+    backend = CommandBackend(argv=_starting_a_grandchild(pids_file), timeout_s=3600)
+
+    async def go() -> list[int]:
+        async with anyio.create_task_group() as group:
+            group.start_soon(backend.complete, MESSAGES, PARAMS)
+            pids = await _pids_once_written(pids_file)
+            group.cancel_scope.cancel()  # as Ctrl-C or a failing sibling would
+        return pids
+
+    _assert_all_killed(anyio.run(go))
 
 
 def test_a_failing_command_reports_its_exit_code_and_last_stderr_line():

@@ -1,9 +1,11 @@
 """The gateway: budgets, reconciliation, in-flight cap, the shared pause on 429, learned limits,
-and a provider that is down."""
+and a provider that is down.
+
+Waits are checked in virtual loop time (tests/clocks.py), so the numbers are exact on any
+machine; how fast the gateway really is lives in `rapport bench throughput`."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import anyio
@@ -15,13 +17,15 @@ from engine.errors import BackendError, ProviderUnreachable
 from engine.gateway import Gateway, GatewayLimits
 from engine.limits import MinuteBudget, TokenEstimator
 from engine.types import ChatMessage, Completion, CompletionParams
+from tests.clocks import RecordingClock, run_in_virtual_time
 
 PARAMS = CompletionParams(max_tokens=50, temperature=0.0)
 HELLO = [ChatMessage("user", "hello " * 20)]
 
 
 class RecordingBackend:
-    """Counts concurrent calls and can answer 429 on chosen calls."""
+    """Counts concurrent calls, notes the loop time each call starts, and can answer 429 on
+    chosen calls."""
 
     provider = "recording"
     model = "m"
@@ -40,7 +44,7 @@ class RecordingBackend:
     ) -> Completion:
         self.calls += 1
         number = self.calls
-        self.started_at.append(time.monotonic())
+        self.started_at.append(anyio.current_time())
         self.active += 1
         self.most_active = max(self.most_active, self.active)
         try:
@@ -55,29 +59,26 @@ class RecordingBackend:
         return None
 
 
-def _many(gateway: Gateway, calls: int) -> None:
-    async def go() -> None:
-        async with anyio.create_task_group() as group:
-            for _ in range(calls):
-                group.start_soon(gateway.complete, HELLO, PARAMS)
-
-    anyio.run(go)
+async def _many(gateway: Gateway, calls: int) -> None:
+    async with anyio.create_task_group() as group:
+        for _ in range(calls):
+            group.start_soon(gateway.complete, HELLO, PARAMS)
 
 
 def test_requests_per_minute_are_spread_over_the_minute():
     backend = RecordingBackend()
     gateway = Gateway(backend, GatewayLimits(rpm=600))  # 10 per second, half a second's burst
-    started = time.monotonic()
-    _many(gateway, 25)
-    elapsed = time.monotonic() - started
-    assert 1.7 <= elapsed <= 4.0  # 5 in the first burst, then 10/s for the other 20
+    run_in_virtual_time(_many, gateway, 25)
+    # 5 at once (the burst), then one every 0.1 s: never a minute's 600 in one go.
+    expected = [0.0] * 5 + [0.1 * n for n in range(1, 21)]
+    assert backend.started_at == pytest.approx(expected, abs=1e-6)
     assert gateway.stats.succeeded == 25
 
 
 def test_in_flight_cap_is_never_exceeded():
     backend = RecordingBackend(latency_s=0.02)
     gateway = Gateway(backend, GatewayLimits(max_in_flight=3))
-    _many(gateway, 30)
+    run_in_virtual_time(_many, gateway, 30)
     assert backend.most_active == 3 and backend.calls == 30
 
 
@@ -88,14 +89,18 @@ def test_a_429_pauses_every_caller_of_the_gateway():
     async def go() -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(gateway.complete, HELLO, PARAMS)
-            await anyio.sleep(0.05)  # the first call has been answered 429 (retry after 0.3 s)
+            await anyio.sleep(0.05)  # the first call was answered 429 at 0.01 (retry after 0.3 s)
             for _ in range(5):
                 group.start_soon(gateway.complete, HELLO, PARAMS)
 
-    started = time.monotonic()
-    anyio.run(go)
-    later = [t - started for t in backend.started_at[1:]]
-    assert all(t >= 0.28 for t in later), later  # nobody called during the pause
+    run_in_virtual_time(go)
+    pause_ends = 0.01 + 0.3
+    later = sorted(backend.started_at[1:])
+    assert len(later) == 6 and backend.started_at[0] == pytest.approx(0.0, abs=1e-6)
+    # Nobody called during the pause; the five newcomers resumed the moment it ended, the
+    # first caller after its own retry wait (the pause plus at most backoff_min_s of jitter).
+    assert later[:5] == pytest.approx([pause_ends] * 5, abs=1e-6), later
+    assert pause_ends - 1e-6 <= later[5] <= pause_ends + 0.01 + 1e-6, later
     assert gateway.stats.rate_limited == 1 and gateway.stats.succeeded == 6
 
 
@@ -114,27 +119,28 @@ def test_token_budget_is_charged_what_calls_really_used():
     backend = RecordingBackend()  # reports 40 tokens a call; the first estimate is 80
     gateway = Gateway(backend, GatewayLimits(tpm=24_000))  # 400/s, a 200-token bucket
 
-    async def one_after_another() -> None:
+    async def one_after_another() -> float:
         for _ in range(40):
             await gateway.complete(HELLO, PARAMS)
+        return anyio.current_time()
 
-    started = time.monotonic()
-    anyio.run(one_after_another)
-    elapsed = time.monotonic() - started
-    # 1,600 tokens really used: ~3.5 s after the first bucket. Charging the estimates
-    # (3,200 tokens) without reconciling would take ~7.5 s.
-    assert 2.5 <= elapsed <= 5.5
+    last_admitted = run_in_virtual_time(one_after_another)
+    # 1,600 tokens really used, 200 of them in the first bucket: the rest drain at 400/s, so
+    # the last call goes at 3.5 s. Charging the estimates without reconciling (3,200 tokens)
+    # would take 7.5 s; dropping the estimate's overcharge on the first call, 3.6 s.
+    assert last_admitted == pytest.approx(3.5, abs=1e-6)
+    assert gateway.stats.prompt_tokens + gateway.stats.completion_tokens == 1_600
 
 
 def test_minute_budget_takes_large_amounts_in_parts():
     budget = MinuteBudget(6_000)  # 100/s, 50 per bucket
 
     async def go() -> float:
-        started = time.monotonic()
         await budget.acquire(150)
-        return time.monotonic() - started
+        return anyio.current_time()
 
-    assert 0.9 <= anyio.run(go) <= 1.6
+    # 50 at once, then two more buckets' worth at 100/s.
+    assert run_in_virtual_time(go) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_limits_are_learned_from_rate_limit_headers():
@@ -165,13 +171,14 @@ def test_configured_limits_win_over_headers():
 
 def test_a_provider_that_is_down_fails_fast():
     backend = OpenAIBackend(model="m", api_key="k", base_url="http://127.0.0.1:9/v1", timeout_s=5)
-    gateway = Gateway(backend, max_retries=8, backoff_min_s=0.01, backoff_max_s=0.05)
+    clock = RecordingClock()
+    gateway = Gateway(backend, max_retries=8, backoff_min_s=0.01, backoff_max_s=0.05, clock=clock)
 
     async def go() -> None:
         await gateway.complete(HELLO, PARAMS)
 
-    started = time.monotonic()
     with pytest.raises(ProviderUnreachable) as caught:
         anyio.run(go)
-    assert time.monotonic() - started < 5
     assert "cannot reach" in str(caught.value)
+    # Given up after two refused connections and a backoff after each, not nine attempts.
+    assert gateway.stats.requests == 2 and len(clock.sleeps) == 2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import anyio
 import duckdb
 import pytest
@@ -16,15 +14,18 @@ from engine.backends.openai_backend import OpenAIBackend
 from engine.errors import TurnFailed
 from engine.gateway import Gateway
 from engine.types import ChatMessage, CompletionParams
+from tests.clocks import RecordingClock
 
 PARAMS = CompletionParams(max_tokens=64, temperature=0.5)
 HELLO = [ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there")]
 SECRET = "sk-test-4f9a1c77e2b0d3"
 
 
-def _complete(base_url: str, max_retries: int = 3):
+def _complete(base_url: str, max_retries: int = 3, clock: RecordingClock | None = None):
     backend = OpenAIBackend(model="fake-model", api_key=SECRET, base_url=base_url, timeout_s=10)
-    gateway = Gateway(backend, max_retries=max_retries, backoff_min_s=0.01, backoff_max_s=0.05)
+    gateway = Gateway(
+        backend, max_retries=max_retries, backoff_min_s=0.01, backoff_max_s=0.05, clock=clock
+    )
 
     async def go():
         try:
@@ -47,13 +48,14 @@ def test_completion_over_http_reports_text_usage_latency_and_model():
 
 def test_rate_limit_is_retried_after_the_providers_wait():
     settings = FakeProviderSettings(rate_limit_first=2, retry_after_ms=120)
+    clock = RecordingClock()
     with running_fake_provider(settings) as (base_url, state):
-        started = time.monotonic()
-        completion, stats = _complete(base_url)
-        elapsed = time.monotonic() - started
+        completion, stats = _complete(base_url, clock=clock)
     assert completion.text
     assert state.injected_429 == 2 and stats.rate_limited == 2 and stats.retries == 2
-    assert elapsed >= 0.24  # two waits of at least retry-after-ms
+    # Each retry waited what retry-after-ms asked, plus at most backoff_min_s of jitter.
+    assert len(clock.sleeps) == 2
+    assert all(0.12 <= wait <= 0.12 + 0.01 for wait in clock.sleeps), clock.sleeps
 
 
 def test_server_errors_and_malformed_bodies_are_retried():

@@ -11,6 +11,7 @@ from store.database import Database
 from store.plans import load_unfinished, save_scenarios
 from store.rows import ConversationUpdate, ErrorRow, MessageRow, StoreEvent, utc_now
 from store.writer import StoreWriter, fold_updates, write_batch
+from tests.clocks import advance_clock, run_with_settable_clock
 
 
 def _scenario(index: int) -> Scenario:
@@ -149,18 +150,28 @@ def test_writer_flushes_by_count_and_at_the_end(database):
 
 def test_writer_flushes_on_its_timer(database):
     flushed: list[int] = []
-    writer = StoreWriter(database, flush_rows=1000, flush_interval_s=0.05, on_flush=flushed.append)
 
     async def go() -> None:
+        timer_flushed = anyio.Event()
+
+        def on_flush(rows: int) -> None:
+            flushed.append(rows)
+            timer_flushed.set()
+
+        writer = StoreWriter(database, flush_rows=1000, flush_interval_s=60, on_flush=on_flush)
         send, receive = anyio.create_memory_object_stream[StoreEvent](100)
         async with anyio.create_task_group() as group:
             group.start_soon(writer.run, receive)
             async with send:
                 await send.send(StoreEvent(message=_message("p-0", 0)))
-                await anyio.sleep(0.3)
+                await anyio.wait_all_tasks_blocked()  # the writer holds it, waiting for more
+                assert flushed == []  # far from a full batch, and the minute has not passed
+                advance_clock(60)
+                with anyio.fail_after(30):  # only so that a writer without a timer fails
+                    await timer_flushed.wait()
                 assert flushed == [1]  # written by the timer while the stream is still open
 
-    anyio.run(go)
+    run_with_settable_clock(go)
 
 
 def test_unfinished_conversations_come_back_with_their_turns(database):
