@@ -9,6 +9,7 @@ from config import constants
 from config.domain import Domain
 from config.errors import ConfigError
 from config.run import BackendConfig, Backends
+from config.secrets import looks_like_secret
 from engine.backend import Backend
 from engine.gateway import Gateway, GatewayLimits
 
@@ -157,6 +158,13 @@ def build_backend(
 def _api_key(settings: BackendConfig, environ: Mapping[str, str], file: str, key: str) -> str:
     """The key comes from the environment only; a local server (base_url set and no
     api_key_env) may run without one."""
+    if settings.api_key_env is not None and looks_like_secret(settings.api_key_env):
+        raise ConfigError(
+            file,
+            f"{key}.api_key_env",
+            "holds what looks like the key itself (not shown): it must name the environment "
+            "variable that holds the key, e.g. OPENAI_API_KEY",
+        )
     variable = settings.api_key_env or DEFAULT_KEY_ENV[settings.provider]
     value = environ.get(variable, "").strip()
     if value:
