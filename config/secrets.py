@@ -25,6 +25,9 @@ import msgspec
 from config.constants import MIN_SECRET_CHARS
 
 REDACTED = "[REDACTED]"
+# What ends a text cut to a length (engine.backends.http_errors.short_message): a secret cut
+# there is no longer whole, so its remaining prefix is looked for just before it.
+TRUNCATION_MARK = "…"
 
 # Read as secrets whenever set, besides the variables a run config names in `api_key_env`.
 SECRET_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -89,10 +92,22 @@ class Redactor(msgspec.Struct, frozen=True):
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if TRUNCATION_MARK in text:
+            text = self._cut_secrets(text)
         lowered = text.lower()
         for triggers, pattern, replacement in _PATTERNS:
             if any(trigger in lowered for trigger in triggers):
                 text = pattern.sub(replacement, text)
+        return text
+
+    def _cut_secrets(self, text: str) -> str:
+        """A secret's prefix (of MIN_SECRET_CHARS or more) right before a truncation mark."""
+        for secret in self.secrets:
+            for length in range(len(secret) - 1, MIN_SECRET_CHARS - 1, -1):
+                cut = secret[:length] + TRUNCATION_MARK
+                if cut in text:
+                    text = text.replace(cut, REDACTED + TRUNCATION_MARK)
+                    break
         return text
 
     def optional(self, text: str | None) -> str | None:

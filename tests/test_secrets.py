@@ -23,6 +23,7 @@ from config.loader import load_domain
 from config.prices import load_prices
 from config.run import BackendConfig
 from config.secrets import PATTERNS_ONLY, REDACTED, Redactor, looks_like_secret
+from engine.backends.http_errors import short_message
 from engine.factory import build_gateway, limits_of
 from engine.progress import RunProgress
 from store.database import Database
@@ -422,6 +423,12 @@ def test_an_environment_secret_is_redacted_raw_json_escaped_and_url_encoded() ->
     for text in texts:
         redacted = redactor(text)
         assert "odd" not in redacted and REDACTED in redacted, redacted
+
+
+def test_an_environment_secret_cut_by_a_length_limit_is_redacted() -> None:
+    redactor = Redactor.from_environ({PROXY_KEY_ENV: PROXY_KEY}, [PROXY_KEY_ENV])
+    message = short_message(f"{'x' * 280} key {PROXY_KEY} refused", limit=300)
+    assert redactor(message) == f"{'x' * 280} key {REDACTED}…"
 
 
 def test_the_api_key_env_variables_of_a_run_are_read_as_secrets() -> None:
