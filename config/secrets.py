@@ -42,6 +42,11 @@ _FIELD_NAMES = (
     r"x-api-key|api[-_]?key|apikey|access[-_]?token|auth[-_]?token|refresh[-_]?token|"
     r"client[-_]?secret|secret[-_]?key|password|passwd"
 )
+# Each field name above contains one of these (lowercased): words such as "key" or "token" alone
+# are too common in conversations to be worth a scan.
+_FIELD_TRIGGERS = (
+    "api_key", "api-key", "apikey", "_token", "-token", "_secret", "-secret", "password", "passwd"
+)  # fmt: skip
 # (triggers, pattern, replacement) in order: the specific shapes first, so a Bearer header is not
 # cut in two by the field rule. A pattern runs only when one of its triggers is in the lowercased
 # text: most text holds none, and a substring test is far cheaper than a regex scan.
@@ -52,7 +57,7 @@ _PATTERNS: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
     (("=",), re.compile(rf"(?i)([?&;](?:{_QUERY_KEYS})=)[^&#\s\"'<>]+"), rf"\1{REDACTED}"),
     (("bearer",), re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{REDACTED}"),
     (
-        ("basic",),
+        ("authorization",),
         re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?basic\s+)[A-Za-z0-9+/=]+"),
         rf"\1{REDACTED}",
     ),
@@ -60,7 +65,7 @@ _PATTERNS: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
     (("hf_",), re.compile(r"\bhf_[A-Za-z0-9]{8,}"), REDACTED),
     # "api_key": "KEY", x-api-key: KEY, password=KEY (the name is kept, the value goes)
     (
-        ("key", "token", "secret", "passw"),
+        _FIELD_TRIGGERS,
         re.compile(
             rf"(?i)\b((?:{_FIELD_NAMES})[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"',;&}}]+"
         ),
