@@ -162,8 +162,8 @@ def _api_key(settings: BackendConfig, environ: Mapping[str, str], file: str, key
         raise ConfigError(
             file,
             f"{key}.api_key_env",
-            "holds what looks like the key itself (not shown): it must name the environment "
-            "variable that holds the key, e.g. OPENAI_API_KEY",
+            "is not the name of an environment variable (not shown, in case it is the key "
+            "itself): name the variable that holds the key, e.g. OPENAI_API_KEY",
         )
     variable = settings.api_key_env or DEFAULT_KEY_ENV[settings.provider]
     value = environ.get(variable, "").strip()

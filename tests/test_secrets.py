@@ -43,7 +43,8 @@ OPENAI_KEY = f"sk-proj-{MARKER}0123456789abcdefXYZ"
 # A key with no recognisable shape, read through `api_key_env`: only its value gives it away.
 PROXY_KEY = f"plain.{MARKER}.proxy-credential-42"
 PROXY_KEY_ENV = "RAPPORT_PROXY_CRED"
-ENV = {"OPENAI_API_KEY": OPENAI_KEY, PROXY_KEY_ENV: PROXY_KEY}
+ANTHROPIC_KEY = f"sk-ant-api03-{MARKER}-0123456789abcdef"
+ENV = {"OPENAI_API_KEY": OPENAI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY, PROXY_KEY_ENV: PROXY_KEY}
 
 
 # --- a provider that echoes the key -------------------------------------------------------------
@@ -90,6 +91,7 @@ def echo_server() -> Iterator[str]:
     app = web.Application()
     app.router.add_post("/{shape}/{status}/v1/chat/completions", _echo)
     app.router.add_post("/{shape}/v1/chat/completions", _echo)
+    app.router.add_post("/{shape}/{status}/v1/messages", _echo)  # Anthropic: x-api-key
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
     ports: list[int] = []
@@ -191,6 +193,19 @@ def test_a_key_echoed_in_an_error_body_never_reaches_the_database_or_the_termina
     # there the key was about to be stored, and was redacted.
     if route in ("json/401", "json/400", "json/500"):
         assert REDACTED in stored[1]
+
+
+def test_an_anthropic_key_echoed_from_its_x_api_key_header_is_redacted(
+    echo_server: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "rapport.duckdb"
+    generated = _generate(db, f"anthropic:m@{echo_server}/json/401")
+    _assert_output_clean(generated)
+    _assert_database_clean(db)
+    conn = duckdb.connect(str(db), read_only=True)
+    (message,) = conn.execute("SELECT min(message) FROM errors").fetchone()
+    conn.close()
+    assert message.startswith("http_401") and REDACTED in message
 
 
 def test_stats_and_sql_show_no_echoed_key(echo_server: str, tmp_path: Path) -> None:
