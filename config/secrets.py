@@ -8,9 +8,14 @@ A `Redactor` removes three things, replacing each with `REDACTED`:
 - credentials in URLs: userinfo (`https://user:KEY@host`) and key-like query parameters;
 - key-shaped tokens (`sk-…`, `sk-ant-…`, `hf_…`, `Bearer …`, `api_key: …`) whatever their source.
 
-It is an immutable value built from the environment when a command starts and passed down
-(no module state to mutate); `Redactor()` applies the patterns only, for text that no
-environment value can reach.
+It is an immutable value built once when a command starts, from the environment and the
+variable names the run config gives (known only then, so a fixed list could not cover them), and
+passed down to whatever writes text: the store writer, the live display, the report, the dataset
+build (no module state to mutate). `PATTERNS_ONLY` applies the patterns alone: the default where
+no environment value can reach the text, and a safe floor where a caller passes nothing.
+Cost: a few substring tests per text (8 µs for a 400-character message on a loaded 2-core
+machine, where Arrow conversion of the same row costs 2 µs); the regexes run
+only on text that holds one of their trigger substrings.
 """
 
 from __future__ import annotations
