@@ -17,7 +17,8 @@ from config.backend_spec import parse_backend_spec
 from config.domain import Domain
 from config.loader import load_domain
 from config.prices import load_prices
-from config.run import Backends, RunConfig, load_run_config
+from config.run import Backends, RunConfig, api_key_env_names, load_run_config
+from config.secrets import Redactor
 from engine.accounting import snapshot_gateways
 from engine.factory import build_gateways
 from engine.gateway import Gateway
@@ -82,6 +83,7 @@ class Generation(msgspec.Struct, frozen=True):
     gateways: dict[str, Gateway]
     database: Database
     plan_id: str
+    redactor: Redactor  # built from this run's environment: every text stored or shown
 
 
 def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> Generation:
@@ -98,11 +100,9 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
     )
     settings = msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
     domain = load_domain(Path(settings.domain) if settings.domain else None)
+    environ = environ if environ is not None else dict(os.environ)
     gateways = build_gateways(
-        settings.backends,
-        domain,
-        environ if environ is not None else dict(os.environ),
-        str(request.config or "run config"),
+        settings.backends, domain, environ, str(request.config or "run config")
     )
     database = Database(request.db)
     database.initialise()
@@ -113,6 +113,7 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
         gateways=gateways,
         database=database,
         plan_id=plan_id_for(domain, settings.seed, settings.turns),
+        redactor=Redactor.from_environ(environ, api_key_env_names(settings)),
     )
 
 
@@ -209,11 +210,12 @@ async def simulate(
         settings=msgspec.json.encode(settings).decode(),
         rapport_version=VERSION,
     )
-    await generation.database.run(lambda conn: start_run(conn, record))
+    await generation.database.run(lambda conn: start_run(conn, record, generation.redactor))
     writer = StoreWriter(
         generation.database,
         flush_rows=settings.store.flush_rows,
         flush_interval_s=settings.store.flush_interval_s,
+        redactor=generation.redactor,
     )
     send, receive = anyio.create_memory_object_stream[StoreEvent](constants.STORE_QUEUE_EVENTS)
     context = ConversationContext(
@@ -230,7 +232,9 @@ async def simulate(
 
     async def record_gateways() -> None:
         snapshots = snapshot_gateways(run_id, generation.gateways, prices, utc_now())
-        await generation.database.run(lambda conn: save_gateway_stats(conn, snapshots))
+        await generation.database.run(
+            lambda conn: save_gateway_stats(conn, snapshots, generation.redactor)
+        )
 
     async def record_gateways_periodically() -> None:
         while True:

@@ -79,7 +79,8 @@ def evaluate(
     def display(prepared: PreparedEval):
         if quiet or not console.is_terminal:
             return None
-        return live_display(console, prepared.gateways, load_prices(prepared.settings.prices))
+        prices = load_prices(prepared.settings.prices)
+        return live_display(console, prepared.gateways, prices, prepared.redactor)
 
     summary = run_eval(request, display=display)
     folder = out if out is not None else db.parent / summary.eval_id

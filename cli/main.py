@@ -27,6 +27,7 @@ from cli.training_commands import serve as serve_command
 from cli.training_commands import train as train_command
 from config.errors import RapportError
 from config.prices import load_prices
+from config.secrets import Redactor
 from judges.judge import Judge
 from judges.repetition import describe, repetition_report
 from judges.report import write_report
@@ -38,6 +39,7 @@ from judges.run import (
     judge_corpus,
 )
 from store.query import query
+from store.run_secrets import database_redactor
 from store.stats import complete_transcripts, corpus_stats
 
 INPUT_ERROR_EXIT = 2
@@ -117,7 +119,8 @@ def generate(
     def display(generation: Generation):
         if quiet or not console.is_terminal:
             return None
-        return live_display(console, generation.gateways, load_prices(generation.settings.prices))
+        prices = load_prices(generation.settings.prices)
+        return live_display(console, generation.gateways, prices, generation.redactor)
 
     judges: list[Judge] = []
 
@@ -192,7 +195,7 @@ def sql(
     if output not in ("table", "csv", "json"):
         raise RapportError(f"--format must be table, csv or json, not {output!r}")
     fmt: OutputFormat = output  # type: ignore[assignment]
-    print_result(query(db, statement), fmt, Console())
+    print_result(query(db, statement), fmt, Console(), database_redactor(db, os.environ))
 
 
 @app.command()
@@ -205,12 +208,13 @@ def stats(
     """Corpus overview: conversations by status, length and token distributions, by topic,
     flaw and backend, and the judging figures once conversations are judged."""
     console = Console()
+    redactor = database_redactor(db, os.environ)
     if repetition:
         for title, result in describe(repetition_report(complete_transcripts(db))):
-            console.print(as_table(result, title=title))
+            console.print(as_table(result, title=title, redactor=redactor))
         return
     for section in corpus_stats(db):
-        console.print(as_table(section.result, title=section.title))
+        console.print(as_table(section.result, title=section.title, redactor=redactor))
 
 
 @app.command()
@@ -219,7 +223,7 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Folder for report.md and the plots.")],
 ) -> None:
     """Write the corpus and judging figures as Markdown with PNG plots."""
-    path = write_report(db, out)
+    path = write_report(db, out, database_redactor(db, os.environ))
     Console(soft_wrap=True).print(f"written: {path} (and its plots in {out})")
 
 
@@ -231,8 +235,9 @@ def run() -> None:
         except BaseExceptionGroup as group:
             raise _single_user_error(group) from None
     except RapportError as error:
+        message = Redactor.from_environ(os.environ)(str(error))  # a provider may echo a key
         Console(stderr=True, emoji=False).print(
-            f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True
         )
         sys.exit(INPUT_ERROR_EXIT)
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from config.constants import PROGRESS_REFRESH_PER_S
 from config.prices import PriceTable
+from config.secrets import PATTERNS_ONLY, Redactor
 from engine.accounting import snapshot_gateways
 from engine.gateway import Gateway
 from engine.progress import RunProgress
@@ -26,8 +27,12 @@ def _duration(seconds: float | None) -> str:
 
 
 def progress_table(
-    progress: RunProgress, gateways: Mapping[str, Gateway], prices: PriceTable
+    progress: RunProgress,
+    gateways: Mapping[str, Gateway],
+    prices: PriceTable,
+    redactor: Redactor = PATTERNS_ONLY,
 ) -> Table:
+    """The live table; endpoint names pass through `redactor` (a key in a base_url)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -48,7 +53,7 @@ def progress_table(
         cost = "" if snapshot.cost_usd is None else f" · ${snapshot.cost_usd:,.4f}"
         table.add_row(
             snapshot.roles,
-            f"{snapshot.gateway} · {snapshot.requests:,} requests · p50 {latency} · "
+            f"{redactor(snapshot.gateway)} · {snapshot.requests:,} requests · p50 {latency} · "
             f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
             f"{snapshot.failed:,} failed{cost}",
         )
@@ -59,17 +64,23 @@ def progress_table(
 
 
 def live_display(
-    console: Console, gateways: Mapping[str, Gateway], prices: PriceTable
+    console: Console,
+    gateways: Mapping[str, Gateway],
+    prices: PriceTable,
+    redactor: Redactor = PATTERNS_ONLY,
 ) -> Callable[[RunProgress], Awaitable[None]]:
     """A coroutine for `simulate` that redraws the table until it is cancelled."""
 
+    def table(progress: RunProgress) -> Table:
+        return progress_table(progress, gateways, prices, redactor)
+
     async def display(progress: RunProgress) -> None:
-        with Live(progress_table(progress, gateways, prices), console=console) as live:
+        with Live(table(progress), console=console) as live:
             try:
                 while True:
-                    live.update(progress_table(progress, gateways, prices))
+                    live.update(table(progress))
                     await anyio.sleep(1 / PROGRESS_REFRESH_PER_S)
             finally:
-                live.update(progress_table(progress, gateways, prices))
+                live.update(table(progress))
 
     return display

@@ -10,6 +10,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from config.secrets import PATTERNS_ONLY, Redactor
 from store.query import QueryResult
 
 OutputFormat = Literal["table", "csv", "json"]
@@ -23,16 +24,32 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def as_table(result: QueryResult, title: str | None = None) -> Table:
+def as_table(
+    result: QueryResult, title: str | None = None, redactor: Redactor = PATTERNS_ONLY
+) -> Table:
+    """A rich table of the result, every cell redacted (a database written before redaction
+    existed may still hold an echoed key)."""
     table = Table(title=title, title_justify="left", title_style="bold")
     for column in result.columns:
         table.add_column(column)
     for row in result.rows:
-        table.add_row(*(_cell(value) for value in row))
+        table.add_row(*(redactor(_cell(value)) for value in row))
     return table
 
 
-def print_result(result: QueryResult, output: OutputFormat, console: Console) -> None:
+def redacted(result: QueryResult, redactor: Redactor) -> QueryResult:
+    """The result with every text cell redacted."""
+    rows = tuple(
+        tuple(redactor(value) if isinstance(value, str) else value for value in row)
+        for row in result.rows
+    )
+    return msgspec.structs.replace(result, rows=rows)
+
+
+def print_result(
+    result: QueryResult, output: OutputFormat, console: Console, redactor: Redactor = PATTERNS_ONLY
+) -> None:
+    result = redacted(result, redactor)
     if output == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(result.columns)

@@ -110,6 +110,17 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     prices: dict[str, Price] = msgspec.field(default_factory=dict)
 
 
+def api_key_env_names(settings: RunConfig, *more: BackendConfig) -> tuple[str, ...]:
+    """The variables this run reads keys from (their values are redacted everywhere)."""
+    backends = (
+        settings.backends.user_sim,
+        settings.backends.assistant,
+        *(judge.backend for judge in settings.judges),
+        *more,
+    )
+    return tuple(b.api_key_env for b in backends if b.api_key_env)
+
+
 def load_run_config(path: Path | None) -> RunConfig:
     """Decode RUN.yaml (or the defaults when no file is given)."""
     if path is None:

@@ -9,6 +9,7 @@ from config import constants
 from config.domain import Domain
 from config.errors import ConfigError
 from config.run import BackendConfig, Backends
+from config.secrets import looks_like_secret
 from engine.backend import Backend
 from engine.gateway import Gateway, GatewayLimits
 
@@ -169,6 +170,13 @@ def build_backend(
 def _api_key(settings: BackendConfig, environ: Mapping[str, str], file: str, key: str) -> str:
     """The key comes from the environment only; a local server (base_url set and no
     api_key_env) may run without one."""
+    if settings.api_key_env is not None and looks_like_secret(settings.api_key_env):
+        raise ConfigError(
+            file,
+            f"{key}.api_key_env",
+            "is not the name of an environment variable (not shown, in case it is the key "
+            "itself): name the variable that holds the key, e.g. OPENAI_API_KEY",
+        )
     variable = settings.api_key_env or DEFAULT_KEY_ENV[settings.provider]
     value = environ.get(variable, "").strip()
     if value:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from config.secrets import PATTERNS_ONLY, Redactor
 from judges.repetition import describe, repetition_report
 from store.query import QueryResult, query
 from store.stats import JUDGING_SECTIONS, SECTIONS, complete_transcripts
@@ -89,8 +90,9 @@ def _bar_chart(result: QueryResult, title: str, xlabel: str, ylabel: str, path: 
     plt.close(figure)
 
 
-def write_report(db: Path, out: Path) -> Path:
-    """Write `report.md` and one PNG per plot into `out`; returns the Markdown path."""
+def write_report(db: Path, out: Path, redactor: Redactor = PATTERNS_ONLY) -> Path:
+    """Write `report.md` and one PNG per plot into `out`; returns the Markdown path. The text
+    passes through `redactor` (a database written before redaction may hold an echoed key)."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Rapport corpus report\n\nDatabase: `{db}`\n"]
     for title, sql in (*SECTIONS, *JUDGING_SECTIONS):
@@ -105,5 +107,5 @@ def write_report(db: Path, out: Path) -> Path:
     for title, result in describe(repetition_report(complete_transcripts(db))):
         lines += [f"### {title}\n", markdown_table(result), ""]
     report = out / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
+    report.write_text(redactor("\n".join(lines)), encoding="utf-8")
     return report

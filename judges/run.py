@@ -17,8 +17,9 @@ from config import constants
 from config.backend_spec import parse_backend_spec
 from config.domain import Domain
 from config.loader import load_domain
-from config.run import JudgeConfig, RunConfig, load_run_config
+from config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_config
 from config.scenario import Scenario
+from config.secrets import Redactor
 from engine.factory import build_gateway, limits_of
 from engine.scheduler import run_bounded
 from judges.judge import Judge, judge_conversation
@@ -188,10 +189,11 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
         Path(settings.domain) if settings.domain else None
     )
     configs = judge_configs(settings, request.judges)
-    judges = build_judges(
-        configs, domain, environ if environ is not None else dict(os.environ),
-        str(request.config or "run config"),
-    )  # fmt: skip
+    environ = environ if environ is not None else dict(os.environ)
+    judges = build_judges(configs, domain, environ, str(request.config or "run config"))
+    redactor = Redactor.from_environ(
+        environ, api_key_env_names(settings, *(config.backend for config in configs))
+    )
     max_active = request.max_active or settings.max_active
     started = time.perf_counter()
     with exclusive_run(request.db):
@@ -202,6 +204,7 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
                 database,
                 flush_rows=settings.store.flush_rows,
                 flush_interval_s=settings.store.flush_interval_s,
+                redactor=redactor,
             )
             send, receive = anyio.create_memory_object_stream[StoreEvent](
                 constants.STORE_QUEUE_EVENTS

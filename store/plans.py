@@ -10,6 +10,7 @@ import msgspec
 import pyarrow as pa
 
 from config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
+from config.secrets import PATTERNS_ONLY, Redactor
 from store.arrow_rows import insert_table, replace_rows
 
 
@@ -193,7 +194,10 @@ def scenario_from_row(plan_id: str, row: tuple[object, ...]) -> Scenario:
     )
 
 
-def start_run(conn: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
+def start_run(
+    conn: duckdb.DuckDBPyConnection, run: RunRecord, redactor: Redactor = PATTERNS_ONLY
+) -> None:
+    """Record a run; its settings and backend labels are redacted (a key in a base_url)."""
     conn.execute(
         """
         INSERT INTO runs (run_id, plan_id, command, count, status, started_at, user_backend,
@@ -207,9 +211,9 @@ def start_run(conn: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
             run.count,
             run.status,
             run.started_at,
-            run.user_backend,
-            run.assistant_backend,
-            run.settings,
+            redactor.optional(run.user_backend),
+            redactor.optional(run.assistant_backend),
+            redactor.optional(run.settings),
             run.rapport_version,
         ],
     )
@@ -227,7 +231,9 @@ def mark_abandoned_runs(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def save_gateway_stats(
-    conn: duckdb.DuckDBPyConnection, snapshots: Sequence[msgspec.Struct]
+    conn: duckdb.DuckDBPyConnection,
+    snapshots: Sequence[msgspec.Struct],
+    redactor: Redactor = PATTERNS_ONLY,
 ) -> None:
-    """Replace this run's gateway counters with the latest snapshot."""
-    replace_rows(conn, "gateway_stats", snapshots)
+    """Replace this run's gateway counters with the latest snapshot (names redacted)."""
+    replace_rows(conn, "gateway_stats", snapshots, redactor)

@@ -14,6 +14,7 @@ import msgspec
 
 from config.constants import CHARS_PER_TOKEN_ESTIMATE
 from config.errors import RapportError
+from config.secrets import Redactor
 from judges.repetition import dominated_conversations, repetition_report
 from store.database import Database
 from store.dataset_source import (
@@ -26,6 +27,7 @@ from store.dataset_source import (
 from store.errors import StoreError
 from store.judgements import plan_domains
 from store.rows import utc_now
+from store.run_secrets import database_redactor
 from training.card import dataset_card
 from training.slicing import SlicingPolicy, pair_exchanges, slice_points
 from training.splits import SPLITS, SplitFractions, split_of
@@ -110,7 +112,11 @@ def build_dataset(
     count_tokens, tokenizer_label = _token_counter(request.tokenizer)
     database = Database(request.db)
     database.initialise()
-    sources = database.run_sync(lambda conn: passing_conversations(conn, request.min_score))
+    redactor = database_redactor(request.db, environ)
+    sources = [
+        _redacted(source, redactor)
+        for source in database.run_sync(lambda conn: passing_conversations(conn, request.min_score))
+    ]
     domains = database.run_sync(plan_domains)
     if not sources:
         raise RapportError(f"{request.db}: no passing conversations (run `rapport judge` first?)")
@@ -135,7 +141,7 @@ def build_dataset(
         provenance=database.run_sync(provenance),
         disclaimers=sorted({d.info.disclaimer for d in domains.values() if d.info.disclaimer}),
     )
-    (request.out / "README.md").write_text(card, encoding="utf-8")
+    (request.out / "README.md").write_text(redactor(card), encoding="utf-8")
     database.run_sync(lambda conn: save_examples(conn, records))
     if request.push_to_hub:
         dataset.push_to_hub(request.push_to_hub, token=token)
@@ -159,6 +165,12 @@ def build_dataset(
         tokenizer=tokenizer_label,
         out=str(request.out),
     )
+
+
+def _redacted(source: SourceConversation, redactor: Redactor) -> SourceConversation:
+    """The transcript redacted (a database written before redaction may hold an echoed key)."""
+    messages = tuple((role, redactor(text)) for role, text in source.messages)
+    return msgspec.structs.replace(source, messages=messages)
 
 
 def _examples(

@@ -39,7 +39,8 @@ from config.backend_spec import parse_backend_spec
 from config.domain import Domain
 from config.loader import load_domain
 from config.prices import load_prices
-from config.run import BackendConfig, Backends, RunConfig, load_run_config
+from config.run import BackendConfig, Backends, RunConfig, api_key_env_names, load_run_config
+from config.secrets import Redactor
 from engine.accounting import snapshot_gateways
 from engine.factory import build_role_gateways, gateway_key
 from engine.gateway import Gateway
@@ -109,6 +110,7 @@ class PreparedEval(msgspec.Struct, frozen=True):
     gateways: dict[str, Gateway]  # user_sim, baseline, candidate (shared where identical)
     judges: list[Judge]
     database: Database
+    redactor: Redactor  # built from this run's environment: every text stored
 
 
 def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None) -> PreparedEval:
@@ -131,7 +133,9 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
         else settings.backends.user_sim
     )
     gateways = build_role_gateways({"user_sim": user_sim, **sides}, domain, environ, shown, "")
-    judges = build_judges(judge_configs(settings, request.judges), domain, environ, shown)
+    configs = judge_configs(settings, request.judges)
+    judges = build_judges(configs, domain, environ, shown)
+    key_envs = api_key_env_names(settings, user_sim, *sides.values(), *(c.backend for c in configs))
     plan = held_out_plan_id(domain, seed, turns)
     return PreparedEval(
         request=request,
@@ -146,6 +150,7 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
         gateways=gateways,
         judges=judges,
         database=database,
+        redactor=Redactor.from_environ(environ, key_envs),
     )
 
 
@@ -270,12 +275,14 @@ async def play_and_judge(
                 settings=msgspec.json.encode(settings).decode(),
                 rapport_version=VERSION,
             ),
+            prepared.redactor,
         )
     )
     writer = StoreWriter(
         database,
         flush_rows=settings.store.flush_rows,
         flush_interval_s=settings.store.flush_interval_s,
+        redactor=prepared.redactor,
     )
     send, receive = anyio.create_memory_object_stream[StoreEvent](constants.STORE_QUEUE_EVENTS)
     system = assistant_prompt(domain)
@@ -326,7 +333,7 @@ async def play_and_judge(
     finally:
         with anyio.CancelScope(shield=True):
             snapshots = snapshot_gateways(run_id, accounted, prices, utc_now())
-            await database.run(lambda conn: save_gateway_stats(conn, snapshots))
+            await database.run(lambda conn: save_gateway_stats(conn, snapshots, prepared.redactor))
             await database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
             for gateway in {id(g): g for g in prepared.gateways.values()}.values():
                 await gateway.aclose()
