@@ -7,11 +7,14 @@ import json
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from bench.fake_provider import FakeProviderSettings, FakeProviderState, running_fake_provider
 from config.loader import load_domain
 from judges.scoring import active_criteria
 from tests.conftest import TINY_DOMAIN, rapport
+
+pytestmark = pytest.mark.slow
 
 KEY = {"ANTHROPIC_API_KEY": "sk-ant-end-to-end-5f3a"}
 MESSAGES_PATH = "/v1/messages"
