@@ -287,11 +287,14 @@ def generate(
     environ: dict[str, str] | None = None,
     display: Callable[[Generation], Callable[[RunProgress], Awaitable[None]] | None] | None = None,
     after_complete: Callable[[Generation], AfterComplete | None] | None = None,
+    close: Callable[[], Awaitable[None]] | None = None,
 ) -> RunSummary:
     """The whole command: validate, store the plan, simulate. Safe to re-run: it resumes.
 
     `after_complete` builds (from the validated run) what to do as each conversation
-    completes, e.g. judge it; it is built before any model call, so its errors come first."""
+    completes, e.g. judge it; it is built before any model call, so its errors come first.
+    `close` releases what it opened, in the simulation's event loop: an HTTP client's
+    connections belong to the loop that opened them and cannot be closed from another."""
     generation = prepare(request, environ)
     hook = after_complete(generation) if after_complete else None
     with exclusive_run(request.db):
@@ -299,6 +302,15 @@ def generate(
         store_plan(generation)
         progress = RunProgress(total=request.count)
         progress.already_complete = count_statuses(generation).get("complete", 0)
-        return anyio.run(
-            simulate, generation, progress, display(generation) if display else None, hook
-        )
+
+        async def simulate_then_close() -> RunSummary:
+            try:
+                return await simulate(
+                    generation, progress, display(generation) if display else None, hook
+                )
+            finally:
+                if close is not None:
+                    with anyio.CancelScope(shield=True):
+                        await close()
+
+        return anyio.run(simulate_then_close)

@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.fake_provider import FakeProviderSettings, serve_forever
-from bench.throughput import BenchSettings, run_throughput, summary_rows
+from bench.throughput import SMOKE_SETTINGS, BenchSettings, run_throughput, summary_rows
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 
+RESULTS = Path("bench/results")
 Rate = Annotated[float, typer.Option(min=0.0, max=1.0)]
 
 
@@ -54,13 +55,24 @@ def provider(
 
 @bench_app.command("throughput")
 def throughput(
-    out: Annotated[Path, typer.Option("--out", help="Where the JSON and PNG go.")] = Path(
-        "bench/results"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Where the JSON and PNG go (default bench/results, or its smoke/)."
+        ),
+    ] = None,
     duration_s: Annotated[float, typer.Option("--duration-s", min=5.0)] = 30.0,
     latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 400.0,
     rpm: Annotated[int, typer.Option("--rpm", min=60)] = 3_000,
     tpm: Annotated[int, typer.Option("--tpm", min=1_000)] = 400_000,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke",
+            help="Every case for a second or two at toy sizes (instead of the sizes above), "
+            "to check the benchmark runs; its figures mean nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Engine at the provider's limit vs a naive baseline, overhead and memory per conversation."""
     console = Console()
@@ -71,6 +83,10 @@ def throughput(
         rpm=rpm,
         tpm=tpm,
     )
+    if smoke:
+        settings = SMOKE_SETTINGS
+    if out is None:  # a smoke run never overwrites the README's figures
+        out = RESULTS / "smoke" if smoke else RESULTS
     report = run_throughput(settings, out, log=lambda line: console.print(f"[dim]{line}[/]"))
     table = Table(title="rapport bench throughput", title_justify="left")
     for column in ("figure", "measured", "target"):

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 from rich.console import Console
 
@@ -134,10 +133,9 @@ def generate(
         )
         return judge_as_completed(judges, generation.domain)
 
-    try:
-        summary = run_generation(request, display=display, after_complete=judging)
-    finally:
-        anyio.run(close_judges, judges)
+    summary = run_generation(
+        request, display=display, after_complete=judging, close=lambda: close_judges(judges)
+    )
     out = Console(soft_wrap=True)
     out.print(
         f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
