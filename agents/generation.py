@@ -19,8 +19,10 @@ from config.loader import load_domain
 from config.prices import load_prices
 from config.run import Backends, RunConfig, load_run_config
 from engine.accounting import snapshot_gateways
+from engine.errors import ProviderUnusable
 from engine.factory import build_gateways
 from engine.gateway import Gateway
+from engine.interrupts import Interrupted, run_interruptible
 from engine.plan import plan_id_for, sample_scenarios
 from engine.progress import RunProgress
 from engine.scheduler import run_bounded
@@ -28,10 +30,12 @@ from store.database import Database
 from store.plans import (
     PlanRecord,
     RunRecord,
+    StopReason,
     UnfinishedConversation,
     finish_run,
     load_unfinished,
     mark_abandoned_runs,
+    release_unfinished,
     save_gateway_stats,
     save_plan,
     save_scenarios,
@@ -238,6 +242,7 @@ async def simulate(
             await record_gateways()
 
     status = "interrupted"
+    stopped_by: StopReason | None = None
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(writer.run, receive)
@@ -248,9 +253,15 @@ async def simulate(
                 await _simulate_all(generation, context)
                 side_tasks.cancel_scope.cancel()
         status = "finished"
+    except* ProviderUnusable as stop:
+        stopped_by = stop_reason(stop)
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             await record_gateways()
+            await generation.database.run(
+                lambda conn: release_unfinished(conn, run_id, stopped_by, utc_now())
+            )
             await generation.database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
             for gateway in {id(g): g for g in generation.gateways.values()}.values():
                 await gateway.aclose()
@@ -267,6 +278,14 @@ async def simulate(
         user_backend=labels["user_sim"],
         assistant_backend=labels["assistant"],
     )
+
+
+def stop_reason(group: BaseExceptionGroup[ProviderUnusable]) -> StopReason:
+    """The first provider failure that stopped a run, to store with what it interrupted."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return StopReason(getattr(leaf, "kind", ProviderUnusable.kind), str(leaf))
 
 
 async def _simulate_all(generation: Generation, context: ConversationContext) -> None:
@@ -295,6 +314,11 @@ def generate(
         store_plan(generation)
         progress = RunProgress(total=request.count)
         progress.already_complete = count_statuses(generation).get("complete", 0)
-        return anyio.run(
-            simulate, generation, progress, display(generation) if display else None, hook
-        )
+        try:
+            return run_interruptible(
+                simulate, generation, progress, display(generation) if display else None, hook
+            )
+        except Interrupted as stop:
+            complete = count_statuses(generation).get("complete", 0)
+            stop.progress = f"{complete:,} of {request.count:,} conversations complete"
+            raise
