@@ -96,7 +96,9 @@ def test_a_provider_that_goes_down_leaves_no_conversation_running(tmp_path):
     db = tmp_path / "down.duckdb"
     result = rapport(
         "generate", "--db", str(db), "--count", "8", "--turns", "2",
-        "--backend", "openai:some-model@http://127.0.0.1:9/v1", env={"OPENAI_API_KEY": "sk-x"},
+        "--user-backend", "simulated",  # the user speaks; the assistant's provider is down
+        "--assistant-backend", "openai:some-model@http://127.0.0.1:9/v1",
+        env={"OPENAI_API_KEY": "sk-x"},
     )  # fmt: skip
     assert result.returncode == NOTHING_DONE, result.stderr
     with duckdb.connect(str(db), read_only=True) as conn:
