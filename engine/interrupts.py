@@ -51,12 +51,18 @@ def run_interruptible(main: Callable[..., Awaitable[T]], *args: object) -> T:
 
     async def guarded() -> T | None:
         result: T | None = None
+        failure: Exception | None = None
         async with anyio.create_task_group() as group:
             work = anyio.CancelScope()
             await group.start(watch, work)
-            with work:
-                result = await main(*args)
+            try:
+                with work:
+                    result = await main(*args)
+            except Exception as error:  # raised below, outside the group: not wrapped in one
+                failure = error
             group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         return result
 
     previous = {stop: signal.getsignal(stop) for stop in STOP_SIGNALS}
