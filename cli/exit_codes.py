@@ -15,23 +15,18 @@ INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C; running the same command again
 TERMINATED = 128 + signal.SIGTERM  # 143: SIGTERM; likewise
 
 
-def outcome(done: int, asked: int) -> int:
-    """OK when all `asked` units are done, NOTHING_DONE when none is, else PARTIAL."""
-    if done >= asked:
+def outcome(*parts: tuple[int, int]) -> int:
+    """The code of a run made of parts, each (units done, units asked): OK when every unit asked
+    for is done, NOTHING_DONE when none is, else PARTIAL. A part with nothing asked (nothing to
+    judge, say) does not count."""
+    asked = [(done, wanted) for done, wanted in parts if wanted > 0]
+    if all(done >= wanted for done, wanted in asked):
         return OK
-    return NOTHING_DONE if done == 0 else PARTIAL
+    return NOTHING_DONE if all(done == 0 for done, _ in asked) else PARTIAL
 
 
 def interrupted_exit(signum: int) -> int:
     return TERMINATED if signum == signal.SIGTERM else INTERRUPTED
-
-
-def combined(*codes: int) -> int:
-    """One code for a command made of parts: OK if every part is, NOTHING_DONE if none did
-    anything, else PARTIAL."""
-    if all(code == OK for code in codes):
-        return OK
-    return NOTHING_DONE if all(code == NOTHING_DONE for code in codes) else PARTIAL
 
 
 def finish(code: int, failures: str) -> None:

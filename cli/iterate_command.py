@@ -12,7 +12,7 @@ from rich.console import Console
 
 from agents.generation import GenerateRequest
 from agents.generation import generate as run_generation
-from cli.exit_codes import combined, finish, outcome
+from cli.exit_codes import finish, outcome
 from config.loader import load_domain
 from judges.iteration_figures import IterationFigures, iteration_figures, render_iteration
 from judges.run import JudgeRequest, judge_corpus
@@ -117,9 +117,6 @@ def iterate(
         else "",
     ]
     finish(
-        combined(
-            outcome(generated.complete, generated.count),
-            outcome(judged.answered_criteria, asked),
-        ),
+        outcome((generated.complete, generated.count), (judged.answered_criteria, asked)),
         "; ".join(line for line in failures if line) + ": run the same command again to retry them",
     )

@@ -18,7 +18,7 @@ from cli.bench_commands import bench_app
 from cli.dataset_commands import dataset_app
 from cli.domain_commands import domain_app
 from cli.eval_command import evaluate
-from cli.exit_codes import INPUT_ERROR, NOTHING_DONE, combined, finish, interrupted_exit, outcome
+from cli.exit_codes import INPUT_ERROR, NOTHING_DONE, finish, interrupted_exit, outcome
 from cli.iterate_command import iterate
 from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
@@ -148,7 +148,7 @@ def generate(
     if summary.failed:
         out.print("failed conversations are retried when the same command runs again")
     failures = [_conversations_failed(summary.count - summary.complete, summary.count)]
-    codes = [outcome(summary.complete, summary.count)]
+    parts = [(summary.complete, summary.count)]
     if judges:  # conversations completed earlier, or killed before their judging
         judged = judge_corpus(JudgeRequest(db=db, config=config, max_active=max_active))
         out.print(
@@ -156,10 +156,8 @@ def generate(
             f"({judged.failed_criteria:,} criteria failed)"
         )
         failures.append(_criteria_failed(judged.failed_criteria, judged.answered_criteria))
-        codes.append(
-            outcome(judged.answered_criteria, judged.answered_criteria + judged.failed_criteria)
-        )
-    finish(combined(*codes), "; ".join(line for line in failures if line))
+        parts.append((judged.answered_criteria, judged.answered_criteria + judged.failed_criteria))
+    finish(outcome(*parts), "; ".join(line for line in failures if line))
 
 
 def _conversations_failed(failed: int, total: int) -> str:
@@ -207,7 +205,7 @@ def judge(
         out.print("failed criteria are asked again when the same command runs again")
     asked = summary.answered_criteria + summary.failed_criteria
     finish(
-        outcome(summary.answered_criteria, asked),
+        outcome((summary.answered_criteria, asked)),
         _criteria_failed(summary.failed_criteria, summary.answered_criteria),
     )
 

@@ -5,6 +5,7 @@ that refuses every call stops the run after a few calls."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cli.exit_codes import NOTHING_DONE, OK, PARTIAL, combined, outcome
+from cli.exit_codes import NOTHING_DONE, OK, PARTIAL, outcome
 from config.constants import FAIL_FAST_AFTER_CALLS
 from engine.errors import BackendError
 from engine.fail_fast import FailFast, GatewayRefusing
@@ -172,6 +173,24 @@ def test_an_eval_whose_candidate_always_fails_exits_4(tmp_path):
     ]
 
 
+def test_an_iteration_whose_assistant_always_fails_exits_4(tmp_path):
+    domain = tmp_path / "bikes"
+    shutil.copytree(TINY_DOMAIN, domain)
+    assistant = tmp_path / "broken.yaml"
+    assistant.write_text(
+        "{provider: command, command: [sh, -c, 'cat > /dev/null; exit 1'], max_retries: 0}\n"
+    )
+    result = rapport(
+        "iterate", "--domain", str(domain), "--count", "3", "--turns", "1",
+        "--user-backend", "simulated", "--assistant-backend", str(assistant),
+        "--judge", "simulated",
+    )  # fmt: skip
+    assert result.returncode == NOTHING_DONE, result.stdout + result.stderr
+    assert _lines(result.stderr) == [
+        "3 of 3 conversations failed: run the same command again to retry them"
+    ]
+
+
 def _refused(kind: str = "http_401") -> BackendError:
     return BackendError(kind, "Incorrect API key provided", retryable=False)
 
@@ -200,17 +219,17 @@ def test_fail_fast_needs_the_same_non_retryable_error_in_a_row():
         watch.record(_refused("http_404"), succeeded=0)
 
 
-@pytest.mark.parametrize(
-    ("codes", "expected"),
-    [((OK, OK), OK), ((OK, PARTIAL), PARTIAL), ((OK, NOTHING_DONE), PARTIAL),
-     ((NOTHING_DONE, NOTHING_DONE), NOTHING_DONE)],
-)  # fmt: skip
-def test_a_command_of_several_parts_exits_with_their_combined_code(codes, expected):
-    assert combined(*codes) == expected
-
-
 def test_the_outcome_of_a_run_counts_what_is_done():
-    assert outcome(51, 51) == OK
-    assert outcome(48, 51) == PARTIAL
-    assert outcome(0, 51) == NOTHING_DONE
-    assert outcome(0, 0) == OK
+    assert outcome((51, 51)) == OK
+    assert outcome((48, 51)) == PARTIAL
+    assert outcome((0, 51)) == NOTHING_DONE
+    assert outcome((0, 0)) == OK
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [(((3, 3), (9, 9)), OK), (((3, 3), (0, 9)), PARTIAL), (((0, 3), (0, 0)), NOTHING_DONE),
+     (((0, 3), (0, 9)), NOTHING_DONE), (((0, 3), (9, 9)), PARTIAL)],
+)  # fmt: skip
+def test_a_command_of_several_parts_exits_with_their_combined_code(parts, expected):
+    assert outcome(*parts) == expected
