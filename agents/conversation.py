@@ -13,7 +13,7 @@ from agents.actors import Assistant, UserSimulator, Utterance
 from config.domain import Domain
 from config.run import Backends
 from config.scenario import Scenario
-from engine.errors import ProviderUnreachable, TurnFailed
+from engine.errors import ProviderUnusable, TurnFailed
 from engine.gateway import Gateway
 from engine.progress import RunProgress
 from engine.types import ChatMessage, Completion, Role
@@ -72,9 +72,13 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
         progress.done += 1
         if context.after_complete is not None:
             await context.after_complete(scenario, transcript, context.sink)
-    except* ProviderUnreachable:
-        raise  # the provider is down: stop the run, this conversation resumes next time
-    except* Exception as group:  # a failed turn, or a bug: recorded, and the run goes on
+    except* Exception as group:
+        stop = group.subgroup(ProviderUnusable)
+        if stop is not None:
+            # The provider is down or refuses every call: the run stops, and this conversation
+            # resumes next time. Its partner actor's error (a closed stream) is no failure.
+            raise stop from None
+        # A failed turn, or a bug: recorded, and the run goes on.
         await _mark_failed(context, cid, _first_cause(group))
         progress.failed += 1
     finally:

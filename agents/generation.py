@@ -20,8 +20,10 @@ from config.prices import load_prices
 from config.run import Backends, RunConfig, api_key_env_names, load_run_config
 from config.secrets import Redactor
 from engine.accounting import snapshot_gateways
+from engine.errors import ProviderUnusable
 from engine.factory import build_gateways
 from engine.gateway import Gateway
+from engine.interrupts import Interrupted, run_interruptible
 from engine.plan import plan_id_for, sample_scenarios
 from engine.progress import RunProgress
 from engine.scheduler import run_bounded
@@ -29,10 +31,12 @@ from store.database import Database
 from store.plans import (
     PlanRecord,
     RunRecord,
+    StopReason,
     UnfinishedConversation,
     finish_run,
     load_unfinished,
     mark_abandoned_runs,
+    release_unfinished,
     save_gateway_stats,
     save_plan,
     save_scenarios,
@@ -242,6 +246,7 @@ async def simulate(
             await record_gateways()
 
     status = "interrupted"
+    stopped_by: StopReason | None = None
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(writer.run, receive)
@@ -252,9 +257,15 @@ async def simulate(
                 await _simulate_all(generation, context)
                 side_tasks.cancel_scope.cancel()
         status = "finished"
+    except* ProviderUnusable as stop:
+        stopped_by = stop_reason(stop)
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             await record_gateways()
+            await generation.database.run(
+                lambda conn: release_unfinished(conn, run_id, stopped_by, utc_now())
+            )
             await generation.database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
             for gateway in {id(g): g for g in generation.gateways.values()}.values():
                 await gateway.aclose()
@@ -271,6 +282,14 @@ async def simulate(
         user_backend=labels["user_sim"],
         assistant_backend=labels["assistant"],
     )
+
+
+def stop_reason(group: BaseExceptionGroup[ProviderUnusable]) -> StopReason:
+    """The first provider failure that stopped a run, to store with what it interrupted."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return StopReason(getattr(leaf, "kind", ProviderUnusable.kind), str(leaf))
 
 
 async def _simulate_all(generation: Generation, context: ConversationContext) -> None:
@@ -303,14 +322,23 @@ def generate(
         progress = RunProgress(total=request.count)
         progress.already_complete = count_statuses(generation).get("complete", 0)
 
-        async def simulate_then_close() -> RunSummary:
+        async def simulate_then_close(*args) -> RunSummary:
             try:
-                return await simulate(
-                    generation, progress, display(generation) if display else None, hook
-                )
+                return await simulate(*args)
             finally:
                 if close is not None:
                     with anyio.CancelScope(shield=True):
                         await close()
 
-        return anyio.run(simulate_then_close)
+        try:
+            return run_interruptible(
+                simulate_then_close,
+                generation,
+                progress,
+                display(generation) if display else None,
+                hook,
+            )
+        except Interrupted as stop:
+            complete = count_statuses(generation).get("complete", 0)
+            stop.progress = f"{complete:,} of {request.count:,} conversations complete"
+            raise

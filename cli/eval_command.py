@@ -12,6 +12,7 @@ from rich.console import Console
 from bench.evaluation.report import write_eval_report
 from bench.evaluation.run import EvalRequest, PreparedEval, run_eval
 from bench.evaluation.summary import EvalSummary
+from cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
 from cli.progress_display import live_display
 from config.prices import load_prices
 
@@ -87,6 +88,22 @@ def evaluate(
     files = write_eval_report(summary, folder, msgspec.json.encode(summary).decode())
     print_summary(summary, Console(soft_wrap=True))
     Console(soft_wrap=True).print(f"report: {files[0]} (summary.json and plots beside it)")
+    finish(*eval_outcome(summary))
+
+
+def eval_outcome(summary: EvalSummary) -> tuple[int, str]:
+    """The exit code and the failures line: nothing to compare when a side has no judged
+    conversation at all."""
+    short = [side for side in summary.sides if side.judged < side.planned]
+    if not short:
+        return OK, ""
+    code = NOTHING_DONE if any(side.judged == 0 for side in short) else PARTIAL
+    parts = [
+        f"{side.side}: {side.planned - side.judged:,} of {side.planned:,} conversations "
+        f"not judged ({side.failed:,} failed)"
+        for side in short
+    ]
+    return code, "; ".join(parts) + ": run the same command again to retry them"
 
 
 def print_summary(summary: EvalSummary, out: Console) -> None:

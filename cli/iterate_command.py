@@ -12,6 +12,7 @@ from rich.console import Console
 
 from agents.generation import GenerateRequest
 from agents.generation import generate as run_generation
+from cli.exit_codes import finish, outcome
 from config.loader import load_domain
 from judges.iteration_figures import IterationFigures, iteration_figures, render_iteration
 from judges.run import JudgeRequest, judge_corpus
@@ -106,3 +107,16 @@ def iterate(
     for line in render_iteration(loaded.name, number, figures, previous):
         out.print(line, highlight=False)
     out.print(f"\nkept in {path} (table iterations); edit the domain and run again to compare")
+    asked = judged.answered_criteria + judged.failed_criteria
+    failures = [
+        f"{generated.count - generated.complete:,} of {generated.count:,} conversations failed"
+        if generated.complete < generated.count
+        else "",
+        f"{judged.failed_criteria:,} of {asked:,} criteria failed"
+        if judged.failed_criteria
+        else "",
+    ]
+    finish(
+        outcome((generated.complete, generated.count), (judged.answered_criteria, asked)),
+        "; ".join(line for line in failures if line) + ": run the same command again to retry them",
+    )

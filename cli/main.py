@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ from cli.bench_commands import bench_app
 from cli.dataset_commands import dataset_app
 from cli.domain_commands import domain_app
 from cli.eval_command import evaluate
+from cli.exit_codes import INPUT_ERROR, NOTHING_DONE, finish, interrupted_exit, outcome
 from cli.iterate_command import iterate
 from cli.progress_display import live_display
 from cli.render import OutputFormat, as_table, print_result
@@ -27,6 +29,8 @@ from cli.training_commands import train as train_command
 from config.errors import RapportError
 from config.prices import load_prices
 from config.secrets import Redactor
+from engine.errors import ProviderUnusable
+from engine.interrupts import Interrupted, raise_on_stop_signals
 from judges.judge import Judge
 from judges.repetition import describe, repetition_report
 from judges.report import write_report
@@ -41,8 +45,7 @@ from store.query import query
 from store.run_secrets import database_redactor
 from store.stats import complete_transcripts, corpus_stats
 
-INPUT_ERROR_EXIT = 2
-INTERRUPTED_EXIT = 130
+INPUT_ERROR_EXIT = INPUT_ERROR
 
 app = typer.Typer(
     name="rapport",
@@ -145,12 +148,32 @@ def generate(
     out.print(f"user simulator: {summary.user_backend} · assistant: {summary.assistant_backend}")
     if summary.failed:
         out.print("failed conversations are retried when the same command runs again")
+    failures = [_conversations_failed(summary.count - summary.complete, summary.count)]
+    parts = [(summary.complete, summary.count)]
     if judges:  # conversations completed earlier, or killed before their judging
         judged = judge_corpus(JudgeRequest(db=db, config=config, max_active=max_active))
         out.print(
             f"judged as they completed; {judged.assessed:,} assessments stored "
             f"({judged.failed_criteria:,} criteria failed)"
         )
+        failures.append(_criteria_failed(judged.failed_criteria, judged.answered_criteria))
+        parts.append((judged.answered_criteria, judged.answered_criteria + judged.failed_criteria))
+    finish(outcome(*parts), "; ".join(line for line in failures if line))
+
+
+def _conversations_failed(failed: int, total: int) -> str:
+    if not failed:
+        return ""
+    return f"{failed:,} of {total:,} conversations failed: run the same command again to retry them"
+
+
+def _criteria_failed(failed: int, answered: int) -> str:
+    if not failed:
+        return ""
+    return (
+        f"{failed:,} of {failed + answered:,} criteria failed: "
+        "run the same command again to ask them again"
+    )
 
 
 @app.command()
@@ -181,6 +204,11 @@ def judge(
     out.print("judges: " + ", ".join(summary.judges))
     if summary.failed_criteria:
         out.print("failed criteria are asked again when the same command runs again")
+    asked = summary.answered_criteria + summary.failed_criteria
+    finish(
+        outcome((summary.answered_criteria, asked)),
+        _criteria_failed(summary.failed_criteria, summary.answered_criteria),
+    )
 
 
 @app.command()
@@ -226,7 +254,9 @@ def report(
 
 
 def run() -> None:
-    """Console-script entry: one line and a non-zero exit for bad input, never a traceback."""
+    """Console-script entry: one line and a non-zero exit for bad input, never a traceback;
+    the exit codes are those of cli.exit_codes."""
+    raise_on_stop_signals()
     try:
         try:
             app()
@@ -237,15 +267,22 @@ def run() -> None:
         Console(stderr=True, emoji=False).print(
             f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True
         )
-        sys.exit(INPUT_ERROR_EXIT)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: run the same command again to resume")
-        sys.exit(INTERRUPTED_EXIT)
+        sys.exit(NOTHING_DONE if isinstance(error, ProviderUnusable) else INPUT_ERROR_EXIT)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        progress = stop.progress if isinstance(stop, Interrupted) else None
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"interrupted: {progress + ', ' if progress else ''}"
+            "run the same command again to resume"
+        )
+        sys.exit(interrupted_exit(signum))
 
 
 def _single_user_error(group: BaseExceptionGroup) -> BaseException:
-    """A user error raised inside task groups arrives wrapped: unwrap it to print one line."""
-    user_errors, _ = group.split(RapportError)
+    """A user error (or a stop) raised inside task groups arrives wrapped: unwrap it to print
+    one line."""
+    stops, _ = group.split(Interrupted)
+    user_errors = stops if stops is not None else group.split(RapportError)[0]
     if user_errors is None:
         return group
     leaf: BaseException = user_errors

@@ -20,6 +20,9 @@ DEFAULT_LOCAL_MAX_TOKENS = 128
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_RETRIES = 5
+# A gateway whose first calls all fail with the same non-retryable error (bad key, unknown model,
+# missing command) stops the run after this many, before the rest of the plan is tried.
+FAIL_FAST_AFTER_CALLS = 5
 RETRY_BACKOFF_MIN_S = 0.5
 RETRY_BACKOFF_MAX_S = 30.0
 CHARS_PER_TOKEN_ESTIMATE = 4.0

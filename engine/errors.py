@@ -17,9 +17,18 @@ class BackendError(Exception):
         self.retry_after_s = retry_after_s
 
 
-class ProviderUnreachable(RapportError):
-    """The provider never answered (connection refused, DNS failure): the run stops at once
-    instead of failing every conversation one by one. Nothing stored is touched."""
+class ProviderUnusable(RapportError):
+    """Nothing can be done through this provider: the run stops at once instead of failing
+    every conversation one by one. Nothing stored is lost; running the command again resumes.
+    `kind` is stored as the reason of the conversations the stop interrupted."""
+
+    kind = "provider_unusable"
+
+
+class ProviderUnreachable(ProviderUnusable):
+    """The provider never answered (connection refused, DNS failure)."""
+
+    kind = "connection"
 
 
 class TurnFailed(Exception):

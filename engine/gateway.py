@@ -21,6 +21,7 @@ from config.constants import RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
 from engine.backend import Backend, label
 from engine.clock import Clock, LoopClock
 from engine.errors import BackendError, ProviderUnreachable, TurnFailed
+from engine.fail_fast import FailFast
 from engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
 from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
@@ -102,6 +103,7 @@ class Gateway:
         self._backoff = wait_random_exponential(multiplier=backoff_min_s, max=backoff_max_s)
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
+        self.fail_fast = FailFast(self.label)
 
     def _apply(self, limits: GatewayLimits) -> None:
         for name, per_minute in (
@@ -126,6 +128,7 @@ class Gateway:
         except BackendError as error:
             if not error.retryable or self._max_retries == 0:
                 self.stats.failed += 1
+                self.fail_fast.record(error, self.stats.succeeded)
                 raise TurnFailed(error.kind, str(error), 1) from error
             first_failure = error
         attempts = 1
@@ -152,6 +155,7 @@ class Gateway:
                         raise
         except BackendError as error:
             self.stats.failed += 1
+            self.fail_fast.record(error, self.stats.succeeded)
             raise TurnFailed(error.kind, str(error), attempts) from error
         raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
 

@@ -21,6 +21,7 @@ from config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_confi
 from config.scenario import Scenario
 from config.secrets import Redactor
 from engine.factory import build_gateway, limits_of
+from engine.interrupts import Interrupted, run_interruptible
 from engine.scheduler import run_bounded
 from judges.judge import Judge, judge_conversation
 from judges.scoring import active_criteria, score
@@ -49,6 +50,7 @@ class JudgeSummary(msgspec.Struct, frozen=True):
     failed_criteria: int
     elapsed_s: float
     judges: tuple[str, ...]
+    answered_criteria: int = 0  # asked by this run and answered
 
 
 def judge_configs(settings: RunConfig, specs: Sequence[str]) -> tuple[JudgeConfig, ...]:
@@ -135,8 +137,9 @@ async def judge_pending(
     below_index: int | None = None,
 ) -> tuple[int, int]:
     """Judge everything pending for every judge (in the corpus, or in the given plans, only
-    scenarios below `below_index` if given); returns (jobs, failed criteria)."""
-    counts = [0, 0]
+    scenarios below `below_index` if given); returns (jobs, failed criteria, answered
+    criteria)."""
+    counts = [0, 0, 0]
 
     async def jobs() -> AsyncIterator[tuple[Judge, JudgeJob]]:
         for judge in judges:
@@ -158,10 +161,11 @@ async def judge_pending(
         event = await assess(judge, domains[job.scenario.plan_id], job)
         counts[0] += 1
         counts[1] += len(event.judge_failures)
+        counts[2] += len(event.verdicts)
         await sink.send(event)
 
     await run_bounded(jobs(), judging_concurrency(judges, max_active), handle)
-    return counts[0], counts[1]
+    return counts[0], counts[1], counts[2]
 
 
 def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
@@ -199,7 +203,7 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
     with exclusive_run(request.db):
         database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
 
-        async def go() -> tuple[int, int]:
+        async def go() -> tuple[int, int, int]:
             writer = StoreWriter(
                 database,
                 flush_rows=settings.store.flush_rows,
@@ -218,19 +222,31 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
                 with anyio.CancelScope(shield=True):
                     await close_judges(judges)
 
-        judged, failed = anyio.run(go)
-    assessed = database.run_sync(
-        lambda conn: conn.execute(
-            "SELECT count(*) FROM assessments "
-            "WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)"
-        ).fetchone()[0]
-    )
+        try:
+            judged, failed, answered = run_interruptible(go)
+        except Interrupted as stop:
+            stop.progress = f"{stored_assessments(database):,} assessments stored"
+            raise
+    assessed = stored_assessments(database)
     return JudgeSummary(
         judged=judged,
         assessed=int(assessed),
         failed_criteria=failed,
         elapsed_s=time.perf_counter() - started,
         judges=tuple(f"{j.id} ({j.gateway.label})" for j in judges),
+        answered_criteria=answered,
+    )
+
+
+def stored_assessments(database: Database) -> int:
+    """Assessments of corpus conversations in the database, by every judge."""
+    return int(
+        database.run_sync(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM assessments "
+                "WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)"
+            ).fetchone()[0]
+        )
     )
 
 

@@ -137,7 +137,7 @@ def load_unfinished(
     conn: duckdb.DuckDBPyConnection, plan_id: str, start: int, stop: int, *, include_failed: bool
 ) -> list[UnfinishedConversation]:
     """Conversations of plan indices `start..stop-1` still to do, with their stored turns."""
-    statuses = ["pending", "running"] + (["failed"] if include_failed else [])
+    statuses = ["pending", "running", "interrupted"] + (["failed"] if include_failed else [])
     rows = conn.execute(
         """
         SELECT s.scenario_id, s.scenario_index, s.seed, s.persona, s.topics, s.flaws,
@@ -223,6 +223,39 @@ def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, status: str, at: da
     conn.execute(
         "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, at, run_id]
     )
+
+
+class StopReason(msgspec.Struct, frozen=True):
+    """Why a run stopped before its end (a provider that cannot be used), stored with the
+    conversations it interrupted."""
+
+    kind: str
+    message: str
+
+
+def release_unfinished(
+    conn: duckdb.DuckDBPyConnection, run_id: str, reason: StopReason | None, at: datetime
+) -> None:
+    """The conversations a stopped run left `running` become `interrupted` (the next run
+    resumes them), each with the reason and an `errors` row when there is one."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        if reason is not None:
+            conn.execute(
+                "INSERT INTO errors (run_id, conversation_id, kind, message, created_at) "
+                "SELECT run_id, conversation_id, ?, ?, ? FROM conversations "
+                "WHERE run_id = ? AND status = 'running'",
+                [reason.kind, reason.message, at, run_id],
+            )
+        conn.execute(
+            "UPDATE conversations SET status = 'interrupted', error = ? "
+            "WHERE run_id = ? AND status = 'running'",
+            [reason.message if reason is not None else None, run_id],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def mark_abandoned_runs(conn: duckdb.DuckDBPyConnection) -> None:

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     plan_id VARCHAR NOT NULL,
     scenario_index INTEGER NOT NULL,
     target_turns INTEGER NOT NULL,   -- in exchanges (one user message + one reply)
-    status VARCHAR NOT NULL,         -- pending | running | complete | failed
+    status VARCHAR NOT NULL,         -- pending | running | interrupted | complete | failed
     end_reason VARCHAR,              -- target_reached | goodbye | error
     num_messages INTEGER NOT NULL DEFAULT 0,
     run_id VARCHAR,

@@ -13,7 +13,7 @@ import anyio
 import msgspec
 
 from agents.conversation import ConversationContext, run_conversation
-from agents.generation import VERSION
+from agents.generation import VERSION, stop_reason
 from agents.prompts import assistant_prompt
 from bench.evaluation.families import family_of
 from bench.evaluation.held_out import (
@@ -42,8 +42,10 @@ from config.prices import load_prices
 from config.run import BackendConfig, Backends, RunConfig, api_key_env_names, load_run_config
 from config.secrets import Redactor
 from engine.accounting import snapshot_gateways
+from engine.errors import ProviderUnusable
 from engine.factory import build_role_gateways, gateway_key
 from engine.gateway import Gateway
+from engine.interrupts import Interrupted, run_interruptible
 from engine.progress import RunProgress
 from engine.scheduler import run_bounded
 from judges.judge import Judge
@@ -65,10 +67,12 @@ from store.judgements import plan_domains
 from store.plans import (
     PlanRecord,
     RunRecord,
+    StopReason,
     UnfinishedConversation,
     finish_run,
     load_unfinished,
     mark_abandoned_runs,
+    release_unfinished,
     save_gateway_stats,
     save_plan,
     save_scenarios,
@@ -306,6 +310,7 @@ async def play_and_judge(
     accounted = {**prepared.gateways, **{f"judge:{j.id}": j.gateway for j in prepared.judges}}
     prices = load_prices(settings.prices)
     status = "interrupted"
+    stopped_by: StopReason | None = None
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(writer.run, receive)
@@ -330,10 +335,14 @@ async def play_and_judge(
                 )
                 side_tasks.cancel_scope.cancel()
         status = "finished"
+    except* ProviderUnusable as stop:
+        stopped_by = stop_reason(stop)
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             snapshots = snapshot_gateways(run_id, accounted, prices, utc_now())
             await database.run(lambda conn: save_gateway_stats(conn, snapshots, prepared.redactor))
+            await database.run(lambda conn: release_unfinished(conn, run_id, stopped_by, utc_now()))
             await database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
             for gateway in {id(g): g for g in prepared.gateways.values()}.values():
                 await gateway.aclose()
@@ -422,7 +431,17 @@ def run_eval(
         prepared.database.run_sync(mark_abandoned_runs)
         store_eval_plan(prepared)
         progress = RunProgress(total=2 * request.scenarios)
-        anyio.run(play_and_judge, prepared, progress, display(prepared) if display else None)
+        try:
+            run_interruptible(
+                play_and_judge, prepared, progress, display(prepared) if display else None
+            )
+        except Interrupted as stop:
+            statuses = prepared.database.run_sync(
+                lambda conn: status_counts(conn, prepared.eval_id, request.scenarios)
+            )
+            complete = sum(counts.get("complete", 0) for counts in statuses.values())
+            stop.progress = f"{complete:,} of {2 * request.scenarios:,} conversations complete"
+            raise
         summary = summarise(prepared)
         encoded = msgspec.json.encode(summary).decode()
         prepared.database.run_sync(lambda conn: save_eval_summary(conn, prepared.eval_id, encoded))
