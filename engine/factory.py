@@ -9,7 +9,7 @@ from config import constants
 from config.domain import Domain
 from config.errors import ConfigError
 from config.run import BackendConfig, Backends
-from config.secrets import looks_like_secret
+from config.secrets import Redactor, looks_like_secret
 from engine.backend import Backend
 from engine.gateway import Gateway, GatewayLimits
 
@@ -78,6 +78,7 @@ def build_gateway(
         max_retries=settings.max_retries,
         backoff_min_s=settings.backoff_min_s,
         backoff_max_s=settings.backoff_max_s,
+        redactor=Redactor.from_environ(environ, [settings.api_key_env or ""]),
     )
 
 

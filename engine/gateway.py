@@ -18,6 +18,7 @@ from tenacity import (
 )
 
 from config.constants import RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
+from config.secrets import PATTERNS_ONLY, Redactor
 from engine.backend import Backend, label
 from engine.clock import Clock, LoopClock
 from engine.errors import BackendError, ProviderUnreachable, TurnFailed
@@ -85,8 +86,10 @@ class Gateway:
         backoff_min_s: float = RETRY_BACKOFF_MIN_S,
         backoff_max_s: float = RETRY_BACKOFF_MAX_S,
         clock: Clock | None = None,
+        redactor: Redactor = PATTERNS_ONLY,
     ) -> None:
         self.backend = backend
+        self._redact = redactor  # errors raised to the user may quote a provider's echoed key
         self._clock = clock or LoopClock()
         self.label = label(backend)
         self.stats = GatewayStats()
@@ -103,7 +106,7 @@ class Gateway:
         self._backoff = wait_random_exponential(multiplier=backoff_min_s, max=backoff_max_s)
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
-        self.fail_fast = FailFast(self.label)
+        self.fail_fast = FailFast(self.label, redactor)
 
     def _apply(self, limits: GatewayLimits) -> None:
         for name, per_minute in (
@@ -166,7 +169,9 @@ class Gateway:
             and self.stats.succeeded == 0
             and attempts > UNREACHABLE_AFTER_ATTEMPTS
         ):
-            raise ProviderUnreachable(f"{self.label}: cannot reach the provider ({error})")
+            raise ProviderUnreachable(
+                self._redact(f"{self.label}: cannot reach the provider ({error})")
+            )
 
     async def _attempt(
         self, messages: Sequence[ChatMessage], params: CompletionParams
