@@ -1,13 +1,13 @@
-"""Printing query results as a rich table, CSV or JSON."""
+"""Printing query results as a rich table, CSV or JSON (the last two streamed batch by batch)."""
 
 from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
-from rich.console import Console
 from rich.table import Table
 
 from store.query import QueryResult
@@ -32,13 +32,37 @@ def as_table(result: QueryResult, title: str | None = None) -> Table:
     return table
 
 
-def print_result(result: QueryResult, output: OutputFormat, console: Console) -> None:
-    if output == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
-    elif output == "json":
-        records = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-        sys.stdout.write(msgspec.json.encode(records, enc_hook=str).decode() + "\n")
-    else:
-        console.print(as_table(result))
+def write_batches(batches: Iterable[QueryResult], output: Literal["csv", "json"]) -> bool:
+    """Write rows as they arrive, as CSV or as one JSON array, so a result of any size streams
+    through; returns whether a limit cut rows off."""
+    return _write_csv(batches) if output == "csv" else _write_json(batches)
+
+
+def _write_csv(batches: Iterable[QueryResult]) -> bool:
+    writer = csv.writer(sys.stdout)
+    truncated = False
+    for index, batch in enumerate(batches):
+        if index == 0:
+            writer.writerow(batch.columns)
+        writer.writerows(batch.rows)
+        truncated = truncated or batch.truncated
+    return truncated
+
+
+def _write_json(batches: Iterable[QueryResult]) -> bool:
+    written = 0
+    truncated = False
+    for index, batch in enumerate(batches):
+        if index == 0:
+            sys.stdout.write("[")  # only once the query has run: a failed one writes nothing
+        for row in batch.rows:
+            record = dict(zip(batch.columns, row, strict=True))
+            sys.stdout.write(("," if written else "") + _json(record))
+            written += 1
+        truncated = truncated or batch.truncated
+    sys.stdout.write("]\n")
+    return truncated
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value, enc_hook=str).decode()

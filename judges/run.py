@@ -177,6 +177,7 @@ def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
 def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None) -> JudgeSummary:
     """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB."""
     settings = load_run_config(request.config)
+    configs = judge_configs(settings, request.judges)  # a bad spec is refused before any write
     if not request.db.exists():
         raise StoreError(f"{request.db}: no such database (run `rapport generate` first)")
     database = Database(request.db)
@@ -187,7 +188,6 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
     domain = next(iter(domains.values()), None) or load_domain(
         Path(settings.domain) if settings.domain else None
     )
-    configs = judge_configs(settings, request.judges)
     judges = build_judges(
         configs, domain, environ if environ is not None else dict(os.environ),
         str(request.config or "run config"),

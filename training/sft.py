@@ -4,6 +4,7 @@ compute); on CPU: plain LoRA in fp32 — the same code path otherwise."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -33,6 +34,17 @@ def _check_paths(config: TrainConfig) -> None:
 
 def train(config: TrainConfig) -> TrainResult:
     _check_paths(config)
+    output = Path(config.output)
+    created = not output.exists()
+    try:
+        return _train(config, output)
+    except BaseException:
+        if created:  # a failed run leaves no partial adapter folder behind
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+
+
+def _train(config: TrainConfig, output: Path) -> TrainResult:
     import torch
     from datasets import load_from_disk
     from peft import LoraConfig
@@ -56,7 +68,6 @@ def train(config: TrainConfig) -> TrainResult:
     dataset = load_from_disk(config.dataset)
     train_split = dataset["train"].select_columns(["messages"])
     checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
-    output = Path(config.output)
     args = SFTConfig(
         output_dir=str(output),
         learning_rate=config.learning_rate,
