@@ -58,6 +58,8 @@ def rapport_in_process(*args: str, stdin: str | None = None) -> Outcome:
             code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+        sys.stdout.flush()  # what was written straight to the streams, not through rich
+        sys.stderr.flush()
         return Outcome(code, stdout.getvalue().decode(), stderr.getvalue().decode())
 
 
