@@ -22,6 +22,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from agents.generation import GenerateRequest, generate
 from agents.prompts import user_simulator_prompt
 from cli.main import app, run
 from config import constants
@@ -30,7 +31,9 @@ from config.errors import ConfigError
 from config.loader import load_domain
 from engine.backends.llamacpp_backend import embedded_model_path
 from engine.plan import sample_scenario
+from judges.run import JudgeRequest, judge_corpus
 from tests.conftest import TINY_DOMAIN
+from training.dataset_build import DatasetRequest, build_dataset
 
 BEYOND_64_BITS = str(2**64)
 
@@ -217,6 +220,37 @@ def test_train_settings_out_of_range_are_refused_before_any_model_loads(setting,
     )  # fmt: skip
     # the settings are refused first: the missing base and dataset are never looked at
     assert_one_line_error(outcome, "train.yaml", key)
+    assert not adapter.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_workspace(tmp_path_factory) -> Path:
+    """A tiny model and a dataset to train it on, built offline."""
+    root = tmp_path_factory.mktemp("tiny-train")
+    db = root / "corpus.duckdb"
+    generate(GenerateRequest(db=db, count=12, turns=3, backend="simulated", seed=1))
+    judge_corpus(JudgeRequest(db=db, judges=("simulated:quality=0.97",)))
+    built = rapport_in_process("model", "tiny", "--out", str(root / "tiny"), "--db", str(db))
+    assert built.code == 0, built
+    build_dataset(
+        DatasetRequest(db=db, out=root / "data", tokenizer=str(root / "tiny"), max_tokens=768)
+    )
+    return root
+
+
+def test_lora_target_modules_the_model_lacks_are_one_line_and_leave_no_adapter(
+    tiny_workspace, tmp_path
+):
+    config = tmp_path / "train.yaml"
+    config.write_text("lora: {rank: 4, alpha: 8, target_modules: [nope_proj]}\n")
+    adapter = tmp_path / "adapter"
+    outcome = rapport_in_process(
+        "train", "--config", str(config), "--base", str(tiny_workspace / "tiny"),
+        "--dataset", str(tiny_workspace / "data"), "--output", str(adapter), "--max-steps", "1",
+    )  # fmt: skip
+    assert outcome.code == 2 and "Traceback" not in outcome.stderr
+    last = outcome.error_lines[-1]  # after transformers' progress bar of loading the model
+    assert last.startswith("error:") and "lora.target_modules" in last and "nope_proj" in last
     assert not adapter.exists()
 
 

@@ -48,6 +48,7 @@ def _train(config: TrainConfig, output: Path) -> TrainResult:
     import torch
     from datasets import load_from_disk
     from peft import LoraConfig
+    from peft.utils.error import NoMatchingPeftModuleError
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
@@ -96,13 +97,19 @@ def _train(config: TrainConfig, output: Path) -> TrainResult:
         target_modules=list(config.lora.target_modules),
         task_type="CAUSAL_LM",
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_split,
-        processing_class=tokenizer,
-        peft_config=lora,
-    )
+    try:
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_split,
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
+    except NoMatchingPeftModuleError:  # only the model can tell which layer names exist
+        modules = ", ".join(config.lora.target_modules)
+        raise RapportError(
+            f"lora.target_modules: the base model {config.base} has no {modules} layers"
+        ) from None
     trainer.train()
     trainer.model.save_pretrained(str(output))
     tokenizer.save_pretrained(str(output))
