@@ -11,6 +11,7 @@ from rich.table import Table
 
 from bench.fake_provider import FakeProviderSettings, serve_forever
 from bench.throughput import SMOKE_SETTINGS, BenchSettings, run_throughput, summary_rows
+from config.constants import MAX_PORT
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 
@@ -20,7 +21,7 @@ Rate = Annotated[float, typer.Option(min=0.0, max=1.0)]
 
 @bench_app.command("provider")
 def provider(
-    port: Annotated[int, typer.Option("--port")] = 8089,
+    port: Annotated[int, typer.Option("--port", min=1, max=MAX_PORT)] = 8089,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     rpm: Annotated[int | None, typer.Option("--rpm", min=1)] = None,
     tpm: Annotated[int | None, typer.Option("--tpm", min=1)] = None,

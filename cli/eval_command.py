@@ -14,6 +14,7 @@ from bench.evaluation.run import EvalRequest, PreparedEval, run_eval
 from bench.evaluation.summary import EvalSummary
 from cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
 from cli.progress_display import live_display
+from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
 from config.prices import load_prices
 
 SPEC_HELP = (
@@ -25,12 +26,21 @@ SPEC_HELP = (
 def evaluate(
     db: Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")],
     scenarios: Annotated[
-        int, typer.Option("--scenarios", min=1, help="Held-out scenarios to play (N).")
+        int,
+        typer.Option(
+            "--scenarios",
+            min=1,
+            max=MAX_COUNT,
+            help=f"Held-out scenarios to play (N, at most {MAX_COUNT:,}).",
+        ),
     ],
     baseline: Annotated[str, typer.Option("--baseline", help=f"Baseline: {SPEC_HELP}.")],
     candidate: Annotated[str, typer.Option("--candidate", help=f"Candidate: {SPEC_HELP}.")],
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed of the held-out scenarios (default 0).")
+        int | None,
+        typer.Option(
+            "--seed", min=0, max=MAX_SEED, help="Seed of the held-out scenarios (default 0)."
+        ),
     ] = None,
     judges: Annotated[
         list[str] | None,
@@ -52,10 +62,12 @@ def evaluate(
         typer.Option("--domain", help="Domain folder (default: the corpus's own domain)."),
     ] = None,
     turns: Annotated[
-        int | None, typer.Option("--turns", min=1, help="Fix every conversation's length.")
+        int | None,
+        typer.Option("--turns", min=1, max=MAX_TURNS, help="Fix every conversation's length."),
     ] = None,
     max_active: Annotated[
-        int | None, typer.Option("--max-active", min=1, help="Conversations alive at once.")
+        int | None,
+        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations alive at once."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
 ) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agents.generation import GenerateRequest, Generation
 from agents.generation import generate as run_generation
@@ -20,12 +22,14 @@ from cli.eval_command import evaluate
 from cli.exit_codes import INPUT_ERROR, NOTHING_DONE, finish, interrupted_exit, outcome
 from cli.iterate_command import iterate
 from cli.progress_display import live_display
-from cli.render import OutputFormat, as_table, print_result
+from cli.render import as_table, write_batches
+from cli.sql_input import sql_text
 from cli.training_commands import chat as chat_command
 from cli.training_commands import export as export_command
 from cli.training_commands import model_app
 from cli.training_commands import serve as serve_command
 from cli.training_commands import train as train_command
+from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS, SQL_TABLE_ROWS
 from config.errors import RapportError
 from config.prices import load_prices
 from config.secrets import Redactor
@@ -41,7 +45,7 @@ from judges.run import (
     judge_as_completed,
     judge_corpus,
 )
-from store.query import query
+from store.query import query, query_batches
 from store.run_secrets import database_redactor
 from store.stats import complete_transcripts, corpus_stats
 
@@ -72,8 +76,18 @@ DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.
 @app.command()
 def generate(
     db: DbOption,
-    count: Annotated[int, typer.Option("--count", min=1, help="Conversations in the plan.")],
-    seed: Annotated[int | None, typer.Option("--seed", help="Plan seed (default 0).")] = None,
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            min=1,
+            max=MAX_COUNT,
+            help=f"Conversations in the plan (at most {MAX_COUNT:,}).",
+        ),
+    ],
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, max=MAX_SEED, help="Plan seed (default 0).")
+    ] = None,
     domain: Annotated[
         Path | None, typer.Option("--domain", help="Domain folder (default: shipped therapy).")
     ] = None,
@@ -81,11 +95,17 @@ def generate(
         Path | None, typer.Option("--config", help="Run settings (RUN.yaml).")
     ] = None,
     max_active: Annotated[
-        int | None, typer.Option("--max-active", min=1, help="Conversations alive at once.")
+        int | None,
+        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations alive at once."),
     ] = None,
     turns: Annotated[
         int | None,
-        typer.Option("--turns", min=1, help="Fix every conversation's length (exchanges)."),
+        typer.Option(
+            "--turns",
+            min=1,
+            max=MAX_TURNS,
+            help="Fix every conversation's length (exchanges).",
+        ),
     ] = None,
     backend: Annotated[
         str | None,
@@ -187,7 +207,8 @@ def judge(
         typer.Option("--judge", help="A judge's backend spec (repeat for several judges)."),
     ] = None,
     max_active: Annotated[
-        int | None, typer.Option("--max-active", min=1, help="Conversations judged at once.")
+        int | None,
+        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations judged at once."),
     ] = None,
 ) -> None:
     """Judge every complete, unjudged conversation against the domain's rubric; re-running
@@ -214,14 +235,45 @@ def judge(
 @app.command()
 def sql(
     db: DbOption,
-    statement: Annotated[str, typer.Argument(help="A read-only query (SELECT / EXPLAIN).")],
+    statement: Annotated[
+        str | None,
+        typer.Argument(
+            help="A read-only query (SELECT / EXPLAIN); - reads it from stdin. "
+            "Put -- before a query that starts with -."
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read the query from this file.")
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=0,
+            help=f"Rows printed at most, 0 for all (default: {SQL_TABLE_ROWS:,} for a table; "
+            "csv and json stream every row).",
+        ),
+    ] = None,
 ) -> None:
     """Run a read-only SQL query over the corpus; writes are refused."""
     if output not in ("table", "csv", "json"):
         raise RapportError(f"--format must be table, csv or json, not {output!r}")
-    fmt: OutputFormat = output  # type: ignore[assignment]
-    print_result(query(db, statement), fmt, Console(), database_redactor(db, os.environ))
+    text = sql_text(statement, file)
+    redactor = database_redactor(db, os.environ)
+    if output == "table":
+        result = query(db, text, SQL_TABLE_ROWS if limit is None else limit or None)
+        Console().print(as_table(result, redactor=redactor))
+        truncated = result.truncated
+    else:
+        with closing(query_batches(db, text, limit or None)) as batches:
+            truncated = write_batches(batches, output, redactor)  # type: ignore[arg-type]
+    if truncated:
+        Console(stderr=True).print(
+            f"rows cut at --limit {limit or SQL_TABLE_ROWS:,}: more matched "
+            "(--limit 0 prints them all; --format csv or json streams them)",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -265,7 +317,7 @@ def run() -> None:
     except RapportError as error:
         message = Redactor.from_environ(os.environ)(str(error))  # a provider may echo a key
         Console(stderr=True, emoji=False).print(
-            f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
         )
         sys.exit(NOTHING_DONE if isinstance(error, ProviderUnusable) else INPUT_ERROR_EXIT)
     except (Interrupted, KeyboardInterrupt) as stop:

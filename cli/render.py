@@ -1,13 +1,13 @@
-"""Printing query results as a rich table, CSV or JSON."""
+"""Printing query results as a rich table, CSV or JSON (the last two streamed batch by batch)."""
 
 from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
-from rich.console import Console
 from rich.table import Table
 
 from config.secrets import PATTERNS_ONLY, Redactor
@@ -46,16 +46,42 @@ def redacted(result: QueryResult, redactor: Redactor) -> QueryResult:
     return msgspec.structs.replace(result, rows=rows)
 
 
-def print_result(
-    result: QueryResult, output: OutputFormat, console: Console, redactor: Redactor = PATTERNS_ONLY
-) -> None:
-    result = redacted(result, redactor)
-    if output == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
-    elif output == "json":
-        records = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-        sys.stdout.write(msgspec.json.encode(records, enc_hook=str).decode() + "\n")
-    else:
-        console.print(as_table(result))
+def write_batches(
+    batches: Iterable[QueryResult],
+    output: Literal["csv", "json"],
+    redactor: Redactor = PATTERNS_ONLY,
+) -> bool:
+    """Write rows as they arrive, as CSV or as one JSON array, so a result of any size streams
+    through, every text cell redacted; returns whether a limit cut rows off."""
+    clean = (redacted(batch, redactor) for batch in batches)
+    return _write_csv(clean) if output == "csv" else _write_json(clean)
+
+
+def _write_csv(batches: Iterable[QueryResult]) -> bool:
+    writer = csv.writer(sys.stdout)
+    truncated = False
+    for index, batch in enumerate(batches):
+        if index == 0:
+            writer.writerow(batch.columns)
+        writer.writerows(batch.rows)
+        truncated = truncated or batch.truncated
+    return truncated
+
+
+def _write_json(batches: Iterable[QueryResult]) -> bool:
+    written = 0
+    truncated = False
+    for index, batch in enumerate(batches):
+        if index == 0:
+            sys.stdout.write("[")  # only once the query has run: a failed one writes nothing
+        for row in batch.rows:
+            record = dict(zip(batch.columns, row, strict=True))
+            sys.stdout.write(("," if written else "") + _json(record))
+            written += 1
+        truncated = truncated or batch.truncated
+    sys.stdout.write("]\n")
+    return truncated
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value, enc_hook=str).decode()

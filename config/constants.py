@@ -4,6 +4,14 @@ from __future__ import annotations
 
 WEIGHT_SUM_TOLERANCE = 1e-6
 
+# Bounds of command-line numbers, checked before anything runs (one line when out of range).
+MAX_SEED = 2**63 - 1  # plan seeds are stored as DuckDB BIGINT
+MAX_TRAIN_SEED = 2**32 - 1  # numpy, under transformers' set_seed, takes 32-bit seeds
+MAX_COUNT = 1_000_000  # conversations in one plan: its scenarios are stored before any is run
+MAX_TURNS = 1_000  # exchanges in one conversation
+MAX_ACTIVE = 100_000  # conversations alive at once
+MAX_PORT = 65_535  # TCP
+
 # Scheduler and store.
 DEFAULT_MAX_ACTIVE = 256
 DEFAULT_SEED = 0
@@ -32,6 +40,10 @@ DEFAULT_LLAMACPP_CONTEXT = 4096
 DEFAULT_LLAMACPP_IN_FLIGHT = 1
 DEFAULT_COMMAND_TIMEOUT_S = 300.0
 COMPLETION_AVERAGE_WEIGHT = 0.1  # moving average of completion tokens, for TPM estimates
+
+# `rapport sql`: rows fetched from DuckDB at a time, and shown in a table unless --limit says.
+SQL_FETCH_ROWS = 10_000
+SQL_TABLE_ROWS = 10_000
 
 # Progress display.
 PROGRESS_REFRESH_PER_S = 4

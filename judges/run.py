@@ -182,6 +182,7 @@ def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
 def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None) -> JudgeSummary:
     """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB."""
     settings = load_run_config(request.config)
+    configs = judge_configs(settings, request.judges)  # a bad spec is refused before any write
     if not request.db.exists():
         raise StoreError(f"{request.db}: no such database (run `rapport generate` first)")
     database = Database(request.db)
@@ -192,7 +193,6 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
     domain = next(iter(domains.values()), None) or load_domain(
         Path(settings.domain) if settings.domain else None
     )
-    configs = judge_configs(settings, request.judges)
     environ = environ if environ is not None else dict(os.environ)
     judges = build_judges(configs, domain, environ, str(request.config or "run config"))
     redactor = Redactor.from_environ(

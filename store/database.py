@@ -13,7 +13,7 @@ import anyio.to_thread
 import duckdb
 
 from config.constants import STORE_LOCK_RETRY_S
-from store.errors import StoreError
+from store.errors import StoreError, no_room_to_write
 
 T = TypeVar("T")
 
@@ -73,9 +73,15 @@ class Database:
     def run_sync(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         conn = connect(self.path)
         try:
-            return work(conn)
-        finally:
-            conn.close()
+            try:
+                return work(conn)
+            finally:
+                conn.close()  # closing checkpoints, so it can find the disk full too
+        except duckdb.Error as error:
+            no_room = no_room_to_write(self.path, error)
+            if no_room is None:
+                raise
+            raise no_room from None
 
     async def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `work(connection)` off the event loop, one call at a time."""

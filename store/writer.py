@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
@@ -134,7 +135,8 @@ def write_batch(
             insert_table(conn, "assessments", table, "INSERT OR REPLACE")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+            conn.execute("ROLLBACK")
         raise
 
 

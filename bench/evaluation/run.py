@@ -122,12 +122,7 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
     settings = load_run_config(request.config)
     environ = environ if environ is not None else dict(os.environ)
     shown = str(request.config or "run config")
-    database = Database(request.db)
-    database.initialise()
-    domain = _eval_domain(request, settings, database)
-    seed = request.seed if request.seed is not None else settings.seed
-    turns = request.turns if request.turns is not None else settings.turns
-    sides = {
+    sides = {  # the specs first: a typo in one is refused before the database is touched
         "baseline": parse_backend_spec(request.baseline, "--baseline"),
         "candidate": parse_backend_spec(request.candidate, "--candidate"),
     }
@@ -136,6 +131,11 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
         if request.user_backend
         else settings.backends.user_sim
     )
+    database = Database(request.db)
+    database.initialise()
+    domain = _eval_domain(request, settings, database)
+    seed = request.seed if request.seed is not None else settings.seed
+    turns = request.turns if request.turns is not None else settings.turns
     gateways = build_role_gateways({"user_sim": user_sim, **sides}, domain, environ, shown, "")
     configs = judge_configs(settings, request.judges)
     judges = build_judges(configs, domain, environ, shown)
