@@ -8,11 +8,13 @@ import typer
 from rich.console import Console
 
 OK = 0  # everything asked for is done
+INTERNAL_ERROR = 1  # a bug of Rapport's: one line (RAPPORT_TRACEBACK=1 shows the traceback)
 INPUT_ERROR = 2  # bad input (flags, config, domain, database): nothing was run
 PARTIAL = 3  # the run finished but some work failed: running the same command again retries it
 NOTHING_DONE = 4  # nothing could be done: every unit failed, or the provider cannot be used
 INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C; running the same command again resumes
 TERMINATED = 128 + signal.SIGTERM  # 143: SIGTERM; likewise
+TRACEBACK_ENV = "RAPPORT_TRACEBACK"  # set it to see an internal error's traceback
 
 
 def outcome(*parts: tuple[int, int]) -> int:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.exceptions import TyperException
 
 from agents.generation import GenerateRequest, Generation
 from agents.generation import generate as run_generation
@@ -19,7 +20,16 @@ from cli.bench_commands import bench_app
 from cli.dataset_commands import dataset_app
 from cli.domain_commands import domain_app
 from cli.eval_command import evaluate
-from cli.exit_codes import INPUT_ERROR, NOTHING_DONE, finish, interrupted_exit, outcome
+from cli.exit_codes import (
+    INPUT_ERROR,
+    INTERNAL_ERROR,
+    NOTHING_DONE,
+    OK,
+    TRACEBACK_ENV,
+    finish,
+    interrupted_exit,
+    outcome,
+)
 from cli.iterate_command import iterate
 from cli.progress_display import live_display
 from cli.render import as_table, write_batches
@@ -311,16 +321,18 @@ def run() -> None:
     raise_on_stop_signals()
     try:
         try:
-            app()
+            code = app(prog_name="rapport", standalone_mode=False)  # usage errors: one line each
         except BaseExceptionGroup as group:
             raise _single_user_error(group) from None
+    except TyperException as error:  # click's usage errors (typer vendors click)
+        context = getattr(error, "ctx", None)
+        where = context.command_path if context is not None else "rapport"
+        _print_error(f"{where}: {error.format_message()} (see {where} --help)")
+        sys.exit(INPUT_ERROR_EXIT)
     except RapportError as error:
-        message = Redactor.from_environ(os.environ)(str(error))  # a provider may echo a key
-        Console(stderr=True, emoji=False).print(
-            f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
-        )
+        _print_error(str(error))
         sys.exit(NOTHING_DONE if isinstance(error, ProviderUnusable) else INPUT_ERROR_EXIT)
-    except (Interrupted, KeyboardInterrupt) as stop:
+    except (Interrupted, KeyboardInterrupt, typer.Abort) as stop:
         signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
         progress = stop.progress if isinstance(stop, Interrupted) else None
         Console(stderr=True, highlight=False, soft_wrap=True).print(
@@ -328,6 +340,22 @@ def run() -> None:
             "run the same command again to resume"
         )
         sys.exit(interrupted_exit(signum))
+    except Exception as error:  # a bug of ours: still one (redacted) line, the traceback on demand
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        _print_error(
+            f"internal error: {type(error).__name__}: {error} "
+            f"(nothing stored is lost; {TRACEBACK_ENV}=1 shows the traceback for a bug report)"
+        )
+        sys.exit(INTERNAL_ERROR)
+    sys.exit(code if isinstance(code, int) else OK)
+
+
+def _print_error(message: str) -> None:
+    redacted = Redactor.from_environ(os.environ)(message)  # a provider may echo a key
+    Console(stderr=True, emoji=False).print(
+        f"[bold red]error:[/] {escape(redacted)}", highlight=False, soft_wrap=True
+    )
 
 
 def _single_user_error(group: BaseExceptionGroup) -> BaseException:
