@@ -9,11 +9,12 @@ import msgspec
 import typer
 from rich.console import Console
 
-from bench.evaluation.report import write_eval_report
+from bench.evaluation.report import OUTPUT_KIND, write_eval_report
 from bench.evaluation.run import EvalRequest, PreparedEval, run_eval
 from bench.evaluation.summary import EvalSummary
 from cli.progress_display import live_display
 from config.prices import load_prices
+from store.output_folder import check_output_folder
 
 SPEC_HELP = (
     "simulated[:quality=Q,...], gguf:PATH, openai:MODEL[@URL], anthropic:MODEL, llamacpp, "
@@ -57,10 +58,18 @@ def evaluate(
         int | None, typer.Option("--max-active", min=1, help="Conversations alive at once.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace --out even when it holds files other than a report."
+        ),
+    ] = False,
 ) -> None:
     """Play the same held-out scenarios with the baseline and the candidate as the assistant
     (same user simulator, same seeds), judge both with the same judges, and report the paired
     difference with its significance. Re-running resumes; a larger N extends the same eval."""
+    if out is not None:  # before playing anything: a report that cannot be written is refused now
+        check_output_folder(out, OUTPUT_KIND, overwrite=overwrite, keep=(db,))
     console = Console(stderr=True)
     request = EvalRequest(
         db=db,
@@ -83,7 +92,9 @@ def evaluate(
 
     summary = run_eval(request, display=display)
     folder = out if out is not None else db.parent / summary.eval_id
-    files = write_eval_report(summary, folder, msgspec.json.encode(summary).decode())
+    files = write_eval_report(
+        summary, folder, msgspec.json.encode(summary).decode(), overwrite=overwrite, keep=(db,)
+    )
     print_summary(summary, Console(soft_wrap=True))
     Console(soft_wrap=True).print(f"report: {files[0]} (summary.json and plots beside it)")
 

@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from store.database import connect
+from store.database import connect_for_reading
 from store.errors import StoreError
 
 READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
@@ -34,9 +34,9 @@ def check_read_only(sql: str) -> None:
 
 
 def query(path: Path, sql: str) -> QueryResult:
-    """Run read-only SQL on the database file; returns the last statement's result."""
+    """Run read-only SQL on the Rapport database file; returns the last statement's result."""
     check_read_only(sql)
-    conn = connect(path, read_only=True)
+    conn = connect_for_reading(path)
     try:
         result = None
         for statement in duckdb.extract_statements(sql):
