@@ -305,7 +305,7 @@ def test_an_interrupted_build_leaves_the_output_complete_or_absent(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dataset_build, "_write", write_then_interrupt)
-    code, _, _ = _build(capsys, monkeypatch, corpus, out, "--format", "jsonl")
+    code, _, _ = _build(capsys, monkeypatch, corpus, out, "--format", "jsonl", "--slice-every", "2")
     assert code != 0
     if previous:
         assert snapshot(out) == before  # the previous build, whole
