@@ -25,6 +25,9 @@ from store.output_folder import MANIFEST
 from store.stamp import SCHEMA_VERSION, STAMP_TABLE, schema_sql
 from tests.conftest import rapport
 
+# Simulated judges and user too: should a refusal regress, the eval it lets through stays quick.
+QUICK_EVAL = ("--judge", "simulated", "--user-backend", "simulated", "--turns", "2")
+
 
 def rapport_here(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     """The `rapport` command line in this process: (exit code, stdout, stderr)."""
@@ -133,6 +136,7 @@ def test_the_schema_is_created_in_one_transaction(db_path, monkeypatch):
             "simulated",
             "--candidate",
             "simulated",
+            *QUICK_EVAL,
         ),
     ],
     ids=lambda command: command[0],
@@ -329,6 +333,7 @@ def test_an_interrupted_build_leaves_the_output_complete_or_absent(
             "simulated",
             "--candidate",
             "simulated",
+            *QUICK_EVAL,
         ),
     ],
     ids=lambda command: command[0],
@@ -384,7 +389,7 @@ def test_eval_refuses_a_foreign_out_folder_before_playing_anything(
     before = digest(db)
     code, _, err = rapport_here(
         capsys, monkeypatch, "eval", "--db", str(db), "--scenarios", "2", "--baseline",
-        "simulated", "--candidate", "simulated", "--out", str(out),
+        "simulated", "--candidate", "simulated", *QUICK_EVAL, "--out", str(out),
     )  # fmt: skip
     assert_one_line_error(code, err, str(out), "--overwrite")
     assert digest(db) == before and snapshot(out) == {"notes.md": b"mine"}
