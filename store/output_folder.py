@@ -50,10 +50,11 @@ def check_output_folder(
     if not out.exists():
         return
     if overwrite:
-        for precious in (Path.cwd(), *keep):
+        named = [(str(path), path) for path in keep] + [("the current folder", Path.cwd())]
+        for shown, precious in named:
             if precious.resolve().is_relative_to(out.resolve()):
                 raise RapportError(
-                    f"{flag} {out}: refusing to replace a folder that holds {precious}; "
+                    f"{flag} {out}: refusing to replace a folder that holds {shown}; "
                     "choose another folder"
                 )
         return
