@@ -182,6 +182,28 @@ def test_a_database_from_a_newer_rapport_is_refused(db_path, capsys, monkeypatch
     assert digest(db_path) == before
 
 
+def test_stats_on_a_database_with_nothing_generated_yet_shows_empty_figures(
+    db_path, capsys, monkeypatch
+):
+    Database(db_path).initialise()  # what a run interrupted right after planning leaves, at least
+    code, out, err = rapport_here(capsys, monkeypatch, "stats", "--db", str(db_path))
+    assert code == 0, err
+    assert "Conversations by status" in out
+
+
+def test_a_changed_schema_file_is_applied_to_a_stamped_database_on_its_next_open(
+    db_path, capsys, monkeypatch
+):
+    Database(db_path).initialise()
+    with duckdb.connect(str(db_path)) as conn:  # as if stamped before status_counts existed
+        conn.execute("DROP VIEW status_counts")
+        conn.execute(f"UPDATE {STAMP_TABLE} SET value = 'older' WHERE key = 'schema_fingerprint'")
+    code, out, err = rapport_here(capsys, monkeypatch, "stats", "--db", str(db_path))
+    assert code == 0, err
+    assert "Conversations by status" in out
+    assert stamp_of(db_path)["schema_fingerprint"] != "older"
+
+
 def _as_first_release(db: Path) -> None:
     """Turn a corpus into what Rapport's first release left: no stamp, `meta.schema_version`
     '1', only the first tables and columns, no views."""
