@@ -48,6 +48,17 @@ def build(
     push_to_hub: Annotated[
         str | None, typer.Option("--push-to-hub", help="Hub dataset repo (needs HF_TOKEN).")
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace --out even when it holds other files (a previous build of the same "
+            "format is replaced without it).",
+        ),
+    ] = False,
+    license: Annotated[
+        str, typer.Option("--license", help="The dataset card's license (a Hub license id).")
+    ] = "unknown",
 ) -> None:
     """Slice passing conversations into examples and write them with a dataset card."""
     if output_format not in ("hf", "parquet", "jsonl"):
@@ -58,7 +69,7 @@ def build(
         output_format=output_format,  # type: ignore[arg-type]
         min_score=min_score, seed=seed, fractions=SplitFractions(validation, test),
         slicing=slicing, min_exchanges=min_exchanges, drop_repetitive=drop_repetitive,
-        push_to_hub=push_to_hub,
+        push_to_hub=push_to_hub, overwrite=overwrite, license=license,
     )  # fmt: skip
     summary = build_dataset(request)
     console = Console(soft_wrap=True)

@@ -9,13 +9,14 @@ import msgspec
 import typer
 from rich.console import Console
 
-from bench.evaluation.report import write_eval_report
+from bench.evaluation.report import OUTPUT_KIND, write_eval_report
 from bench.evaluation.run import EvalRequest, PreparedEval, run_eval
 from bench.evaluation.summary import EvalSummary
 from cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
 from cli.progress_display import live_display
 from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
 from config.prices import load_prices
+from store.output_folder import check_output_folder
 
 SPEC_HELP = (
     "simulated[:quality=Q,...], gguf:PATH, openai:MODEL[@URL], anthropic:MODEL, llamacpp, "
@@ -70,10 +71,18 @@ def evaluate(
         typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations alive at once."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace --out even when it holds files other than a report."
+        ),
+    ] = False,
 ) -> None:
     """Play the same held-out scenarios with the baseline and the candidate as the assistant
     (same user simulator, same seeds), judge both with the same judges, and report the paired
     difference with its significance. Re-running resumes; a larger N extends the same eval."""
+    if out is not None:  # before playing anything: a report that cannot be written is refused now
+        check_output_folder(out, OUTPUT_KIND, overwrite=overwrite, keep=(db,))
     console = Console(stderr=True)
     request = EvalRequest(
         db=db,
@@ -97,7 +106,9 @@ def evaluate(
 
     summary = run_eval(request, display=display)
     folder = out if out is not None else db.parent / summary.eval_id
-    files = write_eval_report(summary, folder, msgspec.json.encode(summary).decode())
+    files = write_eval_report(
+        summary, folder, msgspec.json.encode(summary).decode(), overwrite=overwrite, keep=(db,)
+    )
     print_summary(summary, Console(soft_wrap=True))
     Console(soft_wrap=True).print(f"report: {files[0]} (summary.json and plots beside it)")
     finish(*eval_outcome(summary))

@@ -309,9 +309,15 @@ def stats(
 def report(
     db: DbOption,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.md and the plots.")],
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace --out even when it holds files other than a report."
+        ),
+    ] = False,
 ) -> None:
     """Write the corpus and judging figures as Markdown with PNG plots."""
-    path = write_report(db, out, database_redactor(db, os.environ))
+    path = write_report(db, out, database_redactor(db, os.environ), overwrite=overwrite)
     Console(soft_wrap=True).print(f"written: {path} (and its plots in {out})")
 
 

@@ -11,7 +11,7 @@ import duckdb
 import msgspec
 
 from config.constants import SQL_FETCH_ROWS
-from store.database import connect
+from store.database import connect_for_reading
 from store.errors import StoreError
 
 READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
@@ -55,7 +55,7 @@ def query_batches(
     (the first may be empty), so a large result never sits in memory whole; past `limit` rows
     it stops, its last batch marked `truncated`."""
     check_read_only(sql)
-    conn = connect(path, read_only=True)
+    conn = connect_for_reading(path)
     try:
         result = None
         for statement in duckdb.extract_statements(sql):

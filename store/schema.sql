@@ -1,4 +1,12 @@
 -- Rapport's tables. Primary keys make every write idempotent.
+-- The stamp that marks a Rapport database: schema_version, schema_fingerprint, rapport_version
+-- (store/stamp.py). A DuckDB file with tables and no stamp is refused, never migrated blindly.
+CREATE TABLE IF NOT EXISTS rapport_meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+
+-- Settings of the corpus (e.g. the judges' pass rule).
 CREATE TABLE IF NOT EXISTS meta (
     key VARCHAR PRIMARY KEY,
     value VARCHAR
