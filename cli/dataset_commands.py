@@ -45,6 +45,13 @@ def build(
             "over-used phrases.",
         ),
     ] = None,
+    keep_truncated: Annotated[
+        bool,
+        typer.Option(
+            "--keep-truncated",
+            help="Keep examples with an assistant reply cut by its token budget.",
+        ),
+    ] = False,
     push_to_hub: Annotated[
         str | None, typer.Option("--push-to-hub", help="Hub dataset repo (needs HF_TOKEN).")
     ] = None,
@@ -58,7 +65,7 @@ def build(
         output_format=output_format,  # type: ignore[arg-type]
         min_score=min_score, seed=seed, fractions=SplitFractions(validation, test),
         slicing=slicing, min_exchanges=min_exchanges, drop_repetitive=drop_repetitive,
-        push_to_hub=push_to_hub,
+        push_to_hub=push_to_hub, keep_truncated=keep_truncated,
     )  # fmt: skip
     summary = build_dataset(request)
     console = Console(soft_wrap=True)
@@ -66,7 +73,9 @@ def build(
     console.print(
         f"{summary.conversations:,} conversations → {counts} examples "
         f"({summary.truncated:,} truncated from the oldest turns, {summary.skipped_too_long:,} "
-        f"too long, {summary.dropped_repetitive:,} conversations dropped as repetitive)"
+        f"too long, {summary.dropped_repetitive:,} conversations dropped as repetitive, "
+        f"{summary.cut_replies:,} with a reply cut by its token budget "
+        f"{'kept' if keep_truncated else 'left out'})"
     )
     console.print(
         f"tokens per example: mean {summary.tokens_mean:,.0f}, max {summary.tokens_max:,} "

@@ -16,17 +16,26 @@ OutputFormat = Literal["table", "csv", "json"]
 
 
 def _cell(value: Any) -> str:
+    """Figures a person reads: no scientific notation, thousands separated."""
     if value is None:
         return "∅"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+        if value.is_integer() or abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.2e}"
     return str(value)
 
 
 def as_table(result: QueryResult, title: str | None = None) -> Table:
+    """Cells wrap (fold) rather than being cut with an ellipsis when the terminal, or a pipe's
+    80 columns, is too narrow: every figure stays readable."""
     table = Table(title=title, title_justify="left", title_style="bold")
     for column in result.columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in result.rows:
         table.add_row(*(_cell(value) for value in row))
     return table

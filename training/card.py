@@ -16,6 +16,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def _cut_replies_line(count: int, kept: bool) -> str:
+    """How many examples had an assistant reply cut by its token budget, and their fate."""
+    fate = "kept (--keep-truncated)" if kept else "left out"
+    return (
+        f"Examples with an assistant reply cut by its token budget (finish reason `length`): "
+        f"{count}, {fate}."
+    )
+
+
 def dataset_card(
     *,
     request: msgspec.Struct,
@@ -26,6 +35,7 @@ def dataset_card(
     tokenizer: str,
     provenance: Mapping[str, object],
     disclaimers: Sequence[str],
+    cut_replies: int = 0,
 ) -> str:
     scores = [s.mean_score for s in sources]
     bins: dict[str, int] = {}
@@ -73,6 +83,8 @@ def dataset_card(
         "",
         "Splits are assigned by conversation (never by slice), seeded; scenarios held out for "
         "evaluation are excluded.",
+        "",
+        _cut_replies_line(cut_replies, bool(settings.get("keep_truncated"))),
         "",
         "## Token statistics",
         "",

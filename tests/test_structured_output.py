@@ -1,0 +1,121 @@
+"""Structured output negotiated with the server: judging against a server that refuses
+`json_schema` (as llama-cpp-python's does, with an HTTP 500 naming `response_format`) steps down
+once to `json_object` with the schema, or to a plain JSON instruction, remembers it for the run,
+and stores assessments; a request refused as invalid is not retried; `rapport judge` records a
+`runs` row and `gateway_stats`. Real HTTP through the OpenAI SDK against a loopback server."""
+
+from __future__ import annotations
+
+import anyio
+import duckdb
+import pytest
+
+from agents.generation import GenerateRequest, generate
+from engine.backends.openai_backend import OpenAIBackend
+from engine.errors import TurnFailed
+from engine.gateway import Gateway
+from engine.types import ChatMessage, CompletionParams
+from judges.run import JudgeRequest, judge_corpus
+from judges.verdicts import criterion_schema
+from tests.conftest import TINY_DOMAIN
+from tests.llama_like_server import ServerSettings, llama_like_server
+
+CONVERSATIONS = 2
+CRITERIA = 3  # the tiny domain's rubric: A1, C1, S1
+LLAMA_CPP_PYTHON = ServerSettings(accepts=frozenset({"json_object"}))
+NO_STRUCTURED_OUTPUT = ServerSettings(accepts=frozenset())
+
+
+def _corpus(db) -> None:
+    generate(
+        GenerateRequest(
+            db=db, count=CONVERSATIONS, turns=2, backend="simulated", domain=TINY_DOMAIN
+        )
+    )
+
+
+def _rows(db, sql: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _judge(db, base_url: str, tmp_path, mode: str = "per_criterion"):
+    """`rapport judge` with one OpenAI-compatible judge (default retries: 5), one conversation
+    at a time so that the order of requests is fixed."""
+    config = tmp_path / "judges.yaml"
+    config.write_text(
+        f"judges:\n  - id: local\n    mode: {mode}\n    backend:\n"
+        f"      provider: openai\n      model: smollm2\n      base_url: {base_url}\n"
+    )
+    return judge_corpus(JudgeRequest(db=db, config=config, max_active=1))
+
+
+def test_a_server_refusing_json_schema_gets_json_object_with_the_schema(db_path, tmp_path):
+    _corpus(db_path)
+    with llama_like_server(LLAMA_CPP_PYTHON) as (base_url, log):
+        summary = _judge(db_path, base_url, tmp_path)
+    assert summary.assessed == CONVERSATIONS
+    assert summary.failed_criteria == 0
+    # One refusal, never repeated (the step down is remembered), no retry of the refusal.
+    assert log.formats() == ["json_schema"] + ["json_object"] * CONVERSATIONS * CRITERIA
+    assert all(seen.has_schema for seen in log.requests)
+    assert _rows(db_path, "SELECT count(*) FROM verdicts") == [(CONVERSATIONS * CRITERIA,)]
+
+
+def test_batched_judging_steps_down_the_same_way(db_path, tmp_path):
+    _corpus(db_path)
+    with llama_like_server(LLAMA_CPP_PYTHON) as (base_url, log):
+        summary = _judge(db_path, base_url, tmp_path, mode="batched")
+    assert summary.assessed == CONVERSATIONS
+    assert log.formats() == ["json_schema"] + ["json_object"] * CONVERSATIONS
+
+
+def test_a_server_refusing_both_modes_gets_the_schema_as_a_plain_instruction(db_path, tmp_path):
+    _corpus(db_path)
+    with llama_like_server(NO_STRUCTURED_OUTPUT) as (base_url, log):
+        summary = _judge(db_path, base_url, tmp_path)
+    assert summary.assessed == CONVERSATIONS
+    assert log.formats() == ["json_schema", "json_object"] + [None] * CONVERSATIONS * CRITERIA
+    assert all(seen.instruction for seen in log.requests[2:])
+
+
+def test_a_request_refused_as_invalid_is_not_retried(tmp_path):
+    """A 500 whose body says the request is invalid would fail the same way every time."""
+    with llama_like_server(ServerSettings(invalid_from=1)) as (base_url, log):
+        backend = OpenAIBackend(model="m", api_key="k", base_url=base_url, timeout_s=10)
+        gateway = Gateway(backend, max_retries=5, backoff_min_s=0.01, backoff_max_s=0.02)
+        params = CompletionParams(max_tokens=50, temperature=0.0, json_schema=criterion_schema())
+
+        async def ask() -> None:
+            try:
+                await gateway.complete([ChatMessage("user", "Judge this.")], params)
+            finally:
+                await gateway.aclose()
+
+        with pytest.raises(TurnFailed) as failure:
+            anyio.run(ask)
+    assert failure.value.attempts == 1
+    assert len(log.requests) == 1
+
+
+def test_a_judge_run_records_a_runs_row_and_its_gateway_stats(db_path, tmp_path):
+    _corpus(db_path)
+    with llama_like_server(LLAMA_CPP_PYTHON) as (base_url, log):
+        _judge(db_path, base_url, tmp_path)
+    runs = _rows(db_path, "SELECT run_id, status, count FROM runs WHERE command = 'judge'")
+    assert [(status, count) for _, status, count in runs] == [("finished", CONVERSATIONS)]
+    stats = _rows(
+        db_path,
+        "SELECT gateway, roles, requests, succeeded, failed FROM gateway_stats "
+        f"WHERE run_id = '{runs[0][0]}'",
+    )
+    assert stats == [
+        (
+            f"openai:smollm2@{base_url}",
+            "judge:local",
+            CONVERSATIONS * CRITERIA,
+            CONVERSATIONS * CRITERIA,
+            0,
+        )
+    ]
+    assert len(log.requests) == CONVERSATIONS * CRITERIA + 1  # the refusal, once
