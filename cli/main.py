@@ -19,7 +19,7 @@ from cli.domain_commands import domain_app
 from cli.eval_command import evaluate
 from cli.iterate_command import iterate
 from cli.progress_display import live_display
-from cli.render import OutputFormat, as_table, print_result
+from cli.render import OutputFormat, as_table, print_result, print_table
 from cli.training_commands import chat as chat_command
 from cli.training_commands import export as export_command
 from cli.training_commands import model_app
@@ -207,10 +207,10 @@ def stats(
     console = Console()
     if repetition:
         for title, result in describe(repetition_report(complete_transcripts(db))):
-            console.print(as_table(result, title=title))
+            print_table(as_table(result, title=title), console)
         return
     for section in corpus_stats(db):
-        console.print(as_table(section.result, title=section.title))
+        print_table(as_table(section.result, title=section.title), console)
 
 
 @app.command()

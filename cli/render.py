@@ -8,11 +8,13 @@ from typing import Any, Literal
 
 import msgspec
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from store.query import QueryResult
 
 OutputFormat = Literal["table", "csv", "json"]
+UNBOUNDED_WIDTH = 10_000  # columns offered to a table written to a pipe: its natural width
 
 
 def _cell(value: Any) -> str:
@@ -31,14 +33,33 @@ def _cell(value: Any) -> str:
 
 
 def as_table(result: QueryResult, title: str | None = None) -> Table:
-    """Cells wrap (fold) rather than being cut with an ellipsis when the terminal, or a pipe's
-    80 columns, is too narrow: every figure stays readable."""
+    """Text wraps (folds) rather than being cut with an ellipsis when the terminal, or a pipe's
+    80 columns, is too narrow; figures are never split: a number column is as wide as its
+    widest figure."""
     table = Table(title=title, title_justify="left", title_style="bold")
-    for column in result.columns:
-        table.add_column(column, overflow="fold")
-    for row in result.rows:
-        table.add_row(*(_cell(value) for value in row))
+    cells = [[_cell(value) for value in row] for row in result.rows]
+    for index, column in enumerate(result.columns):
+        figures = [
+            len(row_cells[index])
+            for row, row_cells in zip(result.rows, cells, strict=True)
+            if isinstance(row[index], int | float)
+        ]
+        table.add_column(column, overflow="fold", min_width=max(figures, default=None))
+    for row_cells in cells:
+        table.add_row(*row_cells)
     return table
+
+
+def print_table(table: Table, console: Console) -> None:
+    """A terminal gets the table fitted to its width (text folded, figures whole); a pipe or a
+    file, which has no width, gets it at its natural width, so nothing is cut or folded."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    unbounded = console.options.update_width(UNBOUNDED_WIDTH)
+    natural = Measurement.get(console, unbounded, table).maximum
+    wide = Console(file=console.file, width=max(natural, console.width), color_system=None)
+    wide.print(table)
 
 
 def print_result(result: QueryResult, output: OutputFormat, console: Console) -> None:
@@ -50,4 +71,4 @@ def print_result(result: QueryResult, output: OutputFormat, console: Console) ->
         records = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
         sys.stdout.write(msgspec.json.encode(records, enc_hook=str).decode() + "\n")
     else:
-        console.print(as_table(result))
+        print_table(as_table(result), console)

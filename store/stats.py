@@ -49,7 +49,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        "Truncated turns (cut by the token budget, kept and marked)",
+        "Truncated turns (cut by the token budget)",
         f"""
         SELECT role, count(*) FILTER (WHERE finish_reason IN ({TRUNCATED_SQL})) AS truncated,
                count(*) AS messages
