@@ -97,8 +97,10 @@ def test_the_live_display_and_stats_count_truncated_turns(db_path, tmp_path):
     assert f"{COUNT * TURNS * 2} turns ({COUNT * TURNS} truncated)" in console.export_text()
     stats = rapport_in_process("stats", "--db", str(db_path))
     assert stats.returncode == 0, stats.stderr
-    section = stats.stdout.split("Truncated turns")[1].split("\n\n")[0]
-    assert "assistant" in section and f"│ {COUNT * TURNS} " in section
+    section = stats.stdout.split("Truncated turns")[1].split("Gateways")[0]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in section.splitlines()]
+    assert ["assistant", str(COUNT * TURNS), str(COUNT * TURNS)] in rows  # truncated, messages
+    assert ["user", "0", str(COUNT * TURNS)] in rows
 
 
 def _judged_corpus_with_a_cut_reply(db):
