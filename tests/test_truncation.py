@@ -14,6 +14,7 @@ from cli.progress_display import progress_table
 from config.constants import TRUNCATION_RETRY_FACTOR
 from config.prices import load_prices
 from judges.run import JudgeRequest, judge_corpus
+from store.database import Database
 from tests.conftest import TINY_DOMAIN, rapport_in_process
 from tests.llama_like_server import ServerSettings, llama_like_server
 
@@ -144,3 +145,19 @@ def test_keep_truncated_keeps_them_and_the_card_says_so(db_path, tmp_path):
     assert len(examples) == passing * 2
     assert sum(f'"{cut}:2"' in line for line in examples) == 1
     assert "cut by its token budget (finish reason `length`): 1, kept (--keep-truncated)." in card
+
+
+def test_a_database_from_before_finish_reason_gains_the_column(db_path):
+    """Opening an older database adds `messages.finish_reason` (NULL for its old rows)."""
+    with duckdb.connect(str(db_path)) as conn:
+        conn.execute(
+            "CREATE TABLE messages (conversation_id VARCHAR NOT NULL, turn_index INTEGER NOT NULL, "
+            "role VARCHAR NOT NULL, content VARCHAR NOT NULL, exchange INTEGER NOT NULL, "
+            "final BOOLEAN NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, "
+            "latency_ms DOUBLE, backend VARCHAR, model VARCHAR, run_id VARCHAR, "
+            "created_at TIMESTAMP NOT NULL, PRIMARY KEY (conversation_id, turn_index))"
+        )
+        conn.execute("INSERT INTO messages VALUES ('c', 0, 'user', 'hi', 1, false, 1, 1, 1.0, "
+                     "'simulated', 'm', 'r', now()::TIMESTAMP)")  # fmt: skip
+    Database(db_path).initialise()
+    assert _rows(db_path, "SELECT content, finish_reason FROM messages") == [("hi", None)]
