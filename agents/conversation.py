@@ -93,7 +93,9 @@ async def _play(
     answered = job.messages[:-1] if pending is not None else job.messages
 
     def on_turn(completion: Completion) -> None:
-        context.progress.record_turn(completion.prompt_tokens + completion.completion_tokens)
+        context.progress.record_turn(
+            completion.prompt_tokens + completion.completion_tokens, completion.truncated
+        )
 
     common = {
         "domain": context.domain,
@@ -164,12 +166,14 @@ def _leaves(error: BaseException) -> list[BaseException]:
 async def _mark_failed(context: ConversationContext, cid: str, error: BaseException) -> None:
     kind = error.kind if isinstance(error, TurnFailed) else f"internal:{type(error).__name__}"
     message = str(error) or type(error).__name__
+    turn_index = error.turn_index if isinstance(error, TurnFailed) else None
+    role = error.role if isinstance(error, TurnFailed) else None
     at = utc_now()
     await context.sink.send(
         StoreEvent(
             update=ConversationUpdate(
                 cid, "failed", context.run_id, at, end_reason="error", error=message
             ),
-            error=ErrorRow(context.run_id, cid, None, None, kind, message, at),
+            error=ErrorRow(context.run_id, cid, turn_index, role, kind, message, at),
         )
     )

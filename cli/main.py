@@ -32,7 +32,7 @@ from cli.exit_codes import (
 )
 from cli.iterate_command import iterate
 from cli.progress_display import live_display
-from cli.render import as_table, write_batches
+from cli.render import as_table, print_table, write_batches
 from cli.sql_input import sql_text
 from cli.training_commands import chat as chat_command
 from cli.training_commands import export as export_command
@@ -273,7 +273,7 @@ def sql(
     redactor = database_redactor(db, os.environ)
     if output == "table":
         result = query(db, text, SQL_TABLE_ROWS if limit is None else limit or None)
-        Console().print(as_table(result, redactor=redactor))
+        print_table(as_table(result, redactor=redactor), Console())
         truncated = result.truncated
     else:
         with closing(query_batches(db, text, limit or None)) as batches:
@@ -299,10 +299,10 @@ def stats(
     redactor = database_redactor(db, os.environ)
     if repetition:
         for title, result in describe(repetition_report(complete_transcripts(db))):
-            console.print(as_table(result, title=title, redactor=redactor))
+            print_table(as_table(result, title=title, redactor=redactor), console)
         return
     for section in corpus_stats(db):
-        console.print(as_table(section.result, title=section.title, redactor=redactor))
+        print_table(as_table(section.result, title=section.title, redactor=redactor), console)
 
 
 @app.command()

@@ -46,7 +46,7 @@ def progress_table(
         "throughput",
         f"{progress.requests_window.per_minute(progress.started, now):,.0f} requests/min · "
         f"{progress.tokens_window.per_minute(progress.started, now):,.0f} tokens/min · "
-        f"{progress.turns:,} turns",
+        f"{progress.turns:,} turns ({progress.truncated:,} truncated)",
     )
     for snapshot in snapshot_gateways("live", gateways, prices, utc_now()):
         latency = "…" if snapshot.latency_p50_ms is None else f"{snapshot.latency_p50_ms:,.0f} ms"

@@ -39,6 +39,8 @@ RATE_BURST_SECONDS = 0.5
 DEFAULT_LLAMACPP_CONTEXT = 4096
 DEFAULT_LLAMACPP_IN_FLIGHT = 1
 DEFAULT_COMMAND_TIMEOUT_S = 300.0
+# A reply cut by the length limit is asked once more with this many times the token budget.
+TRUNCATION_RETRY_FACTOR = 2
 COMPLETION_AVERAGE_WEIGHT = 0.1  # moving average of completion tokens, for TPM estimates
 
 # `rapport sql`: rows fetched from DuckDB at a time, and shown in a table unless --limit says.

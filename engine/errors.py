@@ -38,3 +38,10 @@ class TurnFailed(Exception):
         super().__init__(f"{kind}: {message} (after {attempts} attempt{'s' * (attempts != 1)})")
         self.kind = kind
         self.attempts = attempts
+        self.turn_index: int | None = None  # which turn failed, once the caller knows it
+        self.role: str | None = None
+
+    def at_turn(self, turn_index: int, role: str) -> TurnFailed:
+        """This failure, marked with the turn it failed (for the `errors` row)."""
+        self.turn_index, self.role = turn_index, role
+        return self

@@ -59,6 +59,7 @@ MESSAGES = pa.schema(
         ("model", pa.string()),
         ("run_id", pa.string()),
         ("created_at", pa.timestamp("us")),
+        ("finish_reason", pa.string()),
     ]
 )
 

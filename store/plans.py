@@ -219,6 +219,11 @@ def start_run(
     )
 
 
+def record_judged_count(conn: duckdb.DuckDBPyConnection, run_id: str, judged: int) -> None:
+    """A judge run's count is the conversations it judged (known once it has run)."""
+    conn.execute("UPDATE runs SET count = ? WHERE run_id = ?", [judged, run_id])
+
+
 def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, status: str, at: datetime) -> None:
     conn.execute(
         "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, at, run_id]

@@ -26,6 +26,7 @@ class MessageRow(msgspec.Struct, frozen=True):
     model: str
     run_id: str
     created_at: datetime
+    finish_reason: str | None = None  # `length` / `max_tokens`: cut by the token budget
 
 
 class ConversationUpdate(msgspec.Struct, frozen=True):

@@ -154,6 +154,9 @@ ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS held_out BOOLEAN DEFAULT false;
 -- (one side of an evaluation). Corpus views, judging and datasets read corpus plans only.
 ALTER TABLE plans ADD COLUMN IF NOT EXISTS purpose VARCHAR DEFAULT 'corpus';
 
+-- Why each reply stopped (`stop`, or `length` / `max_tokens` when cut by the token budget).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS finish_reason VARCHAR;
+
 -- `rapport eval`: two assistants on the same held-out scenarios, judged by the same judges.
 CREATE TABLE IF NOT EXISTS eval_runs (
     eval_id VARCHAR PRIMARY KEY,

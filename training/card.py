@@ -81,6 +81,15 @@ def published_settings(request: msgspec.Struct) -> dict[str, object]:
     return settings
 
 
+def _cut_replies_line(count: int, kept: bool) -> str:
+    """How many examples had an assistant reply cut by its token budget, and their fate."""
+    fate = "kept (--keep-truncated)" if kept else "left out"
+    return (
+        f"Examples with an assistant reply cut by its token budget (finish reason `length`): "
+        f"{count}, {fate}."
+    )
+
+
 def dataset_card(
     *,
     request: msgspec.Struct,
@@ -93,6 +102,7 @@ def dataset_card(
     tokenizer: str,
     provenance: Mapping[str, object],
     disclaimers: Sequence[str],
+    cut_replies: int = 0,
 ) -> str:
     scores = [s.mean_score for s in sources]
     bins: dict[str, int] = {}
@@ -142,6 +152,8 @@ def dataset_card(
         "",
         "Splits are assigned by conversation (never by slice), seeded; scenarios held out for "
         "evaluation are excluded.",
+        "",
+        _cut_replies_line(cut_replies, bool(settings.get("keep_truncated"))),
         "",
         "## Token statistics",
         "",

@@ -65,6 +65,7 @@ class DatasetRequest(msgspec.Struct, frozen=True):
     push_to_hub: str | None = None
     overwrite: bool = False  # replace an --out folder that is not this format's previous output
     license: str = "unknown"  # the card's license (a Hub license id)
+    keep_truncated: bool = False  # keep examples with an assistant turn cut by its token budget
 
 
 class DatasetSummary(msgspec.Struct, frozen=True):
@@ -73,6 +74,7 @@ class DatasetSummary(msgspec.Struct, frozen=True):
     examples: dict[str, int]
     truncated: int
     skipped_too_long: int
+    cut_replies: int  # examples with an assistant reply cut by its budget (left out unless kept)
     tokens_mean: float
     tokens_max: int
     tokenizer: str
@@ -165,7 +167,7 @@ def build_dataset(
         dropped = dominated_conversations(
             transcripts, report, request.repetitive_share, request.drop_repetitive
         )
-    records, rows, truncated, too_long = _examples(
+    records, rows, truncated, too_long, cut_replies = _examples(
         [s for s in sources if s.conversation_id not in dropped], domains, request, count_tokens
     )
     counts = {split: len(rows[split]) for split in SPLITS}
@@ -181,6 +183,7 @@ def build_dataset(
                 summary_counts=counts,
                 sources=sources,
                 dropped=len(dropped),
+                cut_replies=cut_replies,
                 token_counts=[r.num_tokens for r in records],
                 tokenizer=tokenizer_label,
                 provenance=origin,
@@ -201,6 +204,7 @@ def build_dataset(
         examples={split: len(rows[split]) for split in SPLITS},
         truncated=truncated,
         skipped_too_long=too_long,
+        cut_replies=cut_replies,
         tokens_mean=statistics.fmean(tokens) if tokens else 0.0,
         tokens_max=max(tokens, default=0),
         tokenizer=tokenizer_label,
@@ -219,10 +223,12 @@ def _examples(
     domains: Mapping[str, object],
     request: DatasetRequest,
     count_tokens: TokenCounter,
-) -> tuple[list[ExampleRecord], dict[str, list[dict[str, object]]], int, int]:
+) -> tuple[list[ExampleRecord], dict[str, list[dict[str, object]]], int, int, int]:
+    """The examples, and counts: truncated from the oldest turns, too long, and with a cut
+    assistant reply (a model trained on those learns to stop mid-sentence)."""
     rows: dict[str, list[dict[str, object]]] = {split: [] for split in SPLITS}
     records: list[ExampleRecord] = []
-    truncated = too_long = 0
+    truncated = too_long = cut_replies = 0
     now = utc_now()
     for source in sources:
         domain = domains[source.plan_id]
@@ -241,6 +247,10 @@ def _examples(
                 too_long += 1
                 continue
             messages, first, tokens = fitted
+            if any(first < exchange <= point for exchange in source.truncated_exchanges):
+                cut_replies += 1
+                if not request.keep_truncated:
+                    continue
             truncated += first > 0
             example_id = f"{source.conversation_id}:{point}"
             rows[split].append(
@@ -265,7 +275,7 @@ def _examples(
                     now,
                 )
             )
-    return records, rows, truncated, too_long
+    return records, rows, truncated, too_long, cut_replies
 
 
 def _push(dataset, card: str, request: DatasetRequest, token: str) -> None:
