@@ -148,16 +148,13 @@ def test_keep_truncated_keeps_them_and_the_card_says_so(db_path, tmp_path):
 
 
 def test_a_database_from_before_finish_reason_gains_the_column(db_path):
-    """Opening an older database adds `messages.finish_reason` (NULL for its old rows)."""
+    """Opening a database of the schema before `messages.finish_reason` (its stamp's schema
+    fingerprint older) adds the column, NULL for its old rows."""
+    Database(db_path).initialise()
     with duckdb.connect(str(db_path)) as conn:
-        conn.execute(
-            "CREATE TABLE messages (conversation_id VARCHAR NOT NULL, turn_index INTEGER NOT NULL, "
-            "role VARCHAR NOT NULL, content VARCHAR NOT NULL, exchange INTEGER NOT NULL, "
-            "final BOOLEAN NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, "
-            "latency_ms DOUBLE, backend VARCHAR, model VARCHAR, run_id VARCHAR, "
-            "created_at TIMESTAMP NOT NULL, PRIMARY KEY (conversation_id, turn_index))"
-        )
-        conn.execute("INSERT INTO messages VALUES ('c', 0, 'user', 'hi', 1, false, 1, 1, 1.0, "
-                     "'simulated', 'm', 'r', now()::TIMESTAMP)")  # fmt: skip
+        conn.execute("ALTER TABLE messages DROP COLUMN finish_reason")
+        conn.execute("UPDATE rapport_meta SET value = 'older' WHERE key = 'schema_fingerprint'")
+        conn.execute("INSERT INTO messages (conversation_id, turn_index, role, content, exchange, "
+                     "final, created_at) VALUES ('c', 0, 'user', 'hi', 1, false, now())")  # fmt: skip
     Database(db_path).initialise()
     assert _rows(db_path, "SELECT content, finish_reason FROM messages") == [("hi", None)]
