@@ -88,7 +88,9 @@ def test_a_table_is_cut_at_its_default_limit_and_says_so(corpus):
         "sql", "--db", str(corpus), f"SELECT range AS i FROM range({MORE_THAN_A_TABLE})"
     )
     assert outcome.code == 0, outcome
-    assert f"{SQL_TABLE_ROWS - 1}" in outcome.stdout and f"{SQL_TABLE_ROWS}" not in outcome.stdout
+    assert (
+        f"{SQL_TABLE_ROWS - 1:,}" in outcome.stdout and f"{SQL_TABLE_ROWS:,}" not in outcome.stdout
+    )
     assert f"rows cut at --limit {SQL_TABLE_ROWS:,}" in outcome.stderr
 
 
