@@ -90,6 +90,7 @@ class Actor:
             model=completion.model,
             run_id=self.run_id,
             created_at=utc_now(),
+            attempts=completion.attempts,
         )
 
     def said(self, text: str) -> None:

@@ -24,6 +24,10 @@ class MinuteBudget:
         self.capacity = max(1.0, per_minute * RATE_BURST_SECONDS / 60.0)
         self._bucket = AsyncLimiter(self.capacity, self.capacity * 60.0 / per_minute)
 
+    def would_wait(self, amount: float = 1.0) -> bool:
+        """Whether `amount` must wait now: the budget, not the caller, is holding back."""
+        return not self._bucket.has_capacity(min(amount, self.capacity))
+
     async def acquire(self, amount: float = 1.0) -> None:
         """Wait until `amount` has drained through; larger than one bucket is taken in parts."""
         while amount > 0:

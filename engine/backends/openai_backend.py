@@ -59,7 +59,7 @@ class OpenAIBackend:
             )
             response = raw.parse()
         except Exception as error:
-            translated = translate_sdk_error(error, openai)
+            translated = translate_sdk_error(error, openai, reported_limits)
             if translated is None:
                 raise
             raise translated from error
