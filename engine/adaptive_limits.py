@@ -9,7 +9,8 @@ Two controllers, as network congestion control does it:
   answers, compare its median latency with the lowest seen; grow the cap while latency stays
   flat (doubling until the first sign of congestion, then one more per window), shrink it when
   latency grows (requests queue in the server), on a 429 and on a timeout. A one-slot server
-  settles at one or two requests at a time; a server with many slots at dozens.
+  settles at one request at a time, probing two now and then; a server with many slots at
+  dozens.
 
 Pure logic: the gateway reports what happened and reads `rpm` and `in_flight` back. Time comes
 from the gateway's clock, so tests run it in virtual time.
@@ -46,7 +47,9 @@ class AdaptiveLimits:
         self.slow_start = True
         self._window: list[float] = []
         self._baseline_s: float | None = None
+        self._flat_windows = 0
         self._successes: deque[float] = deque()
+        self._ceiling: tuple[float, float] | None = None  # (rpm served, when) at the last cut
         self._first_seen: float | None = None
         self._last_decrease = -math.inf
 
@@ -64,6 +67,7 @@ class AdaptiveLimits:
     # ---- what the gateway reports ----------------------------------------------------------
 
     def on_request(self) -> None:
+        """A request is sent: the rate served is measured from the first one."""
         if self._first_seen is None:
             self._first_seen = self._clock.now()
 
@@ -82,14 +86,16 @@ class AdaptiveLimits:
                 self._close_window(now)
 
     def on_rate_limited(self) -> None:
-        """A 429: the rate and the cap back off together, once per episode."""
+        """A 429: the rate and the cap back off together, once per episode, unless the 429 is
+        sporadic (the rate served is well under the one that met the limit last time)."""
         now = self._clock.now()
-        if not self._may_decrease(now):
+        served = self._served_rpm(now)
+        if self._below_ceiling(served, now) or not self._may_decrease(now):
             return
-        if self.learn_rate:
-            served = self._served_rpm(now)
+        if self.learn_rate and served > 0:  # with no success yet, nothing says what to aim at
             base = served if self.rpm is None else min(self.rpm, served)
             self.rpm = max(constants.LEARNED_RPM_MIN, constants.RATE_DECREASE * base)
+            self._ceiling = (served, now)
         self._shrink_in_flight()
 
     def on_timeout(self) -> None:
@@ -106,6 +112,13 @@ class AdaptiveLimits:
         self.slow_start = False
         return True
 
+    def _below_ceiling(self, served: float, now: float) -> bool:
+        if self._ceiling is None:
+            return False
+        ceiling, when = self._ceiling
+        decayed = ceiling * 0.5 ** ((now - when) / constants.RATE_CEILING_HALF_LIFE_S)
+        return served < constants.RATE_CEILING_SHARE * decayed
+
     def _served_rpm(self, now: float) -> float:
         """Successes per minute over the last few seconds (or since the first request)."""
         horizon = now - constants.RATE_MEASURE_WINDOW_S
@@ -113,9 +126,7 @@ class AdaptiveLimits:
             self._successes.popleft()
         first = self._first_seen if self._first_seen is not None else now
         span = min(constants.RATE_MEASURE_WINDOW_S, now - first)
-        if span <= 0:
-            return constants.LEARNED_RPM_MIN
-        return len(self._successes) * 60.0 / span
+        return len(self._successes) * 60.0 / span if span > 0 else 0.0
 
     def _shrink_in_flight(self) -> None:
         if self.learn_in_flight and self.in_flight is not None:
@@ -132,8 +143,13 @@ class AdaptiveLimits:
             drifted = self._baseline_s * (1 + constants.LATENCY_BASELINE_DRIFT)
             self._baseline_s = min(median, drifted)
         if median > self._baseline_s * constants.LATENCY_TOLERANCE:
+            self._flat_windows = 0
             if self._may_decrease(now):
                 self._shrink_in_flight()
             return
-        grown = self.in_flight * 2 if self.slow_start else self.in_flight + 1
-        self.in_flight = min(constants.LEARNED_IN_FLIGHT_MAX, grown)
+        self._flat_windows += 1
+        if self.slow_start:
+            self.in_flight = min(constants.LEARNED_IN_FLIGHT_MAX, self.in_flight * 2)
+        elif self._flat_windows >= constants.IN_FLIGHT_PROBE_WINDOWS:
+            self._flat_windows = 0
+            self.in_flight = min(constants.LEARNED_IN_FLIGHT_MAX, self.in_flight + 1)

@@ -119,7 +119,7 @@ class Gateway:
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
 
-    def _apply(self, limits: GatewayLimits) -> None:
+    def _apply(self, limits: GatewayLimits, *, start_full: bool = False) -> None:
         for name, per_minute in (
             ("requests", limits.rpm),
             ("tokens", limits.tpm),
@@ -127,7 +127,7 @@ class Gateway:
             ("output_tokens", limits.output_tpm),
         ):
             if per_minute:
-                self._budgets[name] = MinuteBudget(per_minute)
+                self._budgets[name] = MinuteBudget(per_minute, start_full=start_full)
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
@@ -217,6 +217,8 @@ class Gateway:
         estimate = self._estimator.estimate(prompt_chars, params.max_tokens)
         await self._acquire(estimate)
         rate_bound = await self._acquire_learned_rate()
+        if self._adaptive is not None:
+            self._adaptive.on_request()
         if self._in_flight is None:
             completion = await self._call(messages, params)
         else:
@@ -276,7 +278,7 @@ class Gateway:
         if self._learn_limits and completion.limits is not None:
             self._adopt(completion.limits)
 
-    def _adopt(self, reported: ReportedLimits) -> None:
+    def _adopt(self, reported: ReportedLimits, *, after_429: bool = False) -> None:
         """Use the limits the provider announced (in any response, 429s included), once,
         when the user configured none; they replace whatever was being learned."""
         learned = GatewayLimits(
@@ -288,7 +290,7 @@ class Gateway:
         )
         if learned.has_rates:
             self.limits = learned
-            self._apply(learned)
+            self._apply(learned, start_full=after_429)
             self._learn_limits = False
             if self._adaptive is not None:
                 self._adaptive.stop_learning()
@@ -342,7 +344,7 @@ class Gateway:
 
     def _learn_from_failure(self, error: BackendError) -> None:
         if self._learn_limits and error.limits is not None:
-            self._adopt(error.limits)
+            self._adopt(error.limits, after_429=error.kind == "rate_limited")
         if self._adaptive is None:
             return
         if error.kind == "rate_limited":
@@ -365,7 +367,7 @@ class Gateway:
             abs(learned.rpm - self._learned_rate.per_minute)
             >= RATE_RETUNE_FRACTION * self._learned_rate.per_minute
         ):  # a new bucket per real change (aiolimiter's rate is fixed at creation)
-            self._learned_rate = MinuteBudget(max(1, round(learned.rpm)))
+            self._learned_rate = MinuteBudget(max(1, round(learned.rpm)), start_full=True)
 
     def _pause(self, retry_after_s: float | None) -> None:
         wait = retry_after_s if retry_after_s is not None else self._backoff_min_s
