@@ -340,6 +340,9 @@ class Gateway:
             return False
         bound = budget.would_wait()
         await budget.acquire(1)
+        while self._learned_rate is not None and budget is not self._learned_rate:
+            budget = self._learned_rate  # retuned while we waited: pass the one in force too,
+            await budget.acquire(1)  # or old and new buckets would each let their rate through
         return bound
 
     def _learn_from_failure(self, error: BackendError) -> None:

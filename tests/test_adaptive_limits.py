@@ -15,6 +15,7 @@ from engine.errors import BackendError, RateLimitedTooLong
 from engine.gateway import Gateway
 from engine.types import ChatMessage, Completion, CompletionParams
 from tests.clocks import run_in_virtual_time
+from tests.test_gateway import RecordingBackend
 
 PARAMS = CompletionParams(max_tokens=50, temperature=0.0)
 HELLO = [ChatMessage("user", "hello")]
@@ -223,12 +224,26 @@ def test_a_provider_answering_only_429_stops_the_run_after_the_no_success_bound(
     gateway = Gateway(backend, max_retries=2, adaptive=True, no_success_stop_s=30.0)
 
     async def go() -> float:
-        try:
-            await gateway.complete(HELLO, PARAMS)
-        except RateLimitedTooLong:
-            return anyio.current_time()
+        with anyio.move_on_after(3600):  # (virtual time: a broken bound fails, not hangs)
+            try:
+                await gateway.complete(HELLO, PARAMS)
+            except RateLimitedTooLong:
+                return anyio.current_time()
         raise AssertionError("a provider that only answers 429 must stop the run")
 
     stopped_at = run_in_virtual_time(go)
     assert 30.0 <= stopped_at <= 32.0
     assert len(backend.started_at) > 3  # far past max_retries: 429s are not failures
+
+
+def test_a_learned_rate_retuned_while_callers_wait_lets_only_the_new_rate_through():
+    backend = RecordingBackend(latency_s=0.4, rate_limited_calls={60})
+    gateway = Gateway(backend, adaptive=True)
+    run_in_virtual_time(_callers(gateway, callers=40, calls_each=12))
+    learned = gateway.effective_limits.rpm
+    assert learned is not None  # the 429 set a rate, raised since by successes
+    limited_at = backend.started_at[59]
+    later = sorted(t for t in backend.started_at if t > limited_at + 2)
+    span = later[-1] - later[0]
+    # Never the old bucket and the new one at once: at most the highest rate (plus a burst).
+    assert len(later) <= learned / 60 * span + learned / 120 + 1
