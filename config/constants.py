@@ -43,13 +43,16 @@ IN_FLIGHT_PROBE_WINDOWS = 2  # after congestion, flat windows before one more re
 IN_FLIGHT_DECREASE = 0.7  # multiplicative decrease on queueing, a 429 or a timeout
 RATE_DECREASE = 0.9  # on a 429: this share of the rate the provider really served
 RATE_STEP_PER_SUCCESS = 1.0  # requests/min added per success while the rate binds (≈1.7 %/s)
+# ... times 1 + this × the distance from the rate that met the limit (as a share of it): quick
+# far from it, careful near it (TCP CUBIC's shape).
+RATE_PROBE_GAIN = 20.0
 RATE_MEASURE_WINDOW_S = 2.0  # successes counted over this long to know the rate served
 LEARNED_RPM_MIN = 6.0
 DECREASE_COOLDOWN_S = 1.0  # one decrease per episode: 429s in flight together are one signal
-# A 429 while the rate served is below this share of the rate served at the last back-off is
-# sporadic ("overloaded"): retried, not read as the limit again. That ceiling halves each
-# RATE_CEILING_HALF_LIFE_S, so a limit that really dropped is followed down.
-RATE_CEILING_SHARE = 0.95
+# Sporadic 429s ("overloaded", at any rate) never take the rate below this share of the best
+# rate served; that best halves every RATE_CEILING_HALF_LIFE_S, so a limit that really dropped
+# is followed down.
+RATE_FLOOR_SHARE = 0.5
 RATE_CEILING_HALF_LIFE_S = 60.0
 
 # Progress display.

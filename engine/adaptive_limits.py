@@ -49,7 +49,8 @@ class AdaptiveLimits:
         self._baseline_s: float | None = None
         self._flat_windows = 0
         self._successes: deque[float] = deque()
-        self._ceiling: tuple[float, float] | None = None  # (rpm served, when) at the last cut
+        self._ceiling: tuple[float, float] | None = None  # (rpm, when) of the last cut
+        self._best: tuple[float, float] | None = None  # (rpm served, when): the best seen
         self._first_seen: float | None = None
         self._last_decrease = -math.inf
 
@@ -79,23 +80,28 @@ class AdaptiveLimits:
         if self.learn_rate:
             self._successes.append(now)
             if self.rpm is not None and rate_bound:
-                self.rpm += constants.RATE_STEP_PER_SUCCESS
+                self.rpm += self._rate_step(now)
         if self.learn_in_flight and self.in_flight is not None:
             self._window.append(latency_s)
             if len(self._window) >= max(constants.LATENCY_WINDOW_MIN_SAMPLES, self.in_flight):
                 self._close_window(now)
 
     def on_rate_limited(self) -> None:
-        """A 429: the rate and the cap back off together, once per episode, unless the 429 is
-        sporadic (the rate served is well under the one that met the limit last time)."""
+        """A 429: the rate and the cap back off together, once per episode; never below half
+        the best rate served (a provider's sporadic 429s must not starve the run)."""
         now = self._clock.now()
         served = self._served_rpm(now)
-        if self._below_ceiling(served, now) or not self._may_decrease(now):
+        best = self._decayed(self._best, now)
+        if best is None or served > best:
+            self._best = (served, now)
+            best = served
+        if not self._may_decrease(now):
             return
         if self.learn_rate and served > 0:  # with no success yet, nothing says what to aim at
             base = served if self.rpm is None else min(self.rpm, served)
-            self.rpm = max(constants.LEARNED_RPM_MIN, constants.RATE_DECREASE * base)
-            self._ceiling = (served, now)
+            floor = max(constants.LEARNED_RPM_MIN, constants.RATE_FLOOR_SHARE * best)
+            self.rpm = max(floor, constants.RATE_DECREASE * base)
+            self._ceiling = (base, now)
         self._shrink_in_flight()
 
     def on_timeout(self) -> None:
@@ -112,12 +118,18 @@ class AdaptiveLimits:
         self.slow_start = False
         return True
 
-    def _below_ceiling(self, served: float, now: float) -> bool:
-        if self._ceiling is None:
-            return False
-        ceiling, when = self._ceiling
-        decayed = ceiling * 0.5 ** ((now - when) / constants.RATE_CEILING_HALF_LIFE_S)
-        return served < constants.RATE_CEILING_SHARE * decayed
+    def _rate_step(self, now: float) -> float:
+        step = constants.RATE_STEP_PER_SUCCESS
+        if self.rpm is None or self._ceiling is None or self._ceiling[0] <= 0:
+            return step
+        return step * (1 + constants.RATE_PROBE_GAIN * abs(self.rpm / self._ceiling[0] - 1))
+
+    @staticmethod
+    def _decayed(figure: tuple[float, float] | None, now: float) -> float | None:
+        if figure is None:
+            return None
+        value, when = figure
+        return value * 0.5 ** ((now - when) / constants.RATE_CEILING_HALF_LIFE_S)
 
     def _served_rpm(self, now: float) -> float:
         """Successes per minute over the last few seconds (or since the first request)."""

@@ -29,7 +29,7 @@ class MinuteBudget:
 
     def would_wait(self, amount: float = 1.0) -> bool:
         """Whether `amount` must wait now: the budget, not the caller, is holding back."""
-        return self._owed > 0 or not self._bucket.has_capacity(min(amount, self.capacity))
+        return not self._bucket.has_capacity(min(amount, self.capacity))
 
     async def acquire(self, amount: float = 1.0) -> None:
         """Wait until `amount` has drained through; larger than one bucket is taken in parts."""

@@ -72,7 +72,7 @@ def test_successes_probe_the_rate_upwards_only_while_it_holds_requests_back():
 
     after_429, idle, probed = run_in_virtual_time(go)
     assert idle == after_429
-    assert probed == pytest.approx(after_429 + 30)
+    assert probed >= after_429 + 30  # at least a step a success (more, far from the limit)
 
 
 def test_the_rate_is_not_limited_before_the_first_429():
@@ -80,23 +80,22 @@ def test_the_rate_is_not_limited_before_the_first_429():
     assert limits.rpm is None and limits.current().rpm is None
 
 
-def test_a_429_below_the_rate_that_met_the_limit_is_sporadic_and_cuts_nothing():
-    async def go() -> tuple[float | None, float | None, int]:
+def test_sporadic_429s_never_take_the_rate_below_half_the_best_served():
+    async def go() -> float | None:
         limits = AdaptiveLimits(LoopClock())
-        await _served(limits, per_second=20, seconds=2)
-        limits.on_rate_limited()  # the limit: about 1,200 served, cut to 90 % of it
-        first = limits.rpm
-        assert first is not None
-        pace = first / 60
-        successes = int(2 * pace)  # two seconds at the learned rate: the window of the rate served
-        for _ in range(successes):
-            await anyio.sleep(1 / pace)
-            limits.on_success(0.4, rate_bound=True)
-        limits.on_rate_limited()  # an "overloaded" 429, well under the rate that met the limit
-        return first, limits.rpm, successes
+        await _served(limits, per_second=20, seconds=2)  # about 1,200 served
+        for _ in range(40):  # an "overloaded" 429 every second and a half, whatever the rate
+            assert limits.rpm is None or limits.rpm > 0
+            limits.on_rate_limited()
+            assert limits.rpm is not None
+            pace = limits.rpm / 60
+            for _ in range(int(1.5 * pace)):
+                await anyio.sleep(1 / pace)
+                limits.on_success(0.4, rate_bound=True)
+        return limits.rpm
 
-    first, later, successes = run_in_virtual_time(go)
-    assert first is not None and later == pytest.approx(first + successes)
+    rpm = run_in_virtual_time(go)
+    assert rpm is not None and rpm >= 0.5 * 1200 * 0.5 ** (62 / 60) - 1
 
 
 def test_latency_that_grows_with_load_shrinks_the_in_flight_cap():
