@@ -48,6 +48,7 @@ class AdaptiveLimits:
         self._window: list[float] = []
         self._baseline_s: float | None = None
         self._flat_windows = 0
+        self._window_cap: int | None = None  # the cap a flat window closed at (slow start)
         self._successes: deque[float] = deque()
         self._ceiling: tuple[float, float] | None = None  # (rpm, when) of the last cut
         self._best: tuple[float, float] | None = None  # (rpm served, when): the best seen
@@ -82,6 +83,12 @@ class AdaptiveLimits:
             if self.rpm is not None and rate_bound:
                 self.rpm += self._rate_step(now)
         if self.learn_in_flight and self.in_flight is not None:
+            if self.slow_start and self._window_cap is not None:
+                # One more per answer, up to double a window: growth spread over the round
+                # trip as TCP's slow start does, never a burst of requests released at once.
+                self.in_flight = min(
+                    constants.LEARNED_IN_FLIGHT_MAX, self.in_flight + 1, 2 * self._window_cap
+                )
             self._window.append(latency_s)
             if len(self._window) >= max(constants.LATENCY_WINDOW_MIN_SAMPLES, self.in_flight):
                 self._close_window(now)
@@ -161,7 +168,7 @@ class AdaptiveLimits:
             return
         self._flat_windows += 1
         if self.slow_start:
-            self.in_flight = min(constants.LEARNED_IN_FLIGHT_MAX, self.in_flight * 2)
+            self._window_cap = self.in_flight  # (grown answer by answer in on_success)
         elif self._flat_windows >= constants.IN_FLIGHT_PROBE_WINDOWS:
             self._flat_windows = 0
             self.in_flight = min(constants.LEARNED_IN_FLIGHT_MAX, self.in_flight + 1)

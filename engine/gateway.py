@@ -212,6 +212,16 @@ class Gateway:
     async def _attempt(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
+        if self._in_flight is None:
+            return await self._admitted(messages, params)
+        # A slot first, then the pause and budgets: requests that queued for a slot are still
+        # held to them when it frees (or a cap that grows would release them all at once).
+        async with self._in_flight:
+            return await self._admitted(messages, params)
+
+    async def _admitted(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
         await self._wait_out_pause()
         prompt_chars = sum(len(m.content) for m in messages)
         estimate = self._estimator.estimate(prompt_chars, params.max_tokens)
@@ -219,11 +229,7 @@ class Gateway:
         rate_bound = await self._acquire_learned_rate()
         if self._adaptive is not None:
             self._adaptive.on_request()
-        if self._in_flight is None:
-            completion = await self._call(messages, params)
-        else:
-            async with self._in_flight:
-                completion = await self._call(messages, params)
+        completion = await self._call(messages, params)
         self._reconcile(estimate, prompt_chars, completion)
         if self._adaptive is not None:
             self._adaptive.on_success(completion.latency_s, rate_bound=rate_bound)

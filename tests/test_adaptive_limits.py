@@ -99,17 +99,18 @@ def test_sporadic_429s_never_take_the_rate_below_half_the_best_served():
 
 
 def test_latency_that_grows_with_load_shrinks_the_in_flight_cap():
-    async def go() -> tuple[int | None, int | None]:
+    async def go() -> tuple[int | None, int | None, int | None]:
         limits = AdaptiveLimits(LoopClock())
         for _ in range(3):
-            limits.on_success(1.0, rate_bound=False)  # alone: 1 s
-        grown = limits.in_flight
+            limits.on_success(1.0, rate_bound=False)  # alone: 1 s, the baseline
+        alone = limits.in_flight
+        limits.on_success(1.0, rate_bound=False)  # latency is flat: probe a second one
+        probing = limits.in_flight
         for _ in range(3):
             limits.on_success(2.0, rate_bound=False)  # two at once on one slot: queued
-        return grown, limits.in_flight
+        return alone, probing, limits.in_flight
 
-    grown, shrunk = run_in_virtual_time(go)
-    assert grown == 2 and shrunk == 1
+    assert run_in_virtual_time(go) == (1, 2, 1)
 
 
 def test_a_timeout_shrinks_the_in_flight_cap():

@@ -96,3 +96,23 @@ def test_a_provider_that_only_answers_429_stops_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert state.injected_429 > 3 * COUNT  # far past max_retries: 429s are not failures
     assert _statuses(db).get("failed", 0) == 0  # nothing failed: the run resumes next time
+
+
+def test_a_backend_spec_carries_settings_after_a_question_mark():
+    from config.backend_spec import parse_backend_spec
+
+    spec = "openai:m@http://127.0.0.1:8000/v1?max_in_flight=4&timeout_s=15"
+    settings = parse_backend_spec(spec)
+    assert settings.base_url == "http://127.0.0.1:8000/v1"
+    assert (settings.max_in_flight, settings.timeout_s) == (4, 15.0)
+
+
+def test_an_unknown_or_ill_typed_spec_option_is_a_one_line_error(tmp_path):
+    for option, culprit in (("max_inflight=4", "max_inflight"), ("max_in_flight=four", "int")):
+        result = rapport_in_process(
+            "generate", "--db", str(tmp_path / "x.duckdb"), "--count", "1",
+            "--backend", f"openai:m@http://127.0.0.1:9/v1?{option}",
+        )  # fmt: skip
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1, result.stderr
+        assert option in lines[0] and culprit in lines[0]
