@@ -9,7 +9,7 @@ import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from agents.prompts import turn_instruction, user_simulator_prompt
-from config.constants import SAMPLING_SEED_RANGE
+from config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTOR
 from config.domain import Domain
 from config.run import BackendConfig
 from config.scenario import Scenario
@@ -34,6 +34,7 @@ class Actor:
     """What both sides share: identity, a gateway, a history of their own, the store sink."""
 
     speaker: Speaker
+    role: str  # as stored in `messages`
 
     def __init__(
         self,
@@ -57,6 +58,8 @@ class Actor:
         self.on_turn = on_turn
 
     async def speak(self, messages: list[ChatMessage], exchange: int, final: bool) -> Completion:
+        """One turn. A reply cut by the token budget is asked once more with a larger budget;
+        if that one is cut too it is kept, its finish reason marking it (see `stats`)."""
         params = CompletionParams(
             max_tokens=self.settings.resolved_max_tokens(),
             temperature=self.settings.temperature,
@@ -71,7 +74,17 @@ class Actor:
                 final=final,
             ),
         )
-        completion = await self.gateway.complete(messages, params)
+        turn_index = (exchange - 1) * 2 + (self.role == "assistant")
+        try:
+            completion = await self.gateway.complete(messages, params)
+            if completion.truncated:
+                larger = msgspec.structs.replace(
+                    params, max_tokens=params.max_tokens * TRUNCATION_RETRY_FACTOR
+                )
+                completion = await self.gateway.complete(messages, larger)
+        except TurnFailed as error:
+            error.at_turn(turn_index, self.role)
+            raise
         self.on_turn(completion)
         return completion
 
@@ -91,6 +104,7 @@ class Actor:
             run_id=self.run_id,
             created_at=utc_now(),
             attempts=completion.attempts,
+            finish_reason=completion.finish_reason,
         )
 
     def said(self, text: str) -> None:
@@ -109,6 +123,7 @@ class UserSimulator(Actor):
     """Plays the user: its topics, flaws and style come from the scenario's persona."""
 
     speaker: Speaker = "user_sim"
+    role = "user"
 
     async def run(
         self,
@@ -145,7 +160,9 @@ class UserSimulator(Actor):
             completion = await self._ask(exchange, target, True)
             text, _ = _strip_marker(completion.text, marker)
         if not text:
-            raise TurnFailed("empty_goodbye", "the user simulator ended with an empty message", 1)
+            raise TurnFailed(
+                "empty_goodbye", "the user simulator ended with an empty message", 1
+            ).at_turn(turn_index, self.role)
         final = last or said_goodbye
         reason = ("target_reached" if last else "goodbye") if final else None
         utterance = Utterance(turn_index, exchange, text, final, reason)
@@ -171,6 +188,7 @@ class Assistant(Actor):
     """Plays the assistant: answers every user turn it receives."""
 
     speaker: Speaker = "assistant"
+    role = "assistant"
 
     async def run(
         self,

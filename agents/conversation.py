@@ -13,7 +13,7 @@ from agents.actors import Assistant, UserSimulator, Utterance
 from config.domain import Domain
 from config.run import Backends
 from config.scenario import Scenario
-from engine.errors import ProviderUnreachable, TurnFailed
+from engine.errors import ProviderUnusable, TurnFailed
 from engine.gateway import Gateway
 from engine.progress import RunProgress
 from engine.types import ChatMessage, Completion, Role
@@ -72,9 +72,13 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
         progress.done += 1
         if context.after_complete is not None:
             await context.after_complete(scenario, transcript, context.sink)
-    except* ProviderUnreachable:
-        raise  # the provider is down: stop the run, this conversation resumes next time
-    except* Exception as group:  # a failed turn, or a bug: recorded, and the run goes on
+    except* Exception as group:
+        stop = group.subgroup(ProviderUnusable)
+        if stop is not None:
+            # The provider is down or refuses every call: the run stops, and this conversation
+            # resumes next time. Its partner actor's error (a closed stream) is no failure.
+            raise stop from None
+        # A failed turn, or a bug: recorded, and the run goes on.
         await _mark_failed(context, cid, _first_cause(group))
         progress.failed += 1
     finally:
@@ -89,7 +93,9 @@ async def _play(
     answered = job.messages[:-1] if pending is not None else job.messages
 
     def on_turn(completion: Completion) -> None:
-        context.progress.record_turn(completion.prompt_tokens + completion.completion_tokens)
+        context.progress.record_turn(
+            completion.prompt_tokens + completion.completion_tokens, completion.truncated
+        )
 
     common = {
         "domain": context.domain,
@@ -160,12 +166,14 @@ def _leaves(error: BaseException) -> list[BaseException]:
 async def _mark_failed(context: ConversationContext, cid: str, error: BaseException) -> None:
     kind = error.kind if isinstance(error, TurnFailed) else f"internal:{type(error).__name__}"
     message = str(error) or type(error).__name__
+    turn_index = error.turn_index if isinstance(error, TurnFailed) else None
+    role = error.role if isinstance(error, TurnFailed) else None
     at = utc_now()
     await context.sink.send(
         StoreEvent(
             update=ConversationUpdate(
                 cid, "failed", context.run_id, at, end_reason="error", error=message
             ),
-            error=ErrorRow(context.run_id, cid, None, None, kind, message, at),
+            error=ErrorRow(context.run_id, cid, turn_index, role, kind, message, at),
         )
     )

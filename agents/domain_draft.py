@@ -10,7 +10,6 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import anyio
 import msgspec
 
 from agents.draft_files import parse_draft, write_draft
@@ -25,6 +24,7 @@ from config.scaffold import domain_name_for, ensure_empty, scaffold_domain
 from engine.errors import TurnFailed
 from engine.factory import build_gateway, limits_of
 from engine.gateway import Gateway
+from engine.interrupts import run_interruptible
 from engine.types import ChatMessage, CompletionParams
 
 DEFAULT_DRAFT_ATTEMPTS = 3
@@ -61,7 +61,7 @@ def draft_domain(request: DraftRequest, environ: Mapping[str, str] | None = None
             name=domain_name_for(request.target), description=request.description.strip(),
         )  # fmt: skip
         gateway = _gateway(settings, request, template, os.environ if environ is None else environ)
-        attempts = anyio.run(_converse, gateway, settings, request, template, staging)
+        attempts = run_interruptible(_converse, gateway, settings, request, template, staging)
         ensure_empty(request.target)
         shutil.copytree(staging, request.target, dirs_exist_ok=True)
     return DraftResult(request.target, attempts, gateway.label, gateway.backend.simulated)

@@ -17,10 +17,13 @@ from config.backend_spec import parse_backend_spec
 from config.domain import Domain
 from config.loader import load_domain
 from config.prices import load_prices
-from config.run import Backends, RunConfig, load_run_config
+from config.run import Backends, RunConfig, api_key_env_names, load_run_config
+from config.secrets import Redactor
 from engine.accounting import snapshot_gateways
+from engine.errors import ProviderUnusable
 from engine.factory import build_gateways
 from engine.gateway import Gateway
+from engine.interrupts import Interrupted, run_interruptible
 from engine.plan import plan_id_for, sample_scenarios
 from engine.progress import RunProgress
 from engine.scheduler import run_bounded
@@ -28,10 +31,12 @@ from store.database import Database
 from store.plans import (
     PlanRecord,
     RunRecord,
+    StopReason,
     UnfinishedConversation,
     finish_run,
     load_unfinished,
     mark_abandoned_runs,
+    release_unfinished,
     save_gateway_stats,
     save_plan,
     save_scenarios,
@@ -82,6 +87,7 @@ class Generation(msgspec.Struct, frozen=True):
     gateways: dict[str, Gateway]
     database: Database
     plan_id: str
+    redactor: Redactor  # built from this run's environment: every text stored or shown
 
 
 def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> Generation:
@@ -98,11 +104,9 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
     )
     settings = msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
     domain = load_domain(Path(settings.domain) if settings.domain else None)
+    environ = environ if environ is not None else dict(os.environ)
     gateways = build_gateways(
-        settings.backends,
-        domain,
-        environ if environ is not None else dict(os.environ),
-        str(request.config or "run config"),
+        settings.backends, domain, environ, str(request.config or "run config")
     )
     database = Database(request.db)
     database.initialise()
@@ -113,6 +117,7 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
         gateways=gateways,
         database=database,
         plan_id=plan_id_for(domain, settings.seed, settings.turns),
+        redactor=Redactor.from_environ(environ, api_key_env_names(settings)),
     )
 
 
@@ -209,11 +214,12 @@ async def simulate(
         settings=msgspec.json.encode(settings).decode(),
         rapport_version=VERSION,
     )
-    await generation.database.run(lambda conn: start_run(conn, record))
+    await generation.database.run(lambda conn: start_run(conn, record, generation.redactor))
     writer = StoreWriter(
         generation.database,
         flush_rows=settings.store.flush_rows,
         flush_interval_s=settings.store.flush_interval_s,
+        redactor=generation.redactor,
     )
     send, receive = anyio.create_memory_object_stream[StoreEvent](constants.STORE_QUEUE_EVENTS)
     context = ConversationContext(
@@ -230,7 +236,9 @@ async def simulate(
 
     async def record_gateways() -> None:
         snapshots = snapshot_gateways(run_id, generation.gateways, prices, utc_now())
-        await generation.database.run(lambda conn: save_gateway_stats(conn, snapshots))
+        await generation.database.run(
+            lambda conn: save_gateway_stats(conn, snapshots, generation.redactor)
+        )
 
     async def record_gateways_periodically() -> None:
         while True:
@@ -238,6 +246,7 @@ async def simulate(
             await record_gateways()
 
     status = "interrupted"
+    stopped_by: StopReason | None = None
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(writer.run, receive)
@@ -248,9 +257,15 @@ async def simulate(
                 await _simulate_all(generation, context)
                 side_tasks.cancel_scope.cancel()
         status = "finished"
+    except* ProviderUnusable as stop:
+        stopped_by = stop_reason(stop)
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             await record_gateways()
+            await generation.database.run(
+                lambda conn: release_unfinished(conn, run_id, stopped_by, utc_now())
+            )
             await generation.database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
             for gateway in {id(g): g for g in generation.gateways.values()}.values():
                 await gateway.aclose()
@@ -269,6 +284,14 @@ async def simulate(
     )
 
 
+def stop_reason(group: BaseExceptionGroup[ProviderUnusable]) -> StopReason:
+    """The first provider failure that stopped a run, to store with what it interrupted."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return StopReason(getattr(leaf, "kind", ProviderUnusable.kind), str(leaf))
+
+
 async def _simulate_all(generation: Generation, context: ConversationContext) -> None:
     await run_bounded(
         unfinished_jobs(generation),
@@ -283,11 +306,14 @@ def generate(
     environ: dict[str, str] | None = None,
     display: Callable[[Generation], Callable[[RunProgress], Awaitable[None]] | None] | None = None,
     after_complete: Callable[[Generation], AfterComplete | None] | None = None,
+    close: Callable[[], Awaitable[None]] | None = None,
 ) -> RunSummary:
     """The whole command: validate, store the plan, simulate. Safe to re-run: it resumes.
 
     `after_complete` builds (from the validated run) what to do as each conversation
-    completes, e.g. judge it; it is built before any model call, so its errors come first."""
+    completes, e.g. judge it; it is built before any model call, so its errors come first.
+    `close` releases what it opened, in the simulation's event loop: an HTTP client's
+    connections belong to the loop that opened them and cannot be closed from another."""
     generation = prepare(request, environ)
     hook = after_complete(generation) if after_complete else None
     with exclusive_run(request.db):
@@ -295,6 +321,24 @@ def generate(
         store_plan(generation)
         progress = RunProgress(total=request.count)
         progress.already_complete = count_statuses(generation).get("complete", 0)
-        return anyio.run(
-            simulate, generation, progress, display(generation) if display else None, hook
-        )
+
+        async def simulate_then_close(*args) -> RunSummary:
+            try:
+                return await simulate(*args)
+            finally:
+                if close is not None:
+                    with anyio.CancelScope(shield=True):
+                        await close()
+
+        try:
+            return run_interruptible(
+                simulate_then_close,
+                generation,
+                progress,
+                display(generation) if display else None,
+                hook,
+            )
+        except Interrupted as stop:
+            complete = count_statuses(generation).get("complete", 0)
+            stop.progress = f"{complete:,} of {request.count:,} conversations complete"
+            raise

@@ -65,6 +65,7 @@ class FakeProviderState(msgspec.Struct):
     authorization: set[str] = msgspec.field(default_factory=set)
     models: set[str] = msgspec.field(default_factory=set)
     prompts: list[str] = msgspec.field(default_factory=list)  # each request's last message
+    endpoints: dict[str, int] = msgspec.field(default_factory=dict)  # requests per URL path
 
 
 class TokenBucket:
@@ -176,7 +177,9 @@ class FakeProvider:
 
     async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.state.authorization.add(request.headers.get("x-api-key", ""))
+        # The SDK sends the key as `x-api-key` or (anthropic 2.x) as a bearer token.
+        key = request.headers.get("x-api-key") or request.headers.get("Authorization", "")
+        self.state.authorization.add(key)
         system = body.get("system") or ""
         if isinstance(system, list):
             system = "\n".join(str(block.get("text", "")) for block in system)
@@ -223,6 +226,7 @@ class FakeProvider:
     ) -> web.StreamResponse:
         state, settings = self.state, self.settings
         state.requests += 1
+        state.endpoints[request.path] = state.endpoints.get(request.path, 0) + 1
         state.models.add(model)
         number = state.requests
         forced = self._forced_fault(number)

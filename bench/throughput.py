@@ -38,6 +38,8 @@ TARGETS = {
 
 
 class BenchSettings(msgspec.Struct, frozen=True):
+    """The benchmark's sizes; the defaults are the run behind the README's figures."""
+
     duration_s: float = 30.0
     naive_duration_s: float = 20.0
     latency_ms: float = 400.0
@@ -46,7 +48,29 @@ class BenchSettings(msgspec.Struct, frozen=True):
     overhead_conversations: int = 1_000
     memory_small: int = 1_000
     memory_large: int = 10_000
+    warmup_s: float = WARMUP_S  # left out of the measured rates (the ramp-up)
+    planned: int = 100_000  # conversations planned per engine case: more than it can play
+    naive_planned: int = 10_000
+    overhead_turns: int = 20
+    memory_latency_ms: float = 4_000.0  # keeps every conversation alive while RSS is sampled
     unknown_rpm: int = 1_200  # the provider's limit when the engine is told none
+
+
+# `rapport bench throughput --smoke`: every case for a second or two at toy sizes, so a test can
+# run the whole benchmark; its figures say nothing about the engine.
+SMOKE_SETTINGS = BenchSettings(
+    duration_s=2.0,
+    naive_duration_s=1.5,
+    latency_ms=20.0,
+    overhead_conversations=20,
+    memory_small=5,
+    memory_large=10,
+    warmup_s=0.0,
+    planned=200,
+    naive_planned=20,
+    overhead_turns=4,
+    memory_latency_ms=100.0,
+)
 
 
 class CaseResult(msgspec.Struct, frozen=True):
@@ -125,7 +149,7 @@ def _timed_generate(request: GenerateRequest, duration_s: float) -> None:
 
 
 def _measure_case(
-    name: str, db: Path, limit_rpm: int | None, limit_tpm: int | None, duration_s: float
+    name: str, db: Path, limit_rpm: int | None, limit_tpm: int | None, warmup_s: float
 ) -> CaseResult:
     with duckdb.connect(str(db), read_only=True) as conn:
         started, ended = conn.execute(
@@ -153,7 +177,7 @@ def _measure_case(
     for second, count, token_count in per_second:
         requests[second] = count
         tokens[second] = int(token_count or 0)
-    window = range(int(WARMUP_S), max(int(WARMUP_S) + 1, seconds - 1))
+    window = range(int(warmup_s), max(int(warmup_s) + 1, seconds - 1))
     span = len(window)
     rpm = sum(requests[s] for s in window) * 60.0 / span
     tpm = sum(tokens[s] for s in window) * 60.0 / span
@@ -195,6 +219,7 @@ def run_case(
     count: int,
     duration_s: float,
     max_tokens: int,
+    warmup_s: float = WARMUP_S,
 ) -> CaseResult:
     db = workdir / f"{name}.duckdb"
     with provider_process(provider) as base_url:
@@ -203,7 +228,7 @@ def run_case(
             db=db, count=count, config=config, max_active=max_active, turns=turns
         )
         _timed_generate(request, duration_s)
-    return _measure_case(name, db, provider.rpm, provider.tpm, duration_s)
+    return _measure_case(name, db, provider.rpm, provider.tpm, warmup_s)
 
 
 def unknown_limit_cases(
@@ -220,7 +245,8 @@ def unknown_limit_cases(
         )
         case = run_case(
             name, workdir, provider, engine_rpm=None, engine_tpm=None, max_tokens=120,
-            max_active=little * 4, turns=10, count=100_000, duration_s=settings.duration_s,
+            max_active=little * 4, turns=10, count=settings.planned,
+            duration_s=settings.duration_s, warmup_s=settings.warmup_s,
         )  # fmt: skip
         cases.append(case)
     return tuple(cases)
@@ -264,11 +290,11 @@ def unknown_limit_rows(cases: tuple[CaseResult, ...]) -> list[tuple[str, str, st
     return rows
 
 
-def engine_overhead(workdir: Path, conversations: int) -> tuple[float, float]:
+def engine_overhead(workdir: Path, conversations: int, turns: int = 20) -> tuple[float, float]:
     """Turns/s and conversations/s with an instant simulated backend, DuckDB writes included."""
     db = workdir / "overhead.duckdb"
     request = GenerateRequest(
-        db=db, count=conversations, turns=20, backend="simulated", max_active=1000
+        db=db, count=conversations, turns=turns, backend="simulated", max_active=1000
     )
     generation = prepare(request)
     store_plan(generation)
@@ -279,12 +305,13 @@ def engine_overhead(workdir: Path, conversations: int) -> tuple[float, float]:
     return summary.turns_written / elapsed, conversations / elapsed
 
 
-def peak_rss_mb(workdir: Path, active: int) -> float:
+def peak_rss_mb(workdir: Path, active: int, latency_ms: float = 4_000.0) -> float:
     """Peak RSS of `rapport generate` holding `active` conversations alive at once."""
     db = workdir / f"rss-{active}.duckdb"
     argv = [
         sys.executable, "-m", "cli.main", "generate", "--db", str(db), "--count", str(active),
-        "--turns", "2", "--max-active", str(active), "--backend", "simulated:latency_ms=4000",
+        "--turns", "2", "--max-active", str(active),
+        "--backend", f"simulated:latency_ms={latency_ms:g}",
         "--quiet",
     ]  # fmt: skip
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -315,8 +342,8 @@ def run_throughput(
         rpm_engine = {"engine_rpm": settings.rpm, "engine_tpm": None, "max_tokens": 120}
         log(f"RPM-bound: limit {settings.rpm:,} rpm, {latency:.0f} ms median latency")
         rpm_case = run_case(
-            "rpm_bound", workdir, rpm_provider, **rpm_engine,
-            max_active=little * 4, turns=10, count=100_000, duration_s=settings.duration_s,
+            "rpm_bound", workdir, rpm_provider, **rpm_engine, max_active=little * 4, turns=10,
+            count=settings.planned, duration_s=settings.duration_s, warmup_s=settings.warmup_s,
         )  # fmt: skip
         log(f"TPM-bound: limit {settings.tpm:,} tpm, long conversations")
         tpm_provider = FakeProviderSettings(
@@ -325,19 +352,23 @@ def run_throughput(
         tpm_case = run_case(
             "tpm_bound", workdir, tpm_provider,
             engine_rpm=settings.rpm * 10, engine_tpm=settings.tpm, max_tokens=300,
-            max_active=little * 4, turns=60, count=100_000, duration_s=settings.duration_s,
+            max_active=little * 4, turns=60, count=settings.planned,
+            duration_s=settings.duration_s, warmup_s=settings.warmup_s,
         )  # fmt: skip
         log("naive baseline: one conversation at a time, same provider as the RPM-bound case")
         naive = run_case(
-            "naive", workdir, rpm_provider, **rpm_engine,
-            max_active=1, turns=10, count=10_000, duration_s=settings.naive_duration_s,
+            "naive", workdir, rpm_provider, **rpm_engine, max_active=1, turns=10,
+            count=settings.naive_planned, duration_s=settings.naive_duration_s,
+            warmup_s=settings.warmup_s,
         )  # fmt: skip
         unknown = unknown_limit_cases(settings, workdir, log)
         log("engine overhead: instant simulated backend")
-        turns_per_s, conversations_per_s = engine_overhead(workdir, settings.overhead_conversations)
+        turns_per_s, conversations_per_s = engine_overhead(
+            workdir, settings.overhead_conversations, settings.overhead_turns
+        )
         log(f"memory: {settings.memory_small:,} and {settings.memory_large:,} active conversations")
-        small = peak_rss_mb(workdir, settings.memory_small)
-        large = peak_rss_mb(workdir, settings.memory_large)
+        small = peak_rss_mb(workdir, settings.memory_small, settings.memory_latency_ms)
+        large = peak_rss_mb(workdir, settings.memory_large, settings.memory_latency_ms)
     per_conversation_kb = (large - small) * 1000 / (settings.memory_large - settings.memory_small)
     report = ThroughputReport(
         settings=settings,

@@ -11,21 +11,24 @@ from rich.table import Table
 
 from bench.fake_provider import FakeProviderSettings, serve_forever
 from bench.throughput import (
+    SMOKE_SETTINGS,
     BenchSettings,
     run_throughput,
     run_unknown_limits,
     summary_rows,
     unknown_limit_rows,
 )
+from config.constants import MAX_PORT
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 
+RESULTS = Path("bench/results")
 Rate = Annotated[float, typer.Option(min=0.0, max=1.0)]
 
 
 @bench_app.command("provider")
 def provider(
-    port: Annotated[int, typer.Option("--port")] = 8089,
+    port: Annotated[int, typer.Option("--port", min=1, max=MAX_PORT)] = 8089,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     rpm: Annotated[int | None, typer.Option("--rpm", min=1)] = None,
     tpm: Annotated[int | None, typer.Option("--tpm", min=1)] = None,
@@ -65,13 +68,24 @@ def provider(
 
 @bench_app.command("throughput")
 def throughput(
-    out: Annotated[Path, typer.Option("--out", help="Where the JSON and PNG go.")] = Path(
-        "bench/results"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Where the JSON and PNG go (default bench/results, or its smoke/)."
+        ),
+    ] = None,
     duration_s: Annotated[float, typer.Option("--duration-s", min=5.0)] = 30.0,
     latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 400.0,
     rpm: Annotated[int, typer.Option("--rpm", min=60)] = 3_000,
     tpm: Annotated[int, typer.Option("--tpm", min=1_000)] = 400_000,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke",
+            help="Every case for a second or two at toy sizes (instead of the sizes above), "
+            "to check the benchmark runs; its figures mean nothing.",
+        ),
+    ] = False,
     unknown_limits_only: Annotated[
         bool,
         typer.Option(
@@ -89,6 +103,10 @@ def throughput(
         rpm=rpm,
         tpm=tpm,
     )
+    if smoke:
+        settings = SMOKE_SETTINGS
+    if out is None:  # a smoke run never overwrites the README's figures
+        out = RESULTS / "smoke" if smoke else RESULTS
     log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
     table = Table(title="rapport bench throughput", title_justify="left")
     for column in ("figure", "measured", "target"):

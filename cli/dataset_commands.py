@@ -45,9 +45,27 @@ def build(
             "over-used phrases.",
         ),
     ] = None,
+    keep_truncated: Annotated[
+        bool,
+        typer.Option(
+            "--keep-truncated",
+            help="Keep examples with an assistant reply cut by its token budget.",
+        ),
+    ] = False,
     push_to_hub: Annotated[
         str | None, typer.Option("--push-to-hub", help="Hub dataset repo (needs HF_TOKEN).")
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace --out even when it holds other files (a previous build of the same "
+            "format is replaced without it).",
+        ),
+    ] = False,
+    license: Annotated[
+        str, typer.Option("--license", help="The dataset card's license (a Hub license id).")
+    ] = "unknown",
 ) -> None:
     """Slice passing conversations into examples and write them with a dataset card."""
     if output_format not in ("hf", "parquet", "jsonl"):
@@ -58,7 +76,8 @@ def build(
         output_format=output_format,  # type: ignore[arg-type]
         min_score=min_score, seed=seed, fractions=SplitFractions(validation, test),
         slicing=slicing, min_exchanges=min_exchanges, drop_repetitive=drop_repetitive,
-        push_to_hub=push_to_hub,
+        push_to_hub=push_to_hub, overwrite=overwrite, license=license,
+        keep_truncated=keep_truncated,
     )  # fmt: skip
     summary = build_dataset(request)
     console = Console(soft_wrap=True)
@@ -66,7 +85,9 @@ def build(
     console.print(
         f"{summary.conversations:,} conversations → {counts} examples "
         f"({summary.truncated:,} truncated from the oldest turns, {summary.skipped_too_long:,} "
-        f"too long, {summary.dropped_repetitive:,} conversations dropped as repetitive)"
+        f"too long, {summary.dropped_repetitive:,} conversations dropped as repetitive, "
+        f"{summary.cut_replies:,} with a reply cut by its token budget "
+        f"{'kept' if keep_truncated else 'left out'})"
     )
     console.print(
         f"tokens per example: mean {summary.tokens_mean:,.0f}, max {summary.tokens_max:,} "

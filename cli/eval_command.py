@@ -9,11 +9,14 @@ import msgspec
 import typer
 from rich.console import Console
 
-from bench.evaluation.report import write_eval_report
+from bench.evaluation.report import OUTPUT_KIND, write_eval_report
 from bench.evaluation.run import EvalRequest, PreparedEval, run_eval
 from bench.evaluation.summary import EvalSummary
+from cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
 from cli.progress_display import live_display
+from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
 from config.prices import load_prices
+from store.output_folder import check_output_folder
 
 SPEC_HELP = (
     "simulated[:quality=Q,...], gguf:PATH, openai:MODEL[@URL], anthropic:MODEL, llamacpp, "
@@ -24,12 +27,21 @@ SPEC_HELP = (
 def evaluate(
     db: Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")],
     scenarios: Annotated[
-        int, typer.Option("--scenarios", min=1, help="Held-out scenarios to play (N).")
+        int,
+        typer.Option(
+            "--scenarios",
+            min=1,
+            max=MAX_COUNT,
+            help=f"Held-out scenarios to play (N, at most {MAX_COUNT:,}).",
+        ),
     ],
     baseline: Annotated[str, typer.Option("--baseline", help=f"Baseline: {SPEC_HELP}.")],
     candidate: Annotated[str, typer.Option("--candidate", help=f"Candidate: {SPEC_HELP}.")],
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed of the held-out scenarios (default 0).")
+        int | None,
+        typer.Option(
+            "--seed", min=0, max=MAX_SEED, help="Seed of the held-out scenarios (default 0)."
+        ),
     ] = None,
     judges: Annotated[
         list[str] | None,
@@ -51,16 +63,26 @@ def evaluate(
         typer.Option("--domain", help="Domain folder (default: the corpus's own domain)."),
     ] = None,
     turns: Annotated[
-        int | None, typer.Option("--turns", min=1, help="Fix every conversation's length.")
+        int | None,
+        typer.Option("--turns", min=1, max=MAX_TURNS, help="Fix every conversation's length."),
     ] = None,
     max_active: Annotated[
-        int | None, typer.Option("--max-active", min=1, help="Conversations alive at once.")
+        int | None,
+        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations alive at once."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace --out even when it holds files other than a report."
+        ),
+    ] = False,
 ) -> None:
     """Play the same held-out scenarios with the baseline and the candidate as the assistant
     (same user simulator, same seeds), judge both with the same judges, and report the paired
     difference with its significance. Re-running resumes; a larger N extends the same eval."""
+    if out is not None:  # before playing anything: a report that cannot be written is refused now
+        check_output_folder(out, OUTPUT_KIND, overwrite=overwrite, keep=(db,))
     console = Console(stderr=True)
     request = EvalRequest(
         db=db,
@@ -79,13 +101,32 @@ def evaluate(
     def display(prepared: PreparedEval):
         if quiet or not console.is_terminal:
             return None
-        return live_display(console, prepared.gateways, load_prices(prepared.settings.prices))
+        prices = load_prices(prepared.settings.prices)
+        return live_display(console, prepared.gateways, prices, prepared.redactor)
 
     summary = run_eval(request, display=display)
     folder = out if out is not None else db.parent / summary.eval_id
-    files = write_eval_report(summary, folder, msgspec.json.encode(summary).decode())
+    files = write_eval_report(
+        summary, folder, msgspec.json.encode(summary).decode(), overwrite=overwrite, keep=(db,)
+    )
     print_summary(summary, Console(soft_wrap=True))
     Console(soft_wrap=True).print(f"report: {files[0]} (summary.json and plots beside it)")
+    finish(*eval_outcome(summary))
+
+
+def eval_outcome(summary: EvalSummary) -> tuple[int, str]:
+    """The exit code and the failures line: nothing to compare when a side has no judged
+    conversation at all."""
+    short = [side for side in summary.sides if side.judged < side.planned]
+    if not short:
+        return OK, ""
+    code = NOTHING_DONE if any(side.judged == 0 for side in short) else PARTIAL
+    parts = [
+        f"{side.side}: {side.planned - side.judged:,} of {side.planned:,} conversations "
+        f"not judged ({side.failed:,} failed)"
+        for side in short
+    ]
+    return code, "; ".join(parts) + ": run the same command again to retry them"
 
 
 def print_summary(summary: EvalSummary, out: Console) -> None:

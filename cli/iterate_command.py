@@ -12,6 +12,8 @@ from rich.console import Console
 
 from agents.generation import GenerateRequest
 from agents.generation import generate as run_generation
+from cli.exit_codes import finish, outcome
+from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
 from config.loader import load_domain
 from judges.iteration_figures import IterationFigures, iteration_figures, render_iteration
 from judges.run import JudgeRequest, judge_corpus
@@ -24,7 +26,15 @@ ITERATIONS_DB = "iterations.duckdb"
 
 def iterate(
     domain: Annotated[Path, typer.Option("--domain", help="The domain folder being designed.")],
-    count: Annotated[int, typer.Option("--count", min=1, help="Conversations in the batch.")] = 20,
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            min=1,
+            max=MAX_COUNT,
+            help=f"Conversations in the batch (at most {MAX_COUNT:,}).",
+        ),
+    ] = 20,
     config: Annotated[
         Path | None, typer.Option("--config", help="Run settings (RUN.yaml), judges included.")
     ] = None,
@@ -33,10 +43,17 @@ def iterate(
         typer.Option("--db", help=f"Where iterations are kept (default: DIR/{ITERATIONS_DB})."),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Plan seed (keep it to compare like with like).")
+        int | None,
+        typer.Option(
+            "--seed",
+            min=0,
+            max=MAX_SEED,
+            help="Plan seed (keep it to compare like with like).",
+        ),
     ] = None,
     turns: Annotated[
-        int | None, typer.Option("--turns", min=1, help="Fix every conversation's length.")
+        int | None,
+        typer.Option("--turns", min=1, max=MAX_TURNS, help="Fix every conversation's length."),
     ] = None,
     backend: Annotated[
         str | None, typer.Option("--backend", help="Both roles' backend spec.")
@@ -52,7 +69,8 @@ def iterate(
         typer.Option("--judge", "--judges", help="A judge's backend spec (repeat for several)."),
     ] = None,
     max_active: Annotated[
-        int | None, typer.Option("--max-active", min=1, help="Conversations alive at once.")
+        int | None,
+        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations alive at once."),
     ] = None,
 ) -> None:
     """Generate a small batch from the domain, judge it, and print what to fix: pass rate, the
@@ -106,3 +124,16 @@ def iterate(
     for line in render_iteration(loaded.name, number, figures, previous):
         out.print(line, highlight=False)
     out.print(f"\nkept in {path} (table iterations); edit the domain and run again to compare")
+    asked = judged.answered_criteria + judged.failed_criteria
+    failures = [
+        f"{generated.count - generated.complete:,} of {generated.count:,} conversations failed"
+        if generated.complete < generated.count
+        else "",
+        f"{judged.failed_criteria:,} of {asked:,} criteria failed"
+        if judged.failed_criteria
+        else "",
+    ]
+    finish(
+        outcome((generated.complete, generated.count), (judged.answered_criteria, asked)),
+        "; ".join(line for line in failures if line) + ": run the same command again to retry them",
+    )

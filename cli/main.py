@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.exceptions import TyperException
 
 from agents.generation import GenerateRequest, Generation
 from agents.generation import generate as run_generation
@@ -17,16 +20,31 @@ from cli.bench_commands import bench_app
 from cli.dataset_commands import dataset_app
 from cli.domain_commands import domain_app
 from cli.eval_command import evaluate
+from cli.exit_codes import (
+    INPUT_ERROR,
+    INTERNAL_ERROR,
+    NOTHING_DONE,
+    OK,
+    TRACEBACK_ENV,
+    finish,
+    interrupted_exit,
+    outcome,
+)
 from cli.iterate_command import iterate
 from cli.progress_display import live_display
-from cli.render import OutputFormat, as_table, print_result
+from cli.render import as_table, print_table, write_batches
+from cli.sql_input import sql_text
 from cli.training_commands import chat as chat_command
 from cli.training_commands import export as export_command
 from cli.training_commands import model_app
 from cli.training_commands import serve as serve_command
 from cli.training_commands import train as train_command
+from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS, SQL_TABLE_ROWS
 from config.errors import RapportError
 from config.prices import load_prices
+from config.secrets import Redactor
+from engine.errors import ProviderUnusable
+from engine.interrupts import Interrupted, raise_on_stop_signals
 from judges.judge import Judge
 from judges.repetition import describe, repetition_report
 from judges.report import write_report
@@ -37,11 +55,11 @@ from judges.run import (
     judge_as_completed,
     judge_corpus,
 )
-from store.query import query
+from store.query import query, query_batches
+from store.run_secrets import database_redactor
 from store.stats import complete_transcripts, corpus_stats
 
-INPUT_ERROR_EXIT = 2
-INTERRUPTED_EXIT = 130
+INPUT_ERROR_EXIT = INPUT_ERROR
 
 app = typer.Typer(
     name="rapport",
@@ -68,8 +86,18 @@ DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.
 @app.command()
 def generate(
     db: DbOption,
-    count: Annotated[int, typer.Option("--count", min=1, help="Conversations in the plan.")],
-    seed: Annotated[int | None, typer.Option("--seed", help="Plan seed (default 0).")] = None,
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            min=1,
+            max=MAX_COUNT,
+            help=f"Conversations in the plan (at most {MAX_COUNT:,}).",
+        ),
+    ],
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, max=MAX_SEED, help="Plan seed (default 0).")
+    ] = None,
     domain: Annotated[
         Path | None, typer.Option("--domain", help="Domain folder (default: shipped therapy).")
     ] = None,
@@ -77,11 +105,17 @@ def generate(
         Path | None, typer.Option("--config", help="Run settings (RUN.yaml).")
     ] = None,
     max_active: Annotated[
-        int | None, typer.Option("--max-active", min=1, help="Conversations alive at once.")
+        int | None,
+        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations alive at once."),
     ] = None,
     turns: Annotated[
         int | None,
-        typer.Option("--turns", min=1, help="Fix every conversation's length (exchanges)."),
+        typer.Option(
+            "--turns",
+            min=1,
+            max=MAX_TURNS,
+            help="Fix every conversation's length (exchanges).",
+        ),
     ] = None,
     backend: Annotated[
         str | None,
@@ -117,7 +151,8 @@ def generate(
     def display(generation: Generation):
         if quiet or not console.is_terminal:
             return None
-        return live_display(console, generation.gateways, load_prices(generation.settings.prices))
+        prices = load_prices(generation.settings.prices)
+        return live_display(console, generation.gateways, prices, generation.redactor)
 
     judges: list[Judge] = []
 
@@ -131,10 +166,9 @@ def generate(
         )
         return judge_as_completed(judges, generation.domain)
 
-    try:
-        summary = run_generation(request, display=display, after_complete=judging)
-    finally:
-        anyio.run(close_judges, judges)
+    summary = run_generation(
+        request, display=display, after_complete=judging, close=lambda: close_judges(judges)
+    )
     out = Console(soft_wrap=True)
     out.print(
         f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
@@ -144,12 +178,32 @@ def generate(
     out.print(f"user simulator: {summary.user_backend} · assistant: {summary.assistant_backend}")
     if summary.failed:
         out.print("failed conversations are retried when the same command runs again")
+    failures = [_conversations_failed(summary.count - summary.complete, summary.count)]
+    parts = [(summary.complete, summary.count)]
     if judges:  # conversations completed earlier, or killed before their judging
         judged = judge_corpus(JudgeRequest(db=db, config=config, max_active=max_active))
         out.print(
             f"judged as they completed; {judged.assessed:,} assessments stored "
             f"({judged.failed_criteria:,} criteria failed)"
         )
+        failures.append(_criteria_failed(judged.failed_criteria, judged.answered_criteria))
+        parts.append((judged.answered_criteria, judged.answered_criteria + judged.failed_criteria))
+    finish(outcome(*parts), "; ".join(line for line in failures if line))
+
+
+def _conversations_failed(failed: int, total: int) -> str:
+    if not failed:
+        return ""
+    return f"{failed:,} of {total:,} conversations failed: run the same command again to retry them"
+
+
+def _criteria_failed(failed: int, answered: int) -> str:
+    if not failed:
+        return ""
+    return (
+        f"{failed:,} of {failed + answered:,} criteria failed: "
+        "run the same command again to ask them again"
+    )
 
 
 @app.command()
@@ -163,7 +217,8 @@ def judge(
         typer.Option("--judge", help="A judge's backend spec (repeat for several judges)."),
     ] = None,
     max_active: Annotated[
-        int | None, typer.Option("--max-active", min=1, help="Conversations judged at once.")
+        int | None,
+        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations judged at once."),
     ] = None,
 ) -> None:
     """Judge every complete, unjudged conversation against the domain's rubric; re-running
@@ -180,19 +235,55 @@ def judge(
     out.print("judges: " + ", ".join(summary.judges))
     if summary.failed_criteria:
         out.print("failed criteria are asked again when the same command runs again")
+    asked = summary.answered_criteria + summary.failed_criteria
+    finish(
+        outcome((summary.answered_criteria, asked)),
+        _criteria_failed(summary.failed_criteria, summary.answered_criteria),
+    )
 
 
 @app.command()
 def sql(
     db: DbOption,
-    statement: Annotated[str, typer.Argument(help="A read-only query (SELECT / EXPLAIN).")],
+    statement: Annotated[
+        str | None,
+        typer.Argument(
+            help="A read-only query (SELECT / EXPLAIN); - reads it from stdin. "
+            "Put -- before a query that starts with -."
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read the query from this file.")
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=0,
+            help=f"Rows printed at most, 0 for all (default: {SQL_TABLE_ROWS:,} for a table; "
+            "csv and json stream every row).",
+        ),
+    ] = None,
 ) -> None:
     """Run a read-only SQL query over the corpus; writes are refused."""
     if output not in ("table", "csv", "json"):
         raise RapportError(f"--format must be table, csv or json, not {output!r}")
-    fmt: OutputFormat = output  # type: ignore[assignment]
-    print_result(query(db, statement), fmt, Console())
+    text = sql_text(statement, file)
+    redactor = database_redactor(db, os.environ)
+    if output == "table":
+        result = query(db, text, SQL_TABLE_ROWS if limit is None else limit or None)
+        print_table(as_table(result, redactor=redactor), Console())
+        truncated = result.truncated
+    else:
+        with closing(query_batches(db, text, limit or None)) as batches:
+            truncated = write_batches(batches, output, redactor)  # type: ignore[arg-type]
+    if truncated:
+        Console(stderr=True).print(
+            f"rows cut at --limit {limit or SQL_TABLE_ROWS:,}: more matched "
+            "(--limit 0 prints them all; --format csv or json streams them)",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -205,44 +296,79 @@ def stats(
     """Corpus overview: conversations by status, length and token distributions, by topic,
     flaw and backend, and the judging figures once conversations are judged."""
     console = Console()
+    redactor = database_redactor(db, os.environ)
     if repetition:
         for title, result in describe(repetition_report(complete_transcripts(db))):
-            console.print(as_table(result, title=title))
+            print_table(as_table(result, title=title, redactor=redactor), console)
         return
     for section in corpus_stats(db):
-        console.print(as_table(section.result, title=section.title))
+        print_table(as_table(section.result, title=section.title, redactor=redactor), console)
 
 
 @app.command()
 def report(
     db: DbOption,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.md and the plots.")],
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace --out even when it holds files other than a report."
+        ),
+    ] = False,
 ) -> None:
     """Write the corpus and judging figures as Markdown with PNG plots."""
-    path = write_report(db, out)
+    path = write_report(db, out, database_redactor(db, os.environ), overwrite=overwrite)
     Console(soft_wrap=True).print(f"written: {path} (and its plots in {out})")
 
 
 def run() -> None:
-    """Console-script entry: one line and a non-zero exit for bad input, never a traceback."""
+    """Console-script entry: one line and a non-zero exit for bad input, never a traceback;
+    the exit codes are those of cli.exit_codes."""
+    raise_on_stop_signals()
     try:
         try:
-            app()
+            code = app(prog_name="rapport", standalone_mode=False)  # usage errors: one line each
         except BaseExceptionGroup as group:
             raise _single_user_error(group) from None
-    except RapportError as error:
-        Console(stderr=True, emoji=False).print(
-            f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True
-        )
+    except TyperException as error:  # click's usage errors (typer vendors click)
+        context = getattr(error, "ctx", None)
+        where = context.command_path if context is not None else "rapport"
+        _print_error(f"{where}: {error.format_message()} (see {where} --help)")
         sys.exit(INPUT_ERROR_EXIT)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: run the same command again to resume")
-        sys.exit(INTERRUPTED_EXIT)
+    except RapportError as error:
+        _print_error(str(error))
+        sys.exit(NOTHING_DONE if isinstance(error, ProviderUnusable) else INPUT_ERROR_EXIT)
+    except (Interrupted, KeyboardInterrupt, typer.Abort) as stop:
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        progress = stop.progress if isinstance(stop, Interrupted) else None
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"interrupted: {progress + ', ' if progress else ''}"
+            "run the same command again to resume"
+        )
+        sys.exit(interrupted_exit(signum))
+    except Exception as error:  # a bug of ours: still one (redacted) line, the traceback on demand
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        _print_error(
+            f"internal error: {type(error).__name__}: {error} "
+            f"(nothing stored is lost; {TRACEBACK_ENV}=1 shows the traceback for a bug report)"
+        )
+        sys.exit(INTERNAL_ERROR)
+    sys.exit(code if isinstance(code, int) else OK)
+
+
+def _print_error(message: str) -> None:
+    redacted = Redactor.from_environ(os.environ)(message)  # a provider may echo a key
+    Console(stderr=True, emoji=False).print(
+        f"[bold red]error:[/] {escape(redacted)}", highlight=False, soft_wrap=True
+    )
 
 
 def _single_user_error(group: BaseExceptionGroup) -> BaseException:
-    """A user error raised inside task groups arrives wrapped: unwrap it to print one line."""
-    user_errors, _ = group.split(RapportError)
+    """A user error (or a stop) raised inside task groups arrives wrapped: unwrap it to print
+    one line."""
+    stops, _ = group.split(Interrupted)
+    user_errors = stops if stops is not None else group.split(RapportError)[0]
     if user_errors is None:
         return group
     leaf: BaseException = user_errors

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from config.constants import PROGRESS_REFRESH_PER_S
 from config.prices import PriceTable
+from config.secrets import PATTERNS_ONLY, Redactor
 from engine.accounting import GatewaySnapshot, snapshot_gateways
 from engine.gateway import Gateway
 from engine.progress import RunProgress
@@ -41,8 +42,12 @@ def _limits(snapshot: GatewaySnapshot) -> str:
 
 
 def progress_table(
-    progress: RunProgress, gateways: Mapping[str, Gateway], prices: PriceTable
+    progress: RunProgress,
+    gateways: Mapping[str, Gateway],
+    prices: PriceTable,
+    redactor: Redactor = PATTERNS_ONLY,
 ) -> Table:
+    """The live table; endpoint names pass through `redactor` (a key in a base_url)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -56,14 +61,14 @@ def progress_table(
         "throughput",
         f"{progress.requests_window.per_minute(progress.started, now):,.0f} requests/min · "
         f"{progress.tokens_window.per_minute(progress.started, now):,.0f} tokens/min · "
-        f"{progress.turns:,} turns",
+        f"{progress.turns:,} turns ({progress.truncated:,} truncated)",
     )
     for snapshot in snapshot_gateways("live", gateways, prices, utc_now()):
         latency = "…" if snapshot.latency_p50_ms is None else f"{snapshot.latency_p50_ms:,.0f} ms"
         cost = "" if snapshot.cost_usd is None else f" · ${snapshot.cost_usd:,.4f}"
         table.add_row(
             snapshot.roles,
-            f"{snapshot.gateway} · {snapshot.requests:,} requests · p50 {latency} · "
+            f"{redactor(snapshot.gateway)} · {snapshot.requests:,} requests · p50 {latency} · "
             f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
             f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}",
         )
@@ -74,17 +79,23 @@ def progress_table(
 
 
 def live_display(
-    console: Console, gateways: Mapping[str, Gateway], prices: PriceTable
+    console: Console,
+    gateways: Mapping[str, Gateway],
+    prices: PriceTable,
+    redactor: Redactor = PATTERNS_ONLY,
 ) -> Callable[[RunProgress], Awaitable[None]]:
     """A coroutine for `simulate` that redraws the table until it is cancelled."""
 
+    def table(progress: RunProgress) -> Table:
+        return progress_table(progress, gateways, prices, redactor)
+
     async def display(progress: RunProgress) -> None:
-        with Live(progress_table(progress, gateways, prices), console=console) as live:
+        with Live(table(progress), console=console) as live:
             try:
                 while True:
-                    live.update(progress_table(progress, gateways, prices))
+                    live.update(table(progress))
                     await anyio.sleep(1 / PROGRESS_REFRESH_PER_S)
             finally:
-                live.update(progress_table(progress, gateways, prices))
+                live.update(table(progress))
 
     return display

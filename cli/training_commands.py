@@ -8,10 +8,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from config.constants import MAX_PORT
 from store.stats import complete_transcripts
 from training.sft import train as run_training
 from training.tiny_model import build_tiny_model
 from training.train_config import load_train_config
+
+ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes first
 
 model_app = typer.Typer(help="Models built by Rapport itself.")
 
@@ -79,29 +82,41 @@ def export(
         raise RapportError(f"--quant must be q4_k_m, q8_0 or f16, not {quant!r}")
     if adapter is not None and not adapter.is_dir():
         raise RapportError(f"--adapter {adapter}: folder not found")
+    if adapter is not None and not (adapter / ADAPTER_CONFIG).is_file():
+        raise RapportError(
+            f"--adapter {adapter}: no {ADAPTER_CONFIG}, so not a LoRA adapter folder "
+            "(`rapport train --output` writes one)"
+        )
     with tempfile.TemporaryDirectory(prefix="rapport-export-") as work:
         path = run_export(base, adapter, out, quant, Path(work))  # type: ignore[arg-type]
     size = path.stat().st_size / 1_000_000
     Console(soft_wrap=True).print(f"written {path} ({quant}, {size:,.1f} MB)")
 
 
+ModelOption = Annotated[
+    str, typer.Option("--model", help="A GGUF file (PATH or gguf:PATH), or embedded (SmolLM2).")
+]
+
+
 def serve(
-    model: Annotated[Path, typer.Option("--model", help="A GGUF file.")],
-    port: Annotated[int, typer.Option("--port")] = 8080,
+    model: ModelOption,
+    port: Annotated[int, typer.Option("--port", min=1, max=MAX_PORT)] = 8080,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     n_ctx: Annotated[int, typer.Option("--n-ctx", min=128)] = 4096,
 ) -> None:
     """Serve a GGUF with llama.cpp's OpenAI-compatible server (…/v1/chat/completions)."""
+    from training.serving import resolve_gguf
     from training.serving import serve as run_server
 
+    path = resolve_gguf(model)
     Console(stderr=True).print(
-        f"serving {model} at http://{host}:{port}/v1 (model name: {model.stem})"
+        f"serving {path} at http://{host}:{port}/v1 (model name: {path.stem})"
     )
-    run_server(model, host, port, n_ctx)
+    run_server(path, host, port, n_ctx)
 
 
 def chat(
-    model: Annotated[Path, typer.Option("--model", help="A GGUF file.")],
+    model: ModelOption,
     domain: Annotated[
         Path | None, typer.Option("--domain", help="Domain folder (its system prompt).")
     ] = None,
@@ -110,7 +125,9 @@ def chat(
     """Chat with a GGUF in the terminal, with the domain's system prompt (/quit to leave)."""
     from config.loader import load_domain
     from training.serving import chat as run_chat
+    from training.serving import resolve_gguf
 
+    path = resolve_gguf(model)
     system_prompt = load_domain(domain).prompts.system_prompt
     console = Console(soft_wrap=True)
-    run_chat(model, system_prompt, input, console.print, n_ctx)
+    run_chat(path, system_prompt, input, console.print, n_ctx)

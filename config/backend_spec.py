@@ -12,6 +12,7 @@ import msgspec
 from config.decoding import decode, read_yaml
 from config.errors import ConfigError
 from config.run import BackendConfig
+from config.urls import url_problem
 
 SPEC_FORMS = (
     "simulated[:key=value,...]",
@@ -37,6 +38,9 @@ def parse_backend_spec(spec: str, shown_as: str = "--backend") -> BackendConfig:
         model, _, base_url = rest.partition("@")
         if not model:
             raise ConfigError(shown_as, spec, f"{kind} needs a model: {kind}:MODEL[@BASE_URL]")
+        problem = url_problem(base_url) if base_url else None
+        if problem:
+            raise ConfigError(shown_as, spec, f"{problem} (form: {kind}:MODEL@BASE_URL)")
         base = BackendConfig(provider=kind, model=model, base_url=base_url or None)
         return _with_options(base, options.replace("&", ","), shown_as)
     if kind == "gguf":

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 WEIGHT_SUM_TOLERANCE = 1e-6
 
+# Bounds of command-line numbers, checked before anything runs (one line when out of range).
+MAX_SEED = 2**63 - 1  # plan seeds are stored as DuckDB BIGINT
+MAX_TRAIN_SEED = 2**32 - 1  # numpy, under transformers' set_seed, takes 32-bit seeds
+MAX_COUNT = 1_000_000  # conversations in one plan: its scenarios are stored before any is run
+MAX_TURNS = 1_000  # exchanges in one conversation
+MAX_ACTIVE = 100_000  # conversations alive at once
+MAX_PORT = 65_535  # TCP
+
 # Scheduler and store.
 DEFAULT_MAX_ACTIVE = 256
 DEFAULT_SEED = 0
@@ -20,6 +28,9 @@ DEFAULT_LOCAL_MAX_TOKENS = 128
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_RETRIES = 5
+# A gateway whose first calls all fail with the same non-retryable error (bad key, unknown model,
+# missing command) stops the run after this many, before the rest of the plan is tried.
+FAIL_FAST_AFTER_CALLS = 5
 RETRY_BACKOFF_MIN_S = 0.5
 RETRY_BACKOFF_MAX_S = 30.0
 CHARS_PER_TOKEN_ESTIMATE = 4.0
@@ -28,6 +39,8 @@ RATE_BURST_SECONDS = 0.5
 DEFAULT_LLAMACPP_CONTEXT = 4096
 DEFAULT_LLAMACPP_IN_FLIGHT = 1
 DEFAULT_COMMAND_TIMEOUT_S = 300.0
+# A reply cut by the length limit is asked once more with this many times the token budget.
+TRUNCATION_RETRY_FACTOR = 2
 COMPLETION_AVERAGE_WEIGHT = 0.1  # moving average of completion tokens, for TPM estimates
 # A gateway whose every request has been answered 429 for this long, with no success at all,
 # stops the run (it resumes next time); until then 429s are retried with no attempt cap.
@@ -55,6 +68,10 @@ DECREASE_COOLDOWN_S = 1.0  # one decrease per episode: 429s in flight together a
 RATE_FLOOR_SHARE = 0.5
 RATE_CEILING_HALF_LIFE_S = 60.0
 
+# `rapport sql`: rows fetched from DuckDB at a time, and shown in a table unless --limit says.
+SQL_FETCH_ROWS = 10_000
+SQL_TABLE_ROWS = 10_000
+
 # Progress display.
 PROGRESS_REFRESH_PER_S = 4
 RATE_WINDOW_S = 60.0
@@ -65,3 +82,7 @@ SAMPLING_SEED_RANGE = 2**31
 # Judging through gateways with an in-flight cap (local models): conversations judged at once per
 # request slot. More would only interleave them, so none finishes (and is stored) until the end.
 JUDGE_CONVERSATIONS_PER_SLOT = 2
+
+# Redaction: environment values shorter than this are not treated as secrets (removing a short
+# value such as "1" from every text would wreck it; real keys are far longer).
+MIN_SECRET_CHARS = 8

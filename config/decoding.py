@@ -21,26 +21,38 @@ _PATH_SEGMENT = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+|\.\.\.)\]")
 
 def read_yaml(path: Path, shown_as: str) -> Any:
     """Parse a YAML file; a missing file or a syntax error is a ConfigError."""
-    if not path.is_file():
-        raise ConfigError(shown_as, None, "missing file")
+    text = read_utf8(path, shown_as)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f"line {mark.line + 1}" if mark is not None else "unknown line"
         raise ConfigError(shown_as, where, f"invalid YAML: {error.problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+    except yaml.YAMLError as error:
         raise ConfigError(shown_as, None, f"invalid YAML: {error}") from None
 
 
 def read_text(path: Path, shown_as: str) -> str:
     """Read a text file (a prompt); a missing or empty file is a ConfigError."""
-    if not path.is_file():
-        raise ConfigError(shown_as, None, "missing file")
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_utf8(path, shown_as).strip()
     if not text:
         raise ConfigError(shown_as, None, "file is empty")
     return text
+
+
+def read_utf8(path: Path, shown_as: str) -> str:
+    """A file's text; a missing file or one that is not UTF-8 is a ConfigError naming the line."""
+    if not path.is_file():
+        raise ConfigError(shown_as, None, "missing file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        byte = data[error.start]
+        raise ConfigError(
+            shown_as, f"line {line}", f"not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8"
+        ) from None
 
 
 def decode(data: Any, type_: type[T], shown_as: str) -> T:

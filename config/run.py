@@ -10,6 +10,7 @@ import msgspec
 from config import constants
 from config.decoding import decode, read_yaml
 from config.errors import ConfigError
+from config.urls import url_problem
 
 Provider = Literal["simulated", "openai", "anthropic", "llamacpp", "command"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -46,6 +47,11 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     n_ctx: PositiveInt = constants.DEFAULT_LLAMACPP_CONTEXT
     threads: PositiveInt | None = None
     command: tuple[str, ...] = ()  # command: argv of a CLI that reads a prompt on stdin
+
+    def __post_init__(self) -> None:
+        problem = url_problem(self.base_url) if self.base_url is not None else None
+        if problem:
+            raise ValueError(f"base_url: {problem}")
 
     def resolved_max_tokens(self) -> int:
         """The reply budget: as configured, else shorter for small in-process models."""
@@ -100,9 +106,11 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Everything `rapport generate` reads from RUN.yaml; command-line flags override it."""
 
     domain: str | None = None
-    seed: int = constants.DEFAULT_SEED
-    max_active: PositiveInt = constants.DEFAULT_MAX_ACTIVE
-    turns: PositiveInt | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=constants.MAX_SEED)] = constants.DEFAULT_SEED
+    max_active: Annotated[int, msgspec.Meta(ge=1, le=constants.MAX_ACTIVE)] = (
+        constants.DEFAULT_MAX_ACTIVE
+    )
+    turns: Annotated[int, msgspec.Meta(ge=1, le=constants.MAX_TURNS)] | None = None
     retry_failed: bool = True
     backends: Backends = Backends()
     judges: tuple[JudgeConfig, ...] = ()
@@ -110,6 +118,17 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     store: StoreSettings = StoreSettings()
     # model -> price, over the shipped table (config/prices.yaml)
     prices: dict[str, Price] = msgspec.field(default_factory=dict)
+
+
+def api_key_env_names(settings: RunConfig, *more: BackendConfig) -> tuple[str, ...]:
+    """The variables this run reads keys from (their values are redacted everywhere)."""
+    backends = (
+        settings.backends.user_sim,
+        settings.backends.assistant,
+        *(judge.backend for judge in settings.judges),
+        *more,
+    )
+    return tuple(b.api_key_env for b in backends if b.api_key_env)
 
 
 def load_run_config(path: Path | None) -> RunConfig:

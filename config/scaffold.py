@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+from config.decoding import read_utf8
 from config.errors import RapportError
 from config.loader import TEMPLATE_DOMAIN, shipped_domain_dir, shipped_domain_names
 
@@ -52,14 +53,14 @@ def scaffold_domain(
     ensure_empty(target)
     if target.resolve() == source.resolve() or source.resolve() in target.resolve().parents:
         raise RapportError(f"{target}: cannot scaffold a domain inside its own source {source}")
+    info = source / "domain.yaml"
+    text = read_utf8(info, str(info)) if info.is_file() else None  # read before writing anything
     shutil.copytree(source, target, ignore=_IGNORED, dirs_exist_ok=True)
-    info = target / "domain.yaml"
-    if info.is_file():
-        text = info.read_text(encoding="utf-8")
+    if text is not None:
         text = set_top_level_value(text, "name", name or domain_name_for(target))
         if description is not None:
             text = set_top_level_value(text, "description", description)
-        info.write_text(text, encoding="utf-8")
+        (target / "domain.yaml").write_text(text, encoding="utf-8")
     return target
 
 

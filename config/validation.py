@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable, Mapping
 
@@ -25,7 +26,11 @@ USER_SIMULATOR_FIELDS = frozenset(
 )
 ASSISTANT_FIELDS = frozenset({"domain", "user_role", "assistant_role", "system_prompt"})
 TURN_FIELDS = frozenset({"exchange", "target_exchanges"})
-NO_FIELDS: frozenset[str] = frozenset()
+# Prompts and turn instructions are filled with str.format: doubled braces are literal ones.
+BRACE_ESCAPE = "write {{ and }} for a literal { and }"
+# The system prompt is used as written (filled into assistant.md's {system_prompt}, and the
+# trained model's system message): braces there are literal, but a {name} is a mistake.
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
 
 
 def problems(domain: Domain, files: Mapping[str, str]) -> list[ConfigError]:
@@ -169,7 +174,6 @@ def _templates(domain: Domain, files: Mapping[str, str]) -> list[ConfigError]:
     checks = [
         (files["prompt:user_simulator"], prompts.user_simulator, USER_SIMULATOR_FIELDS),
         (files["prompt:assistant"], prompts.assistant, ASSISTANT_FIELDS),
-        (files["prompt:system_prompt"], prompts.system_prompt, NO_FIELDS),
         (files["info"], domain.info.turn_instructions.opening, TURN_FIELDS),
         (files["info"], domain.info.turn_instructions.continuing, TURN_FIELDS),
         (files["info"], domain.info.turn_instructions.closing, TURN_FIELDS),
@@ -179,9 +183,24 @@ def _templates(domain: Domain, files: Mapping[str, str]) -> list[ConfigError]:
         try:
             fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
         except ValueError as error:
-            found.append(ConfigError(file, None, f"invalid template: {error}"))
+            found.append(ConfigError(file, None, f"invalid template: {error}; {BRACE_ESCAPE}"))
             continue
         for name in sorted(fields - allowed):
-            known = ", ".join(sorted(allowed)) or "none"
-            found.append(ConfigError(file, f"{{{name}}}", f"unknown placeholder (known: {known})"))
+            known = ", ".join(sorted(allowed))
+            found.append(
+                ConfigError(
+                    file,
+                    f"{{{name}}}",
+                    f"unknown placeholder (known: {known}); {BRACE_ESCAPE}",
+                )
+            )
+    for name in sorted(set(_PLACEHOLDER.findall(prompts.system_prompt))):
+        found.append(
+            ConfigError(
+                files["prompt:system_prompt"],
+                f"{{{name}}}",
+                "the system prompt is used as written, so this placeholder would reach the "
+                "model unfilled (placeholders go in assistant.md)",
+            )
+        )
     return found

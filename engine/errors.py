@@ -25,9 +25,18 @@ class BackendError(Exception):
         self.limits = limits  # rate limits stated in the failed response's headers (429s too)
 
 
-class ProviderUnreachable(RapportError):
-    """The provider never answered (connection refused, DNS failure): the run stops at once
-    instead of failing every conversation one by one. Nothing stored is touched."""
+class ProviderUnusable(RapportError):
+    """Nothing can be done through this provider: the run stops at once instead of failing
+    every conversation one by one. Nothing stored is lost; running the command again resumes.
+    `kind` is stored as the reason of the conversations the stop interrupted."""
+
+    kind = "provider_unusable"
+
+
+class ProviderUnreachable(ProviderUnusable):
+    """The provider never answered (connection refused, DNS failure)."""
+
+    kind = "connection"
 
 
 class RateLimitedTooLong(ProviderUnreachable):
@@ -42,3 +51,10 @@ class TurnFailed(Exception):
         super().__init__(f"{kind}: {message} (after {attempts} attempt{'s' * (attempts != 1)})")
         self.kind = kind
         self.attempts = attempts
+        self.turn_index: int | None = None  # which turn failed, once the caller knows it
+        self.role: str | None = None
+
+    def at_turn(self, turn_index: int, role: str) -> TurnFailed:
+        """This failure, marked with the turn it failed (for the `errors` row)."""
+        self.turn_index, self.role = turn_index, role
+        return self

@@ -9,6 +9,7 @@ from config import constants
 from config.domain import Domain
 from config.errors import ConfigError
 from config.run import BackendConfig, Backends
+from config.secrets import Redactor, looks_like_secret
 from engine.backend import Backend
 from engine.gateway import Gateway, GatewayLimits
 
@@ -79,6 +80,7 @@ def build_gateway(
         backoff_max_s=settings.backoff_max_s,
         adaptive=settings.provider != "simulated",
         no_success_stop_s=settings.no_success_stop_s,
+        redactor=Redactor.from_environ(environ, [settings.api_key_env or ""]),
     )
 
 
@@ -171,6 +173,13 @@ def build_backend(
 def _api_key(settings: BackendConfig, environ: Mapping[str, str], file: str, key: str) -> str:
     """The key comes from the environment only; a local server (base_url set and no
     api_key_env) may run without one."""
+    if settings.api_key_env is not None and looks_like_secret(settings.api_key_env):
+        raise ConfigError(
+            file,
+            f"{key}.api_key_env",
+            "is not the name of an environment variable (not shown, in case it is the key "
+            "itself): name the variable that holds the key, e.g. OPENAI_API_KEY",
+        )
     variable = settings.api_key_env or DEFAULT_KEY_ENV[settings.provider]
     value = environ.get(variable, "").strip()
     if value:

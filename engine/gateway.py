@@ -18,10 +18,12 @@ from tenacity import (
 )
 
 from config.constants import NO_SUCCESS_STOP_S, RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
+from config.secrets import PATTERNS_ONLY, Redactor
 from engine.adaptive_limits import AdaptiveLimits, LearnedLimits
 from engine.backend import Backend, label
 from engine.clock import Clock, LoopClock
 from engine.errors import BackendError, ProviderUnreachable, RateLimitedTooLong, TurnFailed
+from engine.fail_fast import FailFast
 from engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
 from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
@@ -95,8 +97,10 @@ class Gateway:
         clock: Clock | None = None,
         adaptive: bool = False,
         no_success_stop_s: float = NO_SUCCESS_STOP_S,
+        redactor: Redactor = PATTERNS_ONLY,
     ) -> None:
         self.backend = backend
+        self._redact = redactor  # errors raised to the user may quote a provider's echoed key
         self._clock = clock or LoopClock()
         self.label = label(backend)
         self.stats = GatewayStats()
@@ -118,6 +122,7 @@ class Gateway:
         self._backoff = wait_random_exponential(multiplier=backoff_min_s, max=backoff_max_s)
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
+        self.fail_fast = FailFast(self.label, redactor)
 
     def _apply(self, limits: GatewayLimits, *, start_full: bool = False) -> None:
         for name, per_minute in (
@@ -158,6 +163,7 @@ class Gateway:
         except BackendError as error:
             if not error.retryable or give_up(error):
                 self.stats.failed += 1
+                self.fail_fast.record(error, self.stats.succeeded)
                 raise TurnFailed(error.kind, str(error), 1) from error
             first_failure = error
         attempts = 1
@@ -187,6 +193,7 @@ class Gateway:
                         raise
         except BackendError as error:
             self.stats.failed += 1
+            self.fail_fast.record(error, self.stats.succeeded)
             raise TurnFailed(error.kind, str(error), attempts) from error
         raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
 
@@ -207,7 +214,9 @@ class Gateway:
             and self.stats.succeeded == 0
             and attempts > UNREACHABLE_AFTER_ATTEMPTS
         ):
-            raise ProviderUnreachable(f"{self.label}: cannot reach the provider ({error})")
+            raise ProviderUnreachable(
+                self._redact(f"{self.label}: cannot reach the provider ({error})")
+            )
 
     async def _attempt(
         self, messages: Sequence[ChatMessage], params: CompletionParams

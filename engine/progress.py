@@ -45,13 +45,15 @@ class RunProgress(msgspec.Struct):
     failed: int = 0
     active: int = 0
     turns: int = 0
+    truncated: int = 0  # turns kept although cut by the token budget
     tokens: int = 0
     started: float = msgspec.field(default_factory=time.monotonic)
     requests_window: RateWindow = msgspec.field(default_factory=RateWindow)
     tokens_window: RateWindow = msgspec.field(default_factory=RateWindow)
 
-    def record_turn(self, tokens: int) -> None:
+    def record_turn(self, tokens: int, truncated: bool = False) -> None:
         self.turns += 1
+        self.truncated += truncated
         self.tokens += tokens
         self.requests_window.add(1)
         self.tokens_window.add(tokens)

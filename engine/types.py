@@ -9,6 +9,8 @@ import msgspec
 from config.scenario import Scenario
 
 Role = Literal["system", "user", "assistant"]
+# Finish reasons of a reply cut by its token budget (OpenAI and llama.cpp; Anthropic).
+TRUNCATED_FINISH_REASONS = frozenset({"length", "max_tokens"})
 Speaker = Literal["user_sim", "assistant", "judge"]
 
 
@@ -55,3 +57,8 @@ class Completion(msgspec.Struct, frozen=True):
     finish_reason: str | None = None
     limits: ReportedLimits | None = None
     attempts: int = 1  # set by the gateway: latency_s then spans every attempt of the turn
+
+    @property
+    def truncated(self) -> bool:
+        """Cut by the token budget: it stopped mid-sentence."""
+        return self.finish_reason in TRUNCATED_FINISH_REASONS

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from config.secrets import PATTERNS_ONLY, Redactor
 from judges.repetition import describe, repetition_report
+from store.output_folder import staged_output
 from store.query import QueryResult, query
 from store.stats import JUDGING_SECTIONS, SECTIONS, complete_transcripts
 
@@ -89,21 +91,28 @@ def _bar_chart(result: QueryResult, title: str, xlabel: str, ylabel: str, path: 
     plt.close(figure)
 
 
-def write_report(db: Path, out: Path) -> Path:
-    """Write `report.md` and one PNG per plot into `out`; returns the Markdown path."""
-    out.mkdir(parents=True, exist_ok=True)
+REPORT_FILE = "report.md"
+OUTPUT_KIND = "report"
+
+
+def write_report(
+    db: Path, out: Path, redactor: Redactor = PATTERNS_ONLY, *, overwrite: bool = False
+) -> Path:
+    """Write `report.md` and one PNG per plot into `out` (replaced whole, never clobbering
+    files the user put there unless `overwrite`); returns the Markdown path. The text passes
+    through `redactor` (a database written before redaction may hold an echoed key)."""
     lines = [f"# Rapport corpus report\n\nDatabase: `{db}`\n"]
     for title, sql in (*SECTIONS, *JUDGING_SECTIONS):
         lines += [f"## {title}\n", markdown_table(query(db, sql)), ""]
-    lines.append("## Plots\n")
-    for filename, title, sql, xlabel, ylabel in PLOTS:
-        result = query(db, sql)
-        if result.rows:
-            _bar_chart(result, title, xlabel, ylabel, out / filename)
-            lines.append(f"![{title}]({filename})\n")
-    lines.append("## Repetition and diversity\n")
-    for title, result in describe(repetition_report(complete_transcripts(db))):
-        lines += [f"### {title}\n", markdown_table(result), ""]
-    report = out / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
-    return report
+    plots = [(plot, query(db, plot.sql)) for plot in PLOTS]
+    with staged_output(out, OUTPUT_KIND, overwrite=overwrite, keep=(db,)) as staging:
+        lines.append("## Plots\n")
+        for (filename, title, _, xlabel, ylabel), result in plots:
+            if result.rows:
+                _bar_chart(result, title, xlabel, ylabel, staging / filename)
+                lines.append(f"![{title}]({filename})\n")
+        lines.append("## Repetition and diversity\n")
+        for title, result in describe(repetition_report(complete_transcripts(db))):
+            lines += [f"### {title}\n", markdown_table(result), ""]
+        (staging / REPORT_FILE).write_text(redactor("\n".join(lines)), encoding="utf-8")
+    return out / REPORT_FILE

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -13,13 +14,18 @@ import anyio
 import msgspec
 from anyio.abc import ObjectSendStream
 
+from agents.generation import VERSION
 from config import constants
 from config.backend_spec import parse_backend_spec
 from config.domain import Domain
 from config.loader import load_domain
-from config.run import JudgeConfig, RunConfig, load_run_config
+from config.prices import PriceTable, load_prices
+from config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_config
 from config.scenario import Scenario
+from config.secrets import Redactor
+from engine.accounting import GatewaySnapshot, snapshot_gateways
 from engine.factory import build_gateway, limits_of
+from engine.interrupts import Interrupted, run_interruptible
 from engine.scheduler import run_bounded
 from judges.judge import Judge, judge_conversation
 from judges.scoring import active_criteria, score
@@ -27,6 +33,14 @@ from judges.verdicts import Verdict
 from store.database import Database
 from store.errors import StoreError
 from store.judgements import JudgeJob, load_unjudged, plan_domains, record_pass_rule
+from store.plans import (
+    RunRecord,
+    finish_run,
+    mark_abandoned_runs,
+    record_judged_count,
+    save_gateway_stats,
+    start_run,
+)
 from store.rows import AssessmentRow, JudgeFailureRow, StoreEvent, VerdictRow, utc_now
 from store.run_lock import exclusive_run
 from store.writer import StoreWriter
@@ -48,6 +62,7 @@ class JudgeSummary(msgspec.Struct, frozen=True):
     failed_criteria: int
     elapsed_s: float
     judges: tuple[str, ...]
+    answered_criteria: int = 0  # asked by this run and answered
 
 
 def judge_configs(settings: RunConfig, specs: Sequence[str]) -> tuple[JudgeConfig, ...]:
@@ -134,8 +149,9 @@ async def judge_pending(
     below_index: int | None = None,
 ) -> tuple[int, int]:
     """Judge everything pending for every judge (in the corpus, or in the given plans, only
-    scenarios below `below_index` if given); returns (jobs, failed criteria)."""
-    counts = [0, 0]
+    scenarios below `below_index` if given); returns (jobs, failed criteria, answered
+    criteria)."""
+    counts = [0, 0, 0]
 
     async def jobs() -> AsyncIterator[tuple[Judge, JudgeJob]]:
         for judge in judges:
@@ -157,10 +173,11 @@ async def judge_pending(
         event = await assess(judge, domains[job.scenario.plan_id], job)
         counts[0] += 1
         counts[1] += len(event.judge_failures)
+        counts[2] += len(event.verdicts)
         await sink.send(event)
 
     await run_bounded(jobs(), judging_concurrency(judges, max_active), handle)
-    return counts[0], counts[1]
+    return counts[0], counts[1], counts[2]
 
 
 def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
@@ -177,6 +194,7 @@ def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
 def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None) -> JudgeSummary:
     """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB."""
     settings = load_run_config(request.config)
+    configs = judge_configs(settings, request.judges)  # a bad spec is refused before any write
     if not request.db.exists():
         raise StoreError(f"{request.db}: no such database (run `rapport generate` first)")
     database = Database(request.db)
@@ -187,48 +205,120 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
     domain = next(iter(domains.values()), None) or load_domain(
         Path(settings.domain) if settings.domain else None
     )
-    configs = judge_configs(settings, request.judges)
-    judges = build_judges(
-        configs, domain, environ if environ is not None else dict(os.environ),
-        str(request.config or "run config"),
-    )  # fmt: skip
+    environ = environ if environ is not None else dict(os.environ)
+    judges = build_judges(configs, domain, environ, str(request.config or "run config"))
+    redactor = Redactor.from_environ(
+        environ, api_key_env_names(settings, *(config.backend for config in configs))
+    )
     max_active = request.max_active or settings.max_active
+    prices = load_prices(settings.prices)
     started = time.perf_counter()
     with exclusive_run(request.db):
         database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
+        database.run_sync(mark_abandoned_runs)
+        run_id = uuid.uuid4().hex[:12]
+        record = judge_run_record(run_id, judges, domains, settings)
+        database.run_sync(lambda conn: start_run(conn, record, redactor))
 
-        async def go() -> tuple[int, int]:
+        async def record_gateways() -> None:
+            snapshots = judge_gateway_snapshots(run_id, judges, prices)
+            await database.run(lambda conn: save_gateway_stats(conn, snapshots, redactor))
+
+        async def record_gateways_periodically() -> None:
+            while True:
+                await anyio.sleep(constants.GATEWAY_STATS_INTERVAL_S)
+                await record_gateways()
+
+        async def go() -> tuple[int, int, int]:
             writer = StoreWriter(
                 database,
                 flush_rows=settings.store.flush_rows,
                 flush_interval_s=settings.store.flush_interval_s,
+                redactor=redactor,
             )
             send, receive = anyio.create_memory_object_stream[StoreEvent](
                 constants.STORE_QUEUE_EVENTS
             )
+            status = "interrupted"
             try:
                 async with anyio.create_task_group() as group:
                     group.start_soon(writer.run, receive)
-                    async with send:
-                        return await judge_pending(database, judges, domains, send, max_active)
+                    async with send, anyio.create_task_group() as side_tasks:
+                        side_tasks.start_soon(record_gateways_periodically)
+                        counts = await judge_pending(database, judges, domains, send, max_active)
+                        side_tasks.cancel_scope.cancel()
+                status = "finished"
+                return counts
             finally:
                 with anyio.CancelScope(shield=True):
+                    await record_gateways()
+                    await database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
                     await close_judges(judges)
 
-        judged, failed = anyio.run(go)
-    assessed = database.run_sync(
-        lambda conn: conn.execute(
-            "SELECT count(*) FROM assessments "
-            "WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)"
-        ).fetchone()[0]
-    )
+        try:
+            judged, failed, answered = run_interruptible(go)
+        except Interrupted as stop:
+            stop.progress = f"{stored_assessments(database):,} assessments stored"
+            raise
+        database.run_sync(lambda conn: record_judged_count(conn, run_id, judged))
+    assessed = stored_assessments(database)
     return JudgeSummary(
         judged=judged,
         assessed=int(assessed),
         failed_criteria=failed,
         elapsed_s=time.perf_counter() - started,
         judges=tuple(f"{j.id} ({j.gateway.label})" for j in judges),
+        answered_criteria=answered,
     )
+
+
+def stored_assessments(database: Database) -> int:
+    """Assessments of corpus conversations in the database, by every judge."""
+    return int(
+        database.run_sync(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM assessments "
+                "WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)"
+            ).fetchone()[0]
+        )
+    )
+
+
+def judge_run_record(
+    run_id: str, judges: Sequence[Judge], domains: Mapping[str, Domain], settings: RunConfig
+) -> RunRecord:
+    """A `runs` row for `rapport judge`, so its requests, failures and cost are in SQL like a
+    generation run's. It spans every corpus plan (their ids, comma-separated); the judges'
+    backends stand in the assistant column; `count` becomes the conversations judged."""
+    return RunRecord(
+        run_id=run_id,
+        plan_id=",".join(sorted(domains)),
+        command="judge",
+        count=0,
+        status="running",
+        started_at=utc_now(),
+        user_backend="",
+        assistant_backend=", ".join(f"{j.id} ({j.gateway.label})" for j in judges),
+        settings=msgspec.json.encode(settings).decode(),
+        rapport_version=VERSION,
+    )
+
+
+def judge_gateway_snapshots(
+    run_id: str, judges: Sequence[Judge], prices: PriceTable
+) -> list[GatewaySnapshot]:
+    """One `gateway_stats` row per judge's gateway (roles: the judge id); judges on the same
+    endpoint are told apart by their id."""
+    snapshots = snapshot_gateways(
+        run_id, {f"judge:{j.id}": j.gateway for j in judges}, prices, utc_now()
+    )
+    names = [s.gateway for s in snapshots]
+    return [
+        msgspec.structs.replace(s, gateway=f"{s.gateway} ({s.roles})")
+        if names.count(s.gateway) > 1
+        else s
+        for s in snapshots
+    ]
 
 
 def judge_as_completed(

@@ -8,12 +8,25 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
+from config.secrets import PATTERNS_ONLY, Redactor
 
-def structs_to_arrow(rows: Sequence[msgspec.Struct], schema: pa.Schema) -> pa.Table:
-    """An Arrow table of Structs whose fields are `schema`'s columns, in the same order.
+# The columns that can carry text from a provider, a proxy or a config (model replies, judge
+# reasoning, error bodies, endpoint names, settings): every write passes them through the
+# redactor, so an echoed API key never reaches the file.
+REDACTED_COLUMNS = frozenset(
+    {"content", "reasoning", "message", "error", "gateway", "judge_model", "settings"}
+)
+
+
+def structs_to_arrow(
+    rows: Sequence[msgspec.Struct], schema: pa.Schema, redactor: Redactor = PATTERNS_ONLY
+) -> pa.Table:
+    """An Arrow table of Structs whose fields are `schema`'s columns, in the same order, with
+    the REDACTED_COLUMNS passed through `redactor`.
 
     Rows are turned into tuples in C (`astuple`) and transposed with `zip`: this runs in the
-    writer's thread while holding the GIL, so it must be cheap.
+    writer's thread while holding the GIL, so it must be cheap (the redactor scans only text
+    that holds one of its trigger substrings).
     """
     if not rows:
         return schema.empty_table()
@@ -22,7 +35,11 @@ def structs_to_arrow(rows: Sequence[msgspec.Struct], schema: pa.Schema) -> pa.Ta
         raise ValueError(f"{type(rows[0]).__name__} fields {fields} do not match {schema.names}")
     columns = zip(*map(msgspec.structs.astuple, rows), strict=True)
     arrays = [
-        pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=True)
+        pa.array(
+            list(map(redactor.optional, column)) if field.name in REDACTED_COLUMNS else column,
+            type=field.type,
+        )
+        for column, field in zip(columns, schema, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -43,6 +60,7 @@ MESSAGES = pa.schema(
         ("run_id", pa.string()),
         ("created_at", pa.timestamp("us")),
         ("attempts", pa.int32()),
+        ("finish_reason", pa.string()),
     ]
 )
 
@@ -127,9 +145,17 @@ def insert_table(
 
 
 def replace_rows(
-    conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[msgspec.Struct]
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    rows: Sequence[msgspec.Struct],
+    redactor: Redactor = PATTERNS_ONLY,
 ) -> None:
-    """INSERT OR REPLACE Structs into `table`, matching columns by field name."""
+    """INSERT OR REPLACE Structs into `table`, matching columns by field name, with the
+    REDACTED_COLUMNS passed through `redactor`."""
     if rows:
-        batch = pa.Table.from_pylist([msgspec.structs.asdict(row) for row in rows])
+        records = [msgspec.structs.asdict(row) for row in rows]
+        for record in records:
+            for name in REDACTED_COLUMNS.intersection(record):
+                record[name] = redactor.optional(record[name])
+        batch = pa.Table.from_pylist(records)
         insert_table(conn, table, batch, "INSERT OR REPLACE")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,16 +12,12 @@ import anyio.to_thread
 import duckdb
 
 from config.constants import STORE_LOCK_RETRY_S
-from store.errors import StoreError
+from store.errors import StoreError, no_room_to_write
+from store.stamp import MIGRATIONS, SCHEMA_VERSION, read_stamp, schema_sql, write_stamp
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = "1"
 _LOCK_RETRY_PAUSE_S = 0.05
-
-
-def _sql(name: str) -> str:
-    return (resources.files("store") / name).read_text(encoding="utf-8")
 
 
 def connect(
@@ -52,11 +47,42 @@ def _first_line(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else message
 
 
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the tables and views if they are missing (idempotent)."""
-    conn.execute(_sql("schema.sql"))
-    conn.execute(_sql("views.sql"))
-    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+def ensure_schema(conn: duckdb.DuckDBPyConnection, shown: str = "database") -> None:
+    """Create the schema in a new file, or bring an older Rapport file up to date, in one
+    transaction; a file stamped by this schema is left as it is, and a foreign one is refused
+    before anything is written."""
+    stamp = read_stamp(conn, shown)
+    if stamp is not None and stamp.is_current:
+        return
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for version in range(stamp.schema_version if stamp else SCHEMA_VERSION, SCHEMA_VERSION):
+            MIGRATIONS[version](conn)
+        conn.execute(schema_sql("schema.sql"))
+        conn.execute(schema_sql("views.sql"))
+        write_stamp(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def connect_for_reading(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to a Rapport database; a file an older Rapport wrote is brought up
+    to date first. A missing, empty or foreign file is refused and never created or changed."""
+    conn = connect(path, read_only=True)
+    try:
+        stamp = read_stamp(conn, str(path))
+    except BaseException:
+        conn.close()
+        raise
+    if stamp is not None and stamp.is_current:
+        return conn
+    conn.close()
+    if stamp is None:
+        raise StoreError(f"{path}: an empty database, not a Rapport corpus yet")
+    Database(path).initialise()
+    return connect(path, read_only=True)
 
 
 class Database:
@@ -73,9 +99,15 @@ class Database:
     def run_sync(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         conn = connect(self.path)
         try:
-            return work(conn)
-        finally:
-            conn.close()
+            try:
+                return work(conn)
+            finally:
+                conn.close()  # closing checkpoints, so it can find the disk full too
+        except duckdb.Error as error:
+            no_room = no_room_to_write(self.path, error)
+            if no_room is None:
+                raise
+            raise no_room from None
 
     async def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `work(connection)` off the event loop, one call at a time."""
@@ -83,7 +115,7 @@ class Database:
 
     def initialise(self) -> None:
         try:
-            self.run_sync(ensure_schema)
+            self.run_sync(lambda conn: ensure_schema(conn, str(self.path)))
         except duckdb.Error as error:
             raise StoreError(
                 f"{self.path}: cannot create schema: {_first_line(str(error))}"

@@ -10,7 +10,7 @@ import duckdb
 import msgspec
 
 from store.arrow_rows import replace_rows
-from store.transcripts import load_transcripts
+from store.transcripts import TRUNCATED_SQL, load_transcripts
 
 
 class SourceConversation(msgspec.Struct, frozen=True):
@@ -18,6 +18,7 @@ class SourceConversation(msgspec.Struct, frozen=True):
     plan_id: str
     mean_score: float
     messages: tuple[tuple[str, str], ...]
+    truncated_exchanges: frozenset[int] = frozenset()  # 1-based; assistant turns cut short
 
 
 def passing_conversations(
@@ -39,11 +40,30 @@ def passing_conversations(
     ).fetchall()
     if not rows:
         return []
-    transcripts = load_transcripts(conn, [row[0] for row in rows])
+    ids = [row[0] for row in rows]
+    transcripts = load_transcripts(conn, ids)
+    truncated = truncated_assistant_exchanges(conn, ids)
     return [
-        SourceConversation(cid, plan_id, float(score), tuple(transcripts[cid]))
+        SourceConversation(
+            cid, plan_id, float(score), tuple(transcripts[cid]), truncated.get(cid, frozenset())
+        )
         for cid, plan_id, score in rows
     ]
+
+
+def truncated_assistant_exchanges(
+    conn: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]
+) -> dict[str, frozenset[int]]:
+    """Per conversation, the exchanges whose assistant reply was cut by the token budget."""
+    found: dict[str, set[int]] = {}
+    for cid, exchange in conn.execute(
+        f"SELECT conversation_id, exchange FROM messages "
+        f"WHERE role = 'assistant' AND finish_reason IN ({TRUNCATED_SQL}) "
+        f"AND conversation_id IN (SELECT unnest(?))",
+        [list(conversation_ids)],
+    ).fetchall():
+        found.setdefault(cid, set()).add(int(exchange))
+    return {cid: frozenset(exchanges) for cid, exchanges in found.items()}
 
 
 class ExampleRecord(msgspec.Struct, frozen=True):

@@ -10,6 +10,7 @@ import msgspec
 import pyarrow as pa
 
 from config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
+from config.secrets import PATTERNS_ONLY, Redactor
 from store.arrow_rows import insert_table, replace_rows
 
 
@@ -136,7 +137,7 @@ def load_unfinished(
     conn: duckdb.DuckDBPyConnection, plan_id: str, start: int, stop: int, *, include_failed: bool
 ) -> list[UnfinishedConversation]:
     """Conversations of plan indices `start..stop-1` still to do, with their stored turns."""
-    statuses = ["pending", "running"] + (["failed"] if include_failed else [])
+    statuses = ["pending", "running", "interrupted"] + (["failed"] if include_failed else [])
     rows = conn.execute(
         """
         SELECT s.scenario_id, s.scenario_index, s.seed, s.persona, s.topics, s.flaws,
@@ -193,7 +194,10 @@ def scenario_from_row(plan_id: str, row: tuple[object, ...]) -> Scenario:
     )
 
 
-def start_run(conn: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
+def start_run(
+    conn: duckdb.DuckDBPyConnection, run: RunRecord, redactor: Redactor = PATTERNS_ONLY
+) -> None:
+    """Record a run; its settings and backend labels are redacted (a key in a base_url)."""
     conn.execute(
         """
         INSERT INTO runs (run_id, plan_id, command, count, status, started_at, user_backend,
@@ -207,12 +211,17 @@ def start_run(conn: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
             run.count,
             run.status,
             run.started_at,
-            run.user_backend,
-            run.assistant_backend,
-            run.settings,
+            redactor.optional(run.user_backend),
+            redactor.optional(run.assistant_backend),
+            redactor.optional(run.settings),
             run.rapport_version,
         ],
     )
+
+
+def record_judged_count(conn: duckdb.DuckDBPyConnection, run_id: str, judged: int) -> None:
+    """A judge run's count is the conversations it judged (known once it has run)."""
+    conn.execute("UPDATE runs SET count = ? WHERE run_id = ?", [judged, run_id])
 
 
 def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, status: str, at: datetime) -> None:
@@ -221,13 +230,48 @@ def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, status: str, at: da
     )
 
 
+class StopReason(msgspec.Struct, frozen=True):
+    """Why a run stopped before its end (a provider that cannot be used), stored with the
+    conversations it interrupted."""
+
+    kind: str
+    message: str
+
+
+def release_unfinished(
+    conn: duckdb.DuckDBPyConnection, run_id: str, reason: StopReason | None, at: datetime
+) -> None:
+    """The conversations a stopped run left `running` become `interrupted` (the next run
+    resumes them), each with the reason and an `errors` row when there is one."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        if reason is not None:
+            conn.execute(
+                "INSERT INTO errors (run_id, conversation_id, kind, message, created_at) "
+                "SELECT run_id, conversation_id, ?, ?, ? FROM conversations "
+                "WHERE run_id = ? AND status = 'running'",
+                [reason.kind, reason.message, at, run_id],
+            )
+        conn.execute(
+            "UPDATE conversations SET status = 'interrupted', error = ? "
+            "WHERE run_id = ? AND status = 'running'",
+            [reason.message if reason is not None else None, run_id],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def mark_abandoned_runs(conn: duckdb.DuckDBPyConnection) -> None:
     """Runs still marked running when a new run holds the lock were killed: say so."""
     conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
 
 
 def save_gateway_stats(
-    conn: duckdb.DuckDBPyConnection, snapshots: Sequence[msgspec.Struct]
+    conn: duckdb.DuckDBPyConnection,
+    snapshots: Sequence[msgspec.Struct],
+    redactor: Redactor = PATTERNS_ONLY,
 ) -> None:
-    """Replace this run's gateway counters with the latest snapshot."""
-    replace_rows(conn, "gateway_stats", snapshots)
+    """Replace this run's gateway counters with the latest snapshot (names redacted)."""
+    replace_rows(conn, "gateway_stats", snapshots, redactor)

@@ -1,4 +1,12 @@
 -- Rapport's tables. Primary keys make every write idempotent.
+-- The stamp that marks a Rapport database: schema_version, schema_fingerprint, rapport_version
+-- (store/stamp.py). A DuckDB file with tables and no stamp is refused, never migrated blindly.
+CREATE TABLE IF NOT EXISTS rapport_meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+
+-- Settings of the corpus (e.g. the judges' pass rule).
 CREATE TABLE IF NOT EXISTS meta (
     key VARCHAR PRIMARY KEY,
     value VARCHAR
@@ -48,7 +56,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     plan_id VARCHAR NOT NULL,
     scenario_index INTEGER NOT NULL,
     target_turns INTEGER NOT NULL,   -- in exchanges (one user message + one reply)
-    status VARCHAR NOT NULL,         -- pending | running | complete | failed
+    status VARCHAR NOT NULL,         -- pending | running | interrupted | complete | failed
     end_reason VARCHAR,              -- target_reached | goodbye | error
     num_messages INTEGER NOT NULL DEFAULT 0,
     run_id VARCHAR,
@@ -145,6 +153,9 @@ ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS held_out BOOLEAN DEFAULT false;
 -- What a plan is for: `corpus` (generate), `held_out` (scenarios kept for evaluation) or `eval`
 -- (one side of an evaluation). Corpus views, judging and datasets read corpus plans only.
 ALTER TABLE plans ADD COLUMN IF NOT EXISTS purpose VARCHAR DEFAULT 'corpus';
+
+-- Why each reply stopped (`stop`, or `length` / `max_tokens` when cut by the token budget).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS finish_reason VARCHAR;
 
 -- `rapport eval`: two assistants on the same held-out scenarios, judged by the same judges.
 CREATE TABLE IF NOT EXISTS eval_runs (

@@ -7,6 +7,7 @@ from pathlib import Path
 import msgspec
 
 from store.query import QueryResult, query
+from store.transcripts import TRUNCATED_SQL
 
 SECTIONS: tuple[tuple[str, str], ...] = (
     (
@@ -39,15 +40,30 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ),
     ("By flaw", "SELECT * FROM by_flaw ORDER BY conversations DESC"),
     (
-        "By backend",
-        "SELECT * FROM backend_usage ORDER BY role, backend, model",
+        "By backend (latencies in milliseconds)",
+        """
+        SELECT role, backend, model, messages, prompt_tokens, completion_tokens,
+               round(mean_latency_ms)::BIGINT AS mean_ms, round(p50_latency_ms)::BIGINT AS p50_ms,
+               round(p99_latency_ms)::BIGINT AS p99_ms
+        FROM backend_usage ORDER BY role, backend, model
+        """,
+    ),
+    (
+        "Truncated turns (cut by the token budget)",
+        f"""
+        SELECT role, count(*) FILTER (WHERE finish_reason IN ({TRUNCATED_SQL})) AS truncated,
+               count(*) AS messages
+        FROM messages
+        WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+        GROUP BY role ORDER BY role
+        """,
     ),
     (
         "Gateways (latest run of each)",
         """
         SELECT gateway, roles, requests, retries, rate_limited AS "429s", failed,
-               prompt_tokens, completion_tokens, round(latency_p50_ms) AS p50_ms,
-               round(latency_p99_ms) AS p99_ms, round(cost_usd, 4) AS cost_usd
+               prompt_tokens, completion_tokens, round(latency_p50_ms)::BIGINT AS p50_ms,
+               round(latency_p99_ms)::BIGINT AS p99_ms, round(cost_usd, 4) AS cost_usd
         FROM gateway_stats g JOIN runs r USING (run_id)
         QUALIFY row_number() OVER (PARTITION BY gateway ORDER BY r.started_at DESC) = 1
         ORDER BY gateway

@@ -6,6 +6,11 @@ from collections.abc import Sequence
 
 import duckdb
 
+from engine.types import TRUNCATED_FINISH_REASONS
+
+# The finish reasons of a reply cut by the token budget, as a SQL list.
+TRUNCATED_SQL = ", ".join(f"'{reason}'" for reason in sorted(TRUNCATED_FINISH_REASONS))
+
 
 def load_transcripts(
     conn: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]

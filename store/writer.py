@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
@@ -11,6 +12,7 @@ import msgspec
 import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from config.secrets import PATTERNS_ONLY, Redactor
 from store.arrow_rows import (
     ASSESSMENTS,
     CONVERSATION_CHANGES,
@@ -42,7 +44,8 @@ class ConversationChange(msgspec.Struct):
 
 class StoreWriter:
     """Owns all writes of a run. A batch is flushed when it reaches `flush_rows` events or when
-    `flush_interval_s` has passed, whichever comes first; each batch is one transaction."""
+    `flush_interval_s` has passed, whichever comes first; each batch is one transaction.
+    Every text a row carries passes through `redactor` on its way in (see store.arrow_rows)."""
 
     def __init__(
         self,
@@ -51,8 +54,10 @@ class StoreWriter:
         flush_rows: int,
         flush_interval_s: float,
         on_flush: Callable[[int], None] | None = None,
+        redactor: Redactor = PATTERNS_ONLY,
     ) -> None:
         self._database = database
+        self._redactor = redactor
         self._flush_rows = flush_rows
         self._flush_interval_s = flush_interval_s
         self._on_flush = on_flush
@@ -88,15 +93,19 @@ class StoreWriter:
             batch, self._pending = self._pending, []
             if not batch:
                 return
-            await self._database.run(lambda conn: write_batch(conn, batch))
+            await self._database.run(lambda conn: write_batch(conn, batch, self._redactor))
             self.flushes += 1
             self.events_written += len(batch)
             if self._on_flush is not None:
                 self._on_flush(len(batch))
 
 
-def write_batch(conn: duckdb.DuckDBPyConnection, batch: Sequence[StoreEvent]) -> None:
-    """Apply one batch of events in a single transaction."""
+def write_batch(
+    conn: duckdb.DuckDBPyConnection,
+    batch: Sequence[StoreEvent],
+    redactor: Redactor = PATTERNS_ONLY,
+) -> None:
+    """Apply one batch of events in a single transaction, its texts redacted."""
     messages = [event.message for event in batch if event.message is not None]
     errors = [event.error for event in batch if event.error is not None]
     verdicts = [row for event in batch for row in event.verdicts]
@@ -106,21 +115,28 @@ def write_batch(conn: duckdb.DuckDBPyConnection, batch: Sequence[StoreEvent]) ->
     conn.execute("BEGIN TRANSACTION")
     try:
         if messages:
-            insert_table(conn, "messages", structs_to_arrow(messages, MESSAGES), "INSERT OR IGNORE")
+            insert_table(
+                conn, "messages", structs_to_arrow(messages, MESSAGES, redactor), "INSERT OR IGNORE"
+            )
         if errors:
-            insert_table(conn, "errors", structs_to_arrow(errors, ERRORS))
+            insert_table(conn, "errors", structs_to_arrow(errors, ERRORS, redactor))
         if changes:
-            _apply_changes(conn, structs_to_arrow(changes, CONVERSATION_CHANGES))
+            _apply_changes(conn, structs_to_arrow(changes, CONVERSATION_CHANGES, redactor))
         if verdicts:
-            insert_table(conn, "verdicts", structs_to_arrow(verdicts, VERDICTS), "INSERT OR IGNORE")
+            insert_table(
+                conn, "verdicts", structs_to_arrow(verdicts, VERDICTS, redactor), "INSERT OR IGNORE"
+            )
         if failures:
-            insert_table(conn, "judge_failures", structs_to_arrow(failures, JUDGE_FAILURES))
+            insert_table(
+                conn, "judge_failures", structs_to_arrow(failures, JUDGE_FAILURES, redactor)
+            )
         if assessments:
-            table = structs_to_arrow(assessments, ASSESSMENTS)
+            table = structs_to_arrow(assessments, ASSESSMENTS, redactor)
             insert_table(conn, "assessments", table, "INSERT OR REPLACE")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+            conn.execute("ROLLBACK")
         raise
 
 

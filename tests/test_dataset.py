@@ -121,10 +121,11 @@ def test_dataset_splits_by_conversation_and_loads_back(
         "simulated",
         "pass rule",
         "## Token statistics",
-        str(tokenizer_dir),
+        f"tokenizer: {tokenizer_dir.name};",  # the folder's name, not where it lies
         therapy.info.disclaimer[:60],
     ):
         assert fragment in card
+    assert str(tokenizer_dir) not in card and str(judged_corpus) not in card
     with duckdb.connect(str(judged_corpus), read_only=True) as conn:
         fed = conn.execute(
             "SELECT count(DISTINCT conversation_id), count(*) FROM examples WHERE output_dir = ?",

@@ -121,7 +121,7 @@ def test_a_provider_that_is_down_stops_the_run_with_one_line(tmp_path):
         "generate", "--db", str(db), "--count", "5", "--turns", "2",
         "--backend", "openai:some-model@http://127.0.0.1:9/v1",
     )  # fmt: skip
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 4, result.stderr  # nothing could be done (cli.exit_codes)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot reach" in lines[0], result.stderr
     with duckdb.connect(str(db), read_only=True) as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import llama_cpp
 import pytest
 
 from agents.generation import GenerateRequest, generate
@@ -71,7 +72,6 @@ def test_training_settings_errors_are_one_line(tmp_path):
 
 
 def test_export_merges_writes_gguf_and_quantizes_for_llama_cpp(workspace, tmp_path):
-    llama_cpp = pytest.importorskip("llama_cpp")
     adapter = tmp_path / "adapter"
     trained = rapport(
         "train", "--base", str(workspace / "tiny"), "--dataset", str(workspace / "data"),
@@ -102,7 +102,6 @@ def test_export_merges_writes_gguf_and_quantizes_for_llama_cpp(workspace, tmp_pa
 
 
 def test_gguf_conversion_matches_transformers_logits(workspace, tmp_path):
-    llama_cpp = pytest.importorskip("llama_cpp")
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -130,7 +129,6 @@ def test_gguf_conversion_matches_transformers_logits(workspace, tmp_path):
 def test_real_small_model_from_its_gguf_round_trips(workspace, tmp_path):
     """SmolLM2-135M-Instruct (the embedded GGUF) → LoRA on CPU → merged back into a GGUF that
     llama.cpp loads, with llama.cpp's own tokenizer metadata carried over."""
-    llama_cpp = pytest.importorskip("llama_cpp")
     from engine.backends.llamacpp_backend import embedded_model_path
     from training.base_model import load_tokenizer, resolve_base
 
@@ -188,7 +186,6 @@ def test_real_small_model_from_its_gguf_round_trips(workspace, tmp_path):
 
 
 def test_chat_in_the_terminal(tmp_path):
-    pytest.importorskip("llama_cpp")
     import subprocess
     import sys
 

@@ -1,13 +1,28 @@
-"""The dataset card (README.md): provenance, counts, scores and token statistics."""
+"""The dataset card (README.md): Hub metadata, provenance, counts, scores and token statistics."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import msgspec
 
 from store.dataset_source import SourceConversation
+
+# The Hub's size categories, by upper bound of the example count.
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+)
+LARGEST_SIZE_CATEGORY = "n>1B"
+# Build settings holding paths: the card names the file, never where it lies on the builder's disk.
+PATH_SETTINGS = ("db", "out", "tokenizer")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -16,9 +31,70 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def size_category(examples: int) -> str:
+    return next(
+        (name for bound, name in SIZE_CATEGORIES if examples < bound), LARGEST_SIZE_CATEGORY
+    )
+
+
+def front_matter(
+    *,
+    license: str,
+    pretty_name: str,
+    summary_counts: Mapping[str, int],
+    data_files: Mapping[str, str],
+) -> str:
+    """The card's YAML metadata, written by huggingface_hub so the Hub reads it as intended;
+    `data_files` maps each written split to its files (a glob relative to the dataset root)."""
+    from huggingface_hub import DatasetCardData
+
+    data = DatasetCardData(
+        language=["en"],
+        license=license,
+        pretty_name=pretty_name,
+        size_categories=[size_category(sum(summary_counts.values()))],
+        task_categories=["text-generation"],
+        tags=["synthetic", "multi-turn", "rapport"],
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [
+                    {"split": split, "path": pattern} for split, pattern in data_files.items()
+                ],
+            }
+        ],
+        dataset_info={
+            "splits": [
+                {"name": split, "num_examples": summary_counts[split]} for split in data_files
+            ]
+        },
+    )
+    return f"---\n{data.to_yaml()}\n---"
+
+
+def published_settings(request: msgspec.Struct) -> dict[str, object]:
+    """The build settings as the card shows them: paths reduced to their last part."""
+    settings = msgspec.structs.asdict(request)
+    for key in PATH_SETTINGS:
+        if settings.get(key) is not None:
+            settings[key] = Path(str(settings[key])).name
+    return settings
+
+
+def _cut_replies_line(count: int, kept: bool) -> str:
+    """How many examples had an assistant reply cut by its token budget, and their fate."""
+    fate = "kept (--keep-truncated)" if kept else "left out"
+    return (
+        f"Examples with an assistant reply cut by its token budget (finish reason `length`): "
+        f"{count}, {fate}."
+    )
+
+
 def dataset_card(
     *,
     request: msgspec.Struct,
+    license: str,
+    data_files: Mapping[str, str],
     summary_counts: Mapping[str, int],
     sources: Sequence[SourceConversation],
     dropped: int,
@@ -26,6 +102,7 @@ def dataset_card(
     tokenizer: str,
     provenance: Mapping[str, object],
     disclaimers: Sequence[str],
+    cut_replies: int = 0,
 ) -> str:
     scores = [s.mean_score for s in sources]
     bins: dict[str, int] = {}
@@ -35,13 +112,15 @@ def dataset_card(
     runs = provenance["runs"]
     judges = provenance["judges"]
     total = sum(summary_counts.values())
-    settings = msgspec.structs.asdict(request)
+    settings = published_settings(request)
+    domains = ", ".join(provenance["domains"])  # type: ignore[arg-type]
     lines = [
-        "---",
-        "language: [en]",
-        "task_categories: [text-generation]",
-        "tags: [synthetic, multi-turn, rapport]",
-        "---",
+        front_matter(
+            license=license,
+            pretty_name=f"Rapport synthetic conversations ({domains})",
+            summary_counts=summary_counts,
+            data_files=data_files,
+        ),
         "",
         "# Rapport synthetic multi-turn dataset",
         "",
@@ -54,7 +133,7 @@ def dataset_card(
         "",
         "## Provenance",
         "",
-        f"- domains: {', '.join(provenance['domains'])}",  # type: ignore[arg-type]
+        f"- domains: {domains}",
         f"- pass rule across judges: {provenance['pass_rule']}",
         f"- conversations judged: {provenance['judged']}, passed: {provenance['passed']}, "
         f"kept: {len(sources) - dropped} (dropped as repetitive: {dropped})",
@@ -74,9 +153,12 @@ def dataset_card(
         "Splits are assigned by conversation (never by slice), seeded; scenarios held out for "
         "evaluation are excluded.",
         "",
+        _cut_replies_line(cut_replies, bool(settings.get("keep_truncated"))),
+        "",
         "## Token statistics",
         "",
-        f"- tokenizer: {tokenizer}; budget: {settings['max_tokens']} tokens per example",
+        f"- tokenizer: {settings['tokenizer'] or tokenizer}; "
+        f"budget: {settings['max_tokens']} tokens per example",
         f"- mean {statistics.fmean(token_counts) if token_counts else 0:.0f}, "
         f"median {statistics.median(token_counts) if token_counts else 0:.0f}, "
         f"max {max(token_counts, default=0)}",

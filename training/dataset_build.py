@@ -4,7 +4,9 @@ examples recorded back in DuckDB."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import statistics
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +16,7 @@ import msgspec
 
 from config.constants import CHARS_PER_TOKEN_ESTIMATE
 from config.errors import RapportError
+from config.secrets import Redactor
 from judges.repetition import dominated_conversations, repetition_report
 from store.database import Database
 from store.dataset_source import (
@@ -25,13 +28,25 @@ from store.dataset_source import (
 )
 from store.errors import StoreError
 from store.judgements import plan_domains
+from store.output_folder import check_output_folder, staged_output
 from store.rows import utc_now
+from store.run_secrets import database_redactor
 from training.card import dataset_card
 from training.slicing import SlicingPolicy, pair_exchanges, slice_points
 from training.splits import SPLITS, SplitFractions, split_of
 from training.truncation import TokenCounter, fit_to_budget, tokenizer_counter
 
 OutputFormat = Literal["hf", "parquet", "jsonl"]
+# Where each format puts a split's rows, relative to the output folder (the card's data_files).
+SPLIT_FILES: dict[str, str] = {
+    "hf": "{split}/data-*.arrow",
+    "parquet": "{split}.parquet",
+    "jsonl": "{split}.jsonl",
+}
+HUB_SPLIT_FILES = "data/{split}-*"  # where `push_to_hub` puts them
+CARD_FILE = "README.md"
+# A Hub repo id (owner/name): only such a --tokenizer may come from the local Hub cache.
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 class DatasetRequest(msgspec.Struct, frozen=True):
@@ -48,6 +63,9 @@ class DatasetRequest(msgspec.Struct, frozen=True):
     drop_repetitive: float | None = None  # drop conversations with more than this share of
     repetitive_share: float = 0.2  # assistant turns using phrases found in this share of all
     push_to_hub: str | None = None
+    overwrite: bool = False  # replace an --out folder that is not this format's previous output
+    license: str = "unknown"  # the card's license (a Hub license id)
+    keep_truncated: bool = False  # keep examples with an assistant turn cut by its token budget
 
 
 class DatasetSummary(msgspec.Struct, frozen=True):
@@ -56,6 +74,7 @@ class DatasetSummary(msgspec.Struct, frozen=True):
     examples: dict[str, int]
     truncated: int
     skipped_too_long: int
+    cut_replies: int  # examples with an assistant reply cut by its budget (left out unless kept)
     tokens_mean: float
     tokens_max: int
     tokenizer: str
@@ -69,18 +88,38 @@ def _token_counter(tokenizer: str | None) -> tuple[TokenCounter, str]:
             return round(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN_ESTIMATE)
 
         return estimate, f"estimate ({CHARS_PER_TOKEN_ESTIMATE:g} characters per token)"
+    return tokenizer_counter(_load_tokenizer(tokenizer)), tokenizer
+
+
+def _load_tokenizer(tokenizer: str) -> object:
+    """A local tokenizer folder (or a Hub repo id already in the local cache), or one line
+    saying what is wrong with it."""
+    folder = Path(tokenizer)
+    shown = f"--tokenizer {tokenizer}"
+    if not folder.exists() and not _REPO_ID.fullmatch(tokenizer):
+        raise RapportError(f"{shown}: no such folder")
+    if folder.exists() and not folder.is_dir():
+        raise RapportError(f"{shown}: is a file; give the tokenizer's folder")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            try:
+                json.loads((folder / name).read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError) as error:
+                raise RapportError(f"{shown}: {name} is not valid JSON: {error}") from None
     from transformers import AutoTokenizer
 
     try:
-        loaded = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
-    except (OSError, ValueError) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
+        return AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
+    except Exception as error:  # tokenizers raises bare Exceptions for malformed files
+        if not folder.exists():
+            raise RapportError(
+                f"{shown}: no such folder, and no tokenizer by that name in the local Hub cache"
+            ) from None
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise RapportError(
-            f"--tokenizer {tokenizer}: cannot load a local tokenizer: {first_line}"
+            f"{shown}: cannot load a tokenizer from this folder: "
+            f"{type(error).__name__}{': ' + detail if detail else ''}"
         ) from None
-    return tokenizer_counter(loaded), tokenizer
 
 
 def _features():
@@ -107,10 +146,17 @@ def build_dataset(
         raise RapportError("--push-to-hub needs HF_TOKEN in the environment (a write token)")
     if not request.db.exists():
         raise StoreError(f"{request.db}: no such database")
+    output_kind = f"dataset:{request.output_format}"
+    keep = (request.db, *([Path(request.tokenizer)] if request.tokenizer else []))
+    check_output_folder(request.out, output_kind, overwrite=request.overwrite, keep=keep)
     count_tokens, tokenizer_label = _token_counter(request.tokenizer)
     database = Database(request.db)
     database.initialise()
-    sources = database.run_sync(lambda conn: passing_conversations(conn, request.min_score))
+    redactor = database_redactor(request.db, environ)
+    sources = [
+        _redacted(source, redactor)
+        for source in database.run_sync(lambda conn: passing_conversations(conn, request.min_score))
+    ]
     domains = database.run_sync(plan_domains)
     if not sources:
         raise RapportError(f"{request.db}: no passing conversations (run `rapport judge` first?)")
@@ -121,32 +167,36 @@ def build_dataset(
         dropped = dominated_conversations(
             transcripts, report, request.repetitive_share, request.drop_repetitive
         )
-    records, rows, truncated, too_long = _examples(
+    records, rows, truncated, too_long, cut_replies = _examples(
         [s for s in sources if s.conversation_id not in dropped], domains, request, count_tokens
     )
-    dataset = _write(rows, request)
-    card = dataset_card(
-        request=request,
-        summary_counts={split: len(rows[split]) for split in SPLITS},
-        sources=sources,
-        dropped=len(dropped),
-        token_counts=[r.num_tokens for r in records],
-        tokenizer=tokenizer_label,
-        provenance=database.run_sync(provenance),
-        disclaimers=sorted({d.info.disclaimer for d in domains.values() if d.info.disclaimer}),
-    )
-    (request.out / "README.md").write_text(card, encoding="utf-8")
+    counts = {split: len(rows[split]) for split in SPLITS}
+    origin = database.run_sync(provenance)
+    disclaimers = sorted({d.info.disclaimer for d in domains.values() if d.info.disclaimer})
+
+    def card(split_files: str) -> str:
+        return redactor(  # a database written before redaction may hold an echoed key
+            dataset_card(
+                request=request,
+                license=request.license,
+                data_files={s: split_files.format(split=s) for s in SPLITS if counts[s]},
+                summary_counts=counts,
+                sources=sources,
+                dropped=len(dropped),
+                cut_replies=cut_replies,
+                token_counts=[r.num_tokens for r in records],
+                tokenizer=tokenizer_label,
+                provenance=origin,
+                disclaimers=disclaimers,
+            )
+        )
+
+    with staged_output(request.out, output_kind, overwrite=request.overwrite, keep=keep) as staging:
+        dataset = _write(rows, request.output_format, staging)
+        (staging / CARD_FILE).write_text(card(SPLIT_FILES[request.output_format]), encoding="utf-8")
     database.run_sync(lambda conn: save_examples(conn, records))
     if request.push_to_hub:
-        dataset.push_to_hub(request.push_to_hub, token=token)
-        from huggingface_hub import HfApi
-
-        HfApi(token=token).upload_file(
-            path_or_fileobj=str(request.out / "README.md"),
-            path_in_repo="README.md",
-            repo_id=request.push_to_hub,
-            repo_type="dataset",
-        )
+        _push(dataset, card(HUB_SPLIT_FILES), request, token)
     tokens = [r.num_tokens for r in records]
     return DatasetSummary(
         conversations=len(sources) - len(dropped),
@@ -154,6 +204,7 @@ def build_dataset(
         examples={split: len(rows[split]) for split in SPLITS},
         truncated=truncated,
         skipped_too_long=too_long,
+        cut_replies=cut_replies,
         tokens_mean=statistics.fmean(tokens) if tokens else 0.0,
         tokens_max=max(tokens, default=0),
         tokenizer=tokenizer_label,
@@ -161,15 +212,23 @@ def build_dataset(
     )
 
 
+def _redacted(source: SourceConversation, redactor: Redactor) -> SourceConversation:
+    """The transcript redacted (a database written before redaction may hold an echoed key)."""
+    messages = tuple((role, redactor(text)) for role, text in source.messages)
+    return msgspec.structs.replace(source, messages=messages)
+
+
 def _examples(
     sources: list[SourceConversation],
     domains: Mapping[str, object],
     request: DatasetRequest,
     count_tokens: TokenCounter,
-) -> tuple[list[ExampleRecord], dict[str, list[dict[str, object]]], int, int]:
+) -> tuple[list[ExampleRecord], dict[str, list[dict[str, object]]], int, int, int]:
+    """The examples, and counts: truncated from the oldest turns, too long, and with a cut
+    assistant reply (a model trained on those learns to stop mid-sentence)."""
     rows: dict[str, list[dict[str, object]]] = {split: [] for split in SPLITS}
     records: list[ExampleRecord] = []
-    truncated = too_long = 0
+    truncated = too_long = cut_replies = 0
     now = utc_now()
     for source in sources:
         domain = domains[source.plan_id]
@@ -188,6 +247,10 @@ def _examples(
                 too_long += 1
                 continue
             messages, first, tokens = fitted
+            if any(first < exchange <= point for exchange in source.truncated_exchanges):
+                cut_replies += 1
+                if not request.keep_truncated:
+                    continue
             truncated += first > 0
             example_id = f"{source.conversation_id}:{point}"
             rows[split].append(
@@ -212,10 +275,31 @@ def _examples(
                     now,
                 )
             )
-    return records, rows, truncated, too_long
+    return records, rows, truncated, too_long, cut_replies
 
 
-def _write(rows: Mapping[str, list[dict[str, object]]], request: DatasetRequest):
+def _push(dataset, card: str, request: DatasetRequest, token: str) -> None:
+    """Upload the splits and the card (its data_files in the Hub's layout); one line on failure."""
+    from huggingface_hub import HfApi
+
+    repo = request.push_to_hub
+    try:
+        dataset.push_to_hub(repo, token=token)
+        HfApi(token=token).upload_file(
+            path_or_fileobj=card.encode("utf-8"),
+            path_in_repo=CARD_FILE,
+            repo_id=repo,
+            repo_type="dataset",
+        )
+    except Exception as error:  # network, HTTP and auth errors of several libraries
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise RapportError(
+            f"--push-to-hub {repo}: upload failed ({type(error).__name__}: {detail}); "
+            f"the dataset is written to {request.out}: run the same command again to retry"
+        ) from None
+
+
+def _write(rows: Mapping[str, list[dict[str, object]]], output_format: OutputFormat, out: Path):
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
     disable_progress_bars()
@@ -230,13 +314,11 @@ def _write(rows: Mapping[str, list[dict[str, object]]], request: DatasetRequest)
             if split_rows  # an empty split cannot be loaded back by `datasets`: left out
         }
     )
-    out = request.out
-    out.mkdir(parents=True, exist_ok=True)
-    if request.output_format == "hf":
+    if output_format == "hf":
         dataset.save_to_disk(str(out))
     else:
         for split, part in dataset.items():
-            if request.output_format == "parquet":
+            if output_format == "parquet":
                 part.to_parquet(str(out / f"{split}.parquet"))
             else:
                 part.to_json(str(out / f"{split}.jsonl"), lines=True)

@@ -8,8 +8,30 @@ from pathlib import Path
 
 from config.errors import RapportError
 
+GGUF_PREFIX = "gguf:"
 CHAT_MAX_TOKENS = 256
 QUIT_COMMANDS = frozenset({"/quit", "/exit"})
+
+
+def resolve_gguf(model: str) -> Path:
+    """The GGUF file a `--model` names: PATH, gguf:PATH, or `embedded` / `gguf:embedded` for
+    the shipped SmolLM2, as the backend specs and `--base` take it."""
+    from engine.backends.llamacpp_backend import (
+        EMBEDDED_MODEL_NAME,
+        INSTALL_EMBEDDED,
+        embedded_model_path,
+    )
+
+    spec = model.removeprefix(GGUF_PREFIX)
+    if spec == EMBEDDED_MODEL_NAME:
+        found = embedded_model_path()
+        if found is None:
+            raise RapportError(f"--model {model}: the embedded model needs `{INSTALL_EMBEDDED}`")
+        return found
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise RapportError(f"--model {model}: no such GGUF file")
+    return path
 
 
 def _check_model(model: Path) -> None:

@@ -4,6 +4,7 @@ compute); on CPU: plain LoRA in fp32 — the same code path otherwise."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -34,9 +35,21 @@ def _check_paths(config: TrainConfig) -> None:
 
 def train(config: TrainConfig) -> TrainResult:
     _check_paths(config)
+    output = Path(config.output)
+    created = not output.exists()
+    try:
+        return _train(config, output)
+    except BaseException:
+        if created:  # a failed run leaves no partial adapter folder behind
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+
+
+def _train(config: TrainConfig, output: Path) -> TrainResult:
     import torch
     from datasets import load_from_disk
     from peft import LoraConfig
+    from peft.utils.error import NoMatchingPeftModuleError
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
@@ -47,7 +60,6 @@ def train(config: TrainConfig) -> TrainResult:
     dataset = load_from_disk(config.dataset)
     train_split = dataset["train"].select_columns(["messages"])
     checkpointing = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
-    output = Path(config.output)
     args = SFTConfig(
         output_dir=str(output),
         learning_rate=config.learning_rate,
@@ -76,13 +88,19 @@ def train(config: TrainConfig) -> TrainResult:
         target_modules=list(config.lora.target_modules),
         task_type="CAUSAL_LM",
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_split,
-        processing_class=tokenizer,
-        peft_config=lora,
-    )
+    try:
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_split,
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
+    except NoMatchingPeftModuleError:  # only the model can tell which layer names exist
+        modules = ", ".join(config.lora.target_modules)
+        raise RapportError(
+            f"lora.target_modules: the base model {config.base} has no {modules} layers"
+        ) from None
     trainer.train()
     trainer.model.save_pretrained(str(output))
     tokenizer.save_pretrained(str(output))

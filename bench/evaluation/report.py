@@ -12,7 +12,9 @@ import matplotlib.pyplot as plt
 
 from bench.evaluation.statistics import Interval
 from bench.evaluation.summary import Delta, EvalSummary
+from store.output_folder import staged_output
 
+OUTPUT_KIND = "eval-report"
 REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
 PLOTS = ("scores.png", "categories.png", "criteria.png")
@@ -185,13 +187,20 @@ def _score_plot(summary: EvalSummary, path: Path) -> None:
     plt.close(figure)
 
 
-def write_eval_report(summary: EvalSummary, out: Path, summary_json: str) -> list[Path]:
-    """Write report.md, summary.json and the plots into `out`; returns the files."""
-    out.mkdir(parents=True, exist_ok=True)
-    report = out / REPORT_FILE
-    report.write_text(render_markdown(summary), encoding="utf-8")
-    (out / SUMMARY_FILE).write_text(summary_json, encoding="utf-8")
-    _score_plot(summary, out / PLOTS[0])
-    _bar_chart(summary.categories, "Category score change", out / PLOTS[1])
-    _bar_chart(summary.criteria, "YES share change per criterion", out / PLOTS[2])
-    return [report, out / SUMMARY_FILE, *(out / name for name in PLOTS)]
+def write_eval_report(
+    summary: EvalSummary,
+    out: Path,
+    summary_json: str,
+    *,
+    overwrite: bool = False,
+    keep: Sequence[Path] = (),
+) -> list[Path]:
+    """Write report.md, summary.json and the plots into `out` (replaced whole, never clobbering
+    files the user put there unless `overwrite`); returns the files."""
+    with staged_output(out, OUTPUT_KIND, overwrite=overwrite, keep=keep) as staging:
+        (staging / REPORT_FILE).write_text(render_markdown(summary), encoding="utf-8")
+        (staging / SUMMARY_FILE).write_text(summary_json, encoding="utf-8")
+        _score_plot(summary, staging / PLOTS[0])
+        _bar_chart(summary.categories, "Category score change", staging / PLOTS[1])
+        _bar_chart(summary.criteria, "YES share change per criterion", staging / PLOTS[2])
+    return [out / REPORT_FILE, out / SUMMARY_FILE, *(out / name for name in PLOTS)]

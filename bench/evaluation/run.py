@@ -13,7 +13,7 @@ import anyio
 import msgspec
 
 from agents.conversation import ConversationContext, run_conversation
-from agents.generation import VERSION
+from agents.generation import VERSION, stop_reason
 from agents.prompts import assistant_prompt
 from bench.evaluation.families import family_of
 from bench.evaluation.held_out import (
@@ -39,10 +39,13 @@ from config.backend_spec import parse_backend_spec
 from config.domain import Domain
 from config.loader import load_domain
 from config.prices import load_prices
-from config.run import BackendConfig, Backends, RunConfig, load_run_config
+from config.run import BackendConfig, Backends, RunConfig, api_key_env_names, load_run_config
+from config.secrets import Redactor
 from engine.accounting import snapshot_gateways
+from engine.errors import ProviderUnusable
 from engine.factory import build_role_gateways, gateway_key
 from engine.gateway import Gateway
+from engine.interrupts import Interrupted, run_interruptible
 from engine.progress import RunProgress
 from engine.scheduler import run_bounded
 from judges.judge import Judge
@@ -64,10 +67,12 @@ from store.judgements import plan_domains
 from store.plans import (
     PlanRecord,
     RunRecord,
+    StopReason,
     UnfinishedConversation,
     finish_run,
     load_unfinished,
     mark_abandoned_runs,
+    release_unfinished,
     save_gateway_stats,
     save_plan,
     save_scenarios,
@@ -109,6 +114,7 @@ class PreparedEval(msgspec.Struct, frozen=True):
     gateways: dict[str, Gateway]  # user_sim, baseline, candidate (shared where identical)
     judges: list[Judge]
     database: Database
+    redactor: Redactor  # built from this run's environment: every text stored
 
 
 def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None) -> PreparedEval:
@@ -116,12 +122,7 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
     settings = load_run_config(request.config)
     environ = environ if environ is not None else dict(os.environ)
     shown = str(request.config or "run config")
-    database = Database(request.db)
-    database.initialise()
-    domain = _eval_domain(request, settings, database)
-    seed = request.seed if request.seed is not None else settings.seed
-    turns = request.turns if request.turns is not None else settings.turns
-    sides = {
+    sides = {  # the specs first: a typo in one is refused before the database is touched
         "baseline": parse_backend_spec(request.baseline, "--baseline"),
         "candidate": parse_backend_spec(request.candidate, "--candidate"),
     }
@@ -130,8 +131,15 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
         if request.user_backend
         else settings.backends.user_sim
     )
+    database = Database(request.db)
+    database.initialise()
+    domain = _eval_domain(request, settings, database)
+    seed = request.seed if request.seed is not None else settings.seed
+    turns = request.turns if request.turns is not None else settings.turns
     gateways = build_role_gateways({"user_sim": user_sim, **sides}, domain, environ, shown, "")
-    judges = build_judges(judge_configs(settings, request.judges), domain, environ, shown)
+    configs = judge_configs(settings, request.judges)
+    judges = build_judges(configs, domain, environ, shown)
+    key_envs = api_key_env_names(settings, user_sim, *sides.values(), *(c.backend for c in configs))
     plan = held_out_plan_id(domain, seed, turns)
     return PreparedEval(
         request=request,
@@ -146,6 +154,7 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
         gateways=gateways,
         judges=judges,
         database=database,
+        redactor=Redactor.from_environ(environ, key_envs),
     )
 
 
@@ -270,12 +279,14 @@ async def play_and_judge(
                 settings=msgspec.json.encode(settings).decode(),
                 rapport_version=VERSION,
             ),
+            prepared.redactor,
         )
     )
     writer = StoreWriter(
         database,
         flush_rows=settings.store.flush_rows,
         flush_interval_s=settings.store.flush_interval_s,
+        redactor=prepared.redactor,
     )
     send, receive = anyio.create_memory_object_stream[StoreEvent](constants.STORE_QUEUE_EVENTS)
     system = assistant_prompt(domain)
@@ -299,6 +310,7 @@ async def play_and_judge(
     accounted = {**prepared.gateways, **{f"judge:{j.id}": j.gateway for j in prepared.judges}}
     prices = load_prices(settings.prices)
     status = "interrupted"
+    stopped_by: StopReason | None = None
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(writer.run, receive)
@@ -323,10 +335,14 @@ async def play_and_judge(
                 )
                 side_tasks.cancel_scope.cancel()
         status = "finished"
+    except* ProviderUnusable as stop:
+        stopped_by = stop_reason(stop)
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             snapshots = snapshot_gateways(run_id, accounted, prices, utc_now())
-            await database.run(lambda conn: save_gateway_stats(conn, snapshots))
+            await database.run(lambda conn: save_gateway_stats(conn, snapshots, prepared.redactor))
+            await database.run(lambda conn: release_unfinished(conn, run_id, stopped_by, utc_now()))
             await database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
             for gateway in {id(g): g for g in prepared.gateways.values()}.values():
                 await gateway.aclose()
@@ -415,7 +431,17 @@ def run_eval(
         prepared.database.run_sync(mark_abandoned_runs)
         store_eval_plan(prepared)
         progress = RunProgress(total=2 * request.scenarios)
-        anyio.run(play_and_judge, prepared, progress, display(prepared) if display else None)
+        try:
+            run_interruptible(
+                play_and_judge, prepared, progress, display(prepared) if display else None
+            )
+        except Interrupted as stop:
+            statuses = prepared.database.run_sync(
+                lambda conn: status_counts(conn, prepared.eval_id, request.scenarios)
+            )
+            complete = sum(counts.get("complete", 0) for counts in statuses.values())
+            stop.progress = f"{complete:,} of {2 * request.scenarios:,} conversations complete"
+            raise
         summary = summarise(prepared)
         encoded = msgspec.json.encode(summary).decode()
         prepared.database.run_sync(lambda conn: save_eval_summary(conn, prepared.eval_id, encoded))

@@ -13,11 +13,27 @@ from engine.types import ReportedLimits
 LimitsReader = Callable[[Mapping[str, str]], ReportedLimits | None]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+# What servers write when they refuse the request itself (pydantic's validation errors, as
+# llama-cpp-python's server sends them with a 500; OpenAI's error type): not transient.
+INVALID_REQUEST_MARKERS = (
+    "validation error",
+    "input should be",
+    "invalid_request_error",
+    "invalid request",
+)
 
 
-def is_retryable_status(status: int) -> bool:
-    """408, 409, 429 and every 5xx (529 "overloaded" included) are worth another try."""
-    return status in RETRYABLE_STATUS or status >= 500
+def is_retryable_status(status: int, body: str = "") -> bool:
+    """408, 409, 429 and every 5xx (529 "overloaded" included) are worth another try, except
+    a 5xx whose body says the request is invalid: the same request would fail the same way."""
+    if status in RETRYABLE_STATUS:
+        return True
+    return status >= 500 and not says_request_invalid(body)
+
+
+def says_request_invalid(body: str) -> bool:
+    lowered = body.lower()
+    return any(marker in lowered for marker in INVALID_REQUEST_MARKERS)
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
@@ -77,7 +93,7 @@ def translate_sdk_error(
         return BackendError(
             f"http_{error.status_code}",
             short_message(error.message),
-            retryable=is_retryable_status(error.status_code),
+            retryable=is_retryable_status(error.status_code, f"{error.message} {error.body}"),
             retry_after_s=retry_after_seconds(headers),
             limits=read_limits(headers) if read_limits else None,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 import openai
 from openai import AsyncOpenAI
@@ -11,6 +12,14 @@ from openai import AsyncOpenAI
 from config.constants import CHARS_PER_TOKEN_ESTIMATE
 from engine.backend import estimate_tokens
 from engine.backends.http_errors import header_int, translate_sdk_error
+from engine.backends.structured_output import (
+    MODES,
+    StructuredMode,
+    StructuredOutputLadder,
+    names_response_format,
+    response_format,
+    with_instruction,
+)
 from engine.errors import BackendError
 from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
@@ -24,9 +33,18 @@ def reported_limits(headers: Mapping[str, str]) -> ReportedLimits | None:
     return ReportedLimits(requests=requests, tokens=tokens)
 
 
+class _FormatRejected(Exception):
+    """The server refused the `response_format` sent (the SDK's error is the cause)."""
+
+    def __init__(self, mode: StructuredMode) -> None:
+        super().__init__(mode)
+        self.mode = mode
+
+
 class OpenAIBackend:
     """Chat completions through the official SDK; the SDK's own retries are off (the gateway
-    retries, so that every caller shares one view of the provider's limits)."""
+    retries, so that every caller shares one view of the provider's limits). Structured output
+    uses the strongest mode the server accepts (see engine.backends.structured_output)."""
 
     provider = "openai"
     simulated = False
@@ -37,17 +55,38 @@ class OpenAIBackend:
         self._client = AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
+        self.structured_output = StructuredOutputLadder()
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
+        if params.json_schema is None:
+            return await self._create(messages, params, None)
+        for _ in MODES:  # one step down per refusal, at most to the last mode
+            mode = self.structured_output.mode
+            try:
+                return await self._create(messages, params, mode)
+            except _FormatRejected as rejection:
+                refusal = rejection.__cause__
+                assert isinstance(refusal, Exception)
+                if not self.structured_output.step_down(rejection.mode):
+                    break
+        _raise_translated(refusal)
+
+    async def _create(
+        self,
+        messages: Sequence[ChatMessage],
+        params: CompletionParams,
+        mode: StructuredMode | None,
+    ) -> Completion:
         started = time.perf_counter()
         extra: dict[str, object] = {}
-        if params.json_schema is not None:  # structured output (OpenAI, vLLM, llama.cpp server)
-            extra["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": params.json_schema, "strict": False},
-            }
+        if mode is not None and params.json_schema is not None:
+            field = response_format(mode, params.json_schema)
+            if field is None:
+                messages = with_instruction(messages, params.json_schema)
+            else:
+                extra["response_format"] = field
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
                 model=self.model,
@@ -58,11 +97,15 @@ class OpenAIBackend:
                 **extra,  # type: ignore[arg-type]
             )
             response = raw.parse()
+        except openai.APIStatusError as error:
+            rejected_format = "response_format" in extra and names_response_format(
+                f"{error.message} {error.body}"
+            )
+            if mode is not None and rejected_format:
+                raise _FormatRejected(mode) from error
+            _raise_translated(error)
         except Exception as error:
-            translated = translate_sdk_error(error, openai, reported_limits)
-            if translated is None:
-                raise
-            raise translated from error
+            _raise_translated(error)
         latency = time.perf_counter() - started
         if not response.choices:
             raise BackendError("empty", "completion has no choices", retryable=True)
@@ -94,3 +137,11 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _raise_translated(error: Exception) -> NoReturn:
+    """Raise the BackendError for an SDK error; anything else as it is."""
+    translated = translate_sdk_error(error, openai, reported_limits)
+    if translated is None:
+        raise error
+    raise translated from error

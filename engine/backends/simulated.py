@@ -1,4 +1,5 @@
-"""The simulated backend: an offline, deterministic, seeded stand-in for an LLM."""
+"""The simulated backend: an offline stand-in for an LLM that samples like one (seeded when
+asked, greedy at temperature 0, otherwise different on every call)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ from engine.backends.simulated_judge import write_verdicts
 from engine.backends.simulated_text import write_assistant_turn, write_user_turn
 from engine.errors import BackendError
 from engine.seeding import derive_seed
-from engine.types import ChatMessage, Completion, CompletionParams
+from engine.types import ChatMessage, Completion, CompletionParams, SimulationHints
 
 SIMULATED_MODEL = "rapport-simulator"
 
 
 class SimulatedBackend:
-    """Writes turns from the scenario in the call's hints; the same hints give the same text.
+    """Writes turns from the scenario in the call's hints, sampling the way a provider that
+    honours seeds does: the same sampling seed (`params.seed`) gives the same text and another
+    seed other text; without a seed, temperature 0 is greedy (the call alone decides, as a
+    judge's does) and any other temperature draws afresh from this instance's own randomness.
 
     `quality` is, as the assistant, the share of real replies (the rest are generic lapses) and,
     as a judge, the base share of YES verdicts (lowered by lapses it reads in the transcript).
@@ -40,6 +44,7 @@ class SimulatedBackend:
         self._domain = domain
         self._latency_s = latency_ms / 1000.0
         self._quality = quality
+        self._unseeded = random.Random()  # seeded from the OS: unseeded calls differ per run
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
@@ -52,11 +57,7 @@ class SimulatedBackend:
             await anyio.sleep(self._latency_s)
         else:
             await anyio.lowlevel.checkpoint()
-        rng = random.Random(
-            derive_seed(
-                hints.scenario.seed, hints.exchange, hints.speaker, self.model, *hints.criteria
-            )
-        )
+        rng = random.Random(self._draw_seed(params, hints))
         if hints.speaker == "judge":
             prompt = "\n".join(m.content for m in messages)
             text = write_verdicts(
@@ -70,6 +71,16 @@ class SimulatedBackend:
                 self._domain, hints.scenario, last_user, hints.final, rng, self._quality
             )
         return simulated_completion(text, messages, started, self.model, self.provider)
+
+    def _draw_seed(self, params: CompletionParams, hints: SimulationHints) -> int:
+        """Where this call's draws come from. With a sampling seed, that seed (never the
+        scenario's own: a caller that drops or varies the seed must see different text)."""
+        call = (hints.exchange, hints.speaker, self.model, *hints.criteria)
+        if params.seed is not None:
+            return derive_seed("sampling", params.seed, *call)
+        if params.temperature == 0:
+            return derive_seed(hints.scenario.seed, *call)
+        return self._unseeded.getrandbits(63)
 
     async def aclose(self) -> None:
         return None
