@@ -247,3 +247,33 @@ def test_a_learned_rate_retuned_while_callers_wait_lets_only_the_new_rate_throug
     span = later[-1] - later[0]
     # Never the old bucket and the new one at once: at most the highest rate (plus a burst).
     assert len(later) <= learned / 60 * span + learned / 120 + 1
+
+
+class TimesOutFirst:
+    """Its first call hangs `timeout_s` and times out; later calls answer in 0.1 s."""
+
+    provider = "slow"
+    model = "m"
+    simulated = False
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.calls = 0
+
+    async def complete(self, messages: Sequence[ChatMessage], params: CompletionParams):
+        self.calls += 1
+        if self.calls == 1:
+            await anyio.sleep(self.timeout_s)
+            raise BackendError("timeout", "request timed out", retryable=True)
+        await anyio.sleep(0.1)
+        return Completion("ok", 10, 10, 0.1, self.model, self.provider)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_timed_out_attempt_counts_its_full_time_in_the_latencies():
+    gateway = Gateway(TimesOutFirst(timeout_s=15.0), max_retries=2, backoff_min_s=0.01)
+    completion = run_in_virtual_time(gateway.complete, HELLO, PARAMS)
+    assert completion.attempts == 2 and completion.latency_s >= 15.1
+    assert sorted(gateway.stats.latencies_s) == pytest.approx([0.1, 15.0], abs=1e-3)
