@@ -103,6 +103,7 @@ class Actor:
             model=completion.model,
             run_id=self.run_id,
             created_at=utc_now(),
+            attempts=completion.attempts,
             finish_reason=completion.finish_reason,
         )
 

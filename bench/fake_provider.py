@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import msgspec
 from aiohttp import web
@@ -43,6 +44,9 @@ class FakeProviderSettings(msgspec.Struct, frozen=True):
     malformed_first: int = 0  # then the next N a broken body
     seed: int = 0
     replies: tuple[str, ...] = ()  # canned reply texts, used in turn instead of generated ones
+    # where the limits are stated: every response (like OpenAI), only 429s, or nowhere
+    limit_headers: Literal["always", "on_429", "never"] = "always"
+    slots: int | None = None  # like a local server: requests beyond this many queue
 
 
 class FakeProviderState(msgspec.Struct):
@@ -126,6 +130,7 @@ class FakeProvider:
         self._rng = random.Random(settings.seed)
         self._requests = TokenBucket(settings.rpm, settings.burst_s) if settings.rpm else None
         self._tokens = TokenBucket(settings.tpm, settings.burst_s) if settings.tpm else None
+        self._slots = asyncio.Semaphore(settings.slots) if settings.slots else None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -162,7 +167,7 @@ class FakeProvider:
                         "total_tokens": prompt_tokens + completion_tokens,
                     },
                 },
-                headers=self._limit_headers("x-ratelimit"),
+                headers=self._success_headers("x-ratelimit"),
             )
 
         last = (
@@ -199,7 +204,7 @@ class FakeProvider:
                     "stop_sequence": None,
                     "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
                 },
-                headers=self._limit_headers("anthropic-ratelimit"),
+                headers=self._success_headers("anthropic-ratelimit"),
             )
 
         max_tokens = int(body.get("max_tokens") or 4096)
@@ -239,7 +244,11 @@ class FakeProvider:
             state.injected_429 += 1
             return self._too_many(settings.retry_after_ms / 1000.0, header_prefix)
         self._charge(prompt_tokens + completion_tokens)
-        await asyncio.sleep(self._latency_s())
+        if self._slots is None:
+            await asyncio.sleep(self._latency_s())
+        else:
+            async with self._slots:
+                await asyncio.sleep(self._latency_s())
         if fault == "500":
             state.server_errors += 1
             return web.json_response({"error": {"message": "internal error"}}, status=500)
@@ -323,8 +332,12 @@ class FakeProvider:
             return 0.0
         return median * math.exp(self._rng.gauss(0.0, self.settings.latency_sigma))
 
+    def _success_headers(self, prefix: str) -> dict[str, str]:
+        return self._limit_headers(prefix) if self.settings.limit_headers == "always" else {}
+
     def _too_many(self, wait_s: float, header_prefix: str) -> web.Response:
-        headers = self._limit_headers(header_prefix)
+        never = self.settings.limit_headers == "never"
+        headers = {} if never else self._limit_headers(header_prefix)
         headers["retry-after-ms"] = str(max(1, math.ceil(wait_s * 1000)))
         headers["retry-after"] = str(max(1, math.ceil(wait_s)))
         return web.json_response(

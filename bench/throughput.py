@@ -32,6 +32,8 @@ TARGETS = {
     "vs_naive": 10.0,
     "overhead_turns_per_s": 10_000.0,
     "kb_per_active_conversation": 32.0,
+    "unknown_limits_rpm_fraction": 0.90,
+    "unknown_limits_rate_limited_per_1000_successes": 50.0,
 }
 
 
@@ -51,6 +53,7 @@ class BenchSettings(msgspec.Struct, frozen=True):
     naive_planned: int = 10_000
     overhead_turns: int = 20
     memory_latency_ms: float = 4_000.0  # keeps every conversation alive while RSS is sampled
+    unknown_rpm: int = 1_200  # the provider's limit when the engine is told none
 
 
 # `rapport bench throughput --smoke`: every case for a second or two at toy sizes, so a test can
@@ -87,6 +90,11 @@ class CaseResult(msgspec.Struct, frozen=True):
     p99_latency_ms: float | None
     per_second_requests: list[int]
     per_second_tokens: list[int]
+    failed_conversations: int = 0
+    succeeded: int = 0
+    rate_limited_per_1000_successes: float = 0.0
+    learned_rpm: int | None = None
+    learned_in_flight: int | None = None
 
 
 class ThroughputReport(msgspec.Struct, frozen=True):
@@ -101,6 +109,7 @@ class ThroughputReport(msgspec.Struct, frozen=True):
     rss_large_mb: float
     kb_per_active_conversation: float
     targets: dict[str, float]
+    unknown_limits: tuple[CaseResult, ...] = ()
 
 
 def _run_config(
@@ -158,6 +167,10 @@ def _measure_case(
             "SELECT sum(requests), sum(rate_limited), sum(retries), max(latency_p50_ms), "
             "max(latency_p99_ms) FROM gateway_stats"
         ).fetchone()
+        failed, succeeded, learned_rpm, learned_in_flight = conn.execute(
+            "SELECT (SELECT count(*) FROM conversations WHERE status = 'failed'), "
+            "sum(succeeded), max(rpm_limit), max(max_in_flight) FROM gateway_stats"
+        ).fetchone()
     seconds = int(ended - started) + 1
     requests = [0] * seconds
     tokens = [0] * seconds
@@ -186,6 +199,11 @@ def _measure_case(
         p99_latency_ms=p99,
         per_second_requests=requests,
         per_second_tokens=tokens,
+        failed_conversations=int(failed or 0),
+        succeeded=int(succeeded or 0),
+        rate_limited_per_1000_successes=1000.0 * (rate_limited or 0) / max(1, succeeded or 0),
+        learned_rpm=learned_rpm,
+        learned_in_flight=learned_in_flight,
     )
 
 
@@ -211,6 +229,65 @@ def run_case(
         )
         _timed_generate(request, duration_s)
     return _measure_case(name, db, provider.rpm, provider.tpm, warmup_s)
+
+
+def unknown_limit_cases(
+    settings: BenchSettings, workdir: Path, log: Callable[[str], None] = print
+) -> tuple[CaseResult, ...]:
+    """The engine told no limit: the provider states it only in its 429s, or nowhere."""
+    latency, rpm = settings.latency_ms, settings.unknown_rpm
+    little = int(rpm / 60 * latency / 1000) + 1
+    cases = []
+    for name, headers in (("limits_in_429_only", "on_429"), ("no_limit_headers", "never")):
+        log(f"{name}: limit {rpm:,} rpm, {latency:.0f} ms, none configured")
+        provider = FakeProviderSettings(
+            rpm=rpm, latency_ms=latency, reply_tokens=60, limit_headers=headers
+        )
+        case = run_case(
+            name, workdir, provider, engine_rpm=None, engine_tpm=None, max_tokens=120,
+            max_active=little * 4, turns=10, count=settings.planned,
+            duration_s=settings.duration_s, warmup_s=settings.warmup_s,
+        )  # fmt: skip
+        cases.append(case)
+    return tuple(cases)
+
+
+def run_unknown_limits(
+    settings: BenchSettings, out: Path, log: Callable[[str], None] = print
+) -> tuple[CaseResult, ...]:
+    """Only the unknown-limit cases, written to `throughput_unknown_limits.json`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rapport-bench-") as tmp:
+        cases = unknown_limit_cases(settings, Path(tmp), log)
+    payload = {"settings": settings, "cases": cases, "targets": TARGETS}
+    (out / "throughput_unknown_limits.json").write_bytes(
+        msgspec.json.format(msgspec.json.encode(payload))
+    )
+    return cases
+
+
+def unknown_limit_rows(cases: tuple[CaseResult, ...]) -> list[tuple[str, str, str]]:
+    """(figure, measured, target) rows of the unknown-limit cases."""
+    rows = []
+    for case in cases:
+        fraction = "n/a" if case.rpm_fraction is None else f"{100 * case.rpm_fraction:.1f} %"
+        rows.append(
+            (
+                f"{case.name}: requests/min / limit",
+                f"{case.requests_per_min:,.0f} / {case.limit_rpm or 0:,} = {fraction} "
+                f"(learned {case.learned_rpm or '-'} rpm, "
+                f"{case.learned_in_flight or '-'} in flight)",
+                "≥ 90 %",
+            )
+        )
+        rows.append(
+            (
+                f"{case.name}: 429s per 1,000 successes · failed conversations",
+                f"{case.rate_limited_per_1000_successes:.1f} · {case.failed_conversations}",
+                "≤ 50 · 0",
+            )
+        )
+    return rows
 
 
 def engine_overhead(workdir: Path, conversations: int, turns: int = 20) -> tuple[float, float]:
@@ -284,6 +361,7 @@ def run_throughput(
             count=settings.naive_planned, duration_s=settings.naive_duration_s,
             warmup_s=settings.warmup_s,
         )  # fmt: skip
+        unknown = unknown_limit_cases(settings, workdir, log)
         log("engine overhead: instant simulated backend")
         turns_per_s, conversations_per_s = engine_overhead(
             workdir, settings.overhead_conversations, settings.overhead_turns
@@ -304,6 +382,7 @@ def run_throughput(
         rss_large_mb=large,
         kb_per_active_conversation=per_conversation_kb,
         targets=TARGETS,
+        unknown_limits=unknown,
     )
     (out / "throughput.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
     plot_throughput(report, out / "throughput.png")
@@ -366,4 +445,5 @@ def summary_rows(report: ThroughputReport) -> list[tuple[str, str, str]]:
         ("vs naive (one conversation at a time)", versus, "≥ 10×"),
         ("engine overhead, instant backend", overhead, "≥ 10,000 turns/s"),
         ("RSS per active conversation (1k → 10k active)", memory, "≤ 32 KB"),
+        *unknown_limit_rows(report.unknown_limits),
     ]

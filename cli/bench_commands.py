@@ -10,7 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.fake_provider import FakeProviderSettings, serve_forever
-from bench.throughput import SMOKE_SETTINGS, BenchSettings, run_throughput, summary_rows
+from bench.throughput import (
+    SMOKE_SETTINGS,
+    BenchSettings,
+    run_throughput,
+    run_unknown_limits,
+    summary_rows,
+    unknown_limit_rows,
+)
 from config.constants import MAX_PORT
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
@@ -40,6 +47,10 @@ def provider(
     server_error_first: Annotated[int, typer.Option("--server-error-first", min=0)] = 0,
     malformed_first: Annotated[int, typer.Option("--malformed-first", min=0)] = 0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    limit_headers: Annotated[
+        str, typer.Option("--limit-headers", help="always | on_429 | never")
+    ] = "always",
+    slots: Annotated[int | None, typer.Option("--slots", min=1)] = None,
 ) -> None:
     """Serve an OpenAI-compatible (and Anthropic messages) API on loopback with real rate
     limits, lognormal latency and injected faults, until interrupted."""
@@ -49,6 +60,7 @@ def provider(
         fault_hang=fault_hang, fault_malformed=fault_malformed, fault_drop=fault_drop,
         hang_s=hang_s, retry_after_ms=retry_after_ms, rate_limit_first=rate_limit_first,
         server_error_first=server_error_first, malformed_first=malformed_first, seed=seed,
+        limit_headers=limit_headers, slots=slots,
     )  # fmt: skip
     Console(stderr=True).print(f"fake provider on http://{host}:{port}/v1 ({settings})")
     serve_forever(settings, host, port)
@@ -74,6 +86,13 @@ def throughput(
             "to check the benchmark runs; its figures mean nothing.",
         ),
     ] = False,
+    unknown_limits_only: Annotated[
+        bool,
+        typer.Option(
+            "--unknown-limits-only",
+            help="Only the cases with no limit configured (stated in 429s only, or nowhere).",
+        ),
+    ] = False,
 ) -> None:
     """Engine at the provider's limit vs a naive baseline, overhead and memory per conversation."""
     console = Console()
@@ -88,10 +107,17 @@ def throughput(
         settings = SMOKE_SETTINGS
     if out is None:  # a smoke run never overwrites the README's figures
         out = RESULTS / "smoke" if smoke else RESULTS
-    report = run_throughput(settings, out, log=lambda line: console.print(f"[dim]{line}[/]"))
+    log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
     table = Table(title="rapport bench throughput", title_justify="left")
     for column in ("figure", "measured", "target"):
         table.add_column(column)
+    if unknown_limits_only:
+        for row in unknown_limit_rows(run_unknown_limits(settings, out, log)):
+            table.add_row(*row)
+        console.print(table)
+        console.print(f"written: {out / 'throughput_unknown_limits.json'}")
+        return
+    report = run_throughput(settings, out, log=log)
     for row in summary_rows(report):
         table.add_row(*row)
     console.print(table)

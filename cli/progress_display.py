@@ -13,7 +13,7 @@ from rich.table import Table
 from config.constants import PROGRESS_REFRESH_PER_S
 from config.prices import PriceTable
 from config.secrets import PATTERNS_ONLY, Redactor
-from engine.accounting import snapshot_gateways
+from engine.accounting import GatewaySnapshot, snapshot_gateways
 from engine.gateway import Gateway
 from engine.progress import RunProgress
 from store.rows import utc_now
@@ -24,6 +24,21 @@ def _duration(seconds: float | None) -> str:
         return "…"
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _limits(snapshot: GatewaySnapshot) -> str:
+    """The limits in force and where they come from, e.g. ` · 1,130 rpm, 12 in flight (learned)`."""
+    parts = []
+    if snapshot.rpm_limit is not None:
+        parts.append(f"{snapshot.rpm_limit:,} rpm")
+    if snapshot.tpm_limit is not None:
+        parts.append(f"{snapshot.tpm_limit:,} tpm")
+    if snapshot.max_in_flight is not None:
+        parts.append(f"{snapshot.max_in_flight:,} in flight")
+    if not parts:
+        return ""
+    source = f" ({snapshot.limits_source})" if snapshot.limits_source else ""
+    return f" · {', '.join(parts)}{source}"
 
 
 def progress_table(
@@ -55,7 +70,7 @@ def progress_table(
             snapshot.roles,
             f"{redactor(snapshot.gateway)} · {snapshot.requests:,} requests · p50 {latency} · "
             f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
-            f"{snapshot.failed:,} failed{cost}",
+            f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}",
         )
     table.add_row(
         "time", f"{_duration(now - progress.started)} elapsed · ETA {_duration(progress.eta_s())}"

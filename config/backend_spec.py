@@ -1,6 +1,6 @@
 """Short backend specs typed on a command line: `simulated`, `simulated:latency_ms=5`,
-`openai:MODEL[@BASE_URL]`, `anthropic:MODEL`, `gguf:PATH`, `llamacpp`, `command:CLI ARGS`,
-or a YAML file holding one backend's settings."""
+`openai:MODEL[@BASE_URL][?key=value&...]` (e.g. `?max_in_flight=4`), `anthropic:MODEL`,
+`gguf:PATH`, `llamacpp`, `command:CLI ARGS`, or a YAML file holding one backend's settings."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from config.urls import url_problem
 
 SPEC_FORMS = (
     "simulated[:key=value,...]",
-    "openai:MODEL[@BASE_URL]",
-    "anthropic:MODEL[@BASE_URL]",
+    "openai:MODEL[@BASE_URL][?key=value&...]",
+    "anthropic:MODEL[@BASE_URL][?key=value&...]",
     "gguf:PATH",
     "llamacpp",
     "command:CLI ARGS",
@@ -34,13 +34,15 @@ def parse_backend_spec(spec: str, shown_as: str = "--backend") -> BackendConfig:
     if kind == "simulated":
         return _with_options(BackendConfig(provider="simulated"), rest, shown_as)
     if kind in ("openai", "anthropic"):
+        rest, _, options = rest.partition("?")
         model, _, base_url = rest.partition("@")
         if not model:
             raise ConfigError(shown_as, spec, f"{kind} needs a model: {kind}:MODEL[@BASE_URL]")
         problem = url_problem(base_url) if base_url else None
         if problem:
             raise ConfigError(shown_as, spec, f"{problem} (form: {kind}:MODEL@BASE_URL)")
-        return BackendConfig(provider=kind, model=model, base_url=base_url or None)
+        base = BackendConfig(provider=kind, model=model, base_url=base_url or None)
+        return _with_options(base, options.replace("&", ","), shown_as)
     if kind == "gguf":
         if not rest:
             raise ConfigError(shown_as, spec, "gguf needs a path: gguf:PATH")
@@ -62,7 +64,9 @@ def _with_options(base: BackendConfig, options: str, shown_as: str) -> BackendCo
     for item in options.split(","):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(shown_as, item, "options are key=value, separated by commas")
+            raise ConfigError(
+                shown_as, item, "options are key=value, separated by commas (or & after ?)"
+            )
         fields[key.strip()] = value.strip()
     merged = {**msgspec.structs.asdict(base), **fields}
     try:

@@ -42,6 +42,31 @@ DEFAULT_COMMAND_TIMEOUT_S = 300.0
 # A reply cut by the length limit is asked once more with this many times the token budget.
 TRUNCATION_RETRY_FACTOR = 2
 COMPLETION_AVERAGE_WEIGHT = 0.1  # moving average of completion tokens, for TPM estimates
+# A gateway whose every request has been answered 429 for this long, with no success at all,
+# stops the run (it resumes next time); until then 429s are retried with no attempt cap.
+NO_SUCCESS_STOP_S = 600.0
+
+# Limits learned when none is configured or stated (engine/adaptive_limits.py).
+LEARNED_IN_FLIGHT_START = 1  # start as a one-slot server would need, then double per window
+LEARNED_IN_FLIGHT_MAX = 1024
+LATENCY_WINDOW_MIN_SAMPLES = 3  # a window is max(this, in-flight cap) answers
+LATENCY_TOLERANCE = 1.5  # a window's median latency over the baseline by this much is queueing
+LATENCY_BASELINE_DRIFT = 0.02  # per window: the baseline follows slowly growing prompts
+IN_FLIGHT_PROBE_WINDOWS = 2  # after congestion, flat windows before one more request in flight
+IN_FLIGHT_DECREASE = 0.7  # multiplicative decrease on queueing, a 429 or a timeout
+RATE_DECREASE = 0.9  # on a 429: this share of the rate the provider really served
+RATE_STEP_PER_SUCCESS = 1.0  # requests/min added per success while the rate binds (≈1.7 %/s)
+# ... times 1 + this × the distance from the rate that met the limit (as a share of it): quick
+# far from it, careful near it (TCP CUBIC's shape).
+RATE_PROBE_GAIN = 20.0
+RATE_MEASURE_WINDOW_S = 2.0  # successes counted over this long to know the rate served
+LEARNED_RPM_MIN = 6.0
+DECREASE_COOLDOWN_S = 1.0  # one decrease per episode: 429s in flight together are one signal
+# Sporadic 429s ("overloaded", at any rate) never take the rate below this share of the best
+# rate served; that best halves every RATE_CEILING_HALF_LIFE_S, so a limit that really dropped
+# is followed down.
+RATE_FLOOR_SHARE = 0.5
+RATE_CEILING_HALF_LIFE_S = 60.0
 
 # `rapport sql`: rows fetched from DuckDB at a time, and shown in a table unless --limit says.
 SQL_FETCH_ROWS = 10_000

@@ -35,7 +35,9 @@ class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_retries: Annotated[int, msgspec.Meta(ge=0)] = constants.DEFAULT_MAX_RETRIES
     backoff_min_s: PositiveFloat = constants.RETRY_BACKOFF_MIN_S
     backoff_max_s: PositiveFloat = constants.RETRY_BACKOFF_MAX_S
-    max_in_flight: PositiveInt | None = None
+    max_in_flight: PositiveInt | None = None  # None: learned from latency (if no rate is known)
+    # 429s are retried with no cap until the endpoint has had no success for this long
+    no_success_stop_s: PositiveFloat = constants.NO_SUCCESS_STOP_S
     input_tpm: PositiveInt | None = None  # anthropic: input and output tokens kept apart
     output_tpm: PositiveInt | None = None
     latency_ms: NonNegativeFloat = 0.0  # simulated

@@ -28,9 +28,11 @@ class GatewaySnapshot(msgspec.Struct, frozen=True):
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     cost_usd: float | None
-    rpm_limit: int | None
+    rpm_limit: int | None  # configured, stated by the provider, or learned (limits_source)
     tpm_limit: int | None
     updated_at: datetime
+    max_in_flight: int | None = None
+    limits_source: str | None = None  # configured | stated | learned; None: unlimited
 
 
 def gateway_name(gateway: Gateway) -> str:
@@ -50,6 +52,7 @@ def snapshot_gateways(
     snapshots = []
     for key, gateway in by_id.items():
         stats = gateway.stats
+        limits = gateway.effective_limits
         p50 = stats.latency_percentile(0.50)
         p99 = stats.latency_percentile(0.99)
         model = gateway.backend.model
@@ -75,9 +78,11 @@ def snapshot_gateways(
                 latency_p50_ms=None if p50 is None else p50 * 1000,
                 latency_p99_ms=None if p99 is None else p99 * 1000,
                 cost_usd=cost,
-                rpm_limit=gateway.limits.rpm,
-                tpm_limit=gateway.limits.tpm,
+                rpm_limit=limits.rpm,
+                tpm_limit=limits.tpm,
                 updated_at=at,
+                max_in_flight=limits.max_in_flight,
+                limits_source=gateway.limits_source,
             )
         )
     return snapshots

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from config.errors import RapportError
+from engine.types import ReportedLimits
 
 
 class BackendError(Exception):
     """A backend call failed. `kind` is a short machine-readable label stored with the error."""
 
     def __init__(
-        self, kind: str, message: str, *, retryable: bool, retry_after_s: float | None = None
+        self,
+        kind: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+        limits: ReportedLimits | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.limits = limits  # rate limits stated in the failed response's headers (429s too)
 
 
 class ProviderUnusable(RapportError):
@@ -29,6 +37,11 @@ class ProviderUnreachable(ProviderUnusable):
     """The provider never answered (connection refused, DNS failure)."""
 
     kind = "connection"
+
+
+class RateLimitedTooLong(ProviderUnreachable):
+    """Every request of a gateway was answered 429 for a long time with no success at all:
+    the run stops with one line (a 429 alone never fails a conversation) and resumes next time."""
 
 
 class TurnFailed(Exception):

@@ -78,6 +78,8 @@ def build_gateway(
         max_retries=settings.max_retries,
         backoff_min_s=settings.backoff_min_s,
         backoff_max_s=settings.backoff_max_s,
+        adaptive=settings.provider != "simulated",
+        no_success_stop_s=settings.no_success_stop_s,
         redactor=Redactor.from_environ(environ, [settings.api_key_env or ""]),
     )
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -13,21 +14,22 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     wait_random_exponential,
 )
 
-from config.constants import RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
+from config.constants import NO_SUCCESS_STOP_S, RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
 from config.secrets import PATTERNS_ONLY, Redactor
+from engine.adaptive_limits import AdaptiveLimits, LearnedLimits
 from engine.backend import Backend, label
 from engine.clock import Clock, LoopClock
-from engine.errors import BackendError, ProviderUnreachable, TurnFailed
+from engine.errors import BackendError, ProviderUnreachable, RateLimitedTooLong, TurnFailed
 from engine.fail_fast import FailFast
 from engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
 from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
 LATENCY_SAMPLES = 10_000
 UNREACHABLE_AFTER_ATTEMPTS = 2  # connection failures before any success mean "down"
+RATE_RETUNE_FRACTION = 0.05  # a learned rate replaces its budget when it moved this much
 
 
 class GatewayLimits(msgspec.Struct, frozen=True):
@@ -69,12 +71,19 @@ def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, BackendError) and error.retryable
 
 
+def _is_rate_limited(error: BaseException | None) -> bool:
+    return isinstance(error, BackendError) and error.kind == "rate_limited"
+
+
 class Gateway:
     """Wraps a backend with its budgets, cap and jittered retries that honour Retry-After.
 
     When the provider answers 429, every caller of this gateway pauses until the wait it asked
     for has passed (no 429 storm), then all resume. Pauses and retry waits go through `clock`
     (the event loop's by default), so a test can see every wait asked for.
+
+    With `adaptive`, limits nobody configured or stated are learned (engine/adaptive_limits.py):
+    a rate from 429s and an in-flight cap from latency.
     """
 
     def __init__(
@@ -86,6 +95,8 @@ class Gateway:
         backoff_min_s: float = RETRY_BACKOFF_MIN_S,
         backoff_max_s: float = RETRY_BACKOFF_MAX_S,
         clock: Clock | None = None,
+        adaptive: bool = False,
+        no_success_stop_s: float = NO_SUCCESS_STOP_S,
         redactor: Redactor = PATTERNS_ONLY,
     ) -> None:
         self.backend = backend
@@ -97,8 +108,13 @@ class Gateway:
         self._budgets: dict[str, MinuteBudget] = {}
         self._apply(self.limits)
         self._learn_limits = not self.limits.has_rates
+        self._configured_rates = self.limits.has_rates
         cap = self.limits.max_in_flight
         self._in_flight = anyio.CapacityLimiter(cap) if cap else None
+        self._adaptive = self._adaptive_limits() if adaptive else None
+        self._learned_rate: MinuteBudget | None = None
+        self._no_success_stop_s = no_success_stop_s
+        self._last_success_at: float | None = None
         self._estimator = TokenEstimator()
         self._token_debt = 0.0
         self._paused_until = 0.0
@@ -108,7 +124,7 @@ class Gateway:
         self._backoff_max_s = backoff_max_s
         self.fail_fast = FailFast(self.label, redactor)
 
-    def _apply(self, limits: GatewayLimits) -> None:
+    def _apply(self, limits: GatewayLimits, *, start_full: bool = False) -> None:
         for name, per_minute in (
             ("requests", limits.rpm),
             ("tokens", limits.tpm),
@@ -116,7 +132,7 @@ class Gateway:
             ("output_tokens", limits.output_tpm),
         ):
             if per_minute:
-                self._budgets[name] = MinuteBudget(per_minute)
+                self._budgets[name] = MinuteBudget(per_minute, start_full=start_full)
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
@@ -125,11 +141,27 @@ class Gateway:
 
         The first attempt is made directly (most calls succeed, and the retry machinery costs
         more than an instant backend); tenacity takes over from the first retryable failure.
+        A 429 is backpressure, not a failure: it is retried with no attempt cap while the
+        gateway keeps succeeding (see `_check_progress`). A completion that took retries
+        carries its attempts, and a latency from the first attempt's start.
         """
+        started = self._clock.now()
+        if self._last_success_at is None:
+            self._last_success_at = started
+        counted_failures = 0  # failures that count against max_retries (429s do not)
+
+        def give_up(error: BaseException | None) -> bool:
+            nonlocal counted_failures
+            if _is_rate_limited(error):
+                self._check_progress()
+                return False
+            counted_failures += 1
+            return counted_failures > self._max_retries
+
         try:
             return await self._attempt(messages, params)
         except BackendError as error:
-            if not error.retryable or self._max_retries == 0:
+            if not error.retryable or give_up(error):
                 self.stats.failed += 1
                 self.fail_fast.record(error, self.stats.succeeded)
                 raise TurnFailed(error.kind, str(error), 1) from error
@@ -139,7 +171,7 @@ class Gateway:
         await self._clock.sleep(self._wait_after(first_failure, 1))
         retrying = AsyncRetrying(
             sleep=self._clock.sleep,
-            stop=stop_after_attempt(self._max_retries),
+            stop=lambda state: give_up(state.outcome.exception() if state.outcome else None),
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
             before_sleep=self._count_retry,
@@ -152,7 +184,10 @@ class Gateway:
                     attempts += 1
                     self._check_reachable(last_failure, attempts)
                     try:
-                        return await self._attempt(messages, params)
+                        completion = await self._attempt(messages, params)
+                        return msgspec.structs.replace(
+                            completion, attempts=attempts, latency_s=self._clock.now() - started
+                        )
                     except BackendError as error:
                         last_failure = error
                         raise
@@ -161,6 +196,16 @@ class Gateway:
             self.fail_fast.record(error, self.stats.succeeded)
             raise TurnFailed(error.kind, str(error), attempts) from error
         raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
+
+    def _check_progress(self) -> None:
+        """Stop the run when the gateway as a whole has had no success for too long."""
+        since = self._last_success_at
+        waited = 0.0 if since is None else self._clock.now() - since
+        if waited > self._no_success_stop_s:
+            raise RateLimitedTooLong(
+                f"{self.label}: every request answered 429 (rate limited) for {waited:.0f} s "
+                "with no success; stopped (run again to resume)"
+            )
 
     def _check_reachable(self, error: BackendError, attempts: int) -> None:
         """A provider that has never answered and refuses connections is down: stop the run."""
@@ -176,30 +221,47 @@ class Gateway:
     async def _attempt(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
+        if self._in_flight is None:
+            return await self._admitted(messages, params)
+        # A slot first, then the pause and budgets: requests that queued for a slot are still
+        # held to them when it frees (or a cap that grows would release them all at once).
+        async with self._in_flight:
+            return await self._admitted(messages, params)
+
+    async def _admitted(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
         await self._wait_out_pause()
         prompt_chars = sum(len(m.content) for m in messages)
         estimate = self._estimator.estimate(prompt_chars, params.max_tokens)
         await self._acquire(estimate)
-        if self._in_flight is None:
-            completion = await self._call(messages, params)
-        else:
-            async with self._in_flight:
-                completion = await self._call(messages, params)
+        rate_bound = await self._acquire_learned_rate()
+        if self._adaptive is not None:
+            self._adaptive.on_request()
+        completion = await self._call(messages, params)
         self._reconcile(estimate, prompt_chars, completion)
+        if self._adaptive is not None:
+            self._adaptive.on_success(completion.latency_s, rate_bound=rate_bound)
+            self._follow_learned()
         return completion
 
     async def _call(self, messages: Sequence[ChatMessage], params: CompletionParams) -> Completion:
         self.stats.requests += 1
         self.stats.in_flight += 1
+        started = self._clock.now()
         try:
             completion = await self.backend.complete(messages, params)
         except BackendError as error:
             if error.kind == "rate_limited":
                 self.stats.rate_limited += 1
                 self._pause(error.retry_after_s)
+            elif error.kind == "timeout":  # its full time counts in the latencies
+                self.stats.latencies_s.append(self._clock.now() - started)
+            self._learn_from_failure(error)
             raise
         finally:
             self.stats.in_flight -= 1
+        self._last_success_at = self._clock.now()
         self.stats.succeeded += 1
         self.stats.prompt_tokens += completion.prompt_tokens
         self.stats.completion_tokens += completion.completion_tokens
@@ -231,8 +293,9 @@ class Gateway:
         if self._learn_limits and completion.limits is not None:
             self._adopt(completion.limits)
 
-    def _adopt(self, reported: ReportedLimits) -> None:
-        """Use the limits the provider announced, once, when the user configured none."""
+    def _adopt(self, reported: ReportedLimits, *, after_429: bool = False) -> None:
+        """Use the limits the provider announced (in any response, 429s included), once,
+        when the user configured none; they replace whatever was being learned."""
         learned = GatewayLimits(
             rpm=reported.requests,
             tpm=reported.tokens,
@@ -242,8 +305,87 @@ class Gateway:
         )
         if learned.has_rates:
             self.limits = learned
-            self._apply(learned)
+            self._apply(learned, start_full=after_429)
             self._learn_limits = False
+            if self._adaptive is not None:
+                self._adaptive.stop_learning()
+                self._follow_learned()
+
+    # ---- learned limits (engine/adaptive_limits.py) ----------------------------------------
+
+    def _adaptive_limits(self) -> AdaptiveLimits | None:
+        """Learn the rate when none is configured, and the in-flight cap when neither it nor
+        a rate is: a stated rate is a hosted API's limit, which latency does not describe."""
+        learn_rate = not self.limits.has_rates
+        learn_in_flight = learn_rate and self.limits.max_in_flight is None
+        if not learn_rate:
+            return None
+        adaptive = AdaptiveLimits(self._clock, learn_in_flight=learn_in_flight)
+        if adaptive.in_flight is not None:
+            self._in_flight = anyio.CapacityLimiter(adaptive.in_flight)
+        return adaptive
+
+    @property
+    def effective_limits(self) -> GatewayLimits:
+        """The limits in force now: configured or stated, else learned (display and stats)."""
+        learned = self._adaptive.current() if self._adaptive is not None else None
+        if learned is None or (learned.rpm is None and learned.in_flight is None):
+            return self.limits
+        return msgspec.structs.replace(
+            self.limits,
+            rpm=self.limits.rpm or (None if learned.rpm is None else round(learned.rpm)),
+            max_in_flight=self.limits.max_in_flight or learned.in_flight,
+        )
+
+    @property
+    def limits_source(self) -> str | None:
+        """Where the rate limits in force come from: configured, stated (headers) or learned."""
+        if self._configured_rates:
+            return "configured"
+        if self.limits.has_rates:
+            return "stated"
+        if self._adaptive is not None and self._adaptive.current() != LearnedLimits(None, None):
+            return "learned"
+        return None
+
+    async def _acquire_learned_rate(self) -> bool:
+        """Wait for the learned rate, if one is known; True when it held the request back."""
+        budget = self._learned_rate
+        if budget is None:
+            return False
+        bound = budget.would_wait()
+        await budget.acquire(1)
+        while self._learned_rate is not None and budget is not self._learned_rate:
+            budget = self._learned_rate  # retuned while we waited: pass the one in force too,
+            await budget.acquire(1)  # or old and new buckets would each let their rate through
+        return bound
+
+    def _learn_from_failure(self, error: BackendError) -> None:
+        if self._learn_limits and error.limits is not None:
+            self._adopt(error.limits, after_429=error.kind == "rate_limited")
+        if self._adaptive is None:
+            return
+        if error.kind == "rate_limited":
+            self._adaptive.on_rate_limited()
+        elif error.kind == "timeout":
+            self._adaptive.on_timeout()
+        self._follow_learned()
+
+    def _follow_learned(self) -> None:
+        """Apply what the controllers hold now to the in-flight cap and the rate budget."""
+        assert self._adaptive is not None
+        learned = self._adaptive.current()
+        if self._in_flight is not None and self.limits.max_in_flight is None:
+            cap = learned.in_flight if learned.in_flight is not None else math.inf
+            if self._in_flight.total_tokens != cap:
+                self._in_flight.total_tokens = cap
+        if learned.rpm is None:
+            self._learned_rate = None
+        elif self._learned_rate is None or (
+            abs(learned.rpm - self._learned_rate.per_minute)
+            >= RATE_RETUNE_FRACTION * self._learned_rate.per_minute
+        ):  # a new bucket per real change (aiolimiter's rate is fixed at creation)
+            self._learned_rate = MinuteBudget(max(1, round(learned.rpm)), start_full=True)
 
     def _pause(self, retry_after_s: float | None) -> None:
         wait = retry_after_s if retry_after_s is not None else self._backoff_min_s

@@ -19,13 +19,21 @@ from config.constants import (
 class MinuteBudget:
     """A per-minute budget of some unit (requests or tokens), drained evenly."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, *, start_full: bool = False) -> None:
         self.per_minute = per_minute
         self.capacity = max(1.0, per_minute * RATE_BURST_SECONDS / 60.0)
         self._bucket = AsyncLimiter(self.capacity, self.capacity * 60.0 / per_minute)
+        # A budget set up as the provider just answered 429 (or replacing a busy one) starts
+        # as full as the provider's bucket is: its first caller pays one bucket, not a burst.
+        self._owed = self.capacity if start_full else 0.0
+
+    def would_wait(self, amount: float = 1.0) -> bool:
+        """Whether `amount` must wait now: the budget, not the caller, is holding back."""
+        return not self._bucket.has_capacity(min(amount, self.capacity))
 
     async def acquire(self, amount: float = 1.0) -> None:
         """Wait until `amount` has drained through; larger than one bucket is taken in parts."""
+        amount, self._owed = amount + self._owed, 0.0
         while amount > 0:
             part = min(amount, self.capacity)
             await self._bucket.acquire(part)

@@ -56,6 +56,7 @@ class Completion(msgspec.Struct, frozen=True):
     provider: str
     finish_reason: str | None = None
     limits: ReportedLimits | None = None
+    attempts: int = 1  # set by the gateway: latency_s then spans every attempt of the turn
 
     @property
     def truncated(self) -> bool:

@@ -59,6 +59,7 @@ MESSAGES = pa.schema(
         ("model", pa.string()),
         ("run_id", pa.string()),
         ("created_at", pa.timestamp("us")),
+        ("attempts", pa.int32()),
         ("finish_reason", pa.string()),
     ]
 )

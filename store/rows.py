@@ -26,6 +26,7 @@ class MessageRow(msgspec.Struct, frozen=True):
     model: str
     run_id: str
     created_at: datetime
+    attempts: int = 1  # 1 + retries (429s included); latency_ms spans every attempt
     finish_reason: str | None = None  # `length` / `max_tokens`: cut by the token budget
 
 

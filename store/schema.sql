@@ -206,3 +206,8 @@ CREATE TABLE IF NOT EXISTS iterations (
     created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (domain, iteration)
 );
+
+-- Issue 13: limits learned or stated, not only configured; attempts per turn.
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS max_in_flight INTEGER;
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS limits_source VARCHAR;  -- configured | stated | learned
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS attempts INTEGER;  -- 1 + retries; latency_ms spans them all

@@ -100,7 +100,7 @@ class AnthropicBackend:
                 raise BackendError(
                     "spend_limit", short_message(error.message), retryable=False
                 ) from error
-            translated = translate_sdk_error(error, anthropic)
+            translated = translate_sdk_error(error, anthropic, reported_limits)
             if translated is None:
                 raise
             raise translated from error

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import ModuleType
 
 from engine.errors import BackendError
+from engine.types import ReportedLimits
+
+LimitsReader = Callable[[Mapping[str, str]], ReportedLimits | None]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 # What servers write when they refuse the request itself (pydantic's validation errors, as
@@ -70,22 +73,29 @@ def short_message(message: object, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def translate_sdk_error(error: Exception, sdk: ModuleType) -> BackendError | None:
+def translate_sdk_error(
+    error: Exception, sdk: ModuleType, read_limits: LimitsReader | None = None
+) -> BackendError | None:
     """The BackendError for an exception of the `openai` or `anthropic` SDK (both generated
-    from the same template, with the same exception classes); None for anything else."""
+    from the same template, with the same exception classes); None for anything else.
+    `read_limits` reads the rate limits an error response states (many say them only in 429s)."""
     if isinstance(error, sdk.RateLimitError):
+        headers = error.response.headers
         return BackendError(
             "rate_limited",
             "provider answered 429",
             retryable=True,
-            retry_after_s=retry_after_seconds(error.response.headers),
+            retry_after_s=retry_after_seconds(headers),
+            limits=read_limits(headers) if read_limits else None,
         )
     if isinstance(error, sdk.APIStatusError):
+        headers = error.response.headers
         return BackendError(
             f"http_{error.status_code}",
             short_message(error.message),
             retryable=is_retryable_status(error.status_code, f"{error.message} {error.body}"),
-            retry_after_s=retry_after_seconds(error.response.headers),
+            retry_after_s=retry_after_seconds(headers),
+            limits=read_limits(headers) if read_limits else None,
         )
     if isinstance(error, sdk.APITimeoutError):
         return BackendError("timeout", "request timed out", retryable=True)

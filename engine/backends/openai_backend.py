@@ -141,7 +141,7 @@ class OpenAIBackend:
 
 def _raise_translated(error: Exception) -> NoReturn:
     """Raise the BackendError for an SDK error; anything else as it is."""
-    translated = translate_sdk_error(error, openai)
+    translated = translate_sdk_error(error, openai, reported_limits)
     if translated is None:
         raise error
     raise translated from error

@@ -1,0 +1,174 @@
+"""Limits learned from the provider's behaviour when nobody configured or stated any.
+
+Two controllers, as network congestion control does it:
+
+- the request rate, by additive increase / multiplicative decrease: dormant until the first
+  429 (most servers never send one), then set just under the rate the provider really served
+  and raised a little with each success while the rate is what holds requests back;
+- the in-flight cap, by latency (TCP Vegas, Netflix's concurrency-limits): each window of
+  answers, compare its median latency with the lowest seen; grow the cap while latency stays
+  flat (doubling until the first sign of congestion, then one more per window), shrink it when
+  latency grows (requests queue in the server), on a 429 and on a timeout. A one-slot server
+  settles at one request at a time, probing two now and then; a server with many slots at
+  dozens.
+
+Pure logic: the gateway reports what happened and reads `rpm` and `in_flight` back. Time comes
+from the gateway's clock, so tests run it in virtual time.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+
+import msgspec
+
+from config import constants
+from engine.clock import Clock
+
+
+class LearnedLimits(msgspec.Struct, frozen=True):
+    """What the controllers hold now; None: not limited (yet)."""
+
+    rpm: float | None
+    in_flight: int | None
+
+
+class AdaptiveLimits:
+    """Learns a request rate (from 429s) and an in-flight cap (from latency)."""
+
+    def __init__(self, clock: Clock, *, learn_rate: bool = True, learn_in_flight: bool = True):
+        self._clock = clock
+        self.learn_rate = learn_rate
+        self.learn_in_flight = learn_in_flight
+        self.rpm: float | None = None
+        self.in_flight: int | None = constants.LEARNED_IN_FLIGHT_START if learn_in_flight else None
+        self.slow_start = True
+        self._window: list[float] = []
+        self._baseline_s: float | None = None
+        self._flat_windows = 0
+        self._window_cap: int | None = None  # the cap a flat window closed at (slow start)
+        self._successes: deque[float] = deque()
+        self._ceiling: tuple[float, float] | None = None  # (rpm, when) of the last cut
+        self._best: tuple[float, float] | None = None  # (rpm served, when): the best seen
+        self._first_seen: float | None = None
+        self._last_decrease = -math.inf
+
+    def current(self) -> LearnedLimits:
+        return LearnedLimits(
+            rpm=self.rpm if self.learn_rate else None,
+            in_flight=self.in_flight if self.learn_in_flight else None,
+        )
+
+    def stop_learning(self) -> None:
+        """The provider stated its limits: they replace everything learned."""
+        self.learn_rate = self.learn_in_flight = False
+        self.rpm = self.in_flight = None
+
+    # ---- what the gateway reports ----------------------------------------------------------
+
+    def on_request(self) -> None:
+        """A request is sent: the rate served is measured from the first one."""
+        if self._first_seen is None:
+            self._first_seen = self._clock.now()
+
+    def on_success(self, latency_s: float, *, rate_bound: bool) -> None:
+        """An answer: `rate_bound` says the request waited for the learned rate."""
+        now = self._clock.now()
+        if self._first_seen is None:
+            self._first_seen = now
+        if self.learn_rate:
+            self._successes.append(now)
+            if self.rpm is not None and rate_bound:
+                self.rpm += self._rate_step(now)
+        if self.learn_in_flight and self.in_flight is not None:
+            if self.slow_start and self._window_cap is not None:
+                # One more per answer, up to double a window: growth spread over the round
+                # trip as TCP's slow start does, never a burst of requests released at once.
+                self.in_flight = min(
+                    constants.LEARNED_IN_FLIGHT_MAX, self.in_flight + 1, 2 * self._window_cap
+                )
+            self._window.append(latency_s)
+            if len(self._window) >= max(constants.LATENCY_WINDOW_MIN_SAMPLES, self.in_flight):
+                self._close_window(now)
+
+    def on_rate_limited(self) -> None:
+        """A 429: the rate and the cap back off together, once per episode; never below half
+        the best rate served (a provider's sporadic 429s must not starve the run)."""
+        now = self._clock.now()
+        served = self._served_rpm(now)
+        best = self._decayed(self._best, now)
+        if best is None or served > best:
+            self._best = (served, now)
+            best = served
+        if not self._may_decrease(now):
+            return
+        if self.learn_rate and served > 0:  # with no success yet, nothing says what to aim at
+            base = served if self.rpm is None else min(self.rpm, served)
+            floor = max(constants.LEARNED_RPM_MIN, constants.RATE_FLOOR_SHARE * best)
+            self.rpm = max(floor, constants.RATE_DECREASE * base)
+            self._ceiling = (base, now)
+        self._shrink_in_flight()
+
+    def on_timeout(self) -> None:
+        """A request that never came back: the server is overloaded, shrink the cap."""
+        if self._may_decrease(self._clock.now()):
+            self._shrink_in_flight()
+
+    # ---- the arithmetic --------------------------------------------------------------------
+
+    def _may_decrease(self, now: float) -> bool:
+        if now - self._last_decrease < constants.DECREASE_COOLDOWN_S:
+            return False
+        self._last_decrease = now
+        self.slow_start = False
+        return True
+
+    def _rate_step(self, now: float) -> float:
+        step = constants.RATE_STEP_PER_SUCCESS
+        if self.rpm is None or self._ceiling is None or self._ceiling[0] <= 0:
+            return step
+        return step * (1 + constants.RATE_PROBE_GAIN * abs(self.rpm / self._ceiling[0] - 1))
+
+    @staticmethod
+    def _decayed(figure: tuple[float, float] | None, now: float) -> float | None:
+        if figure is None:
+            return None
+        value, when = figure
+        return value * 0.5 ** ((now - when) / constants.RATE_CEILING_HALF_LIFE_S)
+
+    def _served_rpm(self, now: float) -> float:
+        """Successes per minute over the last few seconds (or since the first request)."""
+        horizon = now - constants.RATE_MEASURE_WINDOW_S
+        while self._successes and self._successes[0] < horizon:
+            self._successes.popleft()
+        first = self._first_seen if self._first_seen is not None else now
+        span = min(constants.RATE_MEASURE_WINDOW_S, now - first)
+        return len(self._successes) * 60.0 / span if span > 0 else 0.0
+
+    def _shrink_in_flight(self) -> None:
+        if self.learn_in_flight and self.in_flight is not None:
+            self.in_flight = max(1, math.floor(self.in_flight * constants.IN_FLIGHT_DECREASE))
+            self._window.clear()
+
+    def _close_window(self, now: float) -> None:
+        median = statistics.median(self._window)
+        self._window.clear()
+        assert self.in_flight is not None
+        if self._baseline_s is None:
+            self._baseline_s = median
+        else:
+            drifted = self._baseline_s * (1 + constants.LATENCY_BASELINE_DRIFT)
+            self._baseline_s = min(median, drifted)
+        if median > self._baseline_s * constants.LATENCY_TOLERANCE:
+            self._flat_windows = 0
+            if self._may_decrease(now):
+                self._shrink_in_flight()
+            return
+        self._flat_windows += 1
+        if self.slow_start:
+            self._window_cap = self.in_flight  # (grown answer by answer in on_success)
+        elif self._flat_windows >= constants.IN_FLIGHT_PROBE_WINDOWS:
+            self._flat_windows = 0
+            self.in_flight = min(constants.LEARNED_IN_FLIGHT_MAX, self.in_flight + 1)
