@@ -238,6 +238,7 @@ def tiny_workspace(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_lora_target_modules_the_model_lacks_are_one_line_and_leave_no_adapter(
     tiny_workspace, tmp_path
 ):
@@ -283,6 +284,7 @@ def test_serve_and_chat_take_a_gguf_prefixed_path(tmp_path):
     assert resolve_gguf(f"gguf:{model}") == model
 
 
+@pytest.mark.slow
 def test_rapport_serve_model_embedded_answers_requests(tmp_path):
     port = _free_port()
     server = subprocess.Popen(
@@ -389,6 +391,7 @@ def _with_file_size_limit() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path):
     db = tmp_path / "corpus.duckdb"
     command = [

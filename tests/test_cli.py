@@ -183,6 +183,7 @@ def test_stats_shows_every_section(corpus):
     assert "simulated" in result.stdout
 
 
+@pytest.mark.slow
 def test_rows_are_visible_while_the_run_goes_on(tmp_path):
     db = tmp_path / "live.duckdb"
     config = tmp_path / "slow.yaml"

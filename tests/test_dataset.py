@@ -96,6 +96,7 @@ def judged_corpus(tmp_path_factory):
     return db
 
 
+@pytest.mark.slow
 def test_dataset_splits_by_conversation_and_loads_back(
     judged_corpus, tmp_path, tokenizer_dir, therapy
 ):
@@ -207,6 +208,7 @@ def test_a_phrase_planted_in_30_percent_of_conversations_tops_the_report():
     assert dominated == {f"c{i}" for i in range(100) if i % 10 < 3}
 
 
+@pytest.mark.slow
 def test_dataset_and_repetition_from_the_command_line(judged_corpus, tmp_path):
     from tests.conftest import rapport
 

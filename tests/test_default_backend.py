@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import duckdb
 import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
+import pytest
 
 from tests.conftest import rapport
+
+pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
 
 
 def test_generate_without_a_backend_uses_the_embedded_model(tmp_path):

@@ -332,6 +332,7 @@ def _run_pipeline(domain_dir: Path, tmp_path: Path) -> list[dict]:
     return examples
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", [None, "therapy"])
 def test_a_scaffolded_domain_runs_generate_judge_dataset_offline(tmp_path, source):
     target = tmp_path / "domain"
@@ -342,6 +343,7 @@ def test_a_scaffolded_domain_runs_generate_judge_dataset_offline(tmp_path, sourc
     assert system == {"role": "system", "content": load_domain(target).prompts.system_prompt}
 
 
+@pytest.mark.slow
 def test_customer_support_runs_the_whole_offline_pipeline(tmp_path):
     examples = _run_pipeline(CUSTOMER_SUPPORT, tmp_path)
     assert "Northwind Goods" in examples[0]["messages"][0]["content"]

@@ -14,9 +14,12 @@ import urllib.request
 
 import duckdb
 import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
+import pytest
 
 from bench.provider_process import free_port
 from tests.conftest import TINY_DOMAIN, rapport
+
+pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
 
 TRAIN_YAML = (
     "learning_rate: 0.003\nbatch_size: 2\ngradient_accumulation: 1\nmax_length: 768\n"

@@ -78,6 +78,7 @@ def _corpus(tmp_path: Path, count: int = 3) -> Path:
     return db
 
 
+@pytest.mark.slow
 def test_a_run_where_everything_is_done_exits_0(tmp_path):
     db = tmp_path / "good.duckdb"
     result = rapport(
@@ -88,6 +89,7 @@ def test_a_run_where_everything_is_done_exits_0(tmp_path):
     assert "failed" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_provider_refusing_every_call_stops_after_a_few_calls_with_exit_4(tmp_path):
     db = tmp_path / "refused.duckdb"
     with _refusing_provider() as (base_url, server):
@@ -108,6 +110,7 @@ def test_a_provider_refusing_every_call_stops_after_a_few_calls_with_exit_4(tmp_
     assert sum(statuses.values()) == 51  # the plan is kept: the next run retries all of it
 
 
+@pytest.mark.slow
 def test_some_conversations_failing_exits_3_with_a_one_line_summary(tmp_path):
     # An assistant CLI that fails every second call, never retried: half the conversations fail.
     script = tmp_path / "flaky.sh"
@@ -134,6 +137,7 @@ def test_some_conversations_failing_exits_3_with_a_one_line_summary(tmp_path):
     assert _statuses(db) == {"complete": 3, "failed": 3}
 
 
+@pytest.mark.slow
 def test_a_judge_whose_every_answer_is_unusable_exits_4(tmp_path):
     db = _corpus(tmp_path)
     result = rapport("judge", "--db", str(db), "--judge", "command:echo no idea")
@@ -144,6 +148,7 @@ def test_a_judge_whose_every_answer_is_unusable_exits_4(tmp_path):
     assert failed == asked and int(asked) > 0
 
 
+@pytest.mark.slow
 def test_a_judge_that_cannot_run_stops_judging_with_one_line(tmp_path):
     db = _corpus(tmp_path)
     result = rapport("judge", "--db", str(db), "--judge", "command:/nonexistent/judge-cli")
@@ -154,6 +159,7 @@ def test_a_judge_that_cannot_run_stops_judging_with_one_line(tmp_path):
         assert conn.execute("SELECT count(*) FROM assessments").fetchone() == (0,)
 
 
+@pytest.mark.slow
 def test_an_eval_whose_candidate_always_fails_exits_4(tmp_path):
     candidate = tmp_path / "broken.yaml"
     candidate.write_text(
@@ -173,6 +179,7 @@ def test_an_eval_whose_candidate_always_fails_exits_4(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_an_iteration_whose_assistant_always_fails_exits_4(tmp_path):
     domain = tmp_path / "bikes"
     shutil.copytree(TINY_DOMAIN, domain)

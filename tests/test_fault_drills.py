@@ -19,6 +19,8 @@ from bench.fake_provider import FakeProviderSettings, running_fake_provider
 from store.database import connect
 from tests.conftest import rapport
 
+pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
+
 KEY_ENV = "RAPPORT_DRILL_KEY"
 SECRET = "sk-drill-9d8c7b6a5f4e3d2c1b0a"
 FAULTS = FakeProviderSettings(

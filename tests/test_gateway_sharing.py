@@ -80,6 +80,7 @@ def test_eval_sides_on_one_endpoint_share_a_gateway_and_a_conflict_names_the_sid
         build_role_gateways(sides, tiny, {}, "eval", "")
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_conflicting_limits_in_one_line(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(

@@ -22,6 +22,7 @@ def thousand(tmp_path_factory):
     return db, summary
 
 
+@pytest.mark.slow
 def test_thousand_conversations_all_complete(thousand):
     db, summary = thousand
     assert summary.complete == 1000 and summary.failed == 0 and summary.pending == 0
@@ -30,6 +31,7 @@ def test_thousand_conversations_all_complete(thousand):
         assert _one(conn, "SELECT count(DISTINCT conversation_id) FROM messages") == (1000,)
 
 
+@pytest.mark.slow
 def test_turns_are_contiguous_and_alternate(thousand):
     db, _ = thousand
     with duckdb.connect(str(db), read_only=True) as conn:
@@ -50,6 +52,7 @@ def test_turns_are_contiguous_and_alternate(thousand):
         assert misplaced == (0,)
 
 
+@pytest.mark.slow
 def test_each_conversation_reaches_its_target(thousand):
     db, _ = thousand
     with duckdb.connect(str(db), read_only=True) as conn:
@@ -69,6 +72,7 @@ def test_each_conversation_reaches_its_target(thousand):
         ) == (True, True)
 
 
+@pytest.mark.slow
 def test_messages_carry_backend_labels_and_usage(thousand):
     db, _ = thousand
     with duckdb.connect(str(db), read_only=True) as conn:
@@ -79,6 +83,7 @@ def test_messages_carry_backend_labels_and_usage(thousand):
         ) == (True, True)
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_run_changes_nothing(thousand):
     db, _ = thousand
     with duckdb.connect(str(db), read_only=True) as conn:

@@ -19,6 +19,8 @@ from cli.exit_codes import INTERRUPTED, NOTHING_DONE, OK, TERMINATED
 from store.database import connect
 from tests.conftest import rapport
 
+pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
+
 COUNT, TURNS, SEED = 40, 3, 5
 ARGS = ["--count", str(COUNT), "--turns", str(TURNS), "--seed", str(SEED), "--quiet"]
 

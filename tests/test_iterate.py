@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import TINY_DOMAIN, rapport
 
+pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
+
 pytestmark = pytest.mark.slow
 
 OFFLINE = ("--count", "12", "--turns", "3", "--judge", "simulated")

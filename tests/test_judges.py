@@ -176,6 +176,7 @@ def test_windows_cover_every_exchange_with_overlap():
     assert windows(messages, budget_tokens=None) == [(1, messages)]
 
 
+@pytest.mark.slow
 def test_rerunning_judge_is_idempotent(db_path):
     _corpus(db_path, count=6)
     first = rapport("judge", "--db", str(db_path), "--judge", "simulated")
@@ -211,6 +212,7 @@ def test_agreement_view_matches_cohens_kappa(db_path):
     assert kappa == pytest.approx(expected.kappa, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_generate_judges_as_conversations_complete_and_report_writes_files(tmp_path, db_path):
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -249,6 +251,7 @@ def test_generate_judges_as_conversations_complete_and_report_writes_files(tmp_p
     assert (out / "score_distribution.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_the_default_judge_is_the_embedded_model_with_json_grammar(db_path):
     import llama_cpp  # noqa: F401  (a required dependency: without it this test fails)
 

@@ -23,6 +23,8 @@ from engine.errors import BackendError, TurnFailed
 from engine.gateway import Gateway, GatewayLimits
 from engine.types import ChatMessage, CompletionParams
 
+pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
+
 HELLO = [ChatMessage("system", "Be brief."), ChatMessage("user", "Say hello.")]
 VERDICT_SCHEMA: dict[str, object] = {
     "type": "object",

@@ -102,6 +102,7 @@ backends:
     return path
 
 
+@pytest.mark.slow
 def test_generate_with_openai_backends_over_http(tmp_path, db_path):
     settings = FakeProviderSettings(rate_limit_first=3, retry_after_ms=20)
     with running_fake_provider(settings) as (base_url, state):

@@ -380,6 +380,7 @@ def test_overwrite_never_deletes_the_folder_holding_the_database(
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_report_refuses_a_foreign_folder_and_replaces_its_own(
     corpus, tmp_path, capsys, monkeypatch
 ):
@@ -450,6 +451,7 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_push_to_hub_without_a_network_is_one_line(corpus, tmp_path):
     out = tmp_path / "data"
     result = rapport(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import duckdb
+import pytest
 from rich.console import Console
 
 from agents.generation import GenerateRequest, generate
@@ -58,6 +59,7 @@ def _slow_server_corpus(db) -> None:
         conn.execute("UPDATE gateway_stats SET latency_p50_ms = 11630.4, latency_p99_ms = 58512.9")
 
 
+@pytest.mark.slow
 def test_piped_stats_show_latencies_as_whole_milliseconds_and_cut_nothing(db_path):
     _slow_server_corpus(db_path)
     environment = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}

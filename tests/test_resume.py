@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from agents.generation import GenerateRequest, generate
 from store.database import connect
+
+pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
 
 COUNT = 150
 SEED = 3

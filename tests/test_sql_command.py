@@ -83,6 +83,7 @@ def test_a_query_file_that_is_not_utf8_is_one_line(corpus, tmp_path):
     assert_one_line_error(outcome, "latin1.sql", "not UTF-8")
 
 
+@pytest.mark.slow
 def test_a_table_is_cut_at_its_default_limit_and_says_so(corpus):
     outcome = rapport_in_process(
         "sql", "--db", str(corpus), f"SELECT range AS i FROM range({MORE_THAN_A_TABLE})"

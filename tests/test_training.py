@@ -13,6 +13,8 @@ from judges.run import JudgeRequest, judge_corpus
 from tests.conftest import rapport
 from training.dataset_build import DatasetRequest, build_dataset
 
+pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from bench.fake_provider import FakeProviderSettings, running_fake_provider
 from tests.conftest import rapport_in_process
@@ -56,6 +57,7 @@ def _gateway_limits(db: Path) -> tuple[int | None, str | None, int, int]:
 LIMITED = {"rpm": 300, "burst_s": 0.1, "latency_ms": 5.0, "reply_tokens": 20}
 
 
+@pytest.mark.slow
 def test_limits_stated_only_in_429s_are_adopted_and_every_conversation_completes(tmp_path):
     settings = FakeProviderSettings(**LIMITED, limit_headers="on_429")
     result, db, state = _generate(tmp_path, settings)
@@ -67,6 +69,7 @@ def test_limits_stated_only_in_429s_are_adopted_and_every_conversation_completes
     assert rate_limited >= 1 and failed == 0
 
 
+@pytest.mark.slow
 def test_limits_stated_nowhere_are_learned_and_every_conversation_completes(tmp_path):
     settings = FakeProviderSettings(**LIMITED, limit_headers="never")
     result, db, state = _generate(tmp_path, settings)
@@ -87,6 +90,7 @@ def test_attempts_are_stored_per_turn(tmp_path):
     assert attempts == (3, 1)  # the three 429s were retries of stored turns
 
 
+@pytest.mark.slow
 def test_a_provider_that_only_answers_429_stops_with_one_line(tmp_path):
     settings = FakeProviderSettings(rate_limit_first=10**9, retry_after_ms=20)
     result, db, state = _generate(tmp_path, settings, extra=", no_success_stop_s: 1")
