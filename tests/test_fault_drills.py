@@ -32,7 +32,8 @@ FAULTS = FakeProviderSettings(
 def _config(path: Path, base_url: str) -> Path:
     role = (
         f"{{provider: openai, model: drill, base_url: '{base_url}', api_key_env: {KEY_ENV}, "
-        "timeout_s: 0.5, max_retries: 12, backoff_min_s: 0.01, backoff_max_s: 0.1, max_tokens: 40}"
+        "timeout_s: 0.5, max_retries: 12, backoff_min_s: 0.01, backoff_max_s: 0.1, max_tokens: 40, "
+        "rpm: 60000}"  # a configured limit: these drills are about faults, not learned limits
     )
     path.write_text(f"backends:\n  user_sim: {role}\n  assistant: {role}\n")
     return path
