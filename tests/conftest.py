@@ -47,7 +47,7 @@ def rapport(
 
 
 def rapport_in_process(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `rapport ARGS` through the console script's own entry point in this process, its
     streams captured by typer's CliRunner: the same one-line errors and exit codes as
@@ -56,7 +56,11 @@ def rapport_in_process(
 
     runner = CliRunner()
     saved_argv = sys.argv
-    with runner.isolation(env={"COLUMNS": "200", **(env or {})}) as (stdout, stderr, _):
+    with runner.isolation(input=stdin, env={"COLUMNS": "200", **(env or {})}) as (
+        stdout,
+        stderr,
+        _,
+    ):
         sys.argv = ["rapport", *args]
         try:
             rapport_entry_point()
@@ -69,3 +73,8 @@ def rapport_in_process(
             sys.stderr.flush()
         out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
     return subprocess.CompletedProcess(["rapport", *args], code, out, err)
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The non-blank lines a command wrote to stderr."""
+    return [line for line in result.stderr.splitlines() if line.strip()]

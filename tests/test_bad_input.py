@@ -14,17 +14,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import NamedTuple
-from unittest.mock import patch
 
 import duckdb
 import pytest
 import typer.main
-from typer.testing import CliRunner
 
 from agents.generation import GenerateRequest, generate
 from agents.prompts import user_simulator_prompt
-from cli.main import app, run
+from cli.main import app
 from config import constants
 from config.backend_spec import parse_backend_spec
 from config.errors import ConfigError
@@ -32,51 +29,23 @@ from config.loader import load_domain
 from engine.backends.llamacpp_backend import embedded_model_path
 from engine.plan import sample_scenario
 from judges.run import JudgeRequest, judge_corpus
-from tests.conftest import TINY_DOMAIN
+from tests.conftest import TINY_DOMAIN, error_lines, rapport_in_process
 from training.dataset_build import DatasetRequest, build_dataset
 
 BEYOND_64_BITS = str(2**64)
 
 
-class Outcome(NamedTuple):
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-def rapport_in_process(*args: str, stdin: str | None = None) -> Outcome:
-    """`rapport ARGS` through the console-script entry, in this process: an exception that
-    escapes it would be a traceback for the user, so it fails the test as it is."""
-    runner = CliRunner()
-    with (
-        runner.isolation(input=stdin) as (stdout, stderr, _),
-        patch.object(sys, "argv", ["rapport", *args]),
-    ):
-        try:
-            run()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-        sys.stdout.flush()  # what was written straight to the streams, not through rich
-        sys.stderr.flush()
-        return Outcome(code, stdout.getvalue().decode(), stderr.getvalue().decode())
-
-
-def assert_one_line_error(outcome: Outcome, *fragments: str) -> None:
-    assert outcome.code == 2, outcome
+def assert_one_line_error(outcome: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert outcome.returncode == 2, outcome
     assert "Traceback" not in outcome.stderr
-    assert len(outcome.error_lines) == 1, outcome.stderr
+    assert len(error_lines(outcome)) == 1, outcome.stderr
     for fragment in fragments:
-        assert fragment in outcome.error_lines[0], (fragment, outcome.stderr)
+        assert fragment in error_lines(outcome)[0], (fragment, outcome.stderr)
 
 
-def assert_refused_by_usage(outcome: Outcome, option: str) -> None:
+def assert_refused_by_usage(outcome: subprocess.CompletedProcess[str], option: str) -> None:
     """typer's own check of an option's type or range: exit 2, the option named."""
-    assert outcome.code == 2, outcome
+    assert outcome.returncode == 2, outcome
     assert "Traceback" not in outcome.stderr
     assert option in outcome.stderr, outcome.stderr
 
@@ -87,7 +56,7 @@ def corpus(tmp_path_factory) -> Path:
     outcome = rapport_in_process(
         "generate", "--db", str(db), "--count", "3", "--turns", "2", "--backend", "simulated"
     )
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     return db
 
 
@@ -129,7 +98,7 @@ def test_generate_numbers_past_their_limits_are_refused(option, value, tmp_path)
 
 def test_the_plan_size_limit_is_stated_in_help():
     outcome = rapport_in_process("generate", "--help")
-    assert outcome.code == 0
+    assert outcome.returncode == 0
     assert f"{constants.MAX_COUNT:,}" in outcome.stdout
 
 
@@ -231,7 +200,7 @@ def tiny_workspace(tmp_path_factory) -> Path:
     generate(GenerateRequest(db=db, count=12, turns=3, backend="simulated", seed=1))
     judge_corpus(JudgeRequest(db=db, judges=("simulated:quality=0.97",)))
     built = rapport_in_process("model", "tiny", "--out", str(root / "tiny"), "--db", str(db))
-    assert built.code == 0, built
+    assert built.returncode == 0, built
     build_dataset(
         DatasetRequest(db=db, out=root / "data", tokenizer=str(root / "tiny"), max_tokens=768)
     )
@@ -249,8 +218,8 @@ def test_lora_target_modules_the_model_lacks_are_one_line_and_leave_no_adapter(
         "train", "--config", str(config), "--base", str(tiny_workspace / "tiny"),
         "--dataset", str(tiny_workspace / "data"), "--output", str(adapter), "--max-steps", "1",
     )  # fmt: skip
-    assert outcome.code == 2 and "Traceback" not in outcome.stderr
-    last = outcome.error_lines[-1]  # after transformers' progress bar of loading the model
+    assert outcome.returncode == 2 and "Traceback" not in outcome.stderr
+    last = error_lines(outcome)[-1]  # after transformers' progress bar of loading the model
     assert last.startswith("error:") and "lora.target_modules" in last and "nope_proj" in last
     assert not adapter.exists()
 
@@ -582,9 +551,9 @@ def test_bad_arguments_to_any_command_exit_non_zero_without_a_traceback(
     corpus = Path(places["corpus"])
     stored_before = _stored(corpus)
     outcome = rapport_in_process(*command, *(argument.format(**paths) for argument in arguments))
-    assert outcome.code != 0, outcome
+    assert outcome.returncode != 0, outcome
     assert "Traceback" not in outcome.stderr + outcome.stdout
-    assert outcome.error_lines, "no word on stderr"
+    assert error_lines(outcome), "no word on stderr"
     assert _stored(corpus) == stored_before, "the corpus was changed"
     assert not Path(paths["fresh"]).exists()
 

@@ -12,7 +12,8 @@ import pytest
 
 from config.constants import SQL_TABLE_ROWS
 from store.query import query, query_batches
-from tests.test_bad_input import assert_one_line_error, rapport_in_process
+from tests.conftest import rapport_in_process
+from tests.test_bad_input import assert_one_line_error
 
 MORE_THAN_A_TABLE = SQL_TABLE_ROWS + 5
 
@@ -23,7 +24,7 @@ def corpus(tmp_path_factory) -> Path:
     outcome = rapport_in_process(
         "generate", "--db", str(db), "--count", "3", "--turns", "2", "--backend", "simulated"
     )
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     return db
 
 
@@ -46,7 +47,7 @@ def test_a_query_starting_with_a_comment_is_read_after_double_dash(corpus):
     outcome = rapport_in_process(
         "sql", "--db", str(corpus), "--format", "csv", "--", "-- how many?\nSELECT 7 AS n"
     )
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.stdout.splitlines() == ["n", "7"]
 
 
@@ -54,7 +55,7 @@ def test_a_dash_reads_the_query_from_stdin(corpus):
     outcome = rapport_in_process(
         "sql", "--db", str(corpus), "--format", "csv", "-", stdin="-- piped\nSELECT 8 AS n\n"
     )
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.stdout.splitlines() == ["n", "8"]
 
 
@@ -64,7 +65,7 @@ def test_file_reads_the_query_from_a_file(corpus, tmp_path):
     outcome = rapport_in_process(
         "sql", "--db", str(corpus), "--format", "json", "--file", str(script)
     )
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert json.loads(outcome.stdout) == [{"n": 3}]
 
 
@@ -88,7 +89,7 @@ def test_a_table_is_cut_at_its_default_limit_and_says_so(corpus):
     outcome = rapport_in_process(
         "sql", "--db", str(corpus), f"SELECT range AS i FROM range({MORE_THAN_A_TABLE})"
     )
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert (
         f"{SQL_TABLE_ROWS - 1:,}" in outcome.stdout and f"{SQL_TABLE_ROWS:,}" not in outcome.stdout
     )
@@ -99,7 +100,7 @@ def test_limit_cuts_csv_and_says_so_on_stderr(corpus):
     outcome = rapport_in_process(
         "sql", "--db", str(corpus), "--format", "csv", "--limit", "2", "SELECT * FROM range(5)"
     )
-    assert outcome.code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.stdout.splitlines() == ["range", "0", "1"]
     assert "rows cut at --limit 2" in outcome.stderr
 
