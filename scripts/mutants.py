@@ -100,6 +100,9 @@ def main() -> int:
     parser.add_argument("-k", dest="only", help="run only mutants whose name contains this")
     args = parser.parse_args()
     mutants = [m for m in load_mutants(MUTANTS_FILE) if not args.only or args.only in m.name]
+    if not mutants:
+        print(f"error: no mutant's name contains {args.only!r}", file=sys.stderr)
+        return 2
     survivors = 0
     with tempfile.TemporaryDirectory(prefix="rapport-mutants-") as scratch:
         pristine = Path(scratch) / "pristine"
