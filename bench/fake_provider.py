@@ -363,14 +363,17 @@ class FakeProvider:
 
 
 @contextmanager
-def running_fake_provider(
-    settings: FakeProviderSettings | None = None, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[tuple[str, FakeProviderState]]:
-    """Serve on loopback in a background thread; yields (base_url, state)."""
-    provider = FakeProvider(settings or FakeProviderSettings())
+def serving_in_thread(
+    app: web.Application,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    shutdown_timeout: float = 1.0,
+) -> Iterator[int]:
+    """Serve an aiohttp app on its own event loop in a background thread; yields the bound
+    port. Tests and benchmarks drive it with blocking clients from the main thread."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(
-        provider.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        app, access_log=None, handler_cancellation=True, shutdown_timeout=shutdown_timeout
     )
     bound: list[int] = []
 
@@ -386,12 +389,22 @@ def running_fake_provider(
     thread.start()
     asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
     try:
-        yield f"http://{host}:{bound[0]}/v1", provider.state
+        yield bound[0]
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@contextmanager
+def running_fake_provider(
+    settings: FakeProviderSettings | None = None, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[tuple[str, FakeProviderState]]:
+    """Serve on loopback in a background thread; yields (base_url, state)."""
+    provider = FakeProvider(settings or FakeProviderSettings())
+    with serving_in_thread(provider.app(), host, port) as bound:
+        yield f"http://{host}:{bound}/v1", provider.state
 
 
 def serve_forever(settings: FakeProviderSettings, host: str, port: int) -> None:

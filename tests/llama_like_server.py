@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import msgspec
 from aiohttp import web
+
+from bench.fake_provider import serving_in_thread
 
 WORD = "steady "  # 7 characters: about 2 tokens at 4 characters per token
 SCHEMA_MARKER = "matching this JSON schema: "
@@ -140,30 +141,6 @@ def _app(settings: ServerSettings, log: ServerLog) -> web.Application:
 def llama_like_server(settings: ServerSettings | None = None) -> Iterator[tuple[str, ServerLog]]:
     """Serve on loopback in a background thread; yields (base_url, log of requests)."""
     log = ServerLog()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(
-        _app(settings or ServerSettings(), log),
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=0.5,
-    )
-    bound: list[int] = []
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        bound.append(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
-    try:
-        yield f"http://127.0.0.1:{bound[0]}/v1", log
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+    app = _app(settings or ServerSettings(), log)
+    with serving_in_thread(app, shutdown_timeout=0.5) as port:
+        yield f"http://127.0.0.1:{port}/v1", log

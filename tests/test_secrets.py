@@ -4,10 +4,8 @@ JSON and in a successful reply, and every place Rapport writes text is searched 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -18,6 +16,7 @@ import pytest
 from aiohttp import web
 from rich.console import Console
 
+from bench.fake_provider import serving_in_thread
 from cli.progress_display import progress_table
 from config.loader import load_domain
 from config.prices import load_prices
@@ -92,26 +91,8 @@ def echo_server() -> Iterator[str]:
     app.router.add_post("/{shape}/{status}/v1/chat/completions", _echo)
     app.router.add_post("/{shape}/v1/chat/completions", _echo)
     app.router.add_post("/{shape}/{status}/v1/messages", _echo)  # Anthropic: x-api-key
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ports: list[int] = []
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        ports.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
-    try:
-        yield f"http://127.0.0.1:{ports[0]}"
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+    with serving_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 # --- where a leak would show ----------------------------------------------------------------------
