@@ -33,6 +33,7 @@ class GatewaySnapshot(msgspec.Struct, frozen=True):
     updated_at: datetime
     max_in_flight: int | None = None
     limits_source: str | None = None  # configured | stated | learned; None: unlimited
+    timeouts: int = 0
 
 
 def gateway_name(gateway: Gateway) -> str:
@@ -83,6 +84,7 @@ def snapshot_gateways(
                 updated_at=at,
                 max_in_flight=limits.max_in_flight,
                 limits_source=gateway.limits_source,
+                timeouts=stats.timeouts,
             )
         )
     return snapshots

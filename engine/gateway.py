@@ -55,6 +55,7 @@ class GatewayStats(msgspec.Struct):
     failed: int = 0
     retries: int = 0
     rate_limited: int = 0
+    timeouts: int = 0  # calls given up on at timeout_s: a reply that never came
     prompt_tokens: int = 0
     completion_tokens: int = 0
     in_flight: int = 0
@@ -256,6 +257,7 @@ class Gateway:
                 self.stats.rate_limited += 1
                 self._pause(error.retry_after_s)
             elif error.kind == "timeout":  # its full time counts in the latencies
+                self.stats.timeouts += 1
                 self.stats.latencies_s.append(self._clock.now() - started)
             self._learn_from_failure(error)
             raise

@@ -211,3 +211,5 @@ CREATE TABLE IF NOT EXISTS iterations (
 ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS max_in_flight INTEGER;
 ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS limits_source VARCHAR;  -- configured | stated | learned
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS attempts INTEGER;  -- 1 + retries; latency_ms spans them all
+-- Calls given up on at their timeout: a 429 or reply the client never saw shows here.
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS timeouts BIGINT;
