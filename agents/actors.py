@@ -8,16 +8,16 @@ from collections.abc import Callable
 import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from agents.prompts import turn_instruction, user_simulator_prompt
-from config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTOR
-from config.domain import Domain
-from config.run import BackendConfig
-from config.scenario import Scenario
-from engine.errors import TurnFailed
-from engine.gateway import Gateway
-from engine.seeding import derive_seed
-from engine.types import ChatMessage, Completion, CompletionParams, SimulationHints, Speaker
-from store.rows import ConversationUpdate, MessageRow, StoreEvent, utc_now
+from rapport.agents.prompts import turn_instruction, user_simulator_prompt
+from rapport.config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTOR
+from rapport.config.domain import Domain
+from rapport.config.run import BackendConfig
+from rapport.config.scenario import Scenario
+from rapport.engine.errors import TurnFailed
+from rapport.engine.gateway import Gateway
+from rapport.engine.seeding import derive_seed
+from rapport.engine.types import ChatMessage, Completion, CompletionParams, SimulationHints, Speaker
+from rapport.store.rows import ConversationUpdate, MessageRow, StoreEvent, utc_now
 
 
 class Utterance(msgspec.Struct, frozen=True):

@@ -9,16 +9,16 @@ import msgspec
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from agents.actors import Assistant, UserSimulator, Utterance
-from config.domain import Domain
-from config.run import Backends
-from config.scenario import Scenario
-from engine.errors import ProviderUnusable, TurnFailed
-from engine.gateway import Gateway
-from engine.progress import RunProgress
-from engine.types import ChatMessage, Completion, Role
-from store.plans import StoredMessage, UnfinishedConversation
-from store.rows import ConversationUpdate, ErrorRow, StoreEvent, utc_now
+from rapport.agents.actors import Assistant, UserSimulator, Utterance
+from rapport.config.domain import Domain
+from rapport.config.run import Backends
+from rapport.config.scenario import Scenario
+from rapport.engine.errors import ProviderUnusable, TurnFailed
+from rapport.engine.gateway import Gateway
+from rapport.engine.progress import RunProgress
+from rapport.engine.types import ChatMessage, Completion, Role
+from rapport.store.plans import StoredMessage, UnfinishedConversation
+from rapport.store.rows import ConversationUpdate, ErrorRow, StoreEvent, utc_now
 
 Transcript = list[tuple[str, str]]  # (role, content), roles `user` / `assistant`
 AfterComplete = Callable[[Scenario, Transcript, ObjectSendStream[StoreEvent]], Awaitable[None]]

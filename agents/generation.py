@@ -10,25 +10,25 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from agents.conversation import AfterComplete, ConversationContext, run_conversation
-from agents.prompts import assistant_prompt
-from config import constants
-from config.backend_spec import parse_backend_spec
-from config.domain import Domain
-from config.loader import load_domain
-from config.prices import load_prices
-from config.run import Backends, RunConfig, api_key_env_names, load_run_config
-from config.secrets import Redactor
-from engine.accounting import snapshot_gateways
-from engine.errors import ProviderUnusable
-from engine.factory import build_gateways
-from engine.gateway import Gateway
-from engine.interrupts import Interrupted, run_interruptible
-from engine.plan import plan_id_for, sample_scenarios
-from engine.progress import RunProgress
-from engine.scheduler import run_bounded
-from store.database import Database
-from store.plans import (
+from rapport.agents.conversation import AfterComplete, ConversationContext, run_conversation
+from rapport.agents.prompts import assistant_prompt
+from rapport.config import constants
+from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.domain import Domain
+from rapport.config.loader import load_domain
+from rapport.config.prices import load_prices
+from rapport.config.run import Backends, RunConfig, api_key_env_names, load_run_config
+from rapport.config.secrets import Redactor
+from rapport.engine.accounting import snapshot_gateways
+from rapport.engine.errors import ProviderUnusable
+from rapport.engine.factory import build_gateways
+from rapport.engine.gateway import Gateway
+from rapport.engine.interrupts import Interrupted, run_interruptible
+from rapport.engine.plan import plan_id_for, sample_scenarios
+from rapport.engine.progress import RunProgress
+from rapport.engine.scheduler import run_bounded
+from rapport.store.database import Database
+from rapport.store.plans import (
     PlanRecord,
     RunRecord,
     StopReason,
@@ -43,9 +43,9 @@ from store.plans import (
     start_run,
     stored_scenario_count,
 )
-from store.rows import StoreEvent, utc_now
-from store.run_lock import exclusive_run
-from store.writer import StoreWriter
+from rapport.store.rows import StoreEvent, utc_now
+from rapport.store.run_lock import exclusive_run
+from rapport.store.writer import StoreWriter
 
 VERSION = "0.1.0"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from config.domain import Domain
-from config.scenario import Scenario
+from rapport.config.domain import Domain
+from rapport.config.scenario import Scenario
 
 
 def describe_persona(scenario: Scenario) -> str:

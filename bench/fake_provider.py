@@ -20,7 +20,7 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from engine.seeding import derive_seed
+from rapport.engine.seeding import derive_seed
 
 CHARS_PER_TOKEN = 4.0
 

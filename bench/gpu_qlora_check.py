@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from training.base_model import load_model, load_tokenizer, resolve_base
-from training.gguf_export import merge_adapter
-from training.sft import train
-from training.train_config import LoraSettings, TrainConfig
+from rapport.training.base_model import load_model, load_tokenizer, resolve_base
+from rapport.training.gguf_export import merge_adapter
+from rapport.training.sft import train
+from rapport.training.train_config import LoraSettings, TrainConfig
 
 PROMPT = "hello there, how are you feeling today?"
 STEPS = 30

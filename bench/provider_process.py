@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import msgspec
 
-from bench.fake_provider import FakeProviderSettings
+from rapport.bench.fake_provider import FakeProviderSettings
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -25,7 +25,7 @@ def free_port() -> int:
 
 def provider_argv(settings: FakeProviderSettings, port: int) -> list[str]:
     """`rapport bench provider` with every setting as a flag."""
-    argv = [sys.executable, "-m", "cli.main", "bench", "provider", "--port", str(port)]
+    argv = [sys.executable, "-m", "rapport", "bench", "provider", "--port", str(port)]
     for name, value in msgspec.structs.asdict(settings).items():
         if isinstance(value, tuple):
             if value:

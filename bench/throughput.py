@@ -17,11 +17,11 @@ import duckdb
 import msgspec
 import psutil
 
-from agents.generation import GenerateRequest, count_statuses, prepare, simulate, store_plan
-from bench.fake_provider import FakeProviderSettings
-from bench.provider_process import provider_process
-from engine.progress import RunProgress
-from store.run_lock import exclusive_run
+from rapport.agents.generation import GenerateRequest, count_statuses, prepare, simulate, store_plan
+from rapport.bench.fake_provider import FakeProviderSettings
+from rapport.bench.provider_process import provider_process
+from rapport.engine.progress import RunProgress
+from rapport.store.run_lock import exclusive_run
 
 BENCH_KEY_ENV = "RAPPORT_BENCH_KEY"
 WARMUP_S = 3.0
@@ -309,7 +309,7 @@ def peak_rss_mb(workdir: Path, active: int, latency_ms: float = 4_000.0) -> floa
     """Peak RSS of `rapport generate` holding `active` conversations alive at once."""
     db = workdir / f"rss-{active}.duckdb"
     argv = [
-        sys.executable, "-m", "cli.main", "generate", "--db", str(db), "--count", str(active),
+        sys.executable, "-m", "rapport", "generate", "--db", str(db), "--count", str(active),
         "--turns", "2", "--max-active", str(active),
         "--backend", f"simulated:latency_ms={latency_ms:g}",
         "--quiet",

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.fake_provider import FakeProviderSettings, serve_forever
-from bench.throughput import (
+from rapport.bench.fake_provider import FakeProviderSettings, serve_forever
+from rapport.bench.throughput import (
     SMOKE_SETTINGS,
     BenchSettings,
     run_throughput,
@@ -18,7 +18,7 @@ from bench.throughput import (
     summary_rows,
     unknown_limit_rows,
 )
-from config.constants import MAX_PORT
+from rapport.config.constants import MAX_PORT
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 

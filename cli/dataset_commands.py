@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from config.errors import RapportError
-from training.dataset_build import DatasetRequest, build_dataset
-from training.slicing import SlicingPolicy
-from training.splits import SplitFractions
+from rapport.config.errors import RapportError
+from rapport.training.dataset_build import DatasetRequest, build_dataset
+from rapport.training.slicing import SlicingPolicy
+from rapport.training.splits import SplitFractions
 
 dataset_app = typer.Typer(help="Training examples from the passing conversations.")
 

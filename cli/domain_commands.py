@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agents.domain_draft import DEFAULT_DRAFT_ATTEMPTS, DraftRequest, draft_domain
-from agents.domain_preview import render_scenario, sample_preview
-from config.domain_check import DomainCheck, check_domain
-from config.domain_summary import describe, summarize
-from config.scaffold import resolve_source, scaffold_domain
+from rapport.authoring.domain_draft import DEFAULT_DRAFT_ATTEMPTS, DraftRequest, draft_domain
+from rapport.authoring.domain_preview import render_scenario, sample_preview
+from rapport.config.domain_check import DomainCheck, check_domain
+from rapport.config.domain_summary import describe, summarize
+from rapport.config.scaffold import resolve_source, scaffold_domain
 
 INPUT_ERROR_EXIT = 2
 DEFAULT_SAMPLES = 3

@@ -9,14 +9,14 @@ import msgspec
 import typer
 from rich.console import Console
 
-from bench.evaluation.report import OUTPUT_KIND, write_eval_report
-from bench.evaluation.run import EvalRequest, PreparedEval, run_eval
-from bench.evaluation.summary import EvalSummary
-from cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
-from cli.progress_display import live_display
-from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
-from config.prices import load_prices
-from store.output_folder import check_output_folder
+from rapport.cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
+from rapport.cli.progress_display import live_display
+from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
+from rapport.config.prices import load_prices
+from rapport.evaluation.report import OUTPUT_KIND, write_eval_report
+from rapport.evaluation.run import EvalRequest, PreparedEval, run_eval
+from rapport.evaluation.summary import EvalSummary
+from rapport.store.output_folder import check_output_folder
 
 SPEC_HELP = (
     "simulated[:quality=Q,...], gguf:PATH, openai:MODEL[@URL], anthropic:MODEL, llamacpp, "

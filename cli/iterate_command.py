@@ -10,16 +10,16 @@ import msgspec
 import typer
 from rich.console import Console
 
-from agents.generation import GenerateRequest
-from agents.generation import generate as run_generation
-from cli.exit_codes import finish, outcome
-from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
-from config.loader import load_domain
-from judges.iteration_figures import IterationFigures, iteration_figures, render_iteration
-from judges.run import JudgeRequest, judge_corpus
-from store.database import Database
-from store.iterations import latest_iterations, record_iteration
-from store.rows import utc_now
+from rapport.agents.generation import GenerateRequest
+from rapport.agents.generation import generate as run_generation
+from rapport.cli.exit_codes import finish, outcome
+from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
+from rapport.config.loader import load_domain
+from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.reports.iteration_figures import IterationFigures, iteration_figures, render_iteration
+from rapport.store.database import Database
+from rapport.store.iterations import latest_iterations, record_iteration
+from rapport.store.rows import utc_now
 
 ITERATIONS_DB = "iterations.duckdb"
 

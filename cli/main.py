@@ -14,13 +14,13 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from agents.generation import GenerateRequest, Generation
-from agents.generation import generate as run_generation
-from cli.bench_commands import bench_app
-from cli.dataset_commands import dataset_app
-from cli.domain_commands import domain_app
-from cli.eval_command import evaluate
-from cli.exit_codes import (
+from rapport.agents.generation import GenerateRequest, Generation
+from rapport.agents.generation import generate as run_generation
+from rapport.cli.bench_commands import bench_app
+from rapport.cli.dataset_commands import dataset_app
+from rapport.cli.domain_commands import domain_app
+from rapport.cli.eval_command import evaluate
+from rapport.cli.exit_codes import (
     INPUT_ERROR,
     INTERNAL_ERROR,
     NOTHING_DONE,
@@ -30,34 +30,34 @@ from cli.exit_codes import (
     interrupted_exit,
     outcome,
 )
-from cli.iterate_command import iterate
-from cli.progress_display import live_display
-from cli.render import as_table, print_table, write_batches
-from cli.sql_input import sql_text
-from cli.training_commands import chat as chat_command
-from cli.training_commands import export as export_command
-from cli.training_commands import model_app
-from cli.training_commands import serve as serve_command
-from cli.training_commands import train as train_command
-from config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS, SQL_TABLE_ROWS
-from config.errors import RapportError
-from config.prices import load_prices
-from config.secrets import Redactor
-from engine.errors import ProviderUnusable
-from engine.interrupts import Interrupted, raise_on_stop_signals
-from judges.judge import Judge
-from judges.repetition import describe, repetition_report
-from judges.report import write_report
-from judges.run import (
+from rapport.cli.iterate_command import iterate
+from rapport.cli.progress_display import live_display
+from rapport.cli.render import as_table, print_table, write_batches
+from rapport.cli.sql_input import sql_text
+from rapport.cli.training_commands import chat as chat_command
+from rapport.cli.training_commands import export as export_command
+from rapport.cli.training_commands import model_app
+from rapport.cli.training_commands import serve as serve_command
+from rapport.cli.training_commands import train as train_command
+from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS, SQL_TABLE_ROWS
+from rapport.config.errors import RapportError
+from rapport.config.prices import load_prices
+from rapport.config.secrets import Redactor
+from rapport.engine.errors import ProviderUnusable
+from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
+from rapport.judges.judge import Judge
+from rapport.judges.repetition import describe, repetition_report
+from rapport.judges.run import (
     JudgeRequest,
     build_judges,
     close_judges,
     judge_as_completed,
     judge_corpus,
 )
-from store.query import query, query_batches
-from store.run_secrets import database_redactor
-from store.stats import complete_transcripts, corpus_stats
+from rapport.reports.judging import write_report
+from rapport.store.query import query, query_batches
+from rapport.store.run_secrets import database_redactor
+from rapport.store.stats import complete_transcripts, corpus_stats
 
 INPUT_ERROR_EXIT = INPUT_ERROR
 

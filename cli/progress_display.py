@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from config.constants import PROGRESS_REFRESH_PER_S
-from config.prices import PriceTable
-from config.secrets import PATTERNS_ONLY, Redactor
-from engine.accounting import GatewaySnapshot, snapshot_gateways
-from engine.gateway import Gateway
-from engine.progress import RunProgress
-from store.rows import utc_now
+from rapport.config.constants import PROGRESS_REFRESH_PER_S
+from rapport.config.prices import PriceTable
+from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.engine.accounting import GatewaySnapshot, snapshot_gateways
+from rapport.engine.gateway import Gateway
+from rapport.engine.progress import RunProgress
+from rapport.store.rows import utc_now
 
 
 def _duration(seconds: float | None) -> str:

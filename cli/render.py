@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from config.secrets import PATTERNS_ONLY, Redactor
-from store.query import QueryResult
+from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.store.query import QueryResult
 
 OutputFormat = Literal["table", "csv", "json"]
 UNBOUNDED_WIDTH = 10_000  # columns offered to a table written to a pipe: its natural width

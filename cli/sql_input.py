@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from config.errors import RapportError
+from rapport.config.errors import RapportError
 
 STDIN = "-"
 

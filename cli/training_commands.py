@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from config.constants import MAX_PORT
-from store.stats import complete_transcripts
-from training.sft import train as run_training
-from training.tiny_model import build_tiny_model
-from training.train_config import load_train_config
+from rapport.config.constants import MAX_PORT
+from rapport.store.stats import complete_transcripts
+from rapport.training.sft import train as run_training
+from rapport.training.tiny_model import build_tiny_model
+from rapport.training.train_config import load_train_config
 
 ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes first
 
@@ -75,8 +75,8 @@ def export(
     """Merge the adapter in full precision, write GGUF, quantize with llama.cpp."""
     import tempfile
 
-    from config.errors import RapportError
-    from training.gguf_export import export as run_export
+    from rapport.config.errors import RapportError
+    from rapport.training.gguf_export import export as run_export
 
     if quant not in ("q4_k_m", "q8_0", "f16"):
         raise RapportError(f"--quant must be q4_k_m, q8_0 or f16, not {quant!r}")
@@ -105,8 +105,8 @@ def serve(
     n_ctx: Annotated[int, typer.Option("--n-ctx", min=128)] = 4096,
 ) -> None:
     """Serve a GGUF with llama.cpp's OpenAI-compatible server (…/v1/chat/completions)."""
-    from training.serving import resolve_gguf
-    from training.serving import serve as run_server
+    from rapport.training.serving import resolve_gguf
+    from rapport.training.serving import serve as run_server
 
     path = resolve_gguf(model)
     Console(stderr=True).print(
@@ -123,9 +123,9 @@ def chat(
     n_ctx: Annotated[int, typer.Option("--n-ctx", min=128)] = 4096,
 ) -> None:
     """Chat with a GGUF in the terminal, with the domain's system prompt (/quit to leave)."""
-    from config.loader import load_domain
-    from training.serving import chat as run_chat
-    from training.serving import resolve_gguf
+    from rapport.config.loader import load_domain
+    from rapport.training.serving import chat as run_chat
+    from rapport.training.serving import resolve_gguf
 
     path = resolve_gguf(model)
     system_prompt = load_domain(domain).prompts.system_prompt

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import msgspec
 
-from config.decoding import decode, read_yaml
-from config.errors import ConfigError
-from config.run import BackendConfig
-from config.urls import url_problem
+from rapport.config.decoding import decode, read_yaml
+from rapport.config.errors import ConfigError
+from rapport.config.run import BackendConfig
+from rapport.config.urls import url_problem
 
 SPEC_FORMS = (
     "simulated[:key=value,...]",

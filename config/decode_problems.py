@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from config.decoding import decode
-from config.errors import ConfigError
+from rapport.config.decoding import decode
+from rapport.config.errors import ConfigError
 
 KeyPath = tuple[str | int, ...]
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import msgspec
 import yaml
 
-from config.errors import ConfigError
+from rapport.config.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import msgspec
 
-from config.decode_problems import decode_problems
-from config.decoding import read_text, read_yaml
-from config.domain import Domain, Prompts
-from config.errors import ConfigError
-from config.loader import (
+from rapport.config.decode_problems import decode_problems
+from rapport.config.decoding import read_text, read_yaml
+from rapport.config.domain import Domain, Prompts
+from rapport.config.errors import ConfigError
+from rapport.config.loader import (
     DOMAIN_PARTS,
     PROMPT_NAMES,
     TEMPLATE_DOMAIN,
@@ -20,7 +20,7 @@ from config.loader import (
     load_domain,
     shipped_domain_dir,
 )
-from config.validation import problems as consistency_problems
+from rapport.config.validation import problems as consistency_problems
 
 # Consistency checks that read one file and report in another: (reported in, depends on).
 _CROSS_FILE = (("simulator", "personas"),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from config.domain import Domain
+from rapport.config.domain import Domain
 
 
 class DomainSummary(msgspec.Struct, frozen=True):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from config.decoding import load_file, read_text
-from config.domain import (
+from rapport.config.decoding import load_file, read_text
+from rapport.config.domain import (
     Domain,
     DomainInfo,
     Flaws,
@@ -16,8 +16,8 @@ from config.domain import (
     SimulatorPhrases,
     Topics,
 )
-from config.errors import ConfigError
-from config.validation import problems
+from rapport.config.errors import ConfigError
+from rapport.config.validation import problems
 
 DEFAULT_DOMAIN = "therapy"
 TEMPLATE_DOMAIN = "_template"  # the commented starting point of `rapport domain new`
@@ -35,7 +35,7 @@ PROMPT_NAMES = ("user_simulator", "assistant", "judge", "system_prompt")
 
 def shipped_domain_dir(name: str = DEFAULT_DOMAIN) -> Path:
     """The folder of a domain shipped inside the package."""
-    return Path(str(resources.files("config") / "domains" / name))
+    return Path(str(resources.files("rapport.config") / "domains" / name))
 
 
 def shipped_domain_names() -> list[str]:

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from config.decoding import load_file
-from config.run import Price
+from rapport.config.decoding import load_file
+from rapport.config.run import Price
 
 
 class PriceTable:
@@ -29,6 +29,6 @@ class PriceTable:
 
 
 def load_prices(overrides: Mapping[str, Price] | None = None) -> PriceTable:
-    path = Path(str(resources.files("config") / "prices.yaml"))
+    path = Path(str(resources.files("rapport.config") / "prices.yaml"))
     shipped = load_file(path, dict[str, Price], str(path))
     return PriceTable({**shipped, **(overrides or {})})

@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from config import constants
-from config.decoding import decode, read_yaml
-from config.errors import ConfigError
-from config.urls import url_problem
+from rapport.config import constants
+from rapport.config.decoding import decode, read_yaml
+from rapport.config.errors import ConfigError
+from rapport.config.urls import url_problem
 
 Provider = Literal["simulated", "openai", "anthropic", "llamacpp", "command"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]

@@ -8,9 +8,9 @@ import re
 import shutil
 from pathlib import Path
 
-from config.decoding import read_utf8
-from config.errors import RapportError
-from config.loader import TEMPLATE_DOMAIN, shipped_domain_dir, shipped_domain_names
+from rapport.config.decoding import read_utf8
+from rapport.config.errors import RapportError
+from rapport.config.loader import TEMPLATE_DOMAIN, shipped_domain_dir, shipped_domain_names
 
 # Not part of a domain: hidden files, caches, and `rapport iterate`'s database kept beside it.
 _IGNORED = shutil.ignore_patterns(".*", "__pycache__", "*.pyc", "*.duckdb", "*.duckdb.*")

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from config.constants import MIN_SECRET_CHARS
+from rapport.config.constants import MIN_SECRET_CHARS
 
 REDACTED = "[REDACTED]"
 # What ends a text cut to a length (engine.backends.http_errors.short_message): a secret cut

@@ -6,9 +6,9 @@ import re
 import string
 from collections.abc import Iterable, Mapping
 
-from config.constants import WEIGHT_SUM_TOLERANCE
-from config.domain import Domain
-from config.errors import ConfigError
+from rapport.config.constants import WEIGHT_SUM_TOLERANCE
+from rapport.config.domain import Domain
+from rapport.config.errors import ConfigError
 
 USER_SIMULATOR_FIELDS = frozenset(
     {

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import msgspec
 
-from config.prices import PriceTable
-from engine.gateway import Gateway
+from rapport.config.prices import PriceTable
+from rapport.engine.gateway import Gateway
 
 
 class GatewaySnapshot(msgspec.Struct, frozen=True):

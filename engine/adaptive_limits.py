@@ -24,8 +24,8 @@ from collections import deque
 
 import msgspec
 
-from config import constants
-from engine.clock import Clock
+from rapport.config import constants
+from rapport.engine.clock import Clock
 
 
 class LearnedLimits(msgspec.Struct, frozen=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from engine.types import ChatMessage, Completion, CompletionParams
+from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 
 class Backend(Protocol):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from config.errors import RapportError
-from engine.types import ReportedLimits
+from rapport.config.errors import RapportError
+from rapport.engine.types import ReportedLimits
 
 
 class BackendError(Exception):

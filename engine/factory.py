@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from config import constants
-from config.domain import Domain
-from config.errors import ConfigError
-from config.run import BackendConfig, Backends
-from config.secrets import Redactor, looks_like_secret
-from engine.backend import Backend
-from engine.gateway import Gateway, GatewayLimits
+from rapport.config import constants
+from rapport.config.domain import Domain
+from rapport.config.errors import ConfigError
+from rapport.config.run import BackendConfig, Backends
+from rapport.config.secrets import Redactor, looks_like_secret
+from rapport.engine.backend import Backend
+from rapport.engine.gateway import Gateway, GatewayLimits
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 KEYLESS_PLACEHOLDER = "not-needed"
@@ -126,7 +126,7 @@ def build_backend(
     """One backend from its settings. Optional providers are imported only when used."""
     provider = settings.provider
     if provider == "simulated":
-        from engine.backends.simulated import SimulatedBackend
+        from rapport.engine.backends.simulated import SimulatedBackend
 
         return SimulatedBackend(
             domain, latency_ms=settings.latency_ms, model=settings.model, quality=settings.quality
@@ -134,7 +134,7 @@ def build_backend(
     if provider in ("openai", "anthropic") and not settings.model:
         raise ConfigError(file, f"{key}.model", f"is required for provider {provider}")
     if provider == "openai":
-        from engine.backends.openai_backend import OpenAIBackend
+        from rapport.engine.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(
             model=settings.model,
@@ -143,7 +143,7 @@ def build_backend(
             timeout_s=settings.timeout_s,
         )
     if provider == "anthropic":
-        from engine.backends.anthropic_backend import AnthropicBackend
+        from rapport.engine.backends.anthropic_backend import AnthropicBackend
 
         return AnthropicBackend(
             model=settings.model,
@@ -152,7 +152,7 @@ def build_backend(
             timeout_s=settings.timeout_s,
         )
     if provider == "llamacpp":
-        from engine.backends.llamacpp_backend import LlamaCppBackend, resolve_model_path
+        from rapport.engine.backends.llamacpp_backend import LlamaCppBackend, resolve_model_path
 
         return LlamaCppBackend(
             model_path=resolve_model_path(settings.model_path, file, f"{key}.model_path"),
@@ -160,7 +160,7 @@ def build_backend(
             threads=settings.threads,
         )
     if provider == "command":
-        from engine.backends.command_backend import CommandBackend
+        from rapport.engine.backends.command_backend import CommandBackend
 
         if not settings.command:
             raise ConfigError(file, f"{key}.command", "is required for provider command")

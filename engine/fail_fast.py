@@ -3,9 +3,9 @@ missing command) after a few calls, instead of failing each planned conversation
 
 from __future__ import annotations
 
-from config.constants import FAIL_FAST_AFTER_CALLS
-from config.secrets import PATTERNS_ONLY, Redactor
-from engine.errors import BackendError, ProviderUnusable
+from rapport.config.constants import FAIL_FAST_AFTER_CALLS
+from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.engine.errors import BackendError, ProviderUnusable
 
 
 class GatewayRefusing(ProviderUnusable):

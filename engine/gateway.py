@@ -17,15 +17,15 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from config.constants import NO_SUCCESS_STOP_S, RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
-from config.secrets import PATTERNS_ONLY, Redactor
-from engine.adaptive_limits import AdaptiveLimits, LearnedLimits
-from engine.backend import Backend, label
-from engine.clock import Clock, LoopClock
-from engine.errors import BackendError, ProviderUnreachable, RateLimitedTooLong, TurnFailed
-from engine.fail_fast import FailFast
-from engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
-from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
+from rapport.config.constants import NO_SUCCESS_STOP_S, RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
+from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.engine.adaptive_limits import AdaptiveLimits, LearnedLimits
+from rapport.engine.backend import Backend, label
+from rapport.engine.clock import Clock, LoopClock
+from rapport.engine.errors import BackendError, ProviderUnreachable, RateLimitedTooLong, TurnFailed
+from rapport.engine.fail_fast import FailFast
+from rapport.engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
+from rapport.engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
 LATENCY_SAMPLES = 10_000
 UNREACHABLE_AFTER_ATTEMPTS = 2  # connection failures before any success mean "down"

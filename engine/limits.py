@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 from aiolimiter import AsyncLimiter
 
-from config.constants import (
+from rapport.config.constants import (
     CHARS_PER_TOKEN_ESTIMATE,
     COMPLETION_AVERAGE_WEIGHT,
     RATE_BURST_SECONDS,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Mapping
 
-from config.domain import Domain
-from config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
-from engine.seeding import derive_seed, short_hash
+from rapport.config.domain import Domain
+from rapport.config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
+from rapport.engine.seeding import derive_seed, short_hash
 
 _DISTINCT_DRAW_ATTEMPTS = 20
 

@@ -7,7 +7,7 @@ from collections import deque
 
 import msgspec
 
-from config.constants import RATE_WINDOW_S
+from rapport.config.constants import RATE_WINDOW_S
 
 
 class RateWindow:

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from config.scenario import Scenario
+from rapport.config.scenario import Scenario
 
 Role = Literal["system", "user", "assistant"]
 # Finish reasons of a reply cut by its token budget (OpenAI and llama.cpp; Anthropic).

@@ -9,16 +9,21 @@ from typing import TypeVar
 
 import msgspec
 
-from config.domain import Criterion, Domain
-from config.run import JudgeConfig
-from config.scenario import Scenario
-from engine.errors import TurnFailed
-from engine.gateway import Gateway
-from engine.types import ChatMessage, CompletionParams, SimulationHints
-from judges.prompting import PROMPT_OVERHEAD_TOKENS, RETRY_INSTRUCTION, judge_messages, windows
-from judges.scoring import active_criteria
-from judges.transcript_stats import transcript_stats
-from judges.verdicts import (
+from rapport.config.domain import Criterion, Domain
+from rapport.config.run import JudgeConfig
+from rapport.config.scenario import Scenario
+from rapport.engine.errors import TurnFailed
+from rapport.engine.gateway import Gateway
+from rapport.engine.types import ChatMessage, CompletionParams, SimulationHints
+from rapport.judges.prompting import (
+    PROMPT_OVERHEAD_TOKENS,
+    RETRY_INSTRUCTION,
+    judge_messages,
+    windows,
+)
+from rapport.judges.scoring import active_criteria
+from rapport.judges.transcript_stats import transcript_stats
+from rapport.judges.verdicts import (
     CriterionAnswer,
     JudgeOutputError,
     Verdict,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from config.constants import CHARS_PER_TOKEN_ESTIMATE
-from config.domain import Criterion, Domain
-from engine.types import ChatMessage
-from judges.transcript_stats import TranscriptStats
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
+from rapport.config.domain import Criterion, Domain
+from rapport.engine.types import ChatMessage
+from rapport.judges.transcript_stats import TranscriptStats
 
 ANSWER_FORMAT = (
     'Reply with JSON only: an object with "reasoning" (a short explanation that cites exchange '

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from store.query import QueryResult
+from rapport.store.query import QueryResult
 
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _STOPWORD_TEXT = (

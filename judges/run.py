@@ -14,26 +14,26 @@ import anyio
 import msgspec
 from anyio.abc import ObjectSendStream
 
-from agents.generation import VERSION
-from config import constants
-from config.backend_spec import parse_backend_spec
-from config.domain import Domain
-from config.loader import load_domain
-from config.prices import PriceTable, load_prices
-from config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_config
-from config.scenario import Scenario
-from config.secrets import Redactor
-from engine.accounting import GatewaySnapshot, snapshot_gateways
-from engine.factory import build_gateway, limits_of
-from engine.interrupts import Interrupted, run_interruptible
-from engine.scheduler import run_bounded
-from judges.judge import Judge, judge_conversation
-from judges.scoring import active_criteria, score
-from judges.verdicts import Verdict
-from store.database import Database
-from store.errors import StoreError
-from store.judgements import JudgeJob, load_unjudged, plan_domains, record_pass_rule
-from store.plans import (
+from rapport.agents.generation import VERSION
+from rapport.config import constants
+from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.domain import Domain
+from rapport.config.loader import load_domain
+from rapport.config.prices import PriceTable, load_prices
+from rapport.config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_config
+from rapport.config.scenario import Scenario
+from rapport.config.secrets import Redactor
+from rapport.engine.accounting import GatewaySnapshot, snapshot_gateways
+from rapport.engine.factory import build_gateway, limits_of
+from rapport.engine.interrupts import Interrupted, run_interruptible
+from rapport.engine.scheduler import run_bounded
+from rapport.judges.judge import Judge, judge_conversation
+from rapport.judges.scoring import active_criteria, score
+from rapport.judges.verdicts import Verdict
+from rapport.store.database import Database
+from rapport.store.errors import StoreError
+from rapport.store.judgements import JudgeJob, load_unjudged, plan_domains, record_pass_rule
+from rapport.store.plans import (
     RunRecord,
     finish_run,
     mark_abandoned_runs,
@@ -41,9 +41,9 @@ from store.plans import (
     save_gateway_stats,
     start_run,
 )
-from store.rows import AssessmentRow, JudgeFailureRow, StoreEvent, VerdictRow, utc_now
-from store.run_lock import exclusive_run
-from store.writer import StoreWriter
+from rapport.store.rows import AssessmentRow, JudgeFailureRow, StoreEvent, VerdictRow, utc_now
+from rapport.store.run_lock import exclusive_run
+from rapport.store.writer import StoreWriter
 
 JOB_CHUNK = 500
 DEFAULT_JUDGE_ID = "judge"

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import msgspec
 
-from config.domain import Criterion, Rubric
-from judges.verdicts import Verdict
+from rapport.config.domain import Criterion, Rubric
+from rapport.judges.verdicts import Verdict
 
 
 class Assessment(msgspec.Struct, frozen=True):

@@ -8,7 +8,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from config.secrets import PATTERNS_ONLY, Redactor
+from rapport.config.secrets import PATTERNS_ONLY, Redactor
 
 # The columns that can carry text from a provider, a proxy or a config (model replies, judge
 # reasoning, error bodies, endpoint names, settings): every write passes them through the

@@ -11,9 +11,9 @@ import anyio
 import anyio.to_thread
 import duckdb
 
-from config.constants import STORE_LOCK_RETRY_S
-from store.errors import StoreError, no_room_to_write
-from store.stamp import MIGRATIONS, SCHEMA_VERSION, read_stamp, schema_sql, write_stamp
+from rapport.config.constants import STORE_LOCK_RETRY_S
+from rapport.store.errors import StoreError, no_room_to_write
+from rapport.store.stamp import MIGRATIONS, SCHEMA_VERSION, read_stamp, schema_sql, write_stamp
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from datetime import datetime
 import duckdb
 import msgspec
 
-from store.arrow_rows import replace_rows
-from store.transcripts import TRUNCATED_SQL, load_transcripts
+from rapport.store.arrow_rows import replace_rows
+from rapport.store.transcripts import TRUNCATED_SQL, load_transcripts
 
 
 class SourceConversation(msgspec.Struct, frozen=True):

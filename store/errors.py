@@ -6,7 +6,7 @@ import errno
 import os
 from pathlib import Path
 
-from config.errors import RapportError
+from rapport.config.errors import RapportError
 
 
 class StoreError(RapportError):

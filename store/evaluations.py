@@ -10,8 +10,8 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from store.arrow_rows import insert_table
-from store.transcripts import load_transcripts
+from rapport.store.arrow_rows import insert_table
+from rapport.store.transcripts import load_transcripts
 
 SIDES = ("baseline", "candidate")
 

@@ -8,7 +8,7 @@ from datetime import datetime
 import duckdb
 import msgspec
 
-from store.transcripts import load_transcripts
+from rapport.store.transcripts import load_transcripts
 
 QUOTES_PER_CRITERION = 2
 
@@ -19,7 +19,7 @@ class IterationRow(msgspec.Struct, frozen=True):
     plan_id: str
     domain_fingerprint: str
     count: int
-    figures: str  # JSON of judges.iteration_figures.IterationFigures
+    figures: str  # JSON of reports.iteration_figures.IterationFigures
     created_at: datetime
 
 

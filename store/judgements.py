@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import duckdb
 import msgspec
 
-from config.domain import Domain
-from config.scenario import Scenario
-from store.plans import SCENARIO_COLUMNS, scenario_from_row
-from store.transcripts import load_transcripts
+from rapport.config.domain import Domain
+from rapport.config.scenario import Scenario
+from rapport.store.plans import SCENARIO_COLUMNS, scenario_from_row
+from rapport.store.transcripts import load_transcripts
 
 
 class JudgeJob(msgspec.Struct, frozen=True):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import msgspec
 
-from config.errors import RapportError
-from store.stamp import rapport_version
+from rapport.config.errors import RapportError
+from rapport.store.stamp import rapport_version
 
 MANIFEST = ".rapport-output.json"
 _STAGING = "rapport-staging"

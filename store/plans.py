@@ -9,9 +9,9 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
-from config.secrets import PATTERNS_ONLY, Redactor
-from store.arrow_rows import insert_table, replace_rows
+from rapport.config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
+from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.store.arrow_rows import insert_table, replace_rows
 
 
 class PlanRecord(msgspec.Struct, frozen=True):

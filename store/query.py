@@ -10,9 +10,9 @@ from typing import Any
 import duckdb
 import msgspec
 
-from config.constants import SQL_FETCH_ROWS
-from store.database import connect_for_reading
-from store.errors import StoreError
+from rapport.config.constants import SQL_FETCH_ROWS
+from rapport.store.database import connect_for_reading
+from rapport.store.errors import StoreError
 
 READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from store.errors import StoreError
+from rapport.store.errors import StoreError
 
 
 @contextmanager

@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import msgspec
 
-from config.secrets import Redactor
-from store.database import connect
-from store.errors import StoreError
+from rapport.config.secrets import Redactor
+from rapport.store.database import connect
+from rapport.store.errors import StoreError
 
 
 def stored_key_env_names(conn: duckdb.DuckDBPyConnection) -> set[str]:

@@ -23,7 +23,7 @@ from importlib import metadata, resources
 import duckdb
 import msgspec
 
-from store.errors import StoreError
+from rapport.store.errors import StoreError
 
 SCHEMA_VERSION = 2
 UNSTAMPED_VERSION = 1  # Rapport before the stamp
@@ -58,7 +58,7 @@ class Stamp(msgspec.Struct, frozen=True):
 
 
 def schema_sql(name: str) -> str:
-    return (resources.files("store") / name).read_text(encoding="utf-8")
+    return (resources.files("rapport.store") / name).read_text(encoding="utf-8")
 
 
 @cache

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import msgspec
 
-from store.query import QueryResult, query
-from store.transcripts import TRUNCATED_SQL
+from rapport.store.query import QueryResult, query
+from rapport.store.transcripts import TRUNCATED_SQL
 
 SECTIONS: tuple[tuple[str, str], ...] = (
     (

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from engine.types import TRUNCATED_FINISH_REASONS
+from rapport.engine.types import TRUNCATED_FINISH_REASONS
 
 # The finish reasons of a reply cut by the token budget, as a SQL list.
 TRUNCATED_SQL = ", ".join(f"'{reason}'" for reason in sorted(TRUNCATED_FINISH_REASONS))

@@ -12,8 +12,8 @@ import msgspec
 import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from config.secrets import PATTERNS_ONLY, Redactor
-from store.arrow_rows import (
+from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.store.arrow_rows import (
     ASSESSMENTS,
     CONVERSATION_CHANGES,
     ERRORS,
@@ -23,8 +23,8 @@ from store.arrow_rows import (
     insert_table,
     structs_to_arrow,
 )
-from store.database import Database
-from store.rows import ConversationUpdate, StoreEvent
+from rapport.store.database import Database
+from rapport.store.rows import ConversationUpdate, StoreEvent
 
 FINISHED = frozenset({"complete", "failed"})
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import anyio
 
-from engine.clock import LoopClock
+from rapport.engine.clock import LoopClock
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from config.domain import Domain
-from config.loader import load_domain
+from rapport.config.domain import Domain
+from rapport.config.loader import load_domain
 
 TESTS = Path(__file__).parent
 TINY_DOMAIN = TESTS / "domains" / "tiny"
@@ -38,7 +38,7 @@ def rapport(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `rapport` command line in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "rapport", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -52,7 +52,7 @@ def rapport_in_process(
     """Run `rapport ARGS` through the console script's own entry point in this process, its
     streams captured by typer's CliRunner: the same one-line errors and exit codes as
     `rapport()`, without a Python start and ~1.4 s of imports per call."""
-    from cli.main import run as rapport_entry_point  # imports every stage: only when called
+    from rapport.cli.main import run as rapport_entry_point  # imports every stage: only when called
 
     runner = CliRunner()
     saved_argv = sys.argv

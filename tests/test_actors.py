@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from agents.actors import _strip_marker
-from agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
-from engine.plan import sample_scenario
-from engine.types import ChatMessage
+from rapport.agents.actors import _strip_marker
+from rapport.agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
+from rapport.engine.plan import sample_scenario
+from rapport.engine.types import ChatMessage
 
 
 class _View:
     """A bare actor stand-in: the view logic only needs a history."""
 
-    from agents.actors import Actor
+    from rapport.agents.actors import Actor
 
     view = Actor.view
     said = Actor.said

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from engine.adaptive_limits import AdaptiveLimits
-from engine.clock import LoopClock
-from engine.errors import BackendError, RateLimitedTooLong
-from engine.gateway import Gateway
-from engine.types import ChatMessage, Completion, CompletionParams
+from rapport.engine.adaptive_limits import AdaptiveLimits
+from rapport.engine.clock import LoopClock
+from rapport.engine.errors import BackendError, RateLimitedTooLong
+from rapport.engine.gateway import Gateway
+from rapport.engine.types import ChatMessage, Completion, CompletionParams
 from tests.clocks import run_in_virtual_time
 from tests.test_gateway import RecordingBackend
 

@@ -13,10 +13,10 @@ import anyio
 import pytest
 from aiohttp import web
 
-from engine.backends.anthropic_backend import AnthropicBackend
-from engine.errors import TurnFailed
-from engine.gateway import Gateway
-from engine.types import ChatMessage, CompletionParams, ReportedLimits
+from rapport.engine.backends.anthropic_backend import AnthropicBackend
+from rapport.engine.errors import TurnFailed
+from rapport.engine.gateway import Gateway
+from rapport.engine.types import ChatMessage, CompletionParams, ReportedLimits
 from tests.clocks import RecordingClock
 
 PARAMS = CompletionParams(max_tokens=64, temperature=0.5)

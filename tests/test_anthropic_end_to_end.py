@@ -9,9 +9,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bench.fake_provider import FakeProviderSettings, FakeProviderState, running_fake_provider
-from config.loader import load_domain
-from judges.scoring import active_criteria
+from rapport.bench.fake_provider import (
+    FakeProviderSettings,
+    FakeProviderState,
+    running_fake_provider,
+)
+from rapport.config.loader import load_domain
+from rapport.judges.scoring import active_criteria
 from tests.conftest import TINY_DOMAIN, rapport
 
 pytestmark = pytest.mark.slow

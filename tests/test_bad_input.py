@@ -19,18 +19,18 @@ import duckdb
 import pytest
 import typer.main
 
-from agents.generation import GenerateRequest, generate
-from agents.prompts import user_simulator_prompt
-from cli.main import app
-from config import constants
-from config.backend_spec import parse_backend_spec
-from config.errors import ConfigError
-from config.loader import load_domain
-from engine.backends.llamacpp_backend import embedded_model_path
-from engine.plan import sample_scenario
-from judges.run import JudgeRequest, judge_corpus
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.agents.prompts import user_simulator_prompt
+from rapport.cli.main import app
+from rapport.config import constants
+from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.errors import ConfigError
+from rapport.config.loader import load_domain
+from rapport.engine.backends.llamacpp_backend import embedded_model_path
+from rapport.engine.plan import sample_scenario
+from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.training.dataset_build import DatasetRequest, build_dataset
 from tests.conftest import TINY_DOMAIN, error_lines, rapport_in_process
-from training.dataset_build import DatasetRequest, build_dataset
 
 BEYOND_64_BITS = str(2**64)
 
@@ -240,13 +240,13 @@ def test_export_refuses_an_empty_adapter_folder_before_loading_anything(tmp_path
 
 @pytest.mark.parametrize("model", ["embedded", "gguf:embedded"])
 def test_serve_and_chat_take_the_embedded_model_by_name(model):
-    from training.serving import resolve_gguf
+    from rapport.training.serving import resolve_gguf
 
     assert resolve_gguf(model) == embedded_model_path()
 
 
 def test_serve_and_chat_take_a_gguf_prefixed_path(tmp_path):
-    from training.serving import resolve_gguf
+    from rapport.training.serving import resolve_gguf
 
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
@@ -257,7 +257,16 @@ def test_serve_and_chat_take_a_gguf_prefixed_path(tmp_path):
 def test_rapport_serve_model_embedded_answers_requests(tmp_path):
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--model", "embedded", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "rapport",
+            "serve",
+            "--model",
+            "embedded",
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -364,7 +373,7 @@ def _with_file_size_limit() -> None:
 def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path):
     db = tmp_path / "corpus.duckdb"
     command = [
-        sys.executable, "-m", "cli.main", "generate", "--db", str(db), "--count", "200",
+        sys.executable, "-m", "rapport", "generate", "--db", str(db), "--count", "200",
         "--turns", "3", "--backend", "simulated", "--quiet",
     ]  # fmt: skip
     env = {**os.environ, "COLUMNS": "300"}

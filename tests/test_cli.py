@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from store.errors import StoreError
-from store.query import check_read_only
+from rapport.store.errors import StoreError
+from rapport.store.query import check_read_only
 from tests.conftest import TINY_DOMAIN, rapport, rapport_in_process
 
 
@@ -195,7 +195,7 @@ def test_rows_are_visible_while_the_run_goes_on(tmp_path):
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "rapport",
             "generate",
             "--db",
             str(db),

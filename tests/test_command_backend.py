@@ -12,10 +12,10 @@ import anyio
 import psutil
 import pytest
 
-from engine.backends.command_backend import CommandBackend, render_prompt
-from engine.errors import BackendError, TurnFailed
-from engine.gateway import Gateway
-from engine.types import ChatMessage, CompletionParams
+from rapport.engine.backends.command_backend import CommandBackend, render_prompt
+from rapport.engine.errors import BackendError, TurnFailed
+from rapport.engine.gateway import Gateway
+from rapport.engine.types import ChatMessage, CompletionParams
 from tests.clocks import advance_clock, run_with_settable_clock
 
 PARAMS = CompletionParams(max_tokens=64, temperature=0.5)

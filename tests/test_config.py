@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config.errors import ConfigError
-from config.loader import load_domain, shipped_domain_dir
-from config.run import load_run_config
+from rapport.config.errors import ConfigError
+from rapport.config.loader import load_domain, shipped_domain_dir
+from rapport.config.run import load_run_config
 from tests.conftest import TINY_DOMAIN
 
 

@@ -8,11 +8,11 @@ import anyio
 import duckdb
 import msgspec
 
-from agents.generation import GenerateRequest, generate, prepare, simulate, store_plan
-from engine.errors import BackendError
-from engine.gateway import Gateway
-from engine.progress import RunProgress
-from engine.types import ChatMessage, Completion, CompletionParams
+from rapport.agents.generation import GenerateRequest, generate, prepare, simulate, store_plan
+from rapport.engine.errors import BackendError
+from rapport.engine.gateway import Gateway
+from rapport.engine.progress import RunProgress
+from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 
 class ScriptedBackend:

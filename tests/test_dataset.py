@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from datasets import load_from_disk
 
-from agents.generation import GenerateRequest, generate
-from config.errors import RapportError
-from judges.repetition import dominated_conversations, repetition_report
-from judges.run import JudgeRequest, judge_corpus
-from training.dataset_build import DatasetRequest, build_dataset
-from training.slicing import SlicingPolicy, pair_exchanges, slice_points, to_messages
-from training.tiny_tokenizer import build_tokenizer
-from training.truncation import fit_to_budget, tokenizer_counter
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.config.errors import RapportError
+from rapport.judges.repetition import dominated_conversations, repetition_report
+from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.training.dataset_build import DatasetRequest, build_dataset
+from rapport.training.slicing import SlicingPolicy, pair_exchanges, slice_points, to_messages
+from rapport.training.tiny_tokenizer import build_tokenizer
+from rapport.training.truncation import fit_to_budget, tokenizer_counter
 
 
 def _words(messages: list[dict[str, str]]) -> int:
@@ -103,7 +103,7 @@ def test_dataset_splits_by_conversation_and_loads_back(
     out = tmp_path / "hf"
     summary = build_dataset(
         DatasetRequest(db=judged_corpus, out=out, tokenizer=str(tokenizer_dir), max_tokens=4096,
-                       fractions=__import__("training.splits", fromlist=["SplitFractions"]).SplitFractions(0.2, 0.2))
+                       fractions=__import__("rapport.training.splits", fromlist=["SplitFractions"]).SplitFractions(0.2, 0.2))
     )  # fmt: skip
     loaded = load_from_disk(str(out))
     assert {split: len(loaded[split]) for split in loaded} == summary.examples

@@ -14,22 +14,22 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agents.domain_draft import DraftRequest, draft_domain
-from agents.draft_files import leading_comments
-from bench.fake_provider import FakeProviderSettings, running_fake_provider
-from cli.domain_commands import domain_app
-from config.decode_problems import decode_problems
-from config.domain import Topics
-from config.domain_check import check_domain
-from config.errors import ConfigError, RapportError
-from config.loader import (
+from rapport.authoring.domain_draft import DraftRequest, draft_domain
+from rapport.authoring.draft_files import leading_comments
+from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.cli.domain_commands import domain_app
+from rapport.config.decode_problems import decode_problems
+from rapport.config.domain import Topics
+from rapport.config.domain_check import check_domain
+from rapport.config.errors import ConfigError, RapportError
+from rapport.config.loader import (
     DOMAIN_PARTS,
     TEMPLATE_DOMAIN,
     load_domain,
     shipped_domain_dir,
     shipped_domain_names,
 )
-from config.scaffold import resolve_source, scaffold_domain
+from rapport.config.scaffold import resolve_source, scaffold_domain
 from tests.conftest import TINY_DOMAIN, rapport, rapport_in_process
 
 TEMPLATE = shipped_domain_dir(TEMPLATE_DOMAIN)

@@ -16,7 +16,7 @@ import duckdb
 import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
 import pytest
 
-from bench.provider_process import free_port
+from rapport.bench.provider_process import free_port
 from tests.conftest import TINY_DOMAIN, rapport
 
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
@@ -98,7 +98,7 @@ def test_simulate_judge_train_export_serve_generate(tmp_path):
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     server = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--model", str(model), "--port", str(port), "--n-ctx", "2048"],
+        [sys.executable, "-m", "rapport", "serve", "--model", str(model), "--port", str(port), "--n-ctx", "2048"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     served = tmp_path / "served.duckdb"

@@ -13,12 +13,12 @@ import matplotlib.image
 import msgspec
 import pytest
 
-from bench.evaluation.families import family_of
-from bench.evaluation.report import write_eval_report
-from bench.evaluation.run import EvalRequest, run_eval
-from bench.evaluation.summary import EvalSummary
-from config.backend_spec import parse_backend_spec
-from judges.run import JudgeRequest, judge_corpus
+from rapport.config.backend_spec import parse_backend_spec
+from rapport.evaluation.families import family_of
+from rapport.evaluation.report import write_eval_report
+from rapport.evaluation.run import EvalRequest, run_eval
+from rapport.evaluation.summary import EvalSummary
+from rapport.judges.run import JudgeRequest, judge_corpus
 from tests.conftest import TINY_DOMAIN, rapport
 
 GOOD, WEAK = "simulated:quality=0.9", "simulated:quality=0.6"
@@ -185,7 +185,7 @@ def test_a_killed_eval_resumes_to_exactly_the_uninterrupted_result(tmp_path):
             "--max-active", "4", "--quiet"]  # fmt: skip
     killed, clean = tmp_path / "killed.duckdb", tmp_path / "clean.duckdb"
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "eval", "--db", str(killed), *args,
+        [sys.executable, "-m", "rapport", "eval", "--db", str(killed), *args,
          "--out", str(tmp_path / "r1")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip

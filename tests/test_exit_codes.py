@@ -15,10 +15,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cli.exit_codes import NOTHING_DONE, OK, PARTIAL, outcome
-from config.constants import FAIL_FAST_AFTER_CALLS
-from engine.errors import BackendError
-from engine.fail_fast import FailFast, GatewayRefusing
+from rapport.cli.exit_codes import NOTHING_DONE, OK, PARTIAL, outcome
+from rapport.config.constants import FAIL_FAST_AFTER_CALLS
+from rapport.engine.errors import BackendError
+from rapport.engine.fail_fast import FailFast, GatewayRefusing
 from tests.conftest import TINY_DOMAIN, rapport
 
 KEY_ENV = "RAPPORT_EXIT_KEY"

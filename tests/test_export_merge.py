@@ -14,9 +14,9 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+from rapport.training.base_model import load_model, load_tokenizer, resolve_base
+from rapport.training.tiny_model import build_tiny_model
 from tests.conftest import rapport
-from training.base_model import load_model, load_tokenizer, resolve_base
-from training.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
 

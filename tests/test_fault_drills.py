@@ -14,9 +14,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from agents.generation import GenerateRequest, generate
-from bench.fake_provider import FakeProviderSettings, running_fake_provider
-from store.database import connect
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.store.database import connect
 from tests.conftest import rapport
 
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
@@ -98,7 +98,7 @@ def test_sigkill_three_times_during_a_faulty_run_then_finish(tmp_path):
     with running_fake_provider(FAULTS) as (base_url, _):
         config = _config(tmp_path / "run.yaml", base_url)
         argv = [
-            sys.executable, "-m", "cli.main", "generate", "--db", str(db), "--count", str(count),
+            sys.executable, "-m", "rapport", "generate", "--db", str(db), "--count", str(count),
             "--turns", str(turns), "--config", str(config), "--max-active", "50", "--quiet",
         ]  # fmt: skip
         env = {**os.environ, KEY_ENV: SECRET}
@@ -150,7 +150,7 @@ def test_missing_api_key_is_one_line_before_any_work(tmp_path, spec, variable):
     db = tmp_path / "nokey.duckdb"
     env = {name: value for name, value in os.environ.items() if not name.endswith("_API_KEY")}
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "generate", "--db", str(db), "--count", "3", "--backend", spec],
+        [sys.executable, "-m", "rapport", "generate", "--db", str(db), "--count", "3", "--backend", spec],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2

@@ -14,9 +14,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from agents.generation import GenerateRequest, generate
-from cli.exit_codes import INTERRUPTED, NOTHING_DONE, OK, TERMINATED
-from store.database import connect
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.cli.exit_codes import INTERRUPTED, NOTHING_DONE, OK, TERMINATED
+from rapport.store.database import connect
 from tests.conftest import rapport
 
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
@@ -43,7 +43,7 @@ def _messages(db: Path) -> int:
 def _signal_once_turns_are_stored(db: Path, signum: int) -> subprocess.CompletedProcess[str]:
     """Start a slow run, send `signum` once some turns are stored, and wait for its exit."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "generate", "--db", str(db), *ARGS,
+        [sys.executable, "-m", "rapport", "generate", "--db", str(db), *ARGS,
          "--backend", "simulated:latency_ms=200", "--max-active", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "COLUMNS": "200"},

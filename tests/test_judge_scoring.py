@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from judges.agreement import agreement
-from judges.scoring import score
-from judges.transcript_stats import transcript_stats
-from judges.verdicts import JudgeOutputError, Verdict, parse_batched_answers, parse_criterion_answer
+from rapport.judges.agreement import agreement
+from rapport.judges.scoring import score
+from rapport.judges.transcript_stats import transcript_stats
+from rapport.judges.verdicts import (
+    JudgeOutputError,
+    Verdict,
+    parse_batched_answers,
+    parse_criterion_answer,
+)
 
 
 def _verdicts(answers: dict[str, str | None]) -> dict[str, Verdict]:

@@ -6,18 +6,18 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from agents.generation import GenerateRequest, generate
-from bench.fake_provider import FakeProviderSettings, running_fake_provider
-from config.run import BackendConfig, JudgeConfig
-from engine.gateway import GatewayLimits
-from judges.agreement import agreement
-from judges.judge import Judge
-from judges.prompting import windows
-from judges.run import JudgeRequest, judge_corpus, judging_concurrency
-from judges.verdicts import parse_criterion_answer
-from store.database import Database
-from store.rows import StoreEvent, VerdictRow, utc_now
-from store.writer import write_batch
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.config.run import BackendConfig, JudgeConfig
+from rapport.engine.gateway import GatewayLimits
+from rapport.judges.agreement import agreement
+from rapport.judges.judge import Judge
+from rapport.judges.prompting import windows
+from rapport.judges.run import JudgeRequest, judge_corpus, judging_concurrency
+from rapport.judges.verdicts import parse_criterion_answer
+from rapport.store.database import Database
+from rapport.store.rows import StoreEvent, VerdictRow, utc_now
+from rapport.store.writer import write_batch
 from tests.conftest import TINY_DOMAIN, rapport
 
 KEY_ENV = "RAPPORT_JUDGE_KEY"

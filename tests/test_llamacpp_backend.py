@@ -12,16 +12,16 @@ import anyio
 import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
 import pytest
 
-from config.errors import ConfigError
-from engine.backends import llamacpp_backend
-from engine.backends.llamacpp_backend import (
+from rapport.config.errors import ConfigError
+from rapport.engine.backends import llamacpp_backend
+from rapport.engine.backends.llamacpp_backend import (
     LlamaCppBackend,
     embedded_model_path,
     resolve_model_path,
 )
-from engine.errors import BackendError, TurnFailed
-from engine.gateway import Gateway, GatewayLimits
-from engine.types import ChatMessage, CompletionParams
+from rapport.engine.errors import BackendError, TurnFailed
+from rapport.engine.gateway import Gateway, GatewayLimits
+from rapport.engine.types import ChatMessage, CompletionParams
 
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
 

@@ -6,14 +6,14 @@ import anyio
 import duckdb
 import pytest
 
-from agents.generation import GenerateRequest, generate
-from bench.fake_provider import FakeProviderSettings, running_fake_provider
-from config.errors import ConfigError
-from engine.backends.http_errors import retry_after_seconds
-from engine.backends.openai_backend import OpenAIBackend
-from engine.errors import TurnFailed
-from engine.gateway import Gateway
-from engine.types import ChatMessage, CompletionParams
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.config.errors import ConfigError
+from rapport.engine.backends.http_errors import retry_after_seconds
+from rapport.engine.backends.openai_backend import OpenAIBackend
+from rapport.engine.errors import TurnFailed
+from rapport.engine.gateway import Gateway
+from rapport.engine.types import ChatMessage, CompletionParams
 from tests.clocks import RecordingClock
 
 PARAMS = CompletionParams(max_tokens=64, temperature=0.5)

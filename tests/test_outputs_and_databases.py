@@ -15,12 +15,12 @@ import duckdb
 import pytest
 from huggingface_hub import DatasetCard
 
-import training.dataset_build as dataset_build
-from agents.generation import GenerateRequest, generate
-from judges.run import JudgeRequest, judge_corpus
-from store.database import Database
-from store.output_folder import MANIFEST
-from store.stamp import SCHEMA_VERSION, STAMP_TABLE, schema_sql
+import rapport.training.dataset_build as dataset_build
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.store.database import Database
+from rapport.store.output_folder import MANIFEST
+from rapport.store.stamp import SCHEMA_VERSION, STAMP_TABLE, schema_sql
 from tests.conftest import rapport, rapport_in_process
 
 # Simulated judges and user too: should a refusal regress, the eval it lets through stays quick.
@@ -97,7 +97,7 @@ def test_a_stamped_database_is_left_byte_for_byte_as_it_is(db_path):
 
 
 def test_the_schema_is_created_in_one_transaction(db_path, monkeypatch):
-    import store.database
+    import rapport.store.database as store_database
 
     def broken_views(name: str) -> str:
         return (
@@ -106,7 +106,7 @@ def test_the_schema_is_created_in_one_transaction(db_path, monkeypatch):
             else (schema_sql(name))
         )
 
-    monkeypatch.setattr(store.database, "schema_sql", broken_views)
+    monkeypatch.setattr(store_database, "schema_sql", broken_views)
     with pytest.raises(Exception, match="cannot create schema"):
         Database(db_path).initialise()
     assert tables(db_path) == []  # no table without its views and stamp

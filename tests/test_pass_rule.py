@@ -9,14 +9,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from agents.generation import GenerateRequest, generate
-from bench.evaluation.summary import combine_judges
-from judges.run import JudgeRequest, judge_corpus
-from store.database import Database
-from store.evaluations import JudgedSide
-from store.judgements import record_pass_rule
-from store.rows import AssessmentRow, StoreEvent, utc_now
-from store.writer import write_batch
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.evaluation.summary import combine_judges
+from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.store.database import Database
+from rapport.store.evaluations import JudgedSide
+from rapport.store.judgements import record_pass_rule
+from rapport.store.rows import AssessmentRow, StoreEvent, utc_now
+from rapport.store.writer import write_batch
 from tests.conftest import TINY_DOMAIN
 
 THRESHOLD = 0.75  # scores below are sums of powers of two: every mean is exact

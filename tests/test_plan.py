@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from engine.plan import plan_id_for, sample_scenario, sample_scenarios
+from rapport.engine.plan import plan_id_for, sample_scenario, sample_scenarios
 
 
 def test_same_seed_same_plan(therapy):

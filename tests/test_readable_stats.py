@@ -12,9 +12,9 @@ import duckdb
 import pytest
 from rich.console import Console
 
-from agents.generation import GenerateRequest, generate
-from cli.render import _cell, as_table, print_table
-from store.stats import corpus_stats
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.cli.render import _cell, as_table, print_table
+from rapport.store.stats import corpus_stats
 from tests.conftest import TINY_DOMAIN
 from tests.llama_like_server import ServerSettings, llama_like_server
 
@@ -64,7 +64,7 @@ def test_piped_stats_show_latencies_as_whole_milliseconds_and_cut_nothing(db_pat
     _slow_server_corpus(db_path)
     environment = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     piped = subprocess.run(
-        [sys.executable, "-m", "cli.main", "stats", "--db", str(db_path)],
+        [sys.executable, "-m", "rapport", "stats", "--db", str(db_path)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from agents.generation import GenerateRequest, generate
-from store.database import connect
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.store.database import connect
 
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
 
@@ -36,7 +36,7 @@ def _start(db: Path, config: Path) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "rapport",
             "generate",
             "--db",
             str(db),
@@ -88,7 +88,7 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_corpus(tmp_path):
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "rapport",
             "generate",
             "--db",
             str(db),

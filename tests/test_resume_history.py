@@ -13,14 +13,14 @@ import duckdb
 import msgspec
 import pytest
 
-from agents.generation import GenerateRequest, prepare, simulate, store_plan
-from agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
-from config.domain import Domain
-from config.scenario import Scenario
-from engine.errors import BackendError
-from engine.gateway import Gateway
-from engine.progress import RunProgress
-from engine.types import ChatMessage, Completion, CompletionParams, Speaker
+from rapport.agents.generation import GenerateRequest, prepare, simulate, store_plan
+from rapport.agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
+from rapport.config.domain import Domain
+from rapport.config.scenario import Scenario
+from rapport.engine.errors import BackendError
+from rapport.engine.gateway import Gateway
+from rapport.engine.progress import RunProgress
+from rapport.engine.types import ChatMessage, Completion, CompletionParams, Speaker
 from tests.conftest import TINY_DOMAIN
 
 TURNS = 3

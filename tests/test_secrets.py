@@ -16,17 +16,17 @@ import pytest
 from aiohttp import web
 from rich.console import Console
 
-from bench.fake_provider import serving_in_thread
-from cli.progress_display import progress_table
-from config.loader import load_domain
-from config.prices import load_prices
-from config.run import BackendConfig
-from config.secrets import PATTERNS_ONLY, REDACTED, Redactor, looks_like_secret
-from engine.backends.http_errors import short_message
-from engine.factory import build_gateway, limits_of
-from engine.progress import RunProgress
-from store.database import Database
-from store.rows import (
+from rapport.bench.fake_provider import serving_in_thread
+from rapport.cli.progress_display import progress_table
+from rapport.config.loader import load_domain
+from rapport.config.prices import load_prices
+from rapport.config.run import BackendConfig
+from rapport.config.secrets import PATTERNS_ONLY, REDACTED, Redactor, looks_like_secret
+from rapport.engine.backends.http_errors import short_message
+from rapport.engine.factory import build_gateway, limits_of
+from rapport.engine.progress import RunProgress
+from rapport.store.database import Database
+from rapport.store.rows import (
     ErrorRow,
     JudgeFailureRow,
     MessageRow,
@@ -34,7 +34,7 @@ from store.rows import (
     VerdictRow,
     utc_now,
 )
-from store.writer import write_batch
+from rapport.store.writer import write_batch
 from tests.conftest import TINY_DOMAIN, rapport
 
 MARKER = "TESTSECRET"

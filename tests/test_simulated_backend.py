@@ -6,10 +6,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from config.domain import Domain
-from engine.backends.simulated import SimulatedBackend
-from engine.plan import plan_id_for, sample_scenario
-from engine.types import ChatMessage, CompletionParams, SimulationHints, Speaker
+from rapport.config.domain import Domain
+from rapport.engine.backends.simulated import SimulatedBackend
+from rapport.engine.plan import plan_id_for, sample_scenario
+from rapport.engine.types import ChatMessage, CompletionParams, SimulationHints, Speaker
 
 CALLS = 8
 

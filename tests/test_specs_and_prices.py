@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from config.backend_spec import parse_backend_spec
-from config.errors import ConfigError
-from config.prices import load_prices
-from config.run import Price
+from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.errors import ConfigError
+from rapport.config.prices import load_prices
+from rapport.config.run import Price
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from config.constants import SQL_TABLE_ROWS
-from store.query import query, query_batches
+from rapport.config.constants import SQL_TABLE_ROWS
+from rapport.store.query import query, query_batches
 from tests.conftest import rapport_in_process
 from tests.test_bad_input import assert_one_line_error
 

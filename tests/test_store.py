@@ -6,11 +6,11 @@ import anyio
 import duckdb
 import pytest
 
-from config.scenario import Persona, Scenario
-from store.database import Database
-from store.plans import load_unfinished, save_scenarios
-from store.rows import ConversationUpdate, ErrorRow, MessageRow, StoreEvent, utc_now
-from store.writer import StoreWriter, fold_updates, write_batch
+from rapport.config.scenario import Persona, Scenario
+from rapport.store.database import Database
+from rapport.store.plans import load_unfinished, save_scenarios
+from rapport.store.rows import ConversationUpdate, ErrorRow, MessageRow, StoreEvent, utc_now
+from rapport.store.writer import StoreWriter, fold_updates, write_batch
 from tests.clocks import advance_clock, run_with_settable_clock
 
 

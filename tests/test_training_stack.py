@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from training.base_model import load_model, resolve_base
-from training.qlora import load_kwargs, wants_4bit
-from training.tiny_model import build_tiny_model
+from rapport.training.base_model import load_model, resolve_base
+from rapport.training.qlora import load_kwargs, wants_4bit
+from rapport.training.tiny_model import build_tiny_model
 
 DECODER_LINEAR_LAYERS = (
     "self_attn.q_proj",
@@ -89,8 +89,8 @@ def test_the_4bit_model_computes_finite_logits_close_to_full_precision(tiny_base
 def test_qlora_training_runs_when_4bit_is_asked_for(tiny_base, tmp_path):
     from datasets import Dataset, DatasetDict
 
-    from training.sft import train
-    from training.train_config import LoraSettings, TrainConfig
+    from rapport.training.sft import train
+    from rapport.training.train_config import LoraSettings, TrainConfig
 
     conversation = [
         {"role": "user", "content": "I have been feeling stuck at work."},
@@ -117,7 +117,7 @@ def test_a_gguf_base_asked_for_4bit_loads_in_4bit():
     must not silently train in full precision."""
     import torch
 
-    from training.qlora import load_kwargs
+    from rapport.training.qlora import load_kwargs
 
     model = load_model(resolve_base("gguf:embedded"), **load_kwargs(True, False))
     layer = model.model.layers[0].self_attn.q_proj

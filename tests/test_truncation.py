@@ -9,12 +9,12 @@ import anyio
 import duckdb
 from rich.console import Console
 
-from agents.generation import GenerateRequest, generate
-from cli.progress_display import progress_table
-from config.constants import TRUNCATION_RETRY_FACTOR
-from config.prices import load_prices
-from judges.run import JudgeRequest, judge_corpus
-from store.database import Database
+from rapport.agents.generation import GenerateRequest, generate
+from rapport.cli.progress_display import progress_table
+from rapport.config.constants import TRUNCATION_RETRY_FACTOR
+from rapport.config.prices import load_prices
+from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.store.database import Database
 from tests.conftest import TINY_DOMAIN, rapport_in_process
 from tests.llama_like_server import ServerSettings, llama_like_server
 

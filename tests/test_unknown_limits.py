@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from tests.conftest import rapport_in_process
 
 KEY_ENV = "RAPPORT_UNKNOWN_LIMITS_KEY"
@@ -103,7 +103,7 @@ def test_a_provider_that_only_answers_429_stops_with_one_line(tmp_path):
 
 
 def test_a_backend_spec_carries_settings_after_a_question_mark():
-    from config.backend_spec import parse_backend_spec
+    from rapport.config.backend_spec import parse_backend_spec
 
     spec = "openai:m@http://127.0.0.1:8000/v1?max_in_flight=4&timeout_s=15"
     settings = parse_backend_spec(spec)

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from config.errors import RapportError
-from training.tiny_tokenizer import CHAT_TEMPLATE
+from rapport.config.errors import RapportError
+from rapport.training.tiny_tokenizer import CHAT_TEMPLATE
 
 GGUF_PREFIX = "gguf:"
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
@@ -30,7 +30,7 @@ def resolve_base(base: str) -> BaseModel:
     if base.startswith(GGUF_PREFIX):
         spec = base.removeprefix(GGUF_PREFIX)
         if spec == "embedded":
-            from engine.backends.llamacpp_backend import embedded_model_path
+            from rapport.engine.backends.llamacpp_backend import embedded_model_path
 
             found = embedded_model_path()
             if found is None:

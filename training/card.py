@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from store.dataset_source import SourceConversation
+from rapport.store.dataset_source import SourceConversation
 
 # The Hub's size categories, by upper bound of the example count.
 SIZE_CATEGORIES = (

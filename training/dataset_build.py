@@ -14,27 +14,27 @@ from typing import Literal
 
 import msgspec
 
-from config.constants import CHARS_PER_TOKEN_ESTIMATE
-from config.errors import RapportError
-from config.secrets import Redactor
-from judges.repetition import dominated_conversations, repetition_report
-from store.database import Database
-from store.dataset_source import (
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
+from rapport.config.errors import RapportError
+from rapport.config.secrets import Redactor
+from rapport.judges.repetition import dominated_conversations, repetition_report
+from rapport.store.database import Database
+from rapport.store.dataset_source import (
     ExampleRecord,
     SourceConversation,
     passing_conversations,
     provenance,
     save_examples,
 )
-from store.errors import StoreError
-from store.judgements import plan_domains
-from store.output_folder import check_output_folder, staged_output
-from store.rows import utc_now
-from store.run_secrets import database_redactor
-from training.card import dataset_card
-from training.slicing import SlicingPolicy, pair_exchanges, slice_points
-from training.splits import SPLITS, SplitFractions, split_of
-from training.truncation import TokenCounter, fit_to_budget, tokenizer_counter
+from rapport.store.errors import StoreError
+from rapport.store.judgements import plan_domains
+from rapport.store.output_folder import check_output_folder, staged_output
+from rapport.store.rows import utc_now
+from rapport.store.run_secrets import database_redactor
+from rapport.training.card import dataset_card
+from rapport.training.slicing import SlicingPolicy, pair_exchanges, slice_points
+from rapport.training.splits import SPLITS, SplitFractions, split_of
+from rapport.training.truncation import TokenCounter, fit_to_budget, tokenizer_counter
 
 OutputFormat = Literal["hf", "parquet", "jsonl"]
 # Where each format puts a split's rows, relative to the output folder (the card's data_files).

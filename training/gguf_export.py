@@ -14,8 +14,8 @@ from typing import Literal
 
 import numpy as np
 
-from config.errors import RapportError
-from training.base_model import BaseModel, load_model, load_tokenizer, resolve_base
+from rapport.config.errors import RapportError
+from rapport.training.base_model import BaseModel, load_model, load_tokenizer, resolve_base
 
 Quant = Literal["q4_k_m", "q8_0", "f16"]
 TOKEN_NORMAL = 1

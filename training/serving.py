@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from config.errors import RapportError
+from rapport.config.errors import RapportError
 
 GGUF_PREFIX = "gguf:"
 CHAT_MAX_TOKENS = 256
@@ -16,7 +16,7 @@ QUIT_COMMANDS = frozenset({"/quit", "/exit"})
 def resolve_gguf(model: str) -> Path:
     """The GGUF file a `--model` names: PATH, gguf:PATH, or `embedded` / `gguf:embedded` for
     the shipped SmolLM2, as the backend specs and `--base` take it."""
-    from engine.backends.llamacpp_backend import (
+    from rapport.engine.backends.llamacpp_backend import (
         EMBEDDED_MODEL_NAME,
         INSTALL_EMBEDDED,
         embedded_model_path,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import msgspec
 
-from config.errors import RapportError
-from training.base_model import load_model, load_tokenizer, resolve_base
-from training.qlora import load_kwargs, wants_4bit
-from training.train_config import TrainConfig
+from rapport.config.errors import RapportError
+from rapport.training.base_model import load_model, load_tokenizer, resolve_base
+from rapport.training.qlora import load_kwargs, wants_4bit
+from rapport.training.train_config import TrainConfig
 
 
 class TrainResult(msgspec.Struct, frozen=True):

@@ -9,7 +9,7 @@ from typing import Literal
 
 import msgspec
 
-from engine.seeding import derive_seed
+from rapport.engine.seeding import derive_seed
 
 Exchange = tuple[str, str]  # (user message, assistant reply)
 

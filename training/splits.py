@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.seeding import derive_seed
+from rapport.engine.seeding import derive_seed
 
 SPLITS = ("train", "validation", "test")
 _RESOLUTION = 1_000_000

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from training.tiny_tokenizer import build_tokenizer
+from rapport.training.tiny_tokenizer import build_tokenizer
 
 SAMPLE_TEXT = (
     "I have been feeling stuck at work and I do not know what to do about it.",

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from config import constants
-from config.decoding import decode, read_yaml
+from rapport.config import constants
+from rapport.config.decoding import decode, read_yaml
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]

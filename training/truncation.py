@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from training.slicing import Exchange, to_messages
+from rapport.training.slicing import Exchange, to_messages
 
 TokenCounter = Callable[[list[dict[str, str]]], int]
 

@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 import anthropic
 from anthropic import AsyncAnthropic
 
-from config.constants import CHARS_PER_TOKEN_ESTIMATE
-from engine.backend import estimate_tokens
-from engine.backends.http_errors import header_int, short_message, translate_sdk_error
-from engine.errors import BackendError
-from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
+from rapport.engine.backend import estimate_tokens
+from rapport.engine.backends.http_errors import header_int, short_message, translate_sdk_error
+from rapport.engine.errors import BackendError
+from rapport.engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
 START_MESSAGE = "(start)"  # the API wants the first message from the user
 # 429s that no amount of waiting within a run will clear.

@@ -26,11 +26,11 @@ from subprocess import PIPE
 import anyio
 import anyio.abc
 
-from config.constants import CHARS_PER_TOKEN_ESTIMATE
-from engine.backend import estimate_tokens
-from engine.backends.http_errors import short_message
-from engine.errors import BackendError
-from engine.types import ChatMessage, Completion, CompletionParams
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
+from rapport.engine.backend import estimate_tokens
+from rapport.engine.backends.http_errors import short_message
+from rapport.engine.errors import BackendError
+from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 SPEAKERS = {"user": "User", "assistant": "Assistant"}
 CUE = "Assistant:"

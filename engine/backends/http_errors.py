@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import ModuleType
 
-from engine.errors import BackendError
-from engine.types import ReportedLimits
+from rapport.engine.errors import BackendError
+from rapport.engine.types import ReportedLimits
 
 LimitsReader = Callable[[Mapping[str, str]], ReportedLimits | None]
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from config.errors import ConfigError
-from engine.backends.http_errors import short_message
-from engine.errors import BackendError
-from engine.types import ChatMessage, Completion, CompletionParams
+from rapport.config.errors import ConfigError
+from rapport.engine.backends.http_errors import short_message
+from rapport.engine.errors import BackendError
+from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 # Small local models loop without it (llama.cpp's own default is 1.1).
 REPEAT_PENALTY = 1.3

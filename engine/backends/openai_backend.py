@@ -9,10 +9,10 @@ from typing import NoReturn
 import openai
 from openai import AsyncOpenAI
 
-from config.constants import CHARS_PER_TOKEN_ESTIMATE
-from engine.backend import estimate_tokens
-from engine.backends.http_errors import header_int, translate_sdk_error
-from engine.backends.structured_output import (
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
+from rapport.engine.backend import estimate_tokens
+from rapport.engine.backends.http_errors import header_int, translate_sdk_error
+from rapport.engine.backends.structured_output import (
     MODES,
     StructuredMode,
     StructuredOutputLadder,
@@ -20,8 +20,8 @@ from engine.backends.structured_output import (
     response_format,
     with_instruction,
 )
-from engine.errors import BackendError
-from engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
+from rapport.engine.errors import BackendError
+from rapport.engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
 
 def reported_limits(headers: Mapping[str, str]) -> ReportedLimits | None:

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 import anyio
 import anyio.lowlevel
 
-from config.constants import CHARS_PER_TOKEN_ESTIMATE
-from config.domain import Domain
-from engine.backend import estimate_tokens
-from engine.backends.simulated_judge import write_verdicts
-from engine.backends.simulated_text import write_assistant_turn, write_user_turn
-from engine.errors import BackendError
-from engine.seeding import derive_seed
-from engine.types import ChatMessage, Completion, CompletionParams, SimulationHints
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
+from rapport.config.domain import Domain
+from rapport.engine.backend import estimate_tokens
+from rapport.engine.backends.simulated_judge import write_verdicts
+from rapport.engine.backends.simulated_text import write_assistant_turn, write_user_turn
+from rapport.engine.errors import BackendError
+from rapport.engine.seeding import derive_seed
+from rapport.engine.types import ChatMessage, Completion, CompletionParams, SimulationHints
 
 SIMULATED_MODEL = "rapport-simulator"
 

@@ -9,9 +9,9 @@ import zlib
 
 import msgspec
 
-from config.domain import Domain
-from config.scenario import Scenario
-from engine.backends.simulated_text import LAPSE_REPLIES
+from rapport.config.domain import Domain
+from rapport.config.scenario import Scenario
+from rapport.engine.backends.simulated_text import LAPSE_REPLIES
 
 NA_RATE = 0.08
 GATE_YES_RATE = 0.98

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 import re
 
-from config.domain import Domain
-from config.scenario import Scenario, TopicSeed
-from engine.plan import weighted_choice
+from rapport.config.domain import Domain
+from rapport.config.scenario import Scenario, TopicSeed
+from rapport.engine.plan import weighted_choice
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FIRST_USER_TOPICS = 3

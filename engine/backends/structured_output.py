@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from engine.types import ChatMessage
+from rapport.engine.types import ChatMessage
 
 StructuredMode = Literal["json_schema", "json_object", "instruction"]
 MODES: tuple[StructuredMode, ...] = ("json_schema", "json_object", "instruction")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config.run import BackendConfig
+from rapport.config.run import BackendConfig
 
 # Name fragments, most specific first; a model whose name holds none is its own family.
 KNOWN_FAMILIES = (

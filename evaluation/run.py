@@ -12,18 +12,38 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from agents.conversation import ConversationContext, run_conversation
-from agents.generation import VERSION, stop_reason
-from agents.prompts import assistant_prompt
-from bench.evaluation.families import family_of
-from bench.evaluation.held_out import (
+from rapport.agents.conversation import ConversationContext, run_conversation
+from rapport.agents.generation import VERSION, stop_reason
+from rapport.agents.prompts import assistant_prompt
+from rapport.config import constants
+from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.domain import Domain
+from rapport.config.loader import load_domain
+from rapport.config.prices import load_prices
+from rapport.config.run import (
+    BackendConfig,
+    Backends,
+    RunConfig,
+    api_key_env_names,
+    load_run_config,
+)
+from rapport.config.secrets import Redactor
+from rapport.engine.accounting import snapshot_gateways
+from rapport.engine.errors import ProviderUnusable
+from rapport.engine.factory import build_role_gateways, gateway_key
+from rapport.engine.gateway import Gateway
+from rapport.engine.interrupts import Interrupted, run_interruptible
+from rapport.engine.progress import RunProgress
+from rapport.engine.scheduler import run_bounded
+from rapport.evaluation.families import family_of
+from rapport.evaluation.held_out import (
     eval_id_for,
     held_out_plan_id,
     held_out_scenarios,
     side_plan_id,
     side_scenario,
 )
-from bench.evaluation.summary import (
+from rapport.evaluation.summary import (
     EvalSummary,
     category_deltas,
     combine_judges,
@@ -34,24 +54,16 @@ from bench.evaluation.summary import (
     most_different,
     side_figures,
 )
-from config import constants
-from config.backend_spec import parse_backend_spec
-from config.domain import Domain
-from config.loader import load_domain
-from config.prices import load_prices
-from config.run import BackendConfig, Backends, RunConfig, api_key_env_names, load_run_config
-from config.secrets import Redactor
-from engine.accounting import snapshot_gateways
-from engine.errors import ProviderUnusable
-from engine.factory import build_role_gateways, gateway_key
-from engine.gateway import Gateway
-from engine.interrupts import Interrupted, run_interruptible
-from engine.progress import RunProgress
-from engine.scheduler import run_bounded
-from judges.judge import Judge
-from judges.run import build_judges, close_judges, judge_as_completed, judge_configs, judge_pending
-from store.database import Database
-from store.evaluations import (
+from rapport.judges.judge import Judge
+from rapport.judges.run import (
+    build_judges,
+    close_judges,
+    judge_as_completed,
+    judge_configs,
+    judge_pending,
+)
+from rapport.store.database import Database
+from rapport.store.evaluations import (
     SIDES,
     EvalConversation,
     EvalRunRecord,
@@ -63,8 +75,8 @@ from store.evaluations import (
     side_transcripts,
     status_counts,
 )
-from store.judgements import plan_domains
-from store.plans import (
+from rapport.store.judgements import plan_domains
+from rapport.store.plans import (
     PlanRecord,
     RunRecord,
     StopReason,
@@ -78,9 +90,9 @@ from store.plans import (
     save_scenarios,
     start_run,
 )
-from store.rows import StoreEvent, utc_now
-from store.run_lock import exclusive_run
-from store.writer import StoreWriter
+from rapport.store.rows import StoreEvent, utc_now
+from rapport.store.run_lock import exclusive_run
+from rapport.store.writer import StoreWriter
 
 
 class EvalRequest(msgspec.Struct, frozen=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.types import ChatMessage
+from rapport.engine.types import ChatMessage
 
 DRAFT_SECTIONS = {"topics": "topics.yaml", "flaws": "flaws.yaml", "rubric": "rubric.yaml"}
 

@@ -10,9 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.evaluation.statistics import Interval
-from bench.evaluation.summary import Delta, EvalSummary
-from store.output_folder import staged_output
+from rapport.evaluation.statistics import Interval
+from rapport.evaluation.summary import Delta, EvalSummary
+from rapport.store.output_folder import staged_output
 
 OUTPUT_KIND = "eval-report"
 REPORT_FILE = "report.md"

@@ -3,9 +3,9 @@ shows so that a domain's author sees the conversations their files will produce.
 
 from __future__ import annotations
 
-from config.domain import Domain
-from config.scenario import Scenario
-from engine.plan import plan_id_for, sample_scenario
+from rapport.config.domain import Domain
+from rapport.config.scenario import Scenario
+from rapport.engine.plan import plan_id_for, sample_scenario
 
 
 def sample_preview(domain: Domain, count: int, seed: int) -> list[Scenario]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import msgspec
 
-from config.domain import Domain
-from config.run import BackendConfig
-from config.scenario import Scenario
-from engine.plan import sample_scenarios
-from engine.seeding import derive_seed, short_hash
+from rapport.config.domain import Domain
+from rapport.config.run import BackendConfig
+from rapport.config.scenario import Scenario
+from rapport.engine.plan import sample_scenarios
+from rapport.engine.seeding import derive_seed, short_hash
 
 HELD_OUT_SALT = "held-out"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from config.secrets import PATTERNS_ONLY, Redactor
-from judges.repetition import describe, repetition_report
-from store.output_folder import staged_output
-from store.query import QueryResult, query
-from store.stats import JUDGING_SECTIONS, SECTIONS, complete_transcripts
+from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.judges.repetition import describe, repetition_report
+from rapport.store.output_folder import staged_output
+from rapport.store.query import QueryResult, query
+from rapport.store.stats import JUDGING_SECTIONS, SECTIONS, complete_transcripts
 
 
 class Plot(NamedTuple):

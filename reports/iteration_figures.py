@@ -7,8 +7,8 @@ from __future__ import annotations
 import duckdb
 import msgspec
 
-from judges.repetition import repetition_report
-from store.iterations import (
+from rapport.judges.repetition import repetition_report
+from rapport.store.iterations import (
     plan_criterion_failures,
     plan_failure_quotes,
     plan_pass_rate,

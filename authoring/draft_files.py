@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from agents.draft_prompt import DRAFT_SECTIONS
+from rapport.authoring.draft_prompt import DRAFT_SECTIONS
 
 
 class _DraftDumper(yaml.SafeDumper):

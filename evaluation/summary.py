@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from bench.evaluation.statistics import Interval, PairedComparison, bootstrap_mean_ci
-from bench.evaluation.statistics import compare_paired as paired_test
-from store.evaluations import SIDES, JudgedSide
+from rapport.evaluation.statistics import Interval, PairedComparison, bootstrap_mean_ci
+from rapport.evaluation.statistics import compare_paired as paired_test
+from rapport.store.evaluations import SIDES, JudgedSide
 
 EXAMPLES = 3
 EXAMPLE_CHARS = 600

@@ -13,9 +13,9 @@ import anyio
 import anyio.lowlevel
 import yaml
 
-from engine.backends.simulated import simulated_completion
-from engine.seeding import derive_seed
-from engine.types import ChatMessage, Completion, CompletionParams
+from rapport.engine.backends.simulated import simulated_completion
+from rapport.engine.seeding import derive_seed
+from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 DRAFT_SIMULATOR_MODEL = "rapport-draft-simulator"
 KEYWORDS = 4

@@ -12,20 +12,20 @@ from pathlib import Path
 
 import msgspec
 
-from agents.draft_files import parse_draft, write_draft
-from agents.draft_prompt import feedback, first_request
-from agents.draft_simulator import SimulatedDraftBackend
-from config.backend_spec import parse_backend_spec
-from config.domain_check import check_domain
-from config.errors import RapportError
-from config.loader import TEMPLATE_DOMAIN, load_domain, shipped_domain_dir
-from config.run import BackendConfig
-from config.scaffold import domain_name_for, ensure_empty, scaffold_domain
-from engine.errors import TurnFailed
-from engine.factory import build_gateway, limits_of
-from engine.gateway import Gateway
-from engine.interrupts import run_interruptible
-from engine.types import ChatMessage, CompletionParams
+from rapport.authoring.draft_files import parse_draft, write_draft
+from rapport.authoring.draft_prompt import feedback, first_request
+from rapport.authoring.draft_simulator import SimulatedDraftBackend
+from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.domain_check import check_domain
+from rapport.config.errors import RapportError
+from rapport.config.loader import TEMPLATE_DOMAIN, load_domain, shipped_domain_dir
+from rapport.config.run import BackendConfig
+from rapport.config.scaffold import domain_name_for, ensure_empty, scaffold_domain
+from rapport.engine.errors import TurnFailed
+from rapport.engine.factory import build_gateway, limits_of
+from rapport.engine.gateway import Gateway
+from rapport.engine.interrupts import run_interruptible
+from rapport.engine.types import ChatMessage, CompletionParams
 
 DEFAULT_DRAFT_ATTEMPTS = 3
 DRAFT_MAX_TOKENS = 6_000  # a whole draft (topics, flaws, rubric), unless the spec sets one

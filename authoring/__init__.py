@@ -1,0 +1,1 @@
+"""Domain authoring: drafting a domain folder from a description, previewing it."""

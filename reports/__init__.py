@@ -1,0 +1,1 @@
+"""Reports over a judged corpus: the judging report and the figures an iteration compares."""
