@@ -4,3 +4,11 @@ The one import package the distribution installs. Its subpackages are the reposi
 top-level folders (engine/, agents/, judges/, …), mapped here by `package-dir` in
 pyproject.toml so that nothing generic (`config`, `cli`, `store`) lands in site-packages.
 """
+
+from pathlib import Path
+
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "engine").is_dir():
+    # A source checkout first on sys.path (a worktree, `PYTHONPATH=.`) imports its own folders,
+    # not those of whichever checkout the editable install points at.
+    __path__.append(str(_CHECKOUT))
