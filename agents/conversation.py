@@ -21,7 +21,8 @@ from rapport.store.plans import StoredMessage, UnfinishedConversation
 from rapport.store.rows import ConversationUpdate, ErrorRow, StoreEvent, utc_now
 
 Transcript = list[tuple[str, str]]  # (role, content), roles `user` / `assistant`
-AfterComplete = Callable[[Scenario, Transcript, ObjectSendStream[StoreEvent]], Awaitable[None]]
+# Handed each conversation this run completes (e.g. to a judge pool), once its slot is free.
+AfterComplete = Callable[[Scenario, Transcript], Awaitable[None]]
 
 
 class ConversationContext(msgspec.Struct, frozen=True):
@@ -46,12 +47,14 @@ def _end_reason(message: StoredMessage, target: int) -> str:
 
 
 async def run_conversation(job: UnfinishedConversation, context: ConversationContext) -> None:
-    """Play a conversation to its end; a failed turn records the conversation as failed."""
+    """Play a conversation to its end; a failed turn records the conversation as failed.
+    What happens after it completes (judging) is no part of it: its errors are not its."""
     scenario = job.scenario
     cid = scenario.scenario_id
     stored = job.messages
     progress = context.progress
     progress.active += 1
+    transcript: Transcript | None = None
     try:
         await context.sink.send(
             StoreEvent(update=ConversationUpdate(cid, "running", context.run_id, utc_now()))
@@ -70,8 +73,6 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
         pending = last if last is not None and last.role == "user" else None
         transcript = await _play(job, context, pending=pending)
         progress.done += 1
-        if context.after_complete is not None:
-            await context.after_complete(scenario, transcript, context.sink)
     except* Exception as group:
         stop = group.subgroup(ProviderUnusable)
         if stop is not None:
@@ -83,6 +84,8 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
         progress.failed += 1
     finally:
         progress.active -= 1
+    if transcript is not None and context.after_complete is not None:
+        await context.after_complete(scenario, transcript)
 
 
 async def _play(

@@ -17,10 +17,10 @@ import duckdb
 import msgspec
 import psutil
 
-from rapport.agents.generation import GenerateRequest, count_statuses, prepare, simulate, store_plan
 from rapport.bench.fake_provider import FakeProviderSettings
 from rapport.bench.provider_process import provider_process
 from rapport.engine.progress import RunProgress
+from rapport.stages.generate import GenerateRequest, count_statuses, prepare, simulate, store_plan
 from rapport.store.run_lock import exclusive_run
 
 BENCH_KEY_ENV = "RAPPORT_BENCH_KEY"

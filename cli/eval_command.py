@@ -14,8 +14,9 @@ from rapport.cli.progress_display import live_display
 from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
 from rapport.config.prices import load_prices
 from rapport.evaluation.report import OUTPUT_KIND, write_eval_report
-from rapport.evaluation.run import EvalRequest, PreparedEval, run_eval
+from rapport.evaluation.run import EvalRequest, PreparedEval
 from rapport.evaluation.summary import EvalSummary
+from rapport.stages.evaluate import run_eval
 from rapport.store.output_folder import check_output_folder
 
 SPEC_HELP = (

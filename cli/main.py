@@ -14,8 +14,6 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from rapport.agents.generation import GenerateRequest, Generation
-from rapport.agents.generation import generate as run_generation
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
 from rapport.cli.domain_commands import domain_app
@@ -30,6 +28,16 @@ from rapport.cli.exit_codes import (
     interrupted_exit,
     outcome,
 )
+from rapport.cli.generate_options import (
+    AssistantBackendOption,
+    BackendOption,
+    ConfigOption,
+    MaxActiveOption,
+    SeedOption,
+    TurnsOption,
+    UserBackendOption,
+    generate_request,
+)
 from rapport.cli.iterate_command import iterate
 from rapport.cli.progress_display import live_display
 from rapport.cli.render import as_table, print_table, write_batches
@@ -39,22 +47,17 @@ from rapport.cli.training_commands import export as export_command
 from rapport.cli.training_commands import model_app
 from rapport.cli.training_commands import serve as serve_command
 from rapport.cli.training_commands import train as train_command
-from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS, SQL_TABLE_ROWS
+from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, SQL_TABLE_ROWS
 from rapport.config.errors import RapportError
 from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
-from rapport.judges.judge import Judge
 from rapport.judges.repetition import describe, repetition_report
-from rapport.judges.run import (
-    JudgeRequest,
-    build_judges,
-    close_judges,
-    judge_as_completed,
-    judge_corpus,
-)
 from rapport.reports.judging import write_report
+from rapport.stages.generate import Generation
+from rapport.stages.generate import generate as run_generation
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.query import query, query_batches
 from rapport.store.run_secrets import database_redactor
 from rapport.store.stats import complete_transcripts, corpus_stats
@@ -95,49 +98,24 @@ def generate(
             help=f"Conversations in the plan (at most {MAX_COUNT:,}).",
         ),
     ],
-    seed: Annotated[
-        int | None, typer.Option("--seed", min=0, max=MAX_SEED, help="Plan seed (default 0).")
-    ] = None,
+    seed: SeedOption = None,
     domain: Annotated[
         Path | None, typer.Option("--domain", help="Domain folder (default: shipped therapy).")
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="Run settings (RUN.yaml).")
-    ] = None,
-    max_active: Annotated[
-        int | None,
-        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations alive at once."),
-    ] = None,
-    turns: Annotated[
-        int | None,
-        typer.Option(
-            "--turns",
-            min=1,
-            max=MAX_TURNS,
-            help="Fix every conversation's length (exchanges).",
-        ),
-    ] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            "--backend",
-            help="Both roles' backend: simulated, llamacpp, gguf:PATH, openai:MODEL[@URL], "
-            "anthropic:MODEL, command:CLI, or a YAML file.",
-        ),
-    ] = None,
-    user_backend: Annotated[
-        str | None, typer.Option("--user-backend", help="The user simulator's backend spec.")
-    ] = None,
-    assistant_backend: Annotated[
-        str | None, typer.Option("--assistant-backend", help="The assistant's backend spec.")
-    ] = None,
+    config: ConfigOption = None,
+    max_active: MaxActiveOption = None,
+    turns: TurnsOption = None,
+    backend: BackendOption = None,
+    user_backend: UserBackendOption = None,
+    assistant_backend: AssistantBackendOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
 ) -> None:
-    """Plan (if this database has no plan for these settings) and simulate; re-running resumes."""
+    """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
+    With `judges:` in the run settings, each conversation is judged as it completes."""
     console = Console(stderr=True)
-    request = GenerateRequest(
-        db=db,
-        count=count,
+    request = generate_request(
+        db,
+        count,
         seed=seed,
         domain=domain,
         config=config,
@@ -146,6 +124,7 @@ def generate(
         backend=backend,
         user_backend=user_backend,
         assistant_backend=assistant_backend,
+        judging="configured",
     )
 
     def display(generation: Generation):
@@ -154,21 +133,7 @@ def generate(
         prices = load_prices(generation.settings.prices)
         return live_display(console, generation.gateways, prices, generation.redactor)
 
-    judges: list[Judge] = []
-
-    def judging(generation: Generation):
-        if not generation.settings.judges:
-            return None
-        judges.extend(
-            build_judges(
-                generation.settings.judges, generation.domain, dict(os.environ), str(config)
-            )
-        )
-        return judge_as_completed(judges, generation.domain)
-
-    summary = run_generation(
-        request, display=display, after_complete=judging, close=lambda: close_judges(judges)
-    )
+    summary = run_generation(request, display=display)
     out = Console(soft_wrap=True)
     out.print(
         f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
@@ -180,8 +145,8 @@ def generate(
         out.print("failed conversations are retried when the same command runs again")
     failures = [_conversations_failed(summary.count - summary.complete, summary.count)]
     parts = [(summary.complete, summary.count)]
-    if judges:  # conversations completed earlier, or killed before their judging
-        judged = judge_corpus(JudgeRequest(db=db, config=config, max_active=max_active))
+    judged = summary.judging
+    if judged is not None:  # conversations completed by this run, and those left unjudged
         out.print(
             f"judged as they completed; {judged.assessed:,} assessments stored "
             f"({judged.failed_criteria:,} criteria failed)"

@@ -82,6 +82,9 @@ SAMPLING_SEED_RANGE = 2**31
 # Judging through gateways with an in-flight cap (local models): conversations judged at once per
 # request slot. More would only interleave them, so none finishes (and is stored) until the end.
 JUDGE_CONVERSATIONS_PER_SLOT = 2
+# Completed conversations waiting for each judge. Beyond it, generation waits for judging (memory
+# stays bounded when judges are slower than generation).
+JUDGE_BACKLOG_CONVERSATIONS = 1_000
 
 # Redaction: environment values shorter than this are not treated as secrets (removing a short
 # value such as "1" from every text would wreck it; real keys are far longer).

@@ -1,40 +1,27 @@
-"""`rapport eval`: play the held-out scenarios with each side as the assistant (both sides at
-once, through their gateways, against one user simulator), judge every conversation with the
-same judges, and compare. Everything streams into DuckDB; a re-run resumes."""
+"""The evaluation harness's preparation and figures: held-out scenarios validated and stored,
+both sides' gateways and judges built, and the summary read back. The stage that plays and
+judges them is stages.evaluate."""
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import anyio
 import msgspec
 
-from rapport.agents.conversation import ConversationContext, run_conversation
-from rapport.agents.generation import VERSION, stop_reason
-from rapport.agents.prompts import assistant_prompt
-from rapport.config import constants
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
 from rapport.config.loader import load_domain
-from rapport.config.prices import load_prices
 from rapport.config.run import (
     BackendConfig,
-    Backends,
     RunConfig,
     api_key_env_names,
     load_run_config,
 )
 from rapport.config.secrets import Redactor
-from rapport.engine.accounting import snapshot_gateways
-from rapport.engine.errors import ProviderUnusable
 from rapport.engine.factory import build_role_gateways, gateway_key
 from rapport.engine.gateway import Gateway
-from rapport.engine.interrupts import Interrupted, run_interruptible
-from rapport.engine.progress import RunProgress
-from rapport.engine.scheduler import run_bounded
 from rapport.evaluation.families import family_of
 from rapport.evaluation.held_out import (
     eval_id_for,
@@ -55,13 +42,7 @@ from rapport.evaluation.summary import (
     side_figures,
 )
 from rapport.judges.judge import Judge
-from rapport.judges.run import (
-    build_judges,
-    close_judges,
-    judge_as_completed,
-    judge_configs,
-    judge_pending,
-)
+from rapport.judges.panel import build_judges, judge_configs
 from rapport.store.database import Database
 from rapport.store.evaluations import (
     SIDES,
@@ -69,30 +50,19 @@ from rapport.store.evaluations import (
     EvalRunRecord,
     criterion_answers,
     judged_sides,
+    latest_corpus_plan,
     save_eval_conversations,
     save_eval_run,
-    save_eval_summary,
     side_transcripts,
     status_counts,
 )
 from rapport.store.judgements import plan_domains
 from rapport.store.plans import (
     PlanRecord,
-    RunRecord,
-    StopReason,
-    UnfinishedConversation,
-    finish_run,
-    load_unfinished,
-    mark_abandoned_runs,
-    release_unfinished,
-    save_gateway_stats,
     save_plan,
     save_scenarios,
-    start_run,
 )
-from rapport.store.rows import StoreEvent, utc_now
-from rapport.store.run_lock import exclusive_run
-from rapport.store.writer import StoreWriter
+from rapport.store.rows import utc_now
 
 
 class EvalRequest(msgspec.Struct, frozen=True):
@@ -175,13 +145,9 @@ def _eval_domain(request: EvalRequest, settings: RunConfig, database: Database) 
     configured or shipped one."""
     if request.domain is not None:
         return load_domain(request.domain)
-    corpus = database.run_sync(
-        lambda conn: conn.execute(
-            "SELECT plan_id FROM plans WHERE purpose = 'corpus' ORDER BY created_at DESC LIMIT 1"
-        ).fetchone()
-    )
+    corpus = database.run_sync(latest_corpus_plan)
     if corpus is not None:
-        return database.run_sync(plan_domains)[corpus[0]]
+        return database.run_sync(plan_domains)[corpus]
     return load_domain(Path(settings.domain) if settings.domain else None)
 
 
@@ -239,126 +205,6 @@ def eval_record(prepared: PreparedEval, now) -> EvalRunRecord:
         created_at=now,
         updated_at=now,
     )
-
-
-async def _side_jobs(
-    prepared: PreparedEval, contexts: Mapping[str, ConversationContext]
-) -> AsyncIterator[tuple[ConversationContext, UnfinishedConversation]]:
-    """Unfinished conversations of both sides, interleaved so both sides run at once."""
-    chunk = constants.PLAN_CHUNK_SCENARIOS
-    for start in range(0, prepared.request.scenarios, chunk):
-        stop = min(start + chunk, prepared.request.scenarios)
-        per_side = {
-            side: await prepared.database.run(
-                lambda conn, side=side, start=start, stop=stop: load_unfinished(
-                    conn,
-                    side_plan_id(prepared.eval_id, side),
-                    start,
-                    stop,
-                    include_failed=prepared.settings.retry_failed,
-                )
-            )
-            for side in SIDES
-        }
-        longest = max(len(jobs) for jobs in per_side.values())
-        for position in range(longest):
-            for side in SIDES:
-                if position < len(per_side[side]):
-                    yield contexts[side], per_side[side][position]
-
-
-async def play_and_judge(
-    prepared: PreparedEval,
-    progress: RunProgress,
-    display: Callable[[RunProgress], Awaitable[None]] | None = None,
-) -> None:
-    """Both sides' unfinished conversations, each judged as it completes; then whatever is
-    still unjudged (from an interrupted run)."""
-    run_id = uuid.uuid4().hex[:12]
-    database, settings, domain = prepared.database, prepared.settings, prepared.domain
-    await database.run(
-        lambda conn: start_run(
-            conn,
-            RunRecord(
-                run_id=run_id,
-                plan_id=prepared.held_out_plan,
-                command="eval",
-                count=prepared.request.scenarios,
-                status="running",
-                started_at=utc_now(),
-                user_backend=prepared.gateways["user_sim"].label,
-                assistant_backend=" vs ".join(prepared.gateways[s].label for s in SIDES),
-                settings=msgspec.json.encode(settings).decode(),
-                rapport_version=VERSION,
-            ),
-            prepared.redactor,
-        )
-    )
-    writer = StoreWriter(
-        database,
-        flush_rows=settings.store.flush_rows,
-        flush_interval_s=settings.store.flush_interval_s,
-        redactor=prepared.redactor,
-    )
-    send, receive = anyio.create_memory_object_stream[StoreEvent](constants.STORE_QUEUE_EVENTS)
-    system = assistant_prompt(domain)
-    judge_now = judge_as_completed(prepared.judges, domain)
-    contexts = {
-        side: ConversationContext(
-            domain=domain,
-            run_id=run_id,
-            gateways={
-                "user_sim": prepared.gateways["user_sim"],
-                "assistant": prepared.gateways[side],
-            },
-            backends=Backends(user_sim=prepared.user_sim, assistant=prepared.sides[side]),
-            sink=send,
-            progress=progress,
-            assistant_system=system,
-            after_complete=judge_now,
-        )
-        for side in SIDES
-    }
-    accounted = {**prepared.gateways, **{f"judge:{j.id}": j.gateway for j in prepared.judges}}
-    prices = load_prices(settings.prices)
-    status = "interrupted"
-    stopped_by: StopReason | None = None
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(writer.run, receive)
-            async with send, anyio.create_task_group() as side_tasks:
-                if display is not None:
-                    side_tasks.start_soon(display, progress)
-                await run_bounded(
-                    _side_jobs(prepared, contexts),
-                    settings.max_active,
-                    lambda item: run_conversation(item[1], item[0]),
-                )
-                plans = [side_plan_id(prepared.eval_id, side) for side in SIDES]
-                domains = dict.fromkeys(plans, domain)
-                await judge_pending(
-                    database,
-                    prepared.judges,
-                    domains,
-                    send,
-                    settings.max_active,
-                    plans,
-                    prepared.request.scenarios,
-                )
-                side_tasks.cancel_scope.cancel()
-        status = "finished"
-    except* ProviderUnusable as stop:
-        stopped_by = stop_reason(stop)
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            snapshots = snapshot_gateways(run_id, accounted, prices, utc_now())
-            await database.run(lambda conn: save_gateway_stats(conn, snapshots, prepared.redactor))
-            await database.run(lambda conn: release_unfinished(conn, run_id, stopped_by, utc_now()))
-            await database.run(lambda conn: finish_run(conn, run_id, status, utc_now()))
-            for gateway in {id(g): g for g in prepared.gateways.values()}.values():
-                await gateway.aclose()
-            await close_judges(prepared.judges)
 
 
 def summarise(prepared: PreparedEval) -> EvalSummary:
@@ -428,33 +274,3 @@ def summarise(prepared: PreparedEval) -> EvalSummary:
             paired, sides, judge_families, same, family_of(prepared.user_sim)
         ),
     )
-
-
-def run_eval(
-    request: EvalRequest,
-    *,
-    environ: Mapping[str, str] | None = None,
-    display: Callable[[PreparedEval], Callable[[RunProgress], Awaitable[None]] | None]
-    | None = None,
-) -> EvalSummary:
-    """The whole command: validate, store the plan, play, judge, summarise (and store it)."""
-    prepared = prepare_eval(request, environ)
-    with exclusive_run(request.db):
-        prepared.database.run_sync(mark_abandoned_runs)
-        store_eval_plan(prepared)
-        progress = RunProgress(total=2 * request.scenarios)
-        try:
-            run_interruptible(
-                play_and_judge, prepared, progress, display(prepared) if display else None
-            )
-        except Interrupted as stop:
-            statuses = prepared.database.run_sync(
-                lambda conn: status_counts(conn, prepared.eval_id, request.scenarios)
-            )
-            complete = sum(counts.get("complete", 0) for counts in statuses.values())
-            stop.progress = f"{complete:,} of {2 * request.scenarios:,} conversations complete"
-            raise
-        summary = summarise(prepared)
-        encoded = msgspec.json.encode(summary).decode()
-        prepared.database.run_sync(lambda conn: save_eval_summary(conn, prepared.eval_id, encoded))
-    return summary

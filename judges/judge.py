@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import anyio
 import msgspec
 
 from rapport.config.domain import Criterion, Domain
@@ -105,8 +106,9 @@ async def judge_conversation(
     groups: list[list[Criterion]] = (
         [criteria] if config.mode == "batched" else [[c] for c in criteria]
     )
-    verdicts: list[Verdict] = []
-    for group in groups:
+    answered: list[list[Verdict]] = [[] for _ in groups]
+
+    async def ask_group(position: int, group: list[Criterion]) -> None:
         ids = [c.id for c in group]
         params = CompletionParams(
             max_tokens=config.max_tokens * (len(group) if len(group) > 1 else 1),
@@ -136,8 +138,14 @@ async def judge_conversation(
                 break
         for cid in ids:
             if failure is not None:
-                verdicts.append(Verdict(cid, None, error=failure))
+                answered[position].append(Verdict(cid, None, error=failure))
             else:
                 combined = _combine(collected[cid])
-                verdicts.append(Verdict(cid, combined.answer, combined.reasoning))
-    return verdicts
+                answered[position].append(Verdict(cid, combined.answer, combined.reasoning))
+
+    # The criteria are independent questions: asked at once, the judge's gateway keeps to its
+    # own limits; the verdicts keep the rubric's order.
+    async with anyio.create_task_group() as tasks:
+        for position, group in enumerate(groups):
+            tasks.start_soon(ask_group, position, group)
+    return [verdict for group_verdicts in answered for verdict in group_verdicts]

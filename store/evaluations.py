@@ -177,3 +177,11 @@ def side_transcripts(
     ).fetchall()
     transcripts = load_transcripts(conn, [cid for _, _, cid in pairs])
     return {(side, int(index)): transcripts[cid] for side, index, cid in pairs}
+
+
+def latest_corpus_plan(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """The corpus plan generated last (its domain is what a candidate was trained on)."""
+    row = conn.execute(
+        "SELECT plan_id FROM plans WHERE purpose = 'corpus' ORDER BY created_at DESC LIMIT 1"
+    ).fetchone()
+    return str(row[0]) if row else None

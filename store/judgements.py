@@ -35,10 +35,11 @@ def load_unjudged(
     limit: int,
     plan_ids: Sequence[str] | None = None,
     below_index: int | None = None,
+    exclude_run: str | None = None,
 ) -> list[JudgeJob]:
     """Up to `limit` complete conversations (ids after `after`) without this judge's assessment:
     of the corpus, or of the given plans (an evaluation's sides), optionally only scenarios
-    below an index."""
+    below an index, and not those last played by `exclude_run`."""
     source = "corpus_conversations" if plan_ids is None else "conversations"
     rows = conn.execute(
         f"""
@@ -47,11 +48,12 @@ def load_unjudged(
         WHERE c.status = 'complete' AND c.conversation_id > ?
           AND (? OR list_contains(?, c.plan_id))
           AND c.scenario_index < coalesce(?, 2147483647)
+          AND c.run_id IS DISTINCT FROM ?
           AND NOT EXISTS (SELECT 1 FROM assessments a
                           WHERE a.conversation_id = c.conversation_id AND a.judge_id = ?)
         ORDER BY c.conversation_id LIMIT ?
         """,
-        [after, plan_ids is None, list(plan_ids or []), below_index, judge_id, limit],
+        [after, plan_ids is None, list(plan_ids or []), below_index, exclude_run, judge_id, limit],
     ).fetchall()
     if not rows:
         return []
@@ -73,3 +75,12 @@ def load_unjudged(
 def record_pass_rule(conn: duckdb.DuckDBPyConnection, rule: str) -> None:
     """The pass rule across judges that the views apply."""
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('pass_rule', ?)", [rule])
+
+
+def corpus_assessment_count(conn: duckdb.DuckDBPyConnection) -> int:
+    """Assessments of corpus conversations in the database, by every judge."""
+    row = conn.execute(
+        "SELECT count(*) FROM assessments "
+        "WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)"
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -219,6 +219,18 @@ def start_run(
     )
 
 
+def status_counts_below(
+    conn: duckdb.DuckDBPyConnection, plan_id: str, count: int
+) -> dict[str, int]:
+    """Conversations of the plan's first `count` scenarios, by status."""
+    rows = conn.execute(
+        "SELECT status, count(*) FROM conversations "
+        "WHERE plan_id = ? AND scenario_index < ? GROUP BY status",
+        [plan_id, count],
+    ).fetchall()
+    return {status: int(n) for status, n in rows}
+
+
 def record_judged_count(conn: duckdb.DuckDBPyConnection, run_id: str, judged: int) -> None:
     """A judge run's count is the conversations it judged (known once it has run)."""
     conn.execute("UPDATE runs SET count = ? WHERE run_id = ?", [judged, run_id])

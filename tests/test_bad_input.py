@@ -19,7 +19,6 @@ import duckdb
 import pytest
 import typer.main
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.agents.prompts import user_simulator_prompt
 from rapport.cli.main import app
 from rapport.config import constants
@@ -28,7 +27,8 @@ from rapport.config.errors import ConfigError
 from rapport.config.loader import load_domain
 from rapport.engine.backends.llamacpp_backend import embedded_model_path
 from rapport.engine.plan import sample_scenario
-from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.stages.generate import GenerateRequest, generate
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.training.dataset_build import DatasetRequest, build_dataset
 from tests.conftest import TINY_DOMAIN, error_lines, rapport_in_process
 

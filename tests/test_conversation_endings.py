@@ -8,11 +8,11 @@ import anyio
 import duckdb
 import msgspec
 
-from rapport.agents.generation import GenerateRequest, generate, prepare, simulate, store_plan
 from rapport.engine.errors import BackendError
 from rapport.engine.gateway import Gateway
 from rapport.engine.progress import RunProgress
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
+from rapport.stages.generate import GenerateRequest, generate, prepare, simulate, store_plan
 
 
 class ScriptedBackend:

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from datasets import load_from_disk
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.config.errors import RapportError
 from rapport.judges.repetition import dominated_conversations, repetition_report
-from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.stages.generate import GenerateRequest, generate
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.training.dataset_build import DatasetRequest, build_dataset
 from rapport.training.slicing import SlicingPolicy, pair_exchanges, slice_points, to_messages
 from rapport.training.tiny_tokenizer import build_tokenizer

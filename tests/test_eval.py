@@ -16,9 +16,10 @@ import pytest
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.evaluation.families import family_of
 from rapport.evaluation.report import write_eval_report
-from rapport.evaluation.run import EvalRequest, run_eval
+from rapport.evaluation.run import EvalRequest
 from rapport.evaluation.summary import EvalSummary
-from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.stages.evaluate import run_eval
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from tests.conftest import TINY_DOMAIN, rapport
 
 GOOD, WEAK = "simulated:quality=0.9", "simulated:quality=0.6"

@@ -14,8 +14,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.database import connect
 from tests.conftest import rapport
 

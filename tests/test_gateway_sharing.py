@@ -6,12 +6,12 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.bench.fake_provider import running_fake_provider
 from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError
 from rapport.config.run import BackendConfig, Backends
 from rapport.engine.factory import build_gateways, build_role_gateways
+from rapport.stages.generate import GenerateRequest, generate
 from tests.conftest import rapport
 
 URL = "http://127.0.0.1:9/v1"  # never called: building gateways makes no request

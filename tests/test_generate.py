@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
+from rapport.stages.generate import GenerateRequest, generate
 from tests.conftest import TINY_DOMAIN
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.run import BackendConfig, JudgeConfig
 from rapport.engine.gateway import GatewayLimits
 from rapport.judges.agreement import agreement
 from rapport.judges.judge import Judge
+from rapport.judges.panel import judging_concurrency
 from rapport.judges.prompting import windows
-from rapport.judges.run import JudgeRequest, judge_corpus, judging_concurrency
 from rapport.judges.verdicts import parse_criterion_answer
+from rapport.stages.generate import GenerateRequest, generate
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.database import Database
 from rapport.store.rows import StoreEvent, VerdictRow, utc_now
 from rapport.store.writer import write_batch

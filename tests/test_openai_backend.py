@@ -6,7 +6,6 @@ import anyio
 import duckdb
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.errors import ConfigError
 from rapport.engine.backends.http_errors import retry_after_seconds
@@ -14,6 +13,7 @@ from rapport.engine.backends.openai_backend import OpenAIBackend
 from rapport.engine.errors import TurnFailed
 from rapport.engine.gateway import Gateway
 from rapport.engine.types import ChatMessage, CompletionParams
+from rapport.stages.generate import GenerateRequest, generate
 from tests.clocks import RecordingClock
 
 PARAMS = CompletionParams(max_tokens=64, temperature=0.5)

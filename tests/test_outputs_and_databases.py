@@ -16,8 +16,8 @@ import pytest
 from huggingface_hub import DatasetCard
 
 import rapport.training.dataset_build as dataset_build
-from rapport.agents.generation import GenerateRequest, generate
-from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.stages.generate import GenerateRequest, generate
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.database import Database
 from rapport.store.output_folder import MANIFEST
 from rapport.store.stamp import SCHEMA_VERSION, STAMP_TABLE, schema_sql

@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.evaluation.summary import combine_judges
-from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.stages.generate import GenerateRequest, generate
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.database import Database
 from rapport.store.evaluations import JudgedSide
 from rapport.store.judgements import record_pass_rule

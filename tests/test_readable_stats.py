@@ -12,8 +12,8 @@ import duckdb
 import pytest
 from rich.console import Console
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.cli.render import _cell, as_table, print_table
+from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.stats import corpus_stats
 from tests.conftest import TINY_DOMAIN
 from tests.llama_like_server import ServerSettings, llama_like_server

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
+from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.database import connect
 
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README

@@ -13,7 +13,6 @@ import duckdb
 import msgspec
 import pytest
 
-from rapport.agents.generation import GenerateRequest, prepare, simulate, store_plan
 from rapport.agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
 from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
@@ -21,6 +20,7 @@ from rapport.engine.errors import BackendError
 from rapport.engine.gateway import Gateway
 from rapport.engine.progress import RunProgress
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, Speaker
+from rapport.stages.generate import GenerateRequest, prepare, simulate, store_plan
 from tests.conftest import TINY_DOMAIN
 
 TURNS = 3

@@ -18,15 +18,15 @@ import anyio
 import duckdb
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.bench.provider_process import free_port
 from rapport.engine.backends.llamacpp_backend import embedded_model_path
 from rapport.engine.backends.openai_backend import OpenAIBackend
 from rapport.engine.errors import TurnFailed
 from rapport.engine.gateway import Gateway
 from rapport.engine.types import ChatMessage, CompletionParams
-from rapport.judges.run import JudgeRequest, judge_corpus
 from rapport.judges.verdicts import criterion_schema
+from rapport.stages.generate import GenerateRequest, generate
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from tests.conftest import TINY_DOMAIN, rapport
 from tests.llama_like_server import ServerSettings, llama_like_server
 

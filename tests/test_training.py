@@ -8,8 +8,8 @@ import json
 import llama_cpp
 import pytest
 
-from rapport.agents.generation import GenerateRequest, generate
-from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.stages.generate import GenerateRequest, generate
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.training.dataset_build import DatasetRequest, build_dataset
 from tests.conftest import rapport
 

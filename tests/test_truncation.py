@@ -9,11 +9,11 @@ import anyio
 import duckdb
 from rich.console import Console
 
-from rapport.agents.generation import GenerateRequest, generate
 from rapport.cli.progress_display import progress_table
 from rapport.config.constants import TRUNCATION_RETRY_FACTOR
 from rapport.config.prices import load_prices
-from rapport.judges.run import JudgeRequest, judge_corpus
+from rapport.stages.generate import GenerateRequest, generate
+from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.database import Database
 from tests.conftest import TINY_DOMAIN, rapport_in_process
 from tests.llama_like_server import ServerSettings, llama_like_server

@@ -1,0 +1,1 @@
+"""Pipeline stages: generate, judge, evaluate, iterate, each one run session."""

@@ -1,0 +1,306 @@
+"""`rapport generate`: plan (if needed), then simulate every unfinished conversation, judging
+each as it completes when judges are configured — all in one run session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import msgspec
+
+from rapport.agents.conversation import ConversationContext, run_conversation
+from rapport.agents.prompts import assistant_prompt
+from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.domain import Domain
+from rapport.config.loader import load_domain
+from rapport.config.prices import load_prices
+from rapport.config.run import Backends, RunConfig, api_key_env_names, load_run_config
+from rapport.config.secrets import Redactor
+from rapport.engine.factory import build_gateways
+from rapport.engine.gateway import Gateway
+from rapport.engine.interrupts import Interrupted, run_interruptible
+from rapport.engine.plan import plan_id_for, sample_scenarios
+from rapport.engine.progress import RunProgress
+from rapport.engine.scheduler import run_bounded
+from rapport.judges.judge import Judge
+from rapport.judges.panel import build_judges, judge_configs
+from rapport.stages.jobs import plan_chunks, unfinished_conversations
+from rapport.stages.judge_pool import JudgeCounts, JudgePool
+from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
+from rapport.store.database import Database
+from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
+from rapport.store.plans import (
+    PlanRecord,
+    mark_abandoned_runs,
+    save_plan,
+    save_scenarios,
+    status_counts_below,
+    stored_scenario_count,
+)
+from rapport.store.rows import utc_now
+from rapport.store.run_lock import exclusive_run
+
+# off: no judging; configured: the config's `judges:` if any; always: `judges` specs, else the
+# config's, else the embedded local judge.
+Judging = Literal["off", "configured", "always"]
+
+
+class GenerateRequest(msgspec.Struct, frozen=True):
+    """The command line's arguments; None means "from the run config, else the default"."""
+
+    db: Path
+    count: int
+    seed: int | None = None
+    domain: Path | None = None
+    config: Path | None = None
+    max_active: int | None = None
+    turns: int | None = None
+    backend: str | None = None  # a backend spec for both roles (see config.backend_spec)
+    user_backend: str | None = None
+    assistant_backend: str | None = None
+    judging: Judging = "off"
+    judges: tuple[str, ...] = ()  # judges' backend specs (with judging="always")
+
+
+class JudgingSummary(msgspec.Struct, frozen=True):
+    judged: int  # conversation-judge pairs judged by this run
+    assessed: int  # assessments of corpus conversations now stored, by every judge
+    failed_criteria: int
+    answered_criteria: int
+    judges: tuple[str, ...]
+
+
+class RunSummary(msgspec.Struct, frozen=True):
+    run_id: str
+    plan_id: str
+    count: int
+    complete: int
+    failed: int
+    pending: int
+    turns_written: int
+    elapsed_s: float
+    user_backend: str
+    assistant_backend: str
+    judging: JudgingSummary | None = None
+
+
+class Generation(msgspec.Struct, frozen=True):
+    """A prepared run: everything validated, nothing called yet."""
+
+    request: GenerateRequest
+    settings: RunConfig
+    domain: Domain
+    gateways: dict[str, Gateway]
+    database: Database
+    plan_id: str
+    redactor: Redactor  # built from this run's environment: every text stored or shown
+    judges: tuple[Judge, ...] = ()  # judging each conversation as it completes
+
+
+def generate_settings(request: GenerateRequest) -> RunConfig:
+    """The run config with the command line's overrides: the one place they are merged."""
+    settings = load_run_config(request.config)
+    overrides = {
+        "seed": request.seed,
+        "max_active": request.max_active,
+        "turns": request.turns,
+        "domain": str(request.domain) if request.domain is not None else None,
+    }
+    settings = msgspec.structs.replace(
+        settings, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    return msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
+
+
+def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> Generation:
+    """Validate config, keys and database before any work starts (errors are one line)."""
+    settings = generate_settings(request)
+    domain = load_domain(Path(settings.domain) if settings.domain else None)
+    environ = environ if environ is not None else dict(os.environ)
+    shown = str(request.config or "run config")
+    judge_settings = ()
+    if request.judging == "always":
+        judge_settings = judge_configs(settings, request.judges)
+    elif request.judging == "configured":
+        judge_settings = settings.judges
+    gateways = build_gateways(settings.backends, domain, environ, shown)
+    judges = tuple(build_judges(judge_settings, domain, environ, shown))
+    database = Database(request.db)
+    database.initialise()
+    key_envs = api_key_env_names(settings, *(config.backend for config in judge_settings))
+    return Generation(
+        request=request,
+        settings=settings,
+        domain=domain,
+        gateways=gateways,
+        database=database,
+        plan_id=plan_id_for(domain, settings.seed, settings.turns),
+        redactor=Redactor.from_environ(environ, key_envs),
+        judges=judges,
+    )
+
+
+def _backends_from_flags(request: GenerateRequest, settings: RunConfig) -> Backends:
+    """--backend sets both roles; --user-backend / --assistant-backend set one (and win)."""
+    backends = settings.backends
+    per_role = {
+        "user_sim": ("--user-backend", request.user_backend),
+        "assistant": ("--assistant-backend", request.assistant_backend),
+    }
+    for role, (flag, own_spec) in per_role.items():
+        spec, shown_as = (own_spec, flag) if own_spec else (request.backend, "--backend")
+        if spec:
+            backends = msgspec.structs.replace(
+                backends, **{role: parse_backend_spec(spec, shown_as)}
+            )
+    return backends
+
+
+def store_plan(generation: Generation) -> None:
+    """Sample and store every scenario up to `count` that is not stored yet, chunk by chunk."""
+    domain, settings, plan_id = generation.domain, generation.settings, generation.plan_id
+    now = utc_now()
+    plan = PlanRecord(
+        plan_id=plan_id,
+        domain=domain.name,
+        domain_fingerprint=domain.fingerprint(),
+        seed=settings.seed,
+        turns=settings.turns,
+        domain_snapshot=msgspec.json.encode(domain).decode(),
+        created_at=now,
+    )
+    generation.database.run_sync(lambda conn: save_plan(conn, plan))
+    for start, stop in plan_chunks(generation.request.count):
+
+        def save_chunk(conn, start: int = start, stop: int = stop) -> None:
+            if stored_scenario_count(conn, plan_id, start, stop) == stop - start:
+                return
+            scenarios = list(
+                sample_scenarios(domain, plan_id, settings.seed, start, stop, settings.turns)
+            )
+            save_scenarios(conn, scenarios, now)
+
+        generation.database.run_sync(save_chunk)
+
+
+def count_statuses(generation: Generation) -> dict[str, int]:
+    return generation.database.run_sync(
+        lambda conn: status_counts_below(conn, generation.plan_id, generation.request.count)
+    )
+
+
+async def simulate(
+    generation: Generation,
+    progress: RunProgress,
+    display: Callable[[RunProgress], Awaitable[None]] | None = None,
+) -> RunSummary:
+    """Run every unfinished conversation of the plan through the actors, streaming to DuckDB;
+    with judges, judge each as it completes (and what earlier runs left unjudged)."""
+    settings, database = generation.settings, generation.database
+    labels = {role: gateway.label for role, gateway in generation.gateways.items()}
+    judges = generation.judges
+    accounted = {**generation.gateways, **{f"judge:{j.id}": j.gateway for j in judges}}
+    session = RunSession(
+        database,
+        run_record(
+            new_run_id(),
+            "generate",
+            generation.plan_id,
+            generation.request.count,
+            labels["user_sim"],
+            labels["assistant"],
+            settings,
+        ),
+        generation.redactor,
+        settings.store,
+        role_snapshots(accounted, load_prices(settings.prices)),
+        accounted.values(),
+    )
+    counts = JudgeCounts()
+    domains = database.run_sync(plan_domains) if judges else {}
+
+    async def work(session: RunSession) -> None:
+        nonlocal counts
+        assert session.sink is not None
+        pool = JudgePool(judges, domains, session.sink, settings.max_active) if judges else None
+        context = ConversationContext(
+            domain=generation.domain,
+            run_id=session.run_id,
+            gateways=generation.gateways,
+            backends=settings.backends,
+            sink=session.sink,
+            progress=progress,
+            assistant_system=assistant_prompt(generation.domain),
+            after_complete=pool.submit if pool is not None else None,
+        )
+        jobs = unfinished_conversations(
+            database, [generation.plan_id], generation.request.count,
+            include_failed=settings.retry_failed,
+        )  # fmt: skip
+        async with anyio.create_task_group() as group:
+            if pool is not None:
+                group.start_soon(pool.run)
+                pool.start_pending(group, database, exclude_run=session.run_id)
+            try:
+                await run_bounded(
+                    jobs, settings.max_active, lambda job: run_conversation(job[1], context)
+                )
+            finally:
+                if pool is not None:
+                    pool.close()
+        if pool is not None:
+            counts = pool.counts
+
+    if judges:
+        database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
+    await session.run(work, (lambda: display(progress)) if display is not None else None)
+    statuses = count_statuses(generation)
+    judging = None
+    if judges:
+        judging = JudgingSummary(
+            judged=counts.judged,
+            assessed=database.run_sync(corpus_assessment_count),
+            failed_criteria=counts.failed,
+            answered_criteria=counts.answered,
+            judges=tuple(f"{j.id} ({j.gateway.label})" for j in judges),
+        )
+    return RunSummary(
+        run_id=session.run_id,
+        plan_id=generation.plan_id,
+        count=generation.request.count,
+        complete=statuses.get("complete", 0),
+        failed=statuses.get("failed", 0),
+        pending=sum(n for s, n in statuses.items() if s not in ("complete", "failed")),
+        turns_written=progress.turns,
+        elapsed_s=(utc_now() - session.record.started_at).total_seconds(),
+        user_backend=labels["user_sim"],
+        assistant_backend=labels["assistant"],
+        judging=judging,
+    )
+
+
+def generate(
+    request: GenerateRequest,
+    *,
+    environ: dict[str, str] | None = None,
+    display: Callable[[Generation], Callable[[RunProgress], Awaitable[None]] | None] | None = None,
+) -> RunSummary:
+    """The whole command: validate, store the plan, simulate (and judge). Safe to re-run: it
+    resumes."""
+    generation = prepare(request, environ)
+    with exclusive_run(request.db):
+        generation.database.run_sync(mark_abandoned_runs)
+        store_plan(generation)
+        progress = RunProgress(total=request.count)
+        progress.already_complete = count_statuses(generation).get("complete", 0)
+        try:
+            return run_interruptible(
+                simulate, generation, progress, display(generation) if display else None
+            )
+        except Interrupted as stop:
+            complete = count_statuses(generation).get("complete", 0)
+            stop.progress = f"{complete:,} of {request.count:,} conversations complete"
+            raise

@@ -1,0 +1,121 @@
+"""`rapport judge`: judge every complete conversation that a configured judge has not fully
+assessed. Re-running is idempotent (verdict key: conversation, judge, criterion) and resumes
+after a kill, asking only the missing criteria."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from rapport.config.domain import Domain
+from rapport.config.loader import load_domain
+from rapport.config.prices import load_prices
+from rapport.config.run import RunConfig, api_key_env_names, load_run_config
+from rapport.config.secrets import Redactor
+from rapport.engine.interrupts import Interrupted, run_interruptible
+from rapport.judges.judge import Judge
+from rapport.judges.panel import build_judges, judge_configs
+from rapport.stages.judge_pool import JudgeCounts, JudgePool
+from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
+from rapport.store.database import Database
+from rapport.store.errors import StoreError
+from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
+from rapport.store.plans import RunRecord, mark_abandoned_runs, record_judged_count
+from rapport.store.run_lock import exclusive_run
+
+
+class JudgeRequest(msgspec.Struct, frozen=True):
+    db: Path
+    config: Path | None = None
+    judges: tuple[str, ...] = ()  # backend specs; each becomes a judge (overrides the config)
+    max_active: int | None = None
+
+
+class JudgeSummary(msgspec.Struct, frozen=True):
+    judged: int
+    assessed: int
+    failed_criteria: int
+    elapsed_s: float
+    judges: tuple[str, ...]
+    answered_criteria: int = 0  # asked by this run and answered
+
+
+def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None) -> JudgeSummary:
+    """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB."""
+    settings = load_run_config(request.config)
+    configs = judge_configs(settings, request.judges)  # a bad spec is refused before any write
+    if not request.db.exists():
+        raise StoreError(f"{request.db}: no such database (run `rapport generate` first)")
+    database = Database(request.db)
+    database.initialise()
+    domains = database.run_sync(plan_domains)
+    # The judges' own backends need a domain (the simulated one writes from it): the corpus's,
+    # or the configured one when nothing has been planned yet.
+    domain = next(iter(domains.values()), None) or load_domain(
+        Path(settings.domain) if settings.domain else None
+    )
+    environ = environ if environ is not None else dict(os.environ)
+    judges = build_judges(configs, domain, environ, str(request.config or "run config"))
+    redactor = Redactor.from_environ(
+        environ, api_key_env_names(settings, *(config.backend for config in configs))
+    )
+    max_active = request.max_active or settings.max_active
+    started = time.perf_counter()
+    with exclusive_run(request.db):
+        database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
+        database.run_sync(mark_abandoned_runs)
+        accounted = {f"judge:{j.id}": j.gateway for j in judges}
+        session = RunSession(
+            database,
+            judge_run_record(new_run_id(), judges, domains, settings),
+            redactor,
+            settings.store,
+            role_snapshots(accounted, load_prices(settings.prices)),
+            accounted.values(),
+        )
+
+        async def work(session: RunSession) -> JudgeCounts:
+            assert session.sink is not None
+            pool = JudgePool(judges, domains, session.sink, max_active)
+            async with anyio.create_task_group() as group:
+                group.start_soon(pool.run)
+                pool.start_pending(group, database)
+                pool.close()
+            return pool.counts
+
+        try:
+            counts = run_interruptible(session.run, work)
+        except Interrupted as stop:
+            stop.progress = f"{database.run_sync(corpus_assessment_count):,} assessments stored"
+            raise
+        database.run_sync(lambda conn: record_judged_count(conn, session.run_id, counts.judged))
+    return JudgeSummary(
+        judged=counts.judged,
+        assessed=database.run_sync(corpus_assessment_count),
+        failed_criteria=counts.failed,
+        elapsed_s=time.perf_counter() - started,
+        judges=tuple(f"{j.id} ({j.gateway.label})" for j in judges),
+        answered_criteria=counts.answered,
+    )
+
+
+def judge_run_record(
+    run_id: str, judges: Sequence[Judge], domains: Mapping[str, Domain], settings: RunConfig
+) -> RunRecord:
+    """A `runs` row for `rapport judge`, so its requests, failures and cost are in SQL like a
+    generation run's. It spans every corpus plan (their ids, comma-separated); the judges'
+    backends stand in the assistant column; `count` becomes the conversations judged."""
+    return run_record(
+        run_id,
+        "judge",
+        ",".join(sorted(domains)),
+        0,
+        "",
+        ", ".join(f"{j.id} ({j.gateway.label})" for j in judges),
+        settings,
+    )

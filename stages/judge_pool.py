@@ -1,0 +1,113 @@
+"""Judging as its own pool inside a run: completed conversations arrive over a stream (one per
+judge), and each judge's workers, as many as its gateway can keep busy, assess them. A
+conversation's generation slot is free once its last turn is stored; judging it never holds
+one, and an error while judging is a judge failure, never a failed conversation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from rapport.agents.conversation import Transcript
+from rapport.config import constants
+from rapport.config.domain import Domain
+from rapport.config.scenario import Scenario
+from rapport.judges.judge import Judge
+from rapport.judges.panel import assess, judging_concurrency
+from rapport.stages.jobs import unjudged_conversations
+from rapport.store.database import Database
+from rapport.store.judgements import JudgeJob
+from rapport.store.rows import StoreEvent
+
+
+class JudgeCounts(msgspec.Struct):
+    """What a pool did: conversation-judge pairs judged, criteria failed and answered."""
+
+    judged: int = 0
+    failed: int = 0
+    answered: int = 0
+
+
+class JudgePool:
+    """Start `run()` in a task group, `submit` completed conversations (and/or `pending` the
+    stored ones still unjudged), then `close()`: `run()` returns once every job is judged."""
+
+    def __init__(
+        self,
+        judges: Sequence[Judge],
+        domains: Mapping[str, Domain],
+        sink: MemoryObjectSendStream[StoreEvent],
+        max_active: int,
+    ) -> None:
+        self.judges = list(judges)
+        self.domains = domains
+        self.sink = sink
+        self.max_active = max_active
+        self.counts = JudgeCounts()
+        self._inboxes: list[
+            tuple[MemoryObjectSendStream[JudgeJob], MemoryObjectReceiveStream[JudgeJob]]
+        ] = [
+            anyio.create_memory_object_stream(constants.JUDGE_BACKLOG_CONVERSATIONS)
+            for _ in self.judges
+        ]
+
+    async def submit(self, scenario: Scenario, transcript: Transcript) -> None:
+        """A conversation just completed: every judge gets it."""
+        job = JudgeJob(scenario, tuple(transcript), {})
+        for send, _ in self._inboxes:
+            await send.send(job)
+
+    def start_pending(
+        self,
+        group: TaskGroup,
+        database: Database,
+        plan_ids: Sequence[str] | None = None,
+        below_index: int | None = None,
+        exclude_run: str | None = None,
+    ) -> None:
+        """Also judge the stored complete conversations each judge has not fully assessed
+        (not those of `exclude_run`: they are submitted as they complete). Call before
+        `close()`: each feed keeps its judge's inbox open until it has read everything."""
+        for judge, (send, _) in zip(self.judges, self._inboxes, strict=True):
+            feed = send.clone()
+            group.start_soon(self._feed, database, judge, feed, plan_ids, below_index, exclude_run)
+
+    async def _feed(
+        self,
+        database: Database,
+        judge: Judge,
+        send: MemoryObjectSendStream[JudgeJob],
+        plan_ids: Sequence[str] | None,
+        below_index: int | None,
+        exclude_run: str | None,
+    ) -> None:
+        async with send:
+            jobs = unjudged_conversations(database, judge.id, plan_ids, below_index, exclude_run)
+            async for job in jobs:
+                await send.send(job)
+
+    def close(self) -> None:
+        """No more submissions: the workers finish what is queued, then `run()` returns."""
+        for send, _ in self._inboxes:
+            send.close()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as group:
+            for judge, (_, receive) in zip(self.judges, self._inboxes, strict=True):
+                workers = judging_concurrency([judge], self.max_active)
+                with receive:
+                    for _ in range(workers):
+                        group.start_soon(self._work, judge, receive.clone())
+
+    async def _work(self, judge: Judge, inbox: MemoryObjectReceiveStream[JudgeJob]) -> None:
+        async with inbox:
+            async for job in inbox:
+                event = await assess(judge, self.domains[job.scenario.plan_id], job)
+                self.counts.judged += 1
+                self.counts.failed += len(event.judge_failures)
+                self.counts.answered += len(event.verdicts)
+                await self.sink.send(event)
