@@ -30,13 +30,20 @@ def _corpus(db, count=4, turns=3, domain=TINY_DOMAIN):
     generate(GenerateRequest(db=db, count=count, turns=turns, backend="simulated", domain=domain))
 
 
-def _judge_config(tmp_path, base_url: str, mode: str = "per_criterion", context: int | None = None):
+def _judge_config(
+    tmp_path,
+    base_url: str,
+    mode: str = "per_criterion",
+    context: int | None = None,
+    in_flight: int | None = None,
+):
     extra = f"\n    context_tokens: {context}" if context else ""
+    limit = f"      max_in_flight: {in_flight}\n" if in_flight else ""
     path = tmp_path / "judges.yaml"
     path.write_text(
         "judges:\n  - id: http\n    mode: " + mode + extra + "\n    backend:\n"
         f"      provider: openai\n      model: judge-model\n      base_url: {base_url}\n"
-        f"      api_key_env: {KEY_ENV}\n      max_retries: 0\n"
+        f"      api_key_env: {KEY_ENV}\n      max_retries: 0\n" + limit
     )
     return path
 
@@ -72,11 +79,12 @@ def test_valid_verdicts_over_http_are_stored_and_scored(tmp_path, db_path):
 
 def test_malformed_output_is_retried_with_the_error_fed_back(tmp_path, db_path):
     _corpus(db_path, count=1)
-    replies = ("this is not json", YES)
+    # The three criteria are asked at once; one request at a time keeps the replies' order:
+    # the three first answers malformed, the three retries valid.
+    replies = ("this is not json",) * 3 + (YES,) * 3
     with running_fake_provider(FakeProviderSettings(replies=replies)) as (base_url, state):
-        summary = judge_corpus(
-            JudgeRequest(db=db_path, config=_judge_config(tmp_path, base_url)), {KEY_ENV: "k"}
-        )
+        config = _judge_config(tmp_path, base_url, in_flight=1)
+        summary = judge_corpus(JudgeRequest(db=db_path, config=config), {KEY_ENV: "k"})
     assert summary.failed_criteria == 0 and summary.assessed == 1
     assert state.completed == 3 * 2  # every criterion needed its one retry
     assert any("not valid" in prompt for prompt in state.prompts)
