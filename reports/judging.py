@@ -9,53 +9,22 @@ from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.judges.repetition import describe, repetition_report
 from rapport.store.output_folder import staged_output
 from rapport.store.query import QueryResult, query
-from rapport.store.stats import JUDGING_SECTIONS, SECTIONS, complete_transcripts
+from rapport.store.stats import JUDGING_SECTIONS, SECTIONS, complete_transcripts, plot_rows
 
 
 class Plot(NamedTuple):
-    filename: str
+    filename: str  # its stem names its rows in store.stats.PLOT_SQL
     title: str
-    sql: str  # two columns: label, value
     xlabel: str
     ylabel: str
 
 
 PLOTS = (
-    Plot(
-        "score_distribution.png",
-        "Score distribution",
-        "SELECT score_from, conversations FROM score_distribution ORDER BY 1",
-        "mean score (bin start)",
-        "conversations",
-    ),
-    Plot(
-        "pass_rate_by_topic.png",
-        "Pass rate by topic",
-        "SELECT topic_category, pass_rate FROM pass_rate_by_topic ORDER BY 2",
-        "topic category",
-        "pass rate",
-    ),
-    Plot(
-        "pass_rate_by_flaw.png",
-        "Pass rate by flaw",
-        "SELECT flaw, pass_rate FROM pass_rate_by_flaw ORDER BY 2",
-        "flaw",
-        "pass rate",
-    ),
-    Plot(
-        "pass_rate_by_length.png",
-        "Pass rate by length",
-        "SELECT length_bucket, pass_rate FROM pass_rate_by_length ORDER BY 1",
-        "exchanges",
-        "pass rate",
-    ),
-    Plot(
-        "criterion_yes_rate.png",
-        "YES rate per criterion",
-        "SELECT judge_id || ' ' || criterion_id, yes_rate FROM criterion_rates ORDER BY 1",
-        "judge and criterion",
-        "YES rate",
-    ),
+    Plot("score_distribution.png", "Score distribution", "mean score (bin start)", "conversations"),
+    Plot("pass_rate_by_topic.png", "Pass rate by topic", "topic category", "pass rate"),
+    Plot("pass_rate_by_flaw.png", "Pass rate by flaw", "flaw", "pass rate"),
+    Plot("pass_rate_by_length.png", "Pass rate by length", "exchanges", "pass rate"),
+    Plot("criterion_yes_rate.png", "YES rate per criterion", "judge and criterion", "YES rate"),
 )
 
 
@@ -104,10 +73,10 @@ def write_report(
     lines = [f"# Rapport corpus report\n\nDatabase: `{db}`\n"]
     for title, sql in (*SECTIONS, *JUDGING_SECTIONS):
         lines += [f"## {title}\n", markdown_table(query(db, sql)), ""]
-    plots = [(plot, query(db, plot.sql)) for plot in PLOTS]
+    plots = [(plot, plot_rows(db, plot.filename.removesuffix(".png"))) for plot in PLOTS]
     with staged_output(out, OUTPUT_KIND, overwrite=overwrite, keep=(db,)) as staging:
         lines.append("## Plots\n")
-        for (filename, title, _, xlabel, ylabel), result in plots:
+        for (filename, title, xlabel, ylabel), result in plots:
             if result.rows:
                 _bar_chart(result, title, xlabel, ylabel, staging / filename)
                 lines.append(f"![{title}]({filename})\n")

@@ -122,3 +122,20 @@ def complete_transcripts(path: Path) -> dict[str, list[tuple[str, str]]]:
     for cid, role, content in result.rows:
         transcripts.setdefault(cid, []).append((role, content))
     return transcripts
+
+
+# The report's plots (reports.judging): two columns each, a label and a value.
+PLOT_SQL = {
+    "score_distribution": "SELECT score_from, conversations FROM score_distribution ORDER BY 1",
+    "pass_rate_by_topic": "SELECT topic_category, pass_rate FROM pass_rate_by_topic ORDER BY 2",
+    "pass_rate_by_flaw": "SELECT flaw, pass_rate FROM pass_rate_by_flaw ORDER BY 2",
+    "pass_rate_by_length": "SELECT length_bucket, pass_rate FROM pass_rate_by_length ORDER BY 1",
+    "criterion_yes_rate": (
+        "SELECT judge_id || ' ' || criterion_id, yes_rate FROM criterion_rates ORDER BY 1"
+    ),
+}
+
+
+def plot_rows(path: Path, name: str) -> QueryResult:
+    """The rows of one of the report's plots."""
+    return query(path, PLOT_SQL[name])
