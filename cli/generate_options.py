@@ -3,13 +3,14 @@ their values become a `GenerateRequest`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from rapport.config.constants import MAX_ACTIVE, MAX_SEED, MAX_TURNS
-from rapport.stages.generate import GenerateRequest, Judging
+from rapport.stages.generate import GenerateRequest
 
 SeedOption = Annotated[
     int | None,
@@ -46,32 +47,9 @@ AssistantBackendOption = Annotated[
 ]
 
 
-def generate_request(
-    db: Path,
-    count: int,
-    *,
-    seed: int | None,
-    domain: Path | None,
-    config: Path | None,
-    max_active: int | None,
-    turns: int | None,
-    backend: str | None,
-    user_backend: str | None,
-    assistant_backend: str | None,
-    judging: Judging,
-    judges: list[str] | None = None,
-) -> GenerateRequest:
-    return GenerateRequest(
-        db=db,
-        count=count,
-        seed=seed,
-        domain=domain,
-        config=config,
-        max_active=max_active,
-        turns=turns,
-        backend=backend,
-        user_backend=user_backend,
-        assistant_backend=assistant_backend,
-        judging=judging,
-        judges=tuple(judges or ()),
-    )
+def generate_request(flags: Mapping[str, object], **fixed: object) -> GenerateRequest:
+    """The request from a command's parsed options (its parameters are named as the request's
+    fields), with what the command fixes itself."""
+    values = {k: v for k, v in flags.items() if k in GenerateRequest.__struct_fields__} | fixed
+    values["judges"] = tuple(values.get("judges") or ())  # type: ignore[arg-type]
+    return GenerateRequest(**values)  # type: ignore[arg-type]

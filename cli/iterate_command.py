@@ -57,20 +57,7 @@ def iterate(
     criteria failing most with the judges' words, the flaws and topics failing most, over-used
     phrases, each with its change since the previous iteration (kept in DuckDB)."""
     path = db if db is not None else domain / ITERATIONS_DB
-    request = generate_request(
-        path,
-        count,
-        seed=seed,
-        domain=domain,
-        config=config,
-        max_active=max_active,
-        turns=turns,
-        backend=backend,
-        user_backend=user_backend,
-        assistant_backend=assistant_backend,
-        judging="always",
-        judges=judges,
-    )
+    request = generate_request(locals(), db=path, judging="always")
     done = run_iteration(request)
     generated, judged = done.generated, done.generated.judging
     assert judged is not None

@@ -113,19 +113,7 @@ def generate(
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
     With `judges:` in the run settings, each conversation is judged as it completes."""
     console = Console(stderr=True)
-    request = generate_request(
-        db,
-        count,
-        seed=seed,
-        domain=domain,
-        config=config,
-        max_active=max_active,
-        turns=turns,
-        backend=backend,
-        user_backend=user_backend,
-        assistant_backend=assistant_backend,
-        judging="configured",
-    )
+    request = generate_request(locals(), judging="configured")
 
     def display(generation: Generation):
         if quiet or not console.is_terminal:
