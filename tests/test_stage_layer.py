@@ -155,7 +155,7 @@ def test_slow_judges_never_take_generation_slots(db_path):
     judge_backend.wait_for = backend.done  # judging ends only after all generation is done
 
     async def run():
-        with anyio.fail_after(60):  # a deadlock guard (judging holding every slot), no timing
+        with anyio.fail_after(30):  # a deadlock guard (judging holding every slot), no timing
             return await simulate(generation, RunProgress(total=12))
 
     summary = anyio.run(run)
