@@ -65,13 +65,14 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
             and last.role == "assistant"
             and (last.final or len(stored) // 2 >= scenario.target_turns)
         ):
+            # Played to its end before a kill, not yet marked: complete (and judged) now.
             await _mark_complete(
                 context, cid, len(stored), _end_reason(last, scenario.target_turns)
             )
-            progress.done += 1
-            return
-        pending = last if last is not None and last.role == "user" else None
-        transcript = await _play(job, context, pending=pending)
+            transcript = [(message.role, message.content) for message in stored]
+        else:
+            pending = last if last is not None and last.role == "user" else None
+            transcript = await _play(job, context, pending=pending)
         progress.done += 1
     except* Exception as group:
         stop = group.subgroup(ProviderUnusable)

@@ -61,7 +61,6 @@ async def play_and_judge(
     plans = [side_plan_id(prepared.eval_id, side) for side in SIDES]
 
     async def work(session: RunSession) -> None:
-        assert session.sink is not None
         pool = JudgePool(
             prepared.judges, dict.fromkeys(plans, domain), session.sink, settings.max_active
         )

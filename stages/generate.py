@@ -224,7 +224,6 @@ async def simulate(
 
     async def work(session: RunSession) -> None:
         nonlocal counts
-        assert session.sink is not None
         pool = JudgePool(judges, domains, session.sink, settings.max_active) if judges else None
         context = ConversationContext(
             domain=generation.domain,

@@ -80,7 +80,6 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
         )
 
         async def work(session: RunSession) -> JudgeCounts:
-            assert session.sink is not None
             pool = JudgePool(judges, domains, session.sink, max_active)
             async with anyio.create_task_group() as group:
                 group.start_soon(pool.run)

@@ -77,11 +77,18 @@ class RunSession:
         self.store = store
         self.snapshots = snapshots
         self.gateways = list({id(g): g for g in gateways}.values())  # each closed once
-        self.sink: MemoryObjectSendStream[StoreEvent] | None = None
+        self._sink: MemoryObjectSendStream[StoreEvent] | None = None
 
     @property
     def run_id(self) -> str:
         return self.record.run_id
+
+    @property
+    def sink(self) -> MemoryObjectSendStream[StoreEvent]:
+        """Where the stage sends what is to be stored (the single writer reads it)."""
+        if self._sink is None:
+            raise RuntimeError("the run session has not started")
+        return self._sink
 
     async def record_gateways(self) -> None:
         snapshots = self.snapshots(self.run_id)
@@ -105,7 +112,7 @@ class RunSession:
             redactor=self.redactor,
         )
         send, receive = anyio.create_memory_object_stream[StoreEvent](constants.STORE_QUEUE_EVENTS)
-        self.sink = send
+        self._sink = send
         status = "interrupted"
         stopped_by: StopReason | None = None
         try:
