@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-import anyio
 import msgspec
 
 from rapport.agents.conversation import ConversationContext, run_conversation
@@ -84,19 +83,13 @@ async def play_and_judge(
         jobs = unfinished_conversations(
             database, plans, prepared.request.scenarios, include_failed=settings.retry_failed
         )
-        async with anyio.create_task_group() as group:
-            group.start_soon(pool.run)
-            pool.start_pending(
-                group, database, plans, prepared.request.scenarios, exclude_run=session.run_id
+        below = prepared.request.scenarios
+        async with pool.running(database, plans, below, exclude_run=session.run_id):
+            await run_bounded(
+                jobs,
+                settings.max_active,
+                lambda item: run_conversation(item[1], contexts[item[0]]),
             )
-            try:
-                await run_bounded(
-                    jobs,
-                    settings.max_active,
-                    lambda item: run_conversation(item[1], contexts[item[0]]),
-                )
-            finally:
-                pool.close()
 
     await session.run(work, (lambda: display(progress)) if display is not None else None)
 

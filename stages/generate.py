@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
-import anyio
 import msgspec
 
 from rapport.agents.conversation import ConversationContext, run_conversation
@@ -28,7 +27,7 @@ from rapport.engine.scheduler import run_bounded
 from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges, judge_configs
 from rapport.stages.jobs import plan_chunks, unfinished_conversations
-from rapport.stages.judge_pool import JudgeCounts, JudgePool
+from rapport.stages.judge_pool import JudgePool
 from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
 from rapport.store.database import Database
 from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
@@ -219,12 +218,12 @@ async def simulate(
         role_snapshots(accounted, load_prices(settings.prices)),
         accounted.values(),
     )
-    counts = JudgeCounts()
     domains = database.run_sync(plan_domains) if judges else {}
+    pools: list[JudgePool] = []
 
     async def work(session: RunSession) -> None:
-        nonlocal counts
-        pool = JudgePool(judges, domains, session.sink, settings.max_active) if judges else None
+        pool = JudgePool(judges, domains, session.sink, settings.max_active)
+        pools.append(pool)
         context = ConversationContext(
             domain=generation.domain,
             run_id=session.run_id,
@@ -233,25 +232,16 @@ async def simulate(
             sink=session.sink,
             progress=progress,
             assistant_system=assistant_prompt(generation.domain),
-            after_complete=pool.submit if pool is not None else None,
+            after_complete=pool.submit if judges else None,
         )
         jobs = unfinished_conversations(
             database, [generation.plan_id], generation.request.count,
             include_failed=settings.retry_failed,
         )  # fmt: skip
-        async with anyio.create_task_group() as group:
-            if pool is not None:
-                group.start_soon(pool.run)
-                pool.start_pending(group, database, exclude_run=session.run_id)
-            try:
-                await run_bounded(
-                    jobs, settings.max_active, lambda job: run_conversation(job[1], context)
-                )
-            finally:
-                if pool is not None:
-                    pool.close()
-        if pool is not None:
-            counts = pool.counts
+        async with pool.running(database, exclude_run=session.run_id):
+            await run_bounded(
+                jobs, settings.max_active, lambda job: run_conversation(job[1], context)
+            )
 
     if judges:
         database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
@@ -259,6 +249,7 @@ async def simulate(
     statuses = count_statuses(generation)
     judging = None
     if judges:
+        counts = pools[0].counts
         judging = JudgingSummary(
             judged=counts.judged,
             assessed=database.run_sync(corpus_assessment_count),

@@ -9,7 +9,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import anyio
 import msgspec
 
 from rapport.config.domain import Domain
@@ -81,10 +80,8 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
 
         async def work(session: RunSession) -> JudgeCounts:
             pool = JudgePool(judges, domains, session.sink, max_active)
-            async with anyio.create_task_group() as group:
-                group.start_soon(pool.run)
-                pool.start_pending(group, database)
-                pool.close()
+            async with pool.running(database):
+                pass  # nothing is submitted: the pool judges what is stored
             return pool.counts
 
         try:

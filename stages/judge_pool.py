@@ -5,7 +5,8 @@ one, and an error while judging is a judge failure, never a failed conversation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 
 import anyio
 import msgspec
@@ -33,8 +34,8 @@ class JudgeCounts(msgspec.Struct):
 
 
 class JudgePool:
-    """Start `run()` in a task group, `submit` completed conversations (and/or `pending` the
-    stored ones still unjudged), then `close()`: `run()` returns once every job is judged."""
+    """Inside `running()`, `submit` each completed conversation; the stored ones still unjudged
+    are read as well. With no judges it does nothing."""
 
     def __init__(
         self,
@@ -89,6 +90,24 @@ class JudgePool:
             jobs = unjudged_conversations(database, judge.id, plan_ids, below_index, exclude_run)
             async for job in jobs:
                 await send.send(job)
+
+    @asynccontextmanager
+    async def running(
+        self,
+        database: Database,
+        plan_ids: Sequence[str] | None = None,
+        below_index: int | None = None,
+        exclude_run: str | None = None,
+    ) -> AsyncIterator[None]:
+        """The pool judging while the body runs (what it submits, and the stored pending
+        conversations as in `start_pending`); on leaving, waits until everything is judged."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.run)
+            self.start_pending(group, database, plan_ids, below_index, exclude_run)
+            try:
+                yield
+            finally:
+                self.close()
 
     def close(self) -> None:
         """No more submissions: the workers finish what is queued, then `run()` returns."""
