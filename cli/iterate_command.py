@@ -9,17 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rapport.cli import generate_options as shared
 from rapport.cli.exit_codes import finish, outcome
-from rapport.cli.generate_options import (
-    AssistantBackendOption,
-    BackendOption,
-    ConfigOption,
-    MaxActiveOption,
-    SeedOption,
-    TurnsOption,
-    UserBackendOption,
-    generate_request,
-)
 from rapport.config.constants import MAX_COUNT
 from rapport.reports.iteration_figures import render_iteration
 from rapport.stages.iterate import ITERATIONS_DB
@@ -37,27 +28,27 @@ def iterate(
             help=f"Conversations in the batch (at most {MAX_COUNT:,}).",
         ),
     ] = 20,
-    config: ConfigOption = None,
+    config: shared.ConfigOption = None,
     db: Annotated[
         Path | None,
         typer.Option("--db", help=f"Where iterations are kept (default: DIR/{ITERATIONS_DB})."),
     ] = None,
-    seed: SeedOption = None,
-    turns: TurnsOption = None,
-    backend: BackendOption = None,
-    user_backend: UserBackendOption = None,
-    assistant_backend: AssistantBackendOption = None,
+    seed: shared.SeedOption = None,
+    turns: shared.TurnsOption = None,
+    backend: shared.BackendOption = None,
+    user_backend: shared.UserBackendOption = None,
+    assistant_backend: shared.AssistantBackendOption = None,
     judges: Annotated[
         list[str] | None,
         typer.Option("--judge", "--judges", help="A judge's backend spec (repeat for several)."),
     ] = None,
-    max_active: MaxActiveOption = None,
+    max_active: shared.MaxActiveOption = None,
 ) -> None:
     """Generate a small batch from the domain, judge it, and print what to fix: pass rate, the
     criteria failing most with the judges' words, the flaws and topics failing most, over-used
     phrases, each with its change since the previous iteration (kept in DuckDB)."""
     path = db if db is not None else domain / ITERATIONS_DB
-    request = generate_request(locals(), db=path, judging="always")
+    request = shared.generate_request(locals(), db=path, judging="always")
     done = run_iteration(request)
     generated, judged = done.generated, done.generated.judging
     assert judged is not None

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
+from rapport.cli import generate_options as shared
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
 from rapport.cli.domain_commands import domain_app
@@ -27,16 +28,6 @@ from rapport.cli.exit_codes import (
     finish,
     interrupted_exit,
     outcome,
-)
-from rapport.cli.generate_options import (
-    AssistantBackendOption,
-    BackendOption,
-    ConfigOption,
-    MaxActiveOption,
-    SeedOption,
-    TurnsOption,
-    UserBackendOption,
-    generate_request,
 )
 from rapport.cli.iterate_command import iterate
 from rapport.cli.progress_display import live_display
@@ -98,22 +89,22 @@ def generate(
             help=f"Conversations in the plan (at most {MAX_COUNT:,}).",
         ),
     ],
-    seed: SeedOption = None,
+    seed: shared.SeedOption = None,
     domain: Annotated[
         Path | None, typer.Option("--domain", help="Domain folder (default: shipped therapy).")
     ] = None,
-    config: ConfigOption = None,
-    max_active: MaxActiveOption = None,
-    turns: TurnsOption = None,
-    backend: BackendOption = None,
-    user_backend: UserBackendOption = None,
-    assistant_backend: AssistantBackendOption = None,
+    config: shared.ConfigOption = None,
+    max_active: shared.MaxActiveOption = None,
+    turns: shared.TurnsOption = None,
+    backend: shared.BackendOption = None,
+    user_backend: shared.UserBackendOption = None,
+    assistant_backend: shared.AssistantBackendOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
     With `judges:` in the run settings, each conversation is judged as it completes."""
     console = Console(stderr=True)
-    request = generate_request(locals(), judging="configured")
+    request = shared.generate_request(locals(), judging="configured")
 
     def display(generation: Generation):
         if quiet or not console.is_terminal:
