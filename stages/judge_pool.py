@@ -62,7 +62,7 @@ class JudgePool:
         for send, _ in self._inboxes:
             await send.send(job)
 
-    def start_pending(
+    def _start_pending(
         self,
         group: TaskGroup,
         database: Database,
@@ -72,7 +72,7 @@ class JudgePool:
     ) -> None:
         """Also judge the stored complete conversations each judge has not fully assessed
         (not those of `exclude_run`: they are submitted as they complete). Call before
-        `close()`: each feed keeps its judge's inbox open until it has read everything."""
+        `_close()`: each feed keeps its judge's inbox open until it has read everything."""
         for judge, (send, _) in zip(self.judges, self._inboxes, strict=True):
             feed = send.clone()
             group.start_soon(self._feed, database, judge, feed, plan_ids, below_index, exclude_run)
@@ -100,21 +100,21 @@ class JudgePool:
         exclude_run: str | None = None,
     ) -> AsyncIterator[None]:
         """The pool judging while the body runs (what it submits, and the stored pending
-        conversations as in `start_pending`); on leaving, waits until everything is judged."""
+        conversations as in `_start_pending`); on leaving, waits until everything is judged."""
         async with anyio.create_task_group() as group:
-            group.start_soon(self.run)
-            self.start_pending(group, database, plan_ids, below_index, exclude_run)
+            group.start_soon(self._run)
+            self._start_pending(group, database, plan_ids, below_index, exclude_run)
             try:
                 yield
             finally:
-                self.close()
+                self._close()
 
-    def close(self) -> None:
-        """No more submissions: the workers finish what is queued, then `run()` returns."""
+    def _close(self) -> None:
+        """No more submissions: the workers finish what is queued, then `_run()` returns."""
         for send, _ in self._inboxes:
             send.close()
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         async with anyio.create_task_group() as group:
             for judge, (_, receive) in zip(self.judges, self._inboxes, strict=True):
                 workers = judging_concurrency([judge], self.max_active)
