@@ -215,6 +215,7 @@ async def simulate(
         rapport_version=VERSION,
     )
     await generation.database.run(lambda conn: start_run(conn, record, generation.redactor))
+    generation.database.on_wait = progress.note_store_wait  # a reader holding the file: shown
     writer = StoreWriter(
         generation.database,
         flush_rows=settings.store.flush_rows,

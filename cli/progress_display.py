@@ -72,6 +72,13 @@ def progress_table(
             f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
             f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}",
         )
+    wait = progress.store_wait
+    if wait is not None:
+        table.add_row(
+            "store",
+            f"writer waiting for {wait.database} held by {wait.holder} since "
+            f"{wait.since:%H:%M:%S} UTC · {wait.spooled_batches:,} batches waiting on disk",
+        )
     table.add_row(
         "time", f"{_duration(now - progress.started)} elapsed · ETA {_duration(progress.eta_s())}"
     )

@@ -213,3 +213,10 @@ ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS limits_source VARCHAR;  -- co
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS attempts INTEGER;  -- 1 + retries; latency_ms spans them all
 -- Calls given up on at their timeout: a 429 or reply the client never saw shows here.
 ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS timeouts BIGINT;
+
+-- Batches the writer put on disk beside the file while another process held it (store.spool),
+-- each recorded in the transaction that finally wrote it, so none is ever applied twice.
+CREATE TABLE IF NOT EXISTS spooled_batches (
+    batch_id VARCHAR PRIMARY KEY,
+    applied_at TIMESTAMP NOT NULL
+);
