@@ -67,7 +67,7 @@ def progress_table(
         latency = "…" if snapshot.latency_p50_ms is None else f"{snapshot.latency_p50_ms:,.0f} ms"
         cost = "" if snapshot.cost_usd is None else f" · ${snapshot.cost_usd:,.4f}"
         table.add_row(
-            snapshot.roles,
+            ",".join(snapshot.roles),
             f"{redactor(snapshot.gateway)} · {snapshot.requests:,} requests · p50 {latency} · "
             f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
             f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}",

@@ -314,7 +314,7 @@ def judge_gateway_snapshots(
     )
     names = [s.gateway for s in snapshots]
     return [
-        msgspec.structs.replace(s, gateway=f"{s.gateway} ({s.roles})")
+        msgspec.structs.replace(s, gateway=f"{s.gateway} ({','.join(s.roles)})")
         if names.count(s.gateway) > 1
         else s
         for s in snapshots

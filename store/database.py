@@ -45,6 +45,7 @@ class StoreTiming(msgspec.Struct, frozen=True):
     lend_every_s: float = 2.0  # a run closes its connection this often, so readers get a turn
     lend_gap_s: float = 0.2  # and waits this long before opening it again
     reader_wait_s: float = STORE_LOCK_RETRY_S  # a reader's wait for a writing run's turn
+    announce_after_s: float = 1.0  # a wait this long gets a line on stderr (a quick look: none)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> StoreTiming:
@@ -69,10 +70,6 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """Open the file, waiting up to `wait_s` while another process holds it (a reader waits for
     a writing run to lend the file; it never holds a run up)."""
-    if not read_only and not path.parent.exists():
-        raise StoreError(f"{path}: folder {path.parent} does not exist")
-    if read_only and not path.exists():
-        raise StoreError(f"{path}: no such database")
     timing = StoreTiming.from_environ()
     wait_s = timing.reader_wait_s if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
@@ -108,6 +105,10 @@ def _open(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection | None:
 
 
 def _open_or_held(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if not read_only and not path.parent.exists():
+        raise StoreError(f"{path}: folder {path.parent} does not exist")
+    if read_only and not path.exists():
+        raise StoreError(f"{path}: no such database")
     config = {"enable_external_access": "false"} if read_only else {}
     try:
         return duckdb.connect(str(path), read_only=read_only, config=config)
@@ -190,6 +191,7 @@ class Database:
         self._opened_at = 0.0
         self._closed_at = -math.inf
         self._sessions = 0
+        self._announced = False
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -332,28 +334,34 @@ class Database:
     def _note_held(self, holder: str | None) -> None:
         if self.waiting is None:
             self.waiting = StoreWait(str(self.path), holder or "another process", utc_now())
-            print(
-                f"rapport: {self.path} is held by {self.waiting.holder} (a reader?); "
-                f"the run goes on and its rows wait in {self.spool.folder} until the file is free",
-                file=sys.stderr,
-                flush=True,
-            )
+            self._announced = False
         elif holder is not None:
             self.waiting.holder = holder
         self.waiting.spooled_batches = len(self.spool.batches())
+        waited = (utc_now() - self.waiting.since).total_seconds()
+        if not self._announced and waited >= self.timing.announce_after_s:
+            self._announced = True
+            print(
+                f"rapport: {self.path} is held by {self.waiting.holder} (a reader?) since "
+                f"{self.waiting.since:%H:%M:%S} UTC; the run goes on and its rows wait in "
+                f"{self.spool.folder} until the file is free",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.on_wait is not None:
             self.on_wait(self.waiting)
 
     def _note_free(self, replayed: int) -> None:
         if self.waiting is None:
             return
-        waited = (utc_now() - self.waiting.since).total_seconds()
-        print(
-            f"rapport: {self.path} is free again after {waited:.1f} s; "
-            f"{replayed} waiting batch(es) written",
-            file=sys.stderr,
-            flush=True,
-        )
+        if self._announced:
+            waited = (utc_now() - self.waiting.since).total_seconds()
+            print(
+                f"rapport: {self.path} is free again after {waited:.1f} s; "
+                f"{replayed} waiting batch(es) written",
+                file=sys.stderr,
+                flush=True,
+            )
         self.waiting = None
         if self.on_wait is not None:
             self.on_wait(None)

@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS errors (
 CREATE TABLE IF NOT EXISTS gateway_stats (
     run_id VARCHAR NOT NULL,
     gateway VARCHAR NOT NULL,        -- provider:model[@base_url]
-    roles VARCHAR NOT NULL,          -- the roles that used it
+    roles VARCHAR[] NOT NULL,        -- the roles that used it (schema 2: a comma-joined VARCHAR)
     provider VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
     requests BIGINT NOT NULL,

@@ -25,7 +25,7 @@ import msgspec
 
 from rapport.store.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 UNSTAMPED_VERSION = 1  # Rapport before the stamp
 STAMP_TABLE = "rapport_meta"
 # The tables every unstamped Rapport file has: the first release created them together.
@@ -41,7 +41,20 @@ def _adopt_unstamped(conn: duckdb.DuckDBPyConnection) -> None:
     """Schema 1 → 2: the tables were checked to be Rapport's; the schema files add what is new."""
 
 
-MIGRATIONS: dict[int, Migration] = {UNSTAMPED_VERSION: _adopt_unstamped}
+def _roles_as_lists(conn: duckdb.DuckDBPyConnection) -> None:
+    """Schema 2 → 3: `gateway_stats.roles` was a comma-joined VARCHAR; it is a VARCHAR[]."""
+    row = conn.execute(
+        "SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'gateway_stats' AND column_name = 'roles'"
+    ).fetchone()
+    if row == ("VARCHAR",):  # an older file may not have the table yet: schema.sql makes it
+        conn.execute(
+            "ALTER TABLE gateway_stats ALTER roles SET DATA TYPE VARCHAR[] "
+            "USING string_split(roles, ',')"
+        )
+
+
+MIGRATIONS: dict[int, Migration] = {UNSTAMPED_VERSION: _adopt_unstamped, 2: _roles_as_lists}
 
 
 class Stamp(msgspec.Struct, frozen=True):
