@@ -44,6 +44,9 @@ def structs_to_arrow(
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+# TIMESTAMPTZ: the naive datetimes the rows carry are UTC (store.rows.utc_now).
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
 MESSAGES = pa.schema(
     [
         ("conversation_id", pa.string()),
@@ -58,7 +61,7 @@ MESSAGES = pa.schema(
         ("backend", pa.string()),
         ("model", pa.string()),
         ("run_id", pa.string()),
-        ("created_at", pa.timestamp("us")),
+        ("created_at", TIMESTAMP),
         ("attempts", pa.int32()),
         ("finish_reason", pa.string()),
     ]
@@ -72,7 +75,7 @@ ERRORS = pa.schema(
         ("role", pa.string()),
         ("kind", pa.string()),
         ("message", pa.string()),
-        ("created_at", pa.timestamp("us")),
+        ("created_at", TIMESTAMP),
     ]
 )
 
@@ -81,8 +84,8 @@ CONVERSATION_CHANGES = pa.schema(
         ("conversation_id", pa.string()),
         ("status", pa.string()),
         ("run_id", pa.string()),
-        ("started_at", pa.timestamp("us")),
-        ("completed_at", pa.timestamp("us")),
+        ("started_at", TIMESTAMP),
+        ("completed_at", TIMESTAMP),
         ("end_reason", pa.string()),
         ("num_messages", pa.int32()),
         ("error", pa.string()),
@@ -98,7 +101,7 @@ VERDICTS = pa.schema(
         ("answer", pa.string()),
         ("reasoning", pa.string()),
         ("judge_model", pa.string()),
-        ("created_at", pa.timestamp("us")),
+        ("created_at", TIMESTAMP),
     ]
 )
 
@@ -108,7 +111,7 @@ JUDGE_FAILURES = pa.schema(
         ("judge_id", pa.string()),
         ("criterion_id", pa.string()),
         ("error", pa.string()),
-        ("created_at", pa.timestamp("us")),
+        ("created_at", TIMESTAMP),
     ]
 )
 
@@ -122,7 +125,7 @@ ASSESSMENTS = pa.schema(
         ("pass_threshold", pa.float64()),
         ("category_scores", pa.string()),
         ("failed_gates", pa.list_(pa.string())),
-        ("created_at", pa.timestamp("us")),
+        ("created_at", TIMESTAMP),
     ]
 )
 

@@ -111,7 +111,7 @@ def _open_or_held(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         raise StoreError(f"{path}: no such database")
     config = {"enable_external_access": "false"} if read_only else {}
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=config)
+        conn = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as error:
         message = str(error)
         if "lock" in message.lower():
@@ -119,6 +119,8 @@ def _open_or_held(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         raise StoreError(f"{path}: cannot open database: {_first_line(message)}") from None
     except duckdb.Error as error:
         raise StoreError(f"{path}: cannot open database: {_first_line(str(error))}") from None
+    conn.execute("SET TimeZone = 'UTC'")  # naive datetimes in and out are UTC (TIMESTAMPTZ)
+    return conn
 
 
 def _first_line(message: str) -> str:
