@@ -17,11 +17,11 @@ import pyarrow as pa
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.store.arrow_rows import (
     ASSESSMENTS,
-    CONVERSATION_CHANGES,
     ERRORS,
     JUDGE_FAILURES,
     MESSAGES,
     VERDICTS,
+    arrow_schema,
     insert_table,
     structs_to_arrow,
 )
@@ -53,6 +53,9 @@ class ConversationChange(msgspec.Struct):
     end_reason: str | None = None
     num_messages: int | None = None
     error: str | None = None
+
+
+CONVERSATION_CHANGES = arrow_schema(ConversationChange)
 
 
 def encode_batch(batch: Sequence[StoreEvent], redactor: Redactor = PATTERNS_ONLY) -> Encoded:
