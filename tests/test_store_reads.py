@@ -67,7 +67,7 @@ def test_a_transcript_is_turns_in_order_and_the_pairs_agree(corpus):
     assert all(isinstance(turn, Turn) for turn in turns)
     assert [turn.turn_index for turn in turns] == [0, 1, 2, 3]
     assert [turn.role for turn in turns] == ["user", "assistant"] * 2
-    assert [turn.exchange for turn in turns] == [0, 0, 1, 1]
+    assert [turn.exchange for turn in turns] == [1, 1, 2, 2]  # 1-based
     assert corpus.run_sync(lambda c: load_transcripts(c, [cid, "missing"])) == {
         cid: [turn.pair() for turn in turns],
         "missing": [],
