@@ -2,9 +2,11 @@
 
 DuckDB lets one process at a time open a file for writing, and a reader in another process (a
 notebook, `rapport sql`) locks it too. So a run holds one connection across its batches and lends
-the file to readers every `lend_every_s`; while a reader holds it, writes never give up: a batch
-waits on disk beside the file (store.spool) and every later call waits, shown live (StoreWait)
-and on stderr, until the file is free again, when the waiting batches are written first, in order.
+the file to readers after the call it is in when one of Rapport's own readers asks for a turn,
+and every `lend_every_s` for any other reader. While a reader holds it, writes never give up: a
+batch waits on disk beside the file (store.spool) and every later call waits, shown live
+(StoreWait) and on stderr, until the file is free again, when the waiting batches are written
+first, in order.
 """
 
 from __future__ import annotations
@@ -77,12 +79,26 @@ def connect(
         conn = _open(path, read_only=read_only)
         if conn is not None:
             return conn
+        _ask_for_turn(path)
         if time.monotonic() >= deadline:
             raise StoreError(
                 f"{path}: cannot open database: another process holds it "
                 f"(waited {wait_s:g} s); try again when it is done"
             )
         time.sleep(timing.poll_s)
+
+
+def _turn_signal(path: Path) -> Path:
+    """A waiting reader touches the run's lock file (store.run_lock): the run lends the file
+    after the call it is in, instead of at its next `lend_every_s`."""
+    return path.with_name(path.name + ".lock")
+
+
+def _ask_for_turn(path: Path) -> None:
+    signal = _turn_signal(path)
+    if signal.exists():
+        with contextlib.suppress(OSError):  # not ours to touch: the periodic lend still comes
+            os.utime(signal)
 
 
 _HOLDER_PID = re.compile(r"PID (\d+)")
@@ -194,6 +210,8 @@ class Database:
         self._closed_at = -math.inf
         self._sessions = 0
         self._announced = False
+        self._opened_at_ns = 0
+        self._turn_signal = _turn_signal(path)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -298,7 +316,7 @@ class Database:
             self._note_held(held.holder)
             return None
         self.connects += 1
-        self._conn, self._opened_at = conn, time.monotonic()
+        self._conn, self._opened_at, self._opened_at_ns = conn, time.monotonic(), time.time_ns()
         try:
             replayed = self.spool.replay(conn, utc_now()) if self.spool.batches() else 0
         except duckdb.Error as error:
@@ -310,8 +328,18 @@ class Database:
     def _after_call(self) -> None:
         if self._conn is None:
             return
-        if not self._sessions or time.monotonic() - self._opened_at >= self.timing.lend_every_s:
+        if (
+            not self._sessions
+            or time.monotonic() - self._opened_at >= self.timing.lend_every_s
+            or self._reader_waiting()
+        ):
             self._close()
+
+    def _reader_waiting(self) -> bool:
+        try:
+            return os.stat(self._turn_signal).st_mtime_ns > self._opened_at_ns
+        except OSError:
+            return False
 
     def _close(self) -> None:
         with self._guard:
