@@ -41,13 +41,14 @@ T = TypeVar("T")
 
 class StoreTiming(msgspec.Struct, frozen=True):
     """How the store waits for its file. The environment can set each (tests do, to take
-    seconds): RAPPORT_STORE_POLL_S, RAPPORT_STORE_LEND_EVERY_S, RAPPORT_STORE_READER_WAIT_S."""
+    seconds): RAPPORT_STORE_POLL_S, RAPPORT_STORE_LEND_EVERY_S, RAPPORT_STORE_READER_WAIT_S,
+    RAPPORT_STORE_ANNOUNCE_AFTER_S."""
 
     poll_s: float = 0.05  # between tries to open a file another process holds
     lend_every_s: float = 2.0  # a run closes its connection this often, so readers get a turn
     lend_gap_s: float = 0.2  # and waits this long before opening it again
     reader_wait_s: float = STORE_LOCK_RETRY_S  # a reader's wait for a writing run's turn
-    announce_after_s: float = 1.0  # a wait this long gets a line on stderr (a quick look: none)
+    announce_after_s: float = 5.0  # a wait this long gets a line on stderr (quick looks: none)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> StoreTiming:
@@ -56,6 +57,7 @@ class StoreTiming(msgspec.Struct, frozen=True):
             "poll_s": "RAPPORT_STORE_POLL_S",
             "lend_every_s": "RAPPORT_STORE_LEND_EVERY_S",
             "reader_wait_s": "RAPPORT_STORE_READER_WAIT_S",
+            "announce_after_s": "RAPPORT_STORE_ANNOUNCE_AFTER_S",
         }
         values = {}
         for field, name in names.items():

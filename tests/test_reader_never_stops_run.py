@@ -24,7 +24,11 @@ from rapport.store.spool import Spool, read_batch
 
 COUNT, TURNS = 24, 3
 HOLD_S = 4.0  # the reader's hold: longer than the writer's lending period and the reader wait
-FAST = {"RAPPORT_STORE_LEND_EVERY_S": "0.3", "RAPPORT_STORE_READER_WAIT_S": "1"}
+FAST = {
+    "RAPPORT_STORE_LEND_EVERY_S": "0.3",
+    "RAPPORT_STORE_READER_WAIT_S": "1",
+    "RAPPORT_STORE_ANNOUNCE_AFTER_S": "1",
+}
 
 # Waits for its turn at the file (a writing run lends it every 0.3 s), takes it only once turns
 # are stored, says so, holds it HOLD_S seconds, and lets go.
