@@ -6,6 +6,7 @@ by the next process that opens the file."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -15,8 +16,12 @@ from pathlib import Path
 import anyio
 import duckdb
 import pytest
+from rich.console import Console
 
 from rapport.cli.exit_codes import OK
+from rapport.cli.progress_display import progress_table
+from rapport.config.prices import load_prices
+from rapport.engine.progress import RunProgress
 from rapport.store.batch import apply_batch, encode_batch
 from rapport.store.database import Database, StoreTiming
 from rapport.store.rows import ConversationUpdate, ErrorRow, MessageRow, StoreEvent, utc_now
@@ -199,3 +204,25 @@ def test_a_call_waits_for_the_file_and_then_writes_what_waited_first(tmp_path):
     )
     assert seen == [1]
     assert database.waiting is None
+
+
+def test_the_live_display_shows_the_wait(tmp_path):
+    """The run's progress learns of the wait from the store, and the live table shows it."""
+    db = tmp_path / "corpus.duckdb"
+    _seed(db)
+    progress = RunProgress(total=1)
+    database = Database(db, timing=StoreTiming(poll_s=0.01), on_wait=progress.note_store_wait)
+
+    def write_held() -> None:
+        anyio.run(database.write, encode_batch([StoreEvent(message=_message("c", 0))]))
+        screen = io.StringIO()
+        Console(file=screen, width=300).print(progress_table(progress, {}, load_prices({})))
+        shown.append(screen.getvalue())
+
+    shown: list[str] = []
+    _held_while(db, write_held)
+    assert progress.store_wait is not None and progress.store_wait.spooled_batches == 1
+    assert f"writer waiting for {db} held by PID" in shown[0]
+    assert "1 batches waiting on disk" in shown[0]
+    database.run_sync(lambda conn: None)  # free again: the waiting batch is written
+    assert progress.store_wait is None
