@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-import duckdb
 import msgspec
 import psutil
 
@@ -21,6 +20,7 @@ from rapport.bench.fake_provider import FakeProviderSettings
 from rapport.bench.provider_process import provider_process
 from rapport.engine.progress import RunProgress
 from rapport.stages.generate import GenerateRequest, count_statuses, prepare, simulate, store_plan
+from rapport.store.reads import throughput_readings
 from rapport.store.run_lock import exclusive_run
 
 BENCH_KEY_ENV = "RAPPORT_BENCH_KEY"
@@ -151,26 +151,13 @@ def _timed_generate(request: GenerateRequest, duration_s: float) -> None:
 def _measure_case(
     name: str, db: Path, limit_rpm: int | None, limit_tpm: int | None, warmup_s: float
 ) -> CaseResult:
-    with duckdb.connect(str(db), read_only=True) as conn:
-        started, ended = conn.execute(
-            "SELECT epoch(min(created_at)), epoch(max(created_at)) FROM messages"
-        ).fetchone()
-        per_second = conn.execute(
-            """
-            SELECT floor(epoch(created_at) - ?)::INTEGER AS second, count(*),
-                   sum(prompt_tokens + completion_tokens)
-            FROM messages GROUP BY 1 ORDER BY 1
-            """,
-            [started],
-        ).fetchall()
-        gateway = conn.execute(
-            "SELECT sum(requests), sum(rate_limited), sum(retries), max(latency_p50_ms), "
-            "max(latency_p99_ms) FROM gateway_stats"
-        ).fetchone()
-        failed, succeeded, learned_rpm, learned_in_flight = conn.execute(
-            "SELECT (SELECT count(*) FROM conversations WHERE status = 'failed'), "
-            "sum(succeeded), max(rpm_limit), max(max_in_flight) FROM gateway_stats"
-        ).fetchone()
+    read = throughput_readings(db)
+    started, ended, per_second = read.started, read.ended, read.per_second
+    gateway = (read.requests, read.rate_limited, read.retries)
+    gateway += (read.latency_p50_ms, read.latency_p99_ms)
+    failed, succeeded, learned_rpm, learned_in_flight = (
+        read.failed, read.succeeded, read.learned_rpm, read.learned_in_flight
+    )  # fmt: skip
     seconds = int(ended - started) + 1
     requests = [0] * seconds
     tokens = [0] * seconds

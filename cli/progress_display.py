@@ -67,10 +67,17 @@ def progress_table(
         latency = "…" if snapshot.latency_p50_ms is None else f"{snapshot.latency_p50_ms:,.0f} ms"
         cost = "" if snapshot.cost_usd is None else f" · ${snapshot.cost_usd:,.4f}"
         table.add_row(
-            snapshot.roles,
+            ",".join(snapshot.roles),
             f"{redactor(snapshot.gateway)} · {snapshot.requests:,} requests · p50 {latency} · "
             f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
             f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}",
+        )
+    wait = progress.store_wait
+    if wait is not None:
+        table.add_row(
+            "store",
+            f"writer waiting for {wait.database} held by {wait.holder} since "
+            f"{wait.since:%H:%M:%S} UTC · {wait.spooled_batches:,} batches waiting on disk",
         )
     table.add_row(
         "time", f"{_duration(now - progress.started)} elapsed · ETA {_duration(progress.eta_s())}"

@@ -15,7 +15,7 @@ from rapport.engine.gateway import Gateway
 class GatewaySnapshot(msgspec.Struct, frozen=True):
     run_id: str
     gateway: str
-    roles: str
+    roles: list[str]  # the roles that use this gateway
     provider: str
     model: str
     requests: int
@@ -66,7 +66,7 @@ def snapshot_gateways(
             GatewaySnapshot(
                 run_id=run_id,
                 gateway=gateway_name(gateway),
-                roles=",".join(roles[key]),
+                roles=roles[key],
                 provider=gateway.backend.provider,
                 model=model,
                 requests=stats.requests,

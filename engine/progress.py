@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from datetime import datetime
 
 import msgspec
 
@@ -36,6 +37,16 @@ class RateWindow:
             self._buckets.popleft()
 
 
+class StoreWait(msgspec.Struct):
+    """The writer waiting for its database file while another process (a reader) holds it:
+    rows wait on disk beside the file meanwhile, nothing is given up."""
+
+    database: str
+    holder: str  # "PID 1234", or "another process" when DuckDB does not say
+    since: datetime  # UTC
+    spooled_batches: int = 0
+
+
 class RunProgress(msgspec.Struct):
     """What the progress display shows; updated by conversations on the event loop."""
 
@@ -50,6 +61,7 @@ class RunProgress(msgspec.Struct):
     started: float = msgspec.field(default_factory=time.monotonic)
     requests_window: RateWindow = msgspec.field(default_factory=RateWindow)
     tokens_window: RateWindow = msgspec.field(default_factory=RateWindow)
+    store_wait: StoreWait | None = None  # set by the store while its file is held elsewhere
 
     def record_turn(self, tokens: int, truncated: bool = False) -> None:
         self.turns += 1
@@ -57,6 +69,9 @@ class RunProgress(msgspec.Struct):
         self.tokens += tokens
         self.requests_window.add(1)
         self.tokens_window.add(tokens)
+
+    def note_store_wait(self, wait: StoreWait | None) -> None:
+        self.store_wait = wait
 
     @property
     def finished(self) -> int:

@@ -217,6 +217,7 @@ async def simulate(
         settings.store,
         role_snapshots(accounted, load_prices(settings.prices)),
         accounted.values(),
+        on_store_wait=progress.note_store_wait,
     )
     domains = database.run_sync(plan_domains) if judges else {}
     pools: list[JudgePool] = []

@@ -19,6 +19,7 @@ from rapport.config.secrets import Redactor
 from rapport.engine.accounting import GatewaySnapshot, snapshot_gateways
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.gateway import Gateway
+from rapport.engine.progress import StoreWait
 from rapport.store.database import Database
 from rapport.store.plans import (
     RunRecord,
@@ -48,7 +49,7 @@ def role_snapshots(gateways: Mapping[str, Gateway], prices: PriceTable) -> Snaps
         taken = snapshot_gateways(run_id, gateways, prices, utc_now())
         names = [s.gateway for s in taken]
         return [
-            msgspec.structs.replace(s, gateway=f"{s.gateway} ({s.roles})")
+            msgspec.structs.replace(s, gateway=f"{s.gateway} ({','.join(s.roles)})")
             if names.count(s.gateway) > 1
             else s
             for s in taken
@@ -70,8 +71,11 @@ class RunSession:
         store: StoreSettings,
         snapshots: Snapshots,
         gateways: Iterable[Gateway],
+        on_store_wait: Callable[[StoreWait | None], None] | None = None,
     ) -> None:
         self.database = database
+        if on_store_wait is not None:  # a reader holding the file: shown live
+            database.on_wait = on_store_wait
         self.record = record
         self.redactor = redactor
         self.store = store
@@ -103,6 +107,14 @@ class RunSession:
         self,
         work: Callable[[RunSession], Awaitable[T]],
         display: Callable[[], Awaitable[None]] | None = None,
+    ) -> T:
+        async with self.database.session():  # one connection from the runs row to its finish
+            return await self._run(work, display)
+
+    async def _run(
+        self,
+        work: Callable[[RunSession], Awaitable[T]],
+        display: Callable[[], Awaitable[None]] | None,
     ) -> T:
         await self.database.run(lambda conn: start_run(conn, self.record, self.redactor))
         writer = StoreWriter(

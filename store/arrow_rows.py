@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import duckdb
 import msgspec
 import pyarrow as pa
 
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.store.rows import AssessmentRow, ErrorRow, JudgeFailureRow, MessageRow, VerdictRow
 
 # The columns that can carry text from a provider, a proxy or a config (model replies, judge
 # reasoning, error bodies, endpoint names, settings): every write passes them through the
@@ -44,87 +46,54 @@ def structs_to_arrow(
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-MESSAGES = pa.schema(
-    [
-        ("conversation_id", pa.string()),
-        ("turn_index", pa.int32()),
-        ("role", pa.string()),
-        ("content", pa.string()),
-        ("exchange", pa.int32()),
-        ("final", pa.bool_()),
-        ("prompt_tokens", pa.int32()),
-        ("completion_tokens", pa.int32()),
-        ("latency_ms", pa.float64()),
-        ("backend", pa.string()),
-        ("model", pa.string()),
-        ("run_id", pa.string()),
-        ("created_at", pa.timestamp("us")),
-        ("attempts", pa.int32()),
-        ("finish_reason", pa.string()),
-    ]
-)
-
-ERRORS = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("conversation_id", pa.string()),
-        ("turn_index", pa.int32()),
-        ("role", pa.string()),
-        ("kind", pa.string()),
-        ("message", pa.string()),
-        ("created_at", pa.timestamp("us")),
-    ]
-)
-
-CONVERSATION_CHANGES = pa.schema(
-    [
-        ("conversation_id", pa.string()),
-        ("status", pa.string()),
-        ("run_id", pa.string()),
-        ("started_at", pa.timestamp("us")),
-        ("completed_at", pa.timestamp("us")),
-        ("end_reason", pa.string()),
-        ("num_messages", pa.int32()),
-        ("error", pa.string()),
-    ]
-)
+# TIMESTAMPTZ: the naive datetimes the rows carry are UTC (store.rows.utc_now).
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+# Python types to the Arrow types of their columns (integers are the tables' INTEGER columns).
+_ARROW_TYPES: dict[type, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int32(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    datetime: TIMESTAMP,
+}
 
 
-VERDICTS = pa.schema(
-    [
-        ("conversation_id", pa.string()),
-        ("judge_id", pa.string()),
-        ("criterion_id", pa.string()),
-        ("answer", pa.string()),
-        ("reasoning", pa.string()),
-        ("judge_model", pa.string()),
-        ("created_at", pa.timestamp("us")),
-    ]
-)
+def arrow_schema(struct: type[msgspec.Struct]) -> pa.Schema:
+    """The Arrow schema of a row Struct, its fields in order: the Struct is the one place a
+    row's columns are written down."""
+    return pa.schema(
+        [
+            (field.name, _arrow_type(field.type))
+            for field in msgspec.inspect.type_info(struct).fields
+        ]
+    )
 
-JUDGE_FAILURES = pa.schema(
-    [
-        ("conversation_id", pa.string()),
-        ("judge_id", pa.string()),
-        ("criterion_id", pa.string()),
-        ("error", pa.string()),
-        ("created_at", pa.timestamp("us")),
-    ]
-)
 
-ASSESSMENTS = pa.schema(
-    [
-        ("conversation_id", pa.string()),
-        ("judge_id", pa.string()),
-        ("score", pa.float64()),
-        ("passed", pa.bool_()),
-        ("safety_failed", pa.bool_()),
-        ("pass_threshold", pa.float64()),
-        ("category_scores", pa.string()),
-        ("failed_gates", pa.list_(pa.string())),
-        ("created_at", pa.timestamp("us")),
-    ]
-)
+def _arrow_type(info: msgspec.inspect.Type) -> pa.DataType:
+    if isinstance(info, msgspec.inspect.UnionType):
+        (info,) = [
+            member for member in info.types if not isinstance(member, msgspec.inspect.NoneType)
+        ]
+    if isinstance(info, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+        return pa.list_(_arrow_type(info.item_type))
+    simple = {
+        msgspec.inspect.StrType: str,
+        msgspec.inspect.IntType: int,
+        msgspec.inspect.FloatType: float,
+        msgspec.inspect.BoolType: bool,
+        msgspec.inspect.DateTimeType: datetime,
+    }
+    for kind, python_type in simple.items():
+        if isinstance(info, kind):
+            return _ARROW_TYPES[python_type]
+    raise TypeError(f"no Arrow column type for {info}")
+
+
+MESSAGES = arrow_schema(MessageRow)
+ERRORS = arrow_schema(ErrorRow)
+VERDICTS = arrow_schema(VerdictRow)
+JUDGE_FAILURES = arrow_schema(JudgeFailureRow)
+ASSESSMENTS = arrow_schema(AssessmentRow)
 
 
 def columns_sql(schema: pa.Schema) -> str:

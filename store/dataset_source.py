@@ -10,14 +10,15 @@ import duckdb
 import msgspec
 
 from rapport.store.arrow_rows import replace_rows
-from rapport.store.transcripts import TRUNCATED_SQL, load_transcripts
+from rapport.store.reads import Turn, transcripts
+from rapport.store.transcripts import TRUNCATED_SQL
 
 
 class SourceConversation(msgspec.Struct, frozen=True):
     conversation_id: str
     plan_id: str
     mean_score: float
-    messages: tuple[tuple[str, str], ...]
+    messages: tuple[Turn, ...]
     truncated_exchanges: frozenset[int] = frozenset()  # 1-based; assistant turns cut short
 
 
@@ -41,11 +42,11 @@ def passing_conversations(
     if not rows:
         return []
     ids = [row[0] for row in rows]
-    transcripts = load_transcripts(conn, ids)
+    turns = transcripts(conn, ids)
     truncated = truncated_assistant_exchanges(conn, ids)
     return [
         SourceConversation(
-            cid, plan_id, float(score), tuple(transcripts[cid]), truncated.get(cid, frozenset())
+            cid, plan_id, float(score), tuple(turns[cid]), truncated.get(cid, frozenset())
         )
         for cid, plan_id, score in rows
     ]

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS plans (
     seed BIGINT NOT NULL,
     turns INTEGER,              -- fixed target length, NULL when drawn from the domain
     domain_snapshot JSON,       -- the whole decoded domain, for provenance
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMPTZ NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS runs (
@@ -28,8 +28,8 @@ CREATE TABLE IF NOT EXISTS runs (
     command VARCHAR NOT NULL,
     count INTEGER NOT NULL,
     status VARCHAR NOT NULL,    -- running | finished | interrupted
-    started_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP,
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
     user_backend VARCHAR,
     assistant_backend VARCHAR,
     settings JSON,              -- the run config, never with secrets
@@ -60,9 +60,9 @@ CREATE TABLE IF NOT EXISTS conversations (
     end_reason VARCHAR,              -- target_reached | goodbye | error
     num_messages INTEGER NOT NULL DEFAULT 0,
     run_id VARCHAR,
-    created_at TIMESTAMP NOT NULL,
-    started_at TIMESTAMP,
-    completed_at TIMESTAMP,
+    created_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ,
+    completed_at TIMESTAMPTZ,
     error VARCHAR
 );
 
@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS messages (
     backend VARCHAR,
     model VARCHAR,
     run_id VARCHAR,
-    created_at TIMESTAMP NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (conversation_id, turn_index)
 );
 
@@ -90,13 +90,13 @@ CREATE TABLE IF NOT EXISTS errors (
     role VARCHAR,
     kind VARCHAR NOT NULL,
     message VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMPTZ NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS gateway_stats (
     run_id VARCHAR NOT NULL,
     gateway VARCHAR NOT NULL,        -- provider:model[@base_url]
-    roles VARCHAR NOT NULL,          -- the roles that used it
+    roles VARCHAR[] NOT NULL,        -- the roles that used it (schema 2: a comma-joined VARCHAR)
     provider VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
     requests BIGINT NOT NULL,
@@ -111,7 +111,7 @@ CREATE TABLE IF NOT EXISTS gateway_stats (
     cost_usd DOUBLE,                 -- NULL when the model has no known price
     rpm_limit INTEGER,
     tpm_limit INTEGER,
-    updated_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (run_id, gateway)
 );
 
@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     answer VARCHAR NOT NULL,         -- YES | NO | NA
     reasoning VARCHAR,
     judge_model VARCHAR,
-    created_at TIMESTAMP NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (conversation_id, judge_id, criterion_id)
 );
 
@@ -131,7 +131,7 @@ CREATE TABLE IF NOT EXISTS judge_failures (
     judge_id VARCHAR NOT NULL,
     criterion_id VARCHAR NOT NULL,
     error VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMPTZ NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS assessments (
@@ -143,7 +143,7 @@ CREATE TABLE IF NOT EXISTS assessments (
     pass_threshold DOUBLE NOT NULL,
     category_scores JSON NOT NULL,
     failed_gates VARCHAR[] NOT NULL,
-    created_at TIMESTAMP NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (conversation_id, judge_id)
 );
 
@@ -170,8 +170,8 @@ CREATE TABLE IF NOT EXISTS eval_runs (
     judges VARCHAR[] NOT NULL,       -- judge ids (their models are in verdicts.judge_model)
     pass_rule VARCHAR NOT NULL,
     scenarios INTEGER NOT NULL,      -- the largest N asked for so far
-    created_at TIMESTAMP NOT NULL,
-    updated_at TIMESTAMP NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
     summary JSON                     -- the latest report's figures
 );
 
@@ -192,7 +192,7 @@ CREATE TABLE IF NOT EXISTS examples (
     end_exchange INTEGER NOT NULL,
     num_tokens INTEGER NOT NULL,
     output_dir VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMPTZ NOT NULL
 );
 
 -- `rapport iterate`: one row per iteration of a domain, with its figures for the next diff.
@@ -203,7 +203,7 @@ CREATE TABLE IF NOT EXISTS iterations (
     domain_fingerprint VARCHAR NOT NULL,
     count INTEGER NOT NULL,
     figures JSON NOT NULL,
-    created_at TIMESTAMP NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (domain, iteration)
 );
 
@@ -213,3 +213,10 @@ ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS limits_source VARCHAR;  -- co
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS attempts INTEGER;  -- 1 + retries; latency_ms spans them all
 -- Calls given up on at their timeout: a 429 or reply the client never saw shows here.
 ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS timeouts BIGINT;
+
+-- Batches the writer put on disk beside the file while another process held it (store.spool),
+-- each recorded in the transaction that finally wrote it, so none is ever applied twice.
+CREATE TABLE IF NOT EXISTS spooled_batches (
+    batch_id VARCHAR PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL
+);

@@ -25,7 +25,7 @@ import msgspec
 
 from rapport.store.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 UNSTAMPED_VERSION = 1  # Rapport before the stamp
 STAMP_TABLE = "rapport_meta"
 # The tables every unstamped Rapport file has: the first release created them together.
@@ -41,7 +41,29 @@ def _adopt_unstamped(conn: duckdb.DuckDBPyConnection) -> None:
     """Schema 1 → 2: the tables were checked to be Rapport's; the schema files add what is new."""
 
 
-MIGRATIONS: dict[int, Migration] = {UNSTAMPED_VERSION: _adopt_unstamped}
+def _schema_3(conn: duckdb.DuckDBPyConnection) -> None:
+    """Schema 2 → 3: `gateway_stats.roles` was a comma-joined VARCHAR, it is a VARCHAR[];
+    timestamps were TIMESTAMP holding UTC by convention, they are TIMESTAMPTZ."""
+    columns = conn.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal "
+        "AND table_name IN (SELECT table_name FROM duckdb_tables() "
+        "                   WHERE database_name = current_database())"
+    ).fetchall()
+    for table, column, data_type in columns:  # an older file may lack a table: schema.sql adds it
+        if (table, column, data_type) == ("gateway_stats", "roles", "VARCHAR"):
+            conn.execute(
+                "ALTER TABLE gateway_stats ALTER roles SET DATA TYPE VARCHAR[] "
+                "USING string_split(roles, ',')"
+            )
+        elif data_type == "TIMESTAMP":
+            conn.execute(
+                f'ALTER TABLE "{table}" ALTER "{column}" SET DATA TYPE TIMESTAMPTZ '
+                f"USING timezone('UTC', \"{column}\")"
+            )
+
+
+MIGRATIONS: dict[int, Migration] = {UNSTAMPED_VERSION: _adopt_unstamped, 2: _schema_3}
 
 
 class Stamp(msgspec.Struct, frozen=True):

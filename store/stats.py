@@ -61,7 +61,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     (
         "Gateways (latest run of each)",
         """
-        SELECT gateway, roles, requests, retries, rate_limited AS "429s", failed,
+        SELECT gateway, array_to_string(roles, ',') AS roles, requests, retries,
+               rate_limited AS "429s", failed,
                prompt_tokens, completion_tokens, round(latency_p50_ms)::BIGINT AS p50_ms,
                round(latency_p99_ms)::BIGINT AS p99_ms, round(cost_usd, 4) AS cost_usd
         FROM gateway_stats g JOIN runs r USING (run_id)

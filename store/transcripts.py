@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import duckdb
 
 from rapport.engine.types import TRUNCATED_FINISH_REASONS
+from rapport.store.reads import transcripts
 
 # The finish reasons of a reply cut by the token budget, as a SQL list.
 TRUNCATED_SQL = ", ".join(f"'{reason}'" for reason in sorted(TRUNCATED_FINISH_REASONS))
@@ -15,12 +16,9 @@ TRUNCATED_SQL = ", ".join(f"'{reason}'" for reason in sorted(TRUNCATED_FINISH_RE
 def load_transcripts(
     conn: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]
 ) -> dict[str, list[tuple[str, str]]]:
-    """Every listed conversation's messages in turn order (an empty list when it has none)."""
-    transcripts: dict[str, list[tuple[str, str]]] = {cid: [] for cid in conversation_ids}
-    for cid, role, content in conn.execute(
-        "SELECT conversation_id, role, content FROM messages "
-        "WHERE conversation_id IN (SELECT unnest(?)) ORDER BY conversation_id, turn_index",
-        [list(conversation_ids)],
-    ).fetchall():
-        transcripts[cid].append((role, content))
-    return transcripts
+    """Every listed conversation's (role, content) pairs in turn order, read as store.reads
+    Turns (an empty list when it has none)."""
+    return {
+        cid: [turn.pair() for turn in turns]
+        for cid, turns in transcripts(conn, conversation_ids).items()
+    }

@@ -1,4 +1,5 @@
 -- Views over the corpus; `rapport stats` reads them and users can query them with `rapport sql`.
+-- Sums are cast to BIGINT: DuckDB's HUGEINT becomes a float or decimal128 in pandas and Arrow.
 -- The corpus is what `rapport generate` made: evaluation conversations are left out.
 CREATE OR REPLACE VIEW corpus_conversations AS
 SELECT c.* FROM conversations c
@@ -16,8 +17,8 @@ JOIN scenarios s USING (scenario_id)
 LEFT JOIN (
     SELECT conversation_id,
            count(*) FILTER (WHERE role = 'assistant') AS exchanges,
-           sum(prompt_tokens) AS prompt_tokens,
-           sum(completion_tokens) AS completion_tokens
+           sum(prompt_tokens)::BIGINT AS prompt_tokens,
+           sum(completion_tokens)::BIGINT AS completion_tokens
     FROM messages GROUP BY conversation_id
 ) m USING (conversation_id);
 
@@ -47,8 +48,8 @@ GROUP BY flaw;
 CREATE OR REPLACE VIEW backend_usage AS
 SELECT role, backend, model,
        count(*) AS messages,
-       sum(prompt_tokens) AS prompt_tokens,
-       sum(completion_tokens) AS completion_tokens,
+       sum(prompt_tokens)::BIGINT AS prompt_tokens,
+       sum(completion_tokens)::BIGINT AS completion_tokens,
        round(avg(latency_ms), 1) AS mean_latency_ms,
        round(quantile_cont(latency_ms, 0.5), 1) AS p50_latency_ms,
        round(quantile_cont(latency_ms, 0.99), 1) AS p99_latency_ms
@@ -61,7 +62,7 @@ GROUP BY role, backend, model;
 CREATE OR REPLACE VIEW conversation_judgement AS
 WITH per_conversation AS (
     SELECT conversation_id, count(*) AS judges, avg(score) AS mean_score,
-           bool_and(passed) AS all_passed, sum(passed::INTEGER) AS passes,
+           bool_and(passed) AS all_passed, sum(passed::INTEGER)::BIGINT AS passes,
            bool_or(safety_failed) AS safety_failed, max(pass_threshold) AS threshold
     FROM assessments
     WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
@@ -84,7 +85,7 @@ FROM conversation_overview o JOIN conversation_judgement j USING (conversation_i
 
 CREATE OR REPLACE VIEW pass_rate AS
 SELECT count(*) AS conversations, round(avg(passed::INTEGER), 4) AS pass_rate,
-       round(avg(mean_score), 4) AS mean_score, sum(safety_failed::INTEGER) AS safety_failures
+       round(avg(mean_score), 4) AS mean_score, sum(safety_failed::INTEGER)::BIGINT AS safety_failures
 FROM judged_overview;
 
 CREATE OR REPLACE VIEW pass_rate_by_topic AS

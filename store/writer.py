@@ -1,51 +1,38 @@
-"""The single writer actor: receives rows from every actor, commits them in batches."""
+"""The single writer actor: receives rows from every actor, commits them in batches.
+
+Double-buffered: while one batch commits (in a worker thread), the writer goes on taking events
+into the next; only when `max_pending_rows` wait does it hold senders back until the commit ends.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
 
 import anyio
 import duckdb
-import msgspec
-import pyarrow as pa
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
-from rapport.store.arrow_rows import (
-    ASSESSMENTS,
-    CONVERSATION_CHANGES,
-    ERRORS,
-    JUDGE_FAILURES,
-    MESSAGES,
-    VERDICTS,
-    insert_table,
-    structs_to_arrow,
+from rapport.store.batch import (
+    FINISHED,
+    ConversationChange,
+    apply_batch,
+    encode_batch,
+    fold_updates,
 )
 from rapport.store.database import Database
-from rapport.store.rows import ConversationUpdate, StoreEvent
+from rapport.store.rows import StoreEvent
 
-FINISHED = frozenset({"complete", "failed"})
-
-
-class ConversationChange(msgspec.Struct):
-    """All updates of one conversation within a batch, folded into one row."""
-
-    conversation_id: str
-    status: str
-    run_id: str
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    end_reason: str | None = None
-    num_messages: int | None = None
-    error: str | None = None
+__all__ = ["FINISHED", "ConversationChange", "StoreWriter", "fold_updates", "write_batch"]
 
 
 class StoreWriter:
     """Owns all writes of a run. A batch is flushed when it reaches `flush_rows` events or when
     `flush_interval_s` has passed, whichever comes first; each batch is one transaction.
-    Every text a row carries passes through `redactor` on its way in (see store.arrow_rows)."""
+    Every text a row carries passes through `redactor` on its way in (see store.arrow_rows).
+    The run keeps one connection to the file (Database.session); a batch that finds the file
+    held by another process waits on disk and is written, in order, when it is free."""
 
     def __init__(
         self,
@@ -55,49 +42,74 @@ class StoreWriter:
         flush_interval_s: float,
         on_flush: Callable[[int], None] | None = None,
         redactor: Redactor = PATTERNS_ONLY,
+        max_pending_rows: int | None = None,
     ) -> None:
         self._database = database
         self._redactor = redactor
         self._flush_rows = flush_rows
+        self._max_pending = max_pending_rows or 2 * flush_rows
         self._flush_interval_s = flush_interval_s
         self._on_flush = on_flush
         self._pending: list[StoreEvent] = []
         self._lock = anyio.Lock()
+        self._full = anyio.Event()
         self.flushes = 0
         self.events_written = 0
+        self.batches_spooled = 0  # written to disk first: the file was held by another process
 
     async def run(self, events: MemoryObjectReceiveStream[StoreEvent]) -> None:
         """Consume events until every sender has closed, then flush what is left."""
         closed = anyio.Event()
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._flush_on_timer, closed)
-                async with events:
-                    async for event in events:
-                        self._pending.append(event)
-                        if len(self._pending) >= self._flush_rows:
-                            await self.flush()
-                closed.set()
+            async with self._database.session():
+                try:
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(self._commit_loop, closed)
+                        async with events:
+                            async for event in events:
+                                self._pending.append(event)
+                                if len(self._pending) >= self._flush_rows:
+                                    self._full.set()
+                                if len(self._pending) >= self._max_pending:
+                                    await self.flush()  # waits for the commit under way
+                        closed.set()
+                        self._full.set()
+                finally:
+                    with anyio.CancelScope(shield=True):  # what was received is written
+                        await self.flush()
         finally:
-            with anyio.CancelScope(shield=True):  # what was received is written, even on Ctrl-C
-                await self.flush()
+            closed.set()
 
-    async def _flush_on_timer(self, closed: anyio.Event) -> None:
+    async def _commit_loop(self, closed: anyio.Event) -> None:
         while not closed.is_set():
-            with anyio.move_on_after(self._flush_interval_s):
-                await closed.wait()
-            await self.flush()
+            with anyio.move_on_after(self._flush_interval_s) as timer:
+                await self._full.wait()
+            self._full = anyio.Event()
+            await self.flush(full_batches_only=not timer.cancelled_caught)
 
-    async def flush(self) -> None:
+    async def flush(self, *, full_batches_only: bool = False) -> None:
+        """Commit what is pending in batches of at most `flush_rows` (with `full_batches_only`,
+        a smaller rest waits for the timer); events go on arriving meanwhile."""
         async with self._lock:
-            batch, self._pending = self._pending, []
-            if not batch:
-                return
-            await self._database.run(lambda conn: write_batch(conn, batch, self._redactor))
-            self.flushes += 1
-            self.events_written += len(batch)
-            if self._on_flush is not None:
-                self._on_flush(len(batch))
+            wrote = False
+            while self._pending and (
+                len(self._pending) >= self._flush_rows or not full_batches_only
+            ):
+                batch = self._pending[: self._flush_rows]
+                del self._pending[: self._flush_rows]
+                await self._commit(batch)
+                wrote = True
+            if not wrote:
+                await self._database.settle()
+
+    async def _commit(self, batch: list[StoreEvent]) -> None:
+        encoded = await anyio.to_thread.run_sync(encode_batch, batch, self._redactor)
+        if not await self._database.write(encoded):
+            self.batches_spooled += 1
+        self.flushes += 1
+        self.events_written += len(batch)
+        if self._on_flush is not None:
+            self._on_flush(len(batch))
 
 
 def write_batch(
@@ -106,80 +118,12 @@ def write_batch(
     redactor: Redactor = PATTERNS_ONLY,
 ) -> None:
     """Apply one batch of events in a single transaction, its texts redacted."""
-    messages = [event.message for event in batch if event.message is not None]
-    errors = [event.error for event in batch if event.error is not None]
-    verdicts = [row for event in batch for row in event.verdicts]
-    failures = [row for event in batch for row in event.judge_failures]
-    assessments = [event.assessment for event in batch if event.assessment is not None]
-    changes = fold_updates(event.update for event in batch if event.update is not None)
+    encoded = encode_batch(batch, redactor)
     conn.execute("BEGIN TRANSACTION")
     try:
-        if messages:
-            insert_table(
-                conn, "messages", structs_to_arrow(messages, MESSAGES, redactor), "INSERT OR IGNORE"
-            )
-        if errors:
-            insert_table(conn, "errors", structs_to_arrow(errors, ERRORS, redactor))
-        if changes:
-            _apply_changes(conn, structs_to_arrow(changes, CONVERSATION_CHANGES, redactor))
-        if verdicts:
-            insert_table(
-                conn, "verdicts", structs_to_arrow(verdicts, VERDICTS, redactor), "INSERT OR IGNORE"
-            )
-        if failures:
-            insert_table(
-                conn, "judge_failures", structs_to_arrow(failures, JUDGE_FAILURES, redactor)
-            )
-        if assessments:
-            table = structs_to_arrow(assessments, ASSESSMENTS, redactor)
-            insert_table(conn, "assessments", table, "INSERT OR REPLACE")
+        apply_batch(conn, encoded)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
             conn.execute("ROLLBACK")
         raise
-
-
-def fold_updates(updates: Iterable[ConversationUpdate]) -> list[ConversationChange]:
-    """One change per conversation: the latest status wins, timestamps accumulate."""
-    folded: dict[str, ConversationChange] = {}
-    for update in updates:
-        change = folded.setdefault(
-            update.conversation_id,
-            ConversationChange(update.conversation_id, update.status, update.run_id),
-        )
-        change.status = update.status
-        change.run_id = update.run_id
-        if update.status == "running":
-            change.started_at = update.at
-        if update.status in FINISHED:
-            change.completed_at = update.at
-        if update.end_reason is not None:
-            change.end_reason = update.end_reason
-        if update.num_messages is not None:
-            change.num_messages = update.num_messages
-        change.error = update.error
-    return list(folded.values())
-
-
-def _apply_changes(conn: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
-    conn.register("incoming_changes", rows)
-    try:
-        conn.execute(
-            """
-            UPDATE conversations AS c SET
-                status = u.status,
-                run_id = u.run_id,
-                started_at = coalesce(u.started_at, c.started_at),
-                completed_at = CASE WHEN u.status IN ('complete', 'failed')
-                                    THEN u.completed_at ELSE NULL END,
-                end_reason = CASE WHEN u.status IN ('complete', 'failed')
-                                  THEN u.end_reason ELSE NULL END,
-                num_messages = coalesce(u.num_messages, c.num_messages),
-                error = u.error
-            FROM incoming_changes AS u
-            WHERE c.conversation_id = u.conversation_id
-            """
-        )
-    finally:
-        conn.unregister("incoming_changes")

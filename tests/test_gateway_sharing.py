@@ -113,5 +113,5 @@ def test_a_run_sends_both_roles_through_the_one_shared_gateway(tmp_path, db_path
             "SELECT roles, requests, rpm_limit FROM gateway_stats WHERE run_id = ?",
             [summary.run_id],
         ).fetchall()
-    assert stats == [("user_sim,assistant", 3 * 2 * 2, 6000)]
+    assert stats == [(["user_sim", "assistant"], 3 * 2 * 2, 6000)]
     assert state.completed == 3 * 2 * 2

@@ -207,4 +207,4 @@ def test_the_session_finish_stores_stats_and_closes_gateways_when_cancelled(db_p
     stats = _rows(
         db_path, f"SELECT roles, requests FROM gateway_stats WHERE run_id = '{session.run_id}'"
     )
-    assert stats == [("user_sim,assistant", 1)]
+    assert stats == [(["user_sim", "assistant"], 1)]

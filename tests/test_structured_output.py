@@ -122,7 +122,7 @@ def test_a_judge_run_records_a_runs_row_and_its_gateway_stats(db_path, tmp_path)
     assert stats == [
         (
             f"openai:smollm2@{base_url}",
-            "judge:local",
+            ["judge:local"],  # roles: a list (schema 3)
             CONVERSATIONS * CRITERIA,
             CONVERSATIONS * CRITERIA,
             0,
