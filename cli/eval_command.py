@@ -9,9 +9,10 @@ import msgspec
 import typer
 from rich.console import Console
 
+from rapport.cli import options as shared
 from rapport.cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
 from rapport.cli.progress_display import live_display
-from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, MAX_SEED, MAX_TURNS
+from rapport.config.constants import MAX_COUNT, MAX_SEED
 from rapport.config.prices import load_prices
 from rapport.evaluation.report import OUTPUT_KIND, write_eval_report
 from rapport.evaluation.run import EvalRequest, PreparedEval
@@ -63,21 +64,10 @@ def evaluate(
         Path | None,
         typer.Option("--domain", help="Domain folder (default: the corpus's own domain)."),
     ] = None,
-    turns: Annotated[
-        int | None,
-        typer.Option("--turns", min=1, max=MAX_TURNS, help="Fix every conversation's length."),
-    ] = None,
-    max_active: Annotated[
-        int | None,
-        typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations alive at once."),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help="Replace --out even when it holds files other than a report."
-        ),
-    ] = False,
+    turns: shared.TurnsOption = None,
+    max_active: shared.MaxActiveOption = None,
+    quiet: shared.QuietOption = False,
+    overwrite: shared.ReportOverwriteOption = False,
 ) -> None:
     """Play the same held-out scenarios with the baseline and the candidate as the assistant
     (same user simulator, same seeds), judge both with the same judges, and report the paired

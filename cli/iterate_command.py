@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rapport.cli import generate_options as shared
+from rapport.cli import options as shared
 from rapport.cli.exit_codes import finish, outcome
 from rapport.config.constants import MAX_COUNT
 from rapport.reports.iteration_figures import render_iteration

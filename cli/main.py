@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from rapport.cli import generate_options as shared
+from rapport.cli import options as shared
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
 from rapport.cli.domain_commands import domain_app
@@ -99,7 +99,7 @@ def generate(
     backend: shared.BackendOption = None,
     user_backend: shared.UserBackendOption = None,
     assistant_backend: shared.AssistantBackendOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
+    quiet: shared.QuietOption = False,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
     With `judges:` in the run settings, each conversation is judged as it completes."""
@@ -253,12 +253,7 @@ def stats(
 def report(
     db: DbOption,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.md and the plots.")],
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help="Replace --out even when it holds files other than a report."
-        ),
-    ] = False,
+    overwrite: shared.ReportOverwriteOption = False,
 ) -> None:
     """Write the corpus and judging figures as Markdown with PNG plots."""
     path = write_report(db, out, database_redactor(db, os.environ), overwrite=overwrite)

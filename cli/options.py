@@ -1,5 +1,5 @@
-"""The options `rapport generate` and `rapport iterate` share, defined once, and the one place
-their values become a `GenerateRequest`."""
+"""Options several commands share, defined once (generate, iterate, eval, report), and the one
+place generate's and iterate's values become a `GenerateRequest`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ UserBackendOption = Annotated[
 ]
 AssistantBackendOption = Annotated[
     str | None, typer.Option("--assistant-backend", help="The assistant's backend spec.")
+]
+
+
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No live progress display.")]
+ReportOverwriteOption = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace --out even when it holds files other than a report."),
 ]
 
 
