@@ -16,6 +16,7 @@ from rapport.config.urls import url_problem
 
 SPEC_FORMS = (
     "simulated[:key=value,...]",
+    "null",
     "openai:MODEL[@BASE_URL][?key=value&...]",
     "anthropic:MODEL[@BASE_URL][?key=value&...]",
     "gguf:PATH",
@@ -31,6 +32,8 @@ def parse_backend_spec(spec: str, shown_as: str = "--backend") -> BackendConfig:
     kind, _, rest = spec.partition(":")
     if spec.endswith((".yaml", ".yml")):
         return decode(read_yaml(Path(spec), spec), BackendConfig, spec)
+    if kind == "null" and not rest:
+        return BackendConfig(provider="null")
     if kind == "simulated":
         return _with_options(BackendConfig(provider="simulated"), rest, shown_as)
     if kind in ("openai", "anthropic"):

@@ -12,7 +12,7 @@ from rapport.config.decoding import decode, read_yaml
 from rapport.config.errors import ConfigError
 from rapport.config.urls import url_problem
 
-Provider = Literal["simulated", "openai", "anthropic", "llamacpp", "command"]
+Provider = Literal["simulated", "openai", "anthropic", "llamacpp", "command", "null"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]

@@ -78,7 +78,7 @@ def build_gateway(
         max_retries=settings.max_retries,
         backoff_min_s=settings.backoff_min_s,
         backoff_max_s=settings.backoff_max_s,
-        adaptive=settings.provider != "simulated",
+        adaptive=settings.provider not in ("simulated", "null"),
         no_success_stop_s=settings.no_success_stop_s,
         redactor=Redactor.from_environ(environ, [settings.api_key_env or ""]),
     )
@@ -131,6 +131,10 @@ def build_backend(
         return SimulatedBackend(
             domain, latency_ms=settings.latency_ms, model=settings.model, quality=settings.quality
         )
+    if provider == "null":
+        from rapport.engine.backends.null_backend import NullBackend
+
+        return NullBackend(model=settings.model)
     if provider in ("openai", "anthropic") and not settings.model:
         raise ConfigError(file, f"{key}.model", f"is required for provider {provider}")
     if provider == "openai":

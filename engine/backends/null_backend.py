@@ -1,0 +1,44 @@
+"""The null backend: the same fixed reply to every call, at once, with no text written and no
+prompt read. Only for measuring the engine's own overhead (`--backend null`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio.lowlevel
+
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
+from rapport.engine.backend import estimate_tokens
+from rapport.engine.types import ChatMessage, Completion, CompletionParams
+
+NULL_MODEL = "fixed-reply"
+NULL_REPLY = "ok"
+
+
+class NullBackend:
+    """Answers `reply` to everything: one prebuilt Completion (no prompt tokens: nothing is
+    read), so a run measures the engine, streams and store and nothing else."""
+
+    provider = "null"
+    simulated = True
+
+    def __init__(self, *, reply: str = NULL_REPLY, model: str = "") -> None:
+        self.model = model or NULL_MODEL
+        self._completion = Completion(
+            text=reply,
+            prompt_tokens=0,
+            completion_tokens=estimate_tokens(reply, CHARS_PER_TOKEN_ESTIMATE),
+            latency_s=0.0,
+            model=self.model,
+            provider=self.provider,
+            finish_reason="stop",
+        )
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
+        await anyio.lowlevel.checkpoint()  # a real backend yields to the loop once at least
+        return self._completion
+
+    async def aclose(self) -> None:
+        return None
