@@ -121,7 +121,7 @@ def generate(
         str | None,
         typer.Option(
             "--backend",
-            help="Both roles' backend: simulated, llamacpp, gguf:PATH, openai:MODEL[@URL], "
+            help="Both roles' backend: simulated, null, llamacpp, gguf:PATH, openai:MODEL[@URL], "
             "anthropic:MODEL, command:CLI, or a YAML file.",
         ),
     ] = None,

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 import anyio.lowlevel
 
-from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
-from rapport.engine.backend import estimate_tokens
+from rapport.engine.backend import usage_or_estimate
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 NULL_MODEL = "fixed-reply"
@@ -26,8 +25,8 @@ class NullBackend:
         self.model = model or NULL_MODEL
         self._completion = Completion(
             text=reply,
-            prompt_tokens=0,
-            completion_tokens=estimate_tokens(reply, CHARS_PER_TOKEN_ESTIMATE),
+            prompt_tokens=0,  # nothing read
+            completion_tokens=usage_or_estimate(0, reply)[1],
             latency_s=0.0,
             model=self.model,
             provider=self.provider,
