@@ -4,9 +4,12 @@ asks its gateway to speak; they talk to each other over anyio memory streams."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
+import anyio
 import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from rapport.agents.prompts import turn_instruction, user_simulator_prompt
 from rapport.config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTOR
@@ -31,10 +34,21 @@ class Utterance(msgspec.Struct, frozen=True):
 
 
 class Actor:
-    """What both sides share: identity, a gateway, a history of their own, the store sink."""
+    """What both sides share: identity, a gateway, a history of their own, the store sink.
+    Slotted: thousands wait at once, and a per-instance dict would be most of an actor."""
 
-    speaker: Speaker
-    role: str  # as stored in `messages`
+    __slots__ = (
+        "domain",
+        "gateway",
+        "history",
+        "on_turn",
+        "run_id",
+        "scenario",
+        "settings",
+        "sink",
+    )
+    speaker: ClassVar[Speaker]
+    role: ClassVar[str]  # as stored in `messages`
 
     def __init__(
         self,
@@ -44,7 +58,7 @@ class Actor:
         run_id: str,
         gateway: Gateway,
         settings: BackendConfig,
-        sink: ObjectSendStream[StoreEvent],
+        sink: MemoryObjectSendStream[StoreEvent],
         history: list[ChatMessage],
         on_turn: Callable[[Completion], None],
     ) -> None:
@@ -107,6 +121,14 @@ class Actor:
             finish_reason=completion.finish_reason,
         )
 
+    async def store(self, event: StoreEvent) -> None:
+        """Hand a row to the writer: at once while its buffer has room (no trip through the
+        event loop per turn), else wait for room (backpressure)."""
+        try:
+            self.sink.send_nowait(event)
+        except anyio.WouldBlock:
+            await self.sink.send(event)
+
     def said(self, text: str) -> None:
         self.history.append(ChatMessage("assistant", text))
 
@@ -122,8 +144,9 @@ class Actor:
 class UserSimulator(Actor):
     """Plays the user: its topics, flaws and style come from the scenario's persona."""
 
-    speaker: Speaker = "user_sim"
-    role = "user"
+    __slots__ = ()
+    speaker: ClassVar[Speaker] = "user_sim"
+    role: ClassVar[str] = "user"
 
     async def run(
         self,
@@ -167,7 +190,7 @@ class UserSimulator(Actor):
         reason = ("target_reached" if last else "goodbye") if final else None
         utterance = Utterance(turn_index, exchange, text, final, reason)
         self.said(text)
-        await self.sink.send(StoreEvent(message=self.row(utterance, "user", completion)))
+        await self.store(StoreEvent(message=self.row(utterance, "user", completion)))
         return utterance
 
     async def _ask(self, exchange: int, target: int, final: bool) -> Completion:
@@ -187,8 +210,9 @@ class UserSimulator(Actor):
 class Assistant(Actor):
     """Plays the assistant: answers every user turn it receives."""
 
-    speaker: Speaker = "assistant"
-    role = "assistant"
+    __slots__ = ()
+    speaker: ClassVar[Speaker] = "assistant"
+    role: ClassVar[str] = "assistant"
 
     async def run(
         self,
@@ -222,7 +246,7 @@ class Assistant(Actor):
                         end_reason=reply.end_reason,
                         num_messages=reply.turn_index + 1,
                     )
-                await self.sink.send(StoreEvent(message=row, update=update))
+                await self.store(StoreEvent(message=row, update=update))
                 await to_user.send(reply)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import anyio.lowlevel
-
 from rapport.engine.backend import usage_or_estimate
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
@@ -36,8 +34,7 @@ class NullBackend:
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
-        await anyio.lowlevel.checkpoint()  # a real backend yields to the loop once at least
-        return self._completion
+        return self._completion  # no await: nothing to wait for (the streams yield anyway)
 
     async def aclose(self) -> None:
         return None
