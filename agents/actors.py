@@ -4,7 +4,7 @@ asks its gateway to speak; they talk to each other over anyio memory streams."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import anyio
 import msgspec
@@ -21,6 +21,8 @@ from rapport.engine.gateway import Gateway
 from rapport.engine.seeding import derive_seed
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, SimulationHints, Speaker
 from rapport.store.rows import ConversationUpdate, MessageRow, StoreEvent, utc_now
+
+T = TypeVar("T")
 
 
 class Utterance(msgspec.Struct, frozen=True):
@@ -122,12 +124,8 @@ class Actor:
         )
 
     async def store(self, event: StoreEvent) -> None:
-        """Hand a row to the writer: at once while its buffer has room (no trip through the
-        event loop per turn), else wait for room (backpressure)."""
-        try:
-            self.sink.send_nowait(event)
-        except anyio.WouldBlock:
-            await self.sink.send(event)
+        """Hand a row to the writer (see `hand_over`)."""
+        await hand_over(self.sink, event)
 
     def said(self, text: str) -> None:
         self.history.append(ChatMessage("assistant", text))
@@ -166,7 +164,7 @@ class UserSimulator(Actor):
             while next_turn // 2 < target:
                 exchange = next_turn // 2 + 1
                 utterance = await self._compose(next_turn, exchange, exchange == target)
-                await to_assistant.send(utterance)
+                await hand_over(to_assistant, utterance)
                 reply = await replies.receive()
                 self.heard(reply.text)
                 next_turn = reply.turn_index + 1
@@ -247,7 +245,17 @@ class Assistant(Actor):
                         num_messages=reply.turn_index + 1,
                     )
                 await self.store(StoreEvent(message=row, update=update))
-                await to_user.send(reply)
+                await hand_over(to_user, reply)
+
+
+async def hand_over(stream: ObjectSendStream[T], item: T) -> None:
+    """Send at once when the other side waits or the buffer has room, with no trip through
+    the event loop (anyio's `send` always makes one: two or three per turn); else wait for
+    room (backpressure). A turn still yields where it waits for its reply."""
+    try:
+        stream.send_nowait(item)  # type: ignore[attr-defined]
+    except anyio.WouldBlock:
+        await stream.send(item)
 
 
 def _strip_marker(text: str, marker: str) -> tuple[str, bool]:
