@@ -150,19 +150,25 @@ def _null(settings: NullConfig, at: BuildContext) -> Backend:
 def _openai(settings: OpenAIConfig, at: BuildContext) -> Backend:
     from rapport.engine.backends.openai_backend import OpenAIBackend
 
-    return OpenAIBackend(
-        model=_model(settings, at),
-        api_key=_api_key(settings, at.environ, at.file, at.key),
-        base_url=settings.base_url,
-        timeout_s=settings.timeout_s,
-    )
+    return _hosted(OpenAIBackend, settings, at)
 
 
 def _anthropic(settings: AnthropicConfig, at: BuildContext) -> Backend:
     from rapport.engine.backends.anthropic_backend import AnthropicBackend
 
-    return AnthropicBackend(
-        model=_model(settings, at),
+    return _hosted(AnthropicBackend, settings, at)
+
+
+def _hosted(
+    backend: Callable[..., Backend], settings: OpenAIConfig | AnthropicConfig, at: BuildContext
+) -> Backend:
+    """An HTTP API's backend: a model is required, the key comes from the environment."""
+    if not settings.model:
+        raise ConfigError(
+            at.file, f"{at.key}.model", f"is required for provider {settings.provider}"
+        )
+    return backend(
+        model=settings.model,
         api_key=_api_key(settings, at.environ, at.file, at.key),
         base_url=settings.base_url,
         timeout_s=settings.timeout_s,
@@ -185,14 +191,6 @@ def _command(settings: CommandConfig, at: BuildContext) -> Backend:
     if not settings.command:
         raise ConfigError(at.file, f"{at.key}.command", "is required for provider command")
     return CommandBackend(argv=settings.command, timeout_s=settings.timeout_s, model=settings.model)
-
-
-def _model(settings: OpenAIConfig | AnthropicConfig, at: BuildContext) -> str:
-    if not settings.model:
-        raise ConfigError(
-            at.file, f"{at.key}.model", f"is required for provider {settings.provider}"
-        )
-    return settings.model
 
 
 # provider -> builder. Optional providers' modules are imported only when one is built.
