@@ -9,7 +9,6 @@ from typing import ClassVar, TypeVar
 import anyio
 import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from anyio.streams.memory import MemoryObjectSendStream
 
 from rapport.agents.prompts import turn_instruction, user_simulator_prompt
 from rapport.config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTOR
@@ -60,7 +59,7 @@ class Actor:
         run_id: str,
         gateway: Gateway,
         settings: BackendConfig,
-        sink: MemoryObjectSendStream[StoreEvent],
+        sink: ObjectSendStream[StoreEvent],
         history: list[ChatMessage],
         on_turn: Callable[[Completion], None],
     ) -> None:
@@ -251,11 +250,16 @@ class Assistant(Actor):
 async def hand_over(stream: ObjectSendStream[T], item: T) -> None:
     """Send at once when the other side waits or the buffer has room, with no trip through
     the event loop (anyio's `send` always makes one: two or three per turn); else wait for
-    room (backpressure). A turn still yields where it waits for its reply."""
-    try:
-        stream.send_nowait(item)  # type: ignore[attr-defined]
-    except anyio.WouldBlock:
-        await stream.send(item)
+    room (backpressure). A turn still yields where it waits for its reply. Any other
+    ObjectSendStream (no `send_nowait`) just sends."""
+    send_nowait = getattr(stream, "send_nowait", None)
+    if send_nowait is not None:
+        try:
+            send_nowait(item)
+            return
+        except anyio.WouldBlock:
+            pass
+    await stream.send(item)
 
 
 def _strip_marker(text: str, marker: str) -> tuple[str, bool]:
