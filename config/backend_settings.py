@@ -135,3 +135,33 @@ BackendConfig = Union[  # noqa: UP007 (a runtime alias msgspec and isinstance bo
 PROVIDERS: dict[str, type[BackendBase]] = {
     cls.__struct_config__.tag: cls for cls in typing.get_args(BackendConfig)
 }
+
+
+# Every key the single flat BackendConfig had, in its order, with its defaults.
+_FLAT_DEFAULTS: dict[str, object] = {
+    "model": "",
+    "base_url": None,
+    "api_key_env": None,
+    **{name: None for name in ("rpm", "tpm", "max_tokens")},
+    "temperature": constants.DEFAULT_TEMPERATURE,
+    "timeout_s": constants.DEFAULT_TIMEOUT_S,
+    "max_retries": constants.DEFAULT_MAX_RETRIES,
+    "backoff_min_s": constants.RETRY_BACKOFF_MIN_S,
+    "backoff_max_s": constants.RETRY_BACKOFF_MAX_S,
+    "max_in_flight": None,
+    "no_success_stop_s": constants.NO_SUCCESS_STOP_S,
+    **{name: None for name in ("input_tpm", "output_tpm")},
+    "latency_ms": 0.0,
+    "quality": 0.85,
+    "model_path": None,
+    "n_ctx": constants.DEFAULT_LLAMACPP_CONTEXT,
+    "threads": None,
+    "command": (),
+}
+
+
+def flat_form(settings: BackendBase) -> dict[str, object]:
+    """The settings as the one flat Struct encoded them (every provider's keys, in its order):
+    ids hashed from a backend's settings (an eval's) stay what they were before the union."""
+    own = msgspec.structs.asdict(settings)
+    return {"provider": settings.provider, **{k: own.get(k, v) for k, v in _FLAT_DEFAULTS.items()}}

@@ -195,3 +195,24 @@ def test_every_backend_that_reports_no_usage_estimates_the_same_way(tiny):
     assert (completion.prompt_tokens, completion.completion_tokens) == usage_or_estimate(
         len(prompt), "r" * 44
     )
+
+
+@pytest.mark.parametrize(
+    ("baseline", "candidate", "eval_id"),
+    [  # ids an eval got before the union: it resumes under the same id
+        ("simulated", "simulated:quality=0.9,latency_ms=150", "eval-25ec19bb8c"),
+        (
+            "openai:gpt@http://127.0.0.1:1/v1?max_in_flight=4&timeout_s=120",
+            "anthropic:claude?input_tpm=9",
+            "eval-3609798cb4",
+        ),
+        ("gguf:/m/a.gguf", "llamacpp", "eval-34b526ed81"),
+        ("command:claude -p", "simulated", "eval-56cfb39216"),
+    ],
+)
+def test_eval_ids_hash_the_settings_as_the_flat_struct_did(baseline, candidate, eval_id):
+    from rapport.evaluation.held_out import eval_id_for
+
+    user = parse_backend_spec("simulated")
+    sides = parse_backend_spec(baseline), parse_backend_spec(candidate)
+    assert eval_id_for("plan", *sides, user) == eval_id
