@@ -4,7 +4,9 @@ asks its gateway to speak; they talk to each other over anyio memory streams."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar, TypeVar
 
+import anyio
 import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
@@ -19,6 +21,8 @@ from rapport.engine.seeding import derive_seed
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, SimulationHints, Speaker
 from rapport.store.rows import ConversationUpdate, MessageRow, StoreEvent, utc_now
 
+T = TypeVar("T")
+
 
 class Utterance(msgspec.Struct, frozen=True):
     """One turn, sent from one actor to the other."""
@@ -31,10 +35,21 @@ class Utterance(msgspec.Struct, frozen=True):
 
 
 class Actor:
-    """What both sides share: identity, a gateway, a history of their own, the store sink."""
+    """What both sides share: identity, a gateway, a history of their own, the store sink.
+    Slotted: thousands wait at once, and a per-instance dict would be most of an actor."""
 
-    speaker: Speaker
-    role: str  # as stored in `messages`
+    __slots__ = (
+        "domain",
+        "gateway",
+        "history",
+        "on_turn",
+        "run_id",
+        "scenario",
+        "settings",
+        "sink",
+    )
+    speaker: ClassVar[Speaker]
+    role: ClassVar[str]  # as stored in `messages`
 
     def __init__(
         self,
@@ -107,6 +122,10 @@ class Actor:
             finish_reason=completion.finish_reason,
         )
 
+    async def store(self, event: StoreEvent) -> None:
+        """Hand a row to the writer (see `hand_over`)."""
+        await hand_over(self.sink, event)
+
     def said(self, text: str) -> None:
         self.history.append(ChatMessage("assistant", text))
 
@@ -122,8 +141,9 @@ class Actor:
 class UserSimulator(Actor):
     """Plays the user: its topics, flaws and style come from the scenario's persona."""
 
-    speaker: Speaker = "user_sim"
-    role = "user"
+    __slots__ = ()
+    speaker: ClassVar[Speaker] = "user_sim"
+    role: ClassVar[str] = "user"
 
     async def run(
         self,
@@ -143,7 +163,7 @@ class UserSimulator(Actor):
             while next_turn // 2 < target:
                 exchange = next_turn // 2 + 1
                 utterance = await self._compose(next_turn, exchange, exchange == target)
-                await to_assistant.send(utterance)
+                await hand_over(to_assistant, utterance)
                 reply = await replies.receive()
                 self.heard(reply.text)
                 next_turn = reply.turn_index + 1
@@ -167,7 +187,7 @@ class UserSimulator(Actor):
         reason = ("target_reached" if last else "goodbye") if final else None
         utterance = Utterance(turn_index, exchange, text, final, reason)
         self.said(text)
-        await self.sink.send(StoreEvent(message=self.row(utterance, "user", completion)))
+        await self.store(StoreEvent(message=self.row(utterance, "user", completion)))
         return utterance
 
     async def _ask(self, exchange: int, target: int, final: bool) -> Completion:
@@ -187,8 +207,9 @@ class UserSimulator(Actor):
 class Assistant(Actor):
     """Plays the assistant: answers every user turn it receives."""
 
-    speaker: Speaker = "assistant"
-    role = "assistant"
+    __slots__ = ()
+    speaker: ClassVar[Speaker] = "assistant"
+    role: ClassVar[str] = "assistant"
 
     async def run(
         self,
@@ -222,8 +243,23 @@ class Assistant(Actor):
                         end_reason=reply.end_reason,
                         num_messages=reply.turn_index + 1,
                     )
-                await self.sink.send(StoreEvent(message=row, update=update))
-                await to_user.send(reply)
+                await self.store(StoreEvent(message=row, update=update))
+                await hand_over(to_user, reply)
+
+
+async def hand_over(stream: ObjectSendStream[T], item: T) -> None:
+    """Send at once when the other side waits or the buffer has room, with no trip through
+    the event loop (anyio's `send` always makes one: two or three per turn); else wait for
+    room (backpressure). A turn still yields where it waits for its reply. Any other
+    ObjectSendStream (no `send_nowait`) just sends."""
+    send_nowait = getattr(stream, "send_nowait", None)
+    if send_nowait is not None:
+        try:
+            send_nowait(item)
+            return
+        except anyio.WouldBlock:
+            pass
+    await stream.send(item)
 
 
 def _strip_marker(text: str, marker: str) -> tuple[str, bool]:

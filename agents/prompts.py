@@ -2,8 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from string import Formatter
+
 from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
+
+Pieces = tuple[tuple[str, str | None], ...]  # (literal text, field name or None)
+
+
+def fill(template: str, values: Mapping[str, object]) -> str:
+    """`template.format_map(values)`, from the template parsed once: a user simulator's
+    prompt is rendered on every one of its turns, and parsing a long template is most of it."""
+    pieces = _pieces(template)
+    if pieces is None:
+        return template.format_map(values)
+    return "".join([text if name is None else f"{text}{values[name]}" for text, name in pieces])
+
+
+@functools.lru_cache(maxsize=64)  # a pure function of an immutable string (as `re` caches)
+def _pieces(template: str) -> Pieces | None:
+    """The template as literal text and plain `{name}` fields; None when it uses anything
+    else (format specs, conversions, attribute or index lookups): format_map handles those."""
+    pieces = []
+    for text, name, spec, conversion in Formatter().parse(template):
+        if name is not None and (spec or conversion or not name.isidentifier()):
+            return None
+        pieces.append((text, name))
+    return tuple(pieces)
 
 
 def describe_persona(scenario: Scenario) -> str:
@@ -43,7 +70,8 @@ def describe_flaws(domain: Domain, scenario: Scenario) -> str:
 def user_simulator_prompt(domain: Domain, scenario: Scenario) -> str:
     persona = scenario.persona
     low, high = persona.word_limit
-    return domain.prompts.user_simulator.format_map(
+    return fill(
+        domain.prompts.user_simulator,
         {
             "domain": domain.info.description,
             "persona": describe_persona(scenario),
@@ -58,7 +86,7 @@ def user_simulator_prompt(domain: Domain, scenario: Scenario) -> str:
             "end_marker": domain.info.ending.marker,
             "user_role": domain.info.roles.user,
             "assistant_role": domain.info.roles.assistant,
-        }
+        },
     )
 
 
@@ -67,7 +95,7 @@ def turn_instruction(domain: Domain, exchange: int, target: int, final: bool) ->
     template = instructions.closing if final else instructions.continuing
     if exchange == 1 and not final:
         template = instructions.opening
-    return template.format_map({"exchange": exchange, "target_exchanges": target})
+    return fill(template, {"exchange": exchange, "target_exchanges": target})
 
 
 def assistant_prompt(domain: Domain) -> str:

@@ -35,7 +35,7 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="Both roles' backend: simulated, llamacpp, gguf:PATH, openai:MODEL[@URL], "
+        help="Both roles' backend: simulated, null, llamacpp, gguf:PATH, openai:MODEL[@URL], "
         "anthropic:MODEL, command:CLI, or a YAML file.",
     ),
 ]

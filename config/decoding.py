@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 import typing
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect as mi
 import yaml
 
 from rapport.config.errors import ConfigError
@@ -60,13 +62,58 @@ def decode(data: Any, type_: type[T], shown_as: str) -> T:
     if data is None:
         data = {}
     try:
-        return msgspec.convert(data, type=type_, strict=True)
+        return msgspec.convert(_with_default_tags(data, type_info(type_)), type=type_, strict=True)
     except msgspec.ValidationError as error:
         message = str(error)
         match = _PATH_IN_MESSAGE.search(message)
         problem = message[: match.start()] if match else message
         key = _readable_key(data, type_, match.group(1)) if match else None
         raise ConfigError(shown_as, key, _plain(problem)) from None
+
+
+@functools.cache
+def type_info(type_: Any) -> mi.Type:
+    return mi.type_info(type_)
+
+
+def _with_default_tags(data: Any, info: mi.Type) -> Any:
+    """`data` with the tag of a tagged union's default member filled in where a mapping has
+    none (a backend without `provider:` is the default provider): msgspec itself requires the
+    tag. Only mappings that change are copied; whatever fails to match is left to msgspec."""
+    while isinstance(info, mi.Metadata):
+        info = info.type
+    if isinstance(info, mi.UnionType):
+        info = _member_for(data, info)
+        if isinstance(info, mi.StructType) and info.tag_field and data.get(info.tag_field) is None:
+            data = {**data, info.tag_field: info.tag}  # absent, or YAML's `null` (tag "null")
+    if isinstance(info, mi.StructType) and isinstance(data, dict):
+        changed = {}
+        for field in info.fields:
+            if field.encode_name in data:
+                value = _with_default_tags(data[field.encode_name], field.type)
+                if value is not data[field.encode_name]:
+                    changed[field.encode_name] = value
+        return {**data, **changed} if changed else data
+    if isinstance(info, mi.DictType) and isinstance(data, dict):
+        values = {key: _with_default_tags(value, info.value_type) for key, value in data.items()}
+        return values if any(values[k] is not data[k] for k in data) else data
+    if isinstance(info, mi.ListType | mi.VarTupleType | mi.SetType) and isinstance(data, list):
+        items = [_with_default_tags(item, info.item_type) for item in data]
+        return items if any(a is not b for a, b in zip(items, data, strict=True)) else data
+    return data
+
+
+def _member_for(data: Any, union: mi.UnionType) -> mi.Type | None:
+    """The union member `data` would decode as (a mapping with no tag: the default's)."""
+    if not isinstance(data, dict):
+        return next((t for t in union.types if isinstance(t, mi.ListType | mi.VarTupleType)), None)
+    structs = [t for t in union.types if isinstance(t, mi.StructType)]
+    tagged = [t for t in structs if t.tag_field is not None]
+    if not tagged:
+        return structs[0] if len(structs) == 1 else None
+    tag_field = tagged[0].tag_field
+    tag = data.get(tag_field, getattr(tagged[0].cls, "default_tag", None))
+    return next((t for t in tagged if t.tag == ("null" if tag is None else tag)), None)
 
 
 def load_file(path: Path, type_: type[T], shown_as: str) -> T:

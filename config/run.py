@@ -1,4 +1,5 @@
-"""Run settings (RUN.yaml): which backend plays each role, limits, and engine knobs."""
+"""Run settings (RUN.yaml): which backend plays each role, limits, and engine knobs.
+(One backend's settings: config/backend_settings.py.)"""
 
 from __future__ import annotations
 
@@ -8,65 +9,24 @@ from typing import Annotated, Literal
 import msgspec
 
 from rapport.config import constants
+from rapport.config.backend_settings import (
+    BackendConfig,
+    LlamaCppConfig,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+)
 from rapport.config.decoding import decode, read_yaml
 from rapport.config.errors import ConfigError
-from rapport.config.urls import url_problem
-
-Provider = Literal["simulated", "openai", "anthropic", "llamacpp", "command"]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 _SECRET_KEYS = frozenset({"api_key", "apikey", "token", "secret", "password"})
-
-
-class BackendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One role's backend. API keys are never here: `api_key_env` names the variable."""
-
-    provider: Provider = "llamacpp"
-    model: str = ""
-    base_url: str | None = None
-    api_key_env: str | None = None
-    rpm: PositiveInt | None = None
-    tpm: PositiveInt | None = None
-    max_tokens: PositiveInt | None = None  # None: the provider's default (see resolved_max_tokens)
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = constants.DEFAULT_TEMPERATURE
-    timeout_s: PositiveFloat = constants.DEFAULT_TIMEOUT_S
-    max_retries: Annotated[int, msgspec.Meta(ge=0)] = constants.DEFAULT_MAX_RETRIES
-    backoff_min_s: PositiveFloat = constants.RETRY_BACKOFF_MIN_S
-    backoff_max_s: PositiveFloat = constants.RETRY_BACKOFF_MAX_S
-    max_in_flight: PositiveInt | None = None  # None: learned from latency (if no rate is known)
-    # 429s are retried with no cap until the endpoint has had no success for this long
-    no_success_stop_s: PositiveFloat = constants.NO_SUCCESS_STOP_S
-    input_tpm: PositiveInt | None = None  # anthropic: input and output tokens kept apart
-    output_tpm: PositiveInt | None = None
-    latency_ms: NonNegativeFloat = 0.0  # simulated
-    # simulated: as assistant, the share of real (not generic) replies; as judge, of YES verdicts
-    quality: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.85
-    model_path: str | None = None  # llamacpp: a GGUF file (default: the embedded SmolLM2)
-    n_ctx: PositiveInt = constants.DEFAULT_LLAMACPP_CONTEXT
-    threads: PositiveInt | None = None
-    command: tuple[str, ...] = ()  # command: argv of a CLI that reads a prompt on stdin
-
-    def __post_init__(self) -> None:
-        problem = url_problem(self.base_url) if self.base_url is not None else None
-        if problem:
-            raise ValueError(f"base_url: {problem}")
-
-    def resolved_max_tokens(self) -> int:
-        """The reply budget: as configured, else shorter for small in-process models."""
-        if self.max_tokens is not None:
-            return self.max_tokens
-        if self.provider == "llamacpp":
-            return constants.DEFAULT_LOCAL_MAX_TOKENS
-        return constants.DEFAULT_MAX_TOKENS
 
 
 class Backends(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The backend of each role; a role left out runs the embedded SmolLM2 model in process."""
 
-    user_sim: BackendConfig = BackendConfig()
-    assistant: BackendConfig = BackendConfig()
+    user_sim: BackendConfig = LlamaCppConfig()
+    assistant: BackendConfig = LlamaCppConfig()
 
 
 JudgeMode = Literal["per_criterion", "batched"]
@@ -82,7 +42,7 @@ class JudgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """
 
     id: str
-    backend: BackendConfig = BackendConfig()
+    backend: BackendConfig = LlamaCppConfig()
     mode: JudgeMode = "per_criterion"
     context_tokens: PositiveInt | None = None
     max_tokens: PositiveInt = 400
@@ -128,7 +88,8 @@ def api_key_env_names(settings: RunConfig, *more: BackendConfig) -> tuple[str, .
         *(judge.backend for judge in settings.judges),
         *more,
     )
-    return tuple(b.api_key_env for b in backends if b.api_key_env)
+    names = (getattr(backend, "api_key_env", None) for backend in backends)
+    return tuple(name for name in names if name)
 
 
 def load_run_config(path: Path | None) -> RunConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 
@@ -26,6 +27,21 @@ class Backend(Protocol):
 def estimate_tokens(text: str, chars_per_token: float) -> int:
     """A tokenizer-free estimate, used before a call and when a provider reports no usage."""
     return max(1, round(len(text) / chars_per_token))
+
+
+def usage_or_estimate(
+    prompt_chars: int, text: str, prompt_tokens: object = None, completion_tokens: object = None
+) -> tuple[int, int]:
+    """(prompt, completion) tokens: what the provider reported where it reported an int, else
+    estimated from characters (the one fallback every backend uses)."""
+    return (
+        prompt_tokens
+        if isinstance(prompt_tokens, int)
+        else max(1, round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE)),
+        completion_tokens
+        if isinstance(completion_tokens, int)
+        else estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+    )
 
 
 def label(backend: Backend) -> str:

@@ -3,12 +3,23 @@ shared by every role that uses it, so they share its limits."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from rapport.config import constants
+import msgspec
+
+from rapport.config.backend_settings import (
+    AnthropicConfig,
+    BackendConfig,
+    CommandConfig,
+    LlamaCppConfig,
+    NullConfig,
+    OpenAIConfig,
+    SimulatedConfig,
+)
 from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError
-from rapport.config.run import BackendConfig, Backends
+from rapport.config.run import Backends
 from rapport.config.secrets import Redactor, looks_like_secret
 from rapport.engine.backend import Backend
 from rapport.engine.gateway import Gateway, GatewayLimits
@@ -22,15 +33,7 @@ _LIMIT_FIELDS = ("rpm", "tpm", "input_tpm", "output_tpm", "max_in_flight")
 def gateway_key(settings: BackendConfig) -> tuple[object, ...]:
     """What identifies one provider endpoint (and so one set of limits). Simulated backends of
     different quality or latency are different "models"."""
-    simulated = (settings.quality, settings.latency_ms) if settings.provider == "simulated" else ()
-    return (
-        settings.provider,
-        settings.model,
-        settings.base_url,
-        settings.model_path,
-        settings.command,
-        *simulated,
-    )
+    return settings.endpoint()
 
 
 def build_gateways(
@@ -78,9 +81,9 @@ def build_gateway(
         max_retries=settings.max_retries,
         backoff_min_s=settings.backoff_min_s,
         backoff_max_s=settings.backoff_max_s,
-        adaptive=settings.provider != "simulated",
+        adaptive=settings.adaptive,
         no_success_stop_s=settings.no_success_stop_s,
-        redactor=Redactor.from_environ(environ, [settings.api_key_env or ""]),
+        redactor=Redactor.from_environ(environ, [getattr(settings, "api_key_env", None) or ""]),
     )
 
 
@@ -96,7 +99,8 @@ def _shared_limits(
     one endpoint has one set of limits, so two different values are refused, not guessed."""
     merged: dict[str, int | None] = {}
     for field in _LIMIT_FIELDS:
-        set_by = [(role, getattr(s, field)) for role, s in members if getattr(s, field) is not None]
+        each = ((role, getattr(s, field, None)) for role, s in members)
+        set_by = [(role, value) for role, value in each if value is not None]
         values = {value for _, value in set_by}
         if len(values) > 1:
             roles = " and ".join(role for role, _ in members)
@@ -109,68 +113,110 @@ def _shared_limits(
                 f"but set {field} to {asked}: set it on one role only, or make them agree",
             )
         merged[field] = values.pop() if values else None
-    provider = members[0][1].provider
-    if provider == "llamacpp" and merged["max_in_flight"] is None:
-        merged["max_in_flight"] = constants.DEFAULT_LLAMACPP_IN_FLIGHT
+    if merged["max_in_flight"] is None:
+        merged["max_in_flight"] = members[0][1].default_in_flight
     return GatewayLimits(**merged)
 
 
 def _endpoint(settings: BackendConfig) -> str:
-    name = f"{settings.provider}:{settings.model}" if settings.model else settings.provider
-    return f"{name} at {settings.base_url}" if settings.base_url else name
+    model, base_url = getattr(settings, "model", ""), getattr(settings, "base_url", None)
+    name = f"{settings.provider}:{model}" if model else settings.provider
+    return f"{name} at {base_url}" if base_url else name
+
+
+class BuildContext(msgspec.Struct, frozen=True):
+    """What a builder may need beyond its settings; `file` and `key` name them in errors."""
+
+    domain: Domain
+    environ: Mapping[str, str]
+    file: str
+    key: str
+
+
+def _simulated(settings: SimulatedConfig, at: BuildContext) -> Backend:
+    from rapport.engine.backends.simulated import SimulatedBackend
+
+    return SimulatedBackend(
+        at.domain, latency_ms=settings.latency_ms, model=settings.model, quality=settings.quality
+    )
+
+
+def _null(settings: NullConfig, at: BuildContext) -> Backend:
+    from rapport.engine.backends.null_backend import NullBackend
+
+    return NullBackend(reply=settings.reply, model=settings.model)
+
+
+def _openai(settings: OpenAIConfig, at: BuildContext) -> Backend:
+    from rapport.engine.backends.openai_backend import OpenAIBackend
+
+    return _hosted(OpenAIBackend, settings, at)
+
+
+def _anthropic(settings: AnthropicConfig, at: BuildContext) -> Backend:
+    from rapport.engine.backends.anthropic_backend import AnthropicBackend
+
+    return _hosted(AnthropicBackend, settings, at)
+
+
+def _hosted(
+    backend: Callable[..., Backend], settings: OpenAIConfig | AnthropicConfig, at: BuildContext
+) -> Backend:
+    """An HTTP API's backend: a model is required, the key comes from the environment."""
+    if not settings.model:
+        raise ConfigError(
+            at.file, f"{at.key}.model", f"is required for provider {settings.provider}"
+        )
+    return backend(
+        model=settings.model,
+        api_key=_api_key(settings, at.environ, at.file, at.key),
+        base_url=settings.base_url,
+        timeout_s=settings.timeout_s,
+    )
+
+
+def _llamacpp(settings: LlamaCppConfig, at: BuildContext) -> Backend:
+    from rapport.engine.backends.llamacpp_backend import LlamaCppBackend, resolve_model_path
+
+    return LlamaCppBackend(
+        model_path=resolve_model_path(settings.model_path, at.file, f"{at.key}.model_path"),
+        n_ctx=settings.n_ctx,
+        threads=settings.threads,
+    )
+
+
+def _command(settings: CommandConfig, at: BuildContext) -> Backend:
+    from rapport.engine.backends.command_backend import CommandBackend
+
+    if not settings.command:
+        raise ConfigError(at.file, f"{at.key}.command", "is required for provider command")
+    return CommandBackend(argv=settings.command, timeout_s=settings.timeout_s, model=settings.model)
+
+
+# provider -> builder. Optional providers' modules are imported only when one is built.
+BUILDERS: dict[str, Callable[[Any, BuildContext], Backend]] = {
+    "simulated": _simulated,
+    "null": _null,
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "llamacpp": _llamacpp,
+    "command": _command,
+}
 
 
 def build_backend(
     settings: BackendConfig, domain: Domain, environ: Mapping[str, str], file: str, key: str
 ) -> Backend:
-    """One backend from its settings. Optional providers are imported only when used."""
-    provider = settings.provider
-    if provider == "simulated":
-        from rapport.engine.backends.simulated import SimulatedBackend
-
-        return SimulatedBackend(
-            domain, latency_ms=settings.latency_ms, model=settings.model, quality=settings.quality
-        )
-    if provider in ("openai", "anthropic") and not settings.model:
-        raise ConfigError(file, f"{key}.model", f"is required for provider {provider}")
-    if provider == "openai":
-        from rapport.engine.backends.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(
-            model=settings.model,
-            api_key=_api_key(settings, environ, file, key),
-            base_url=settings.base_url,
-            timeout_s=settings.timeout_s,
-        )
-    if provider == "anthropic":
-        from rapport.engine.backends.anthropic_backend import AnthropicBackend
-
-        return AnthropicBackend(
-            model=settings.model,
-            api_key=_api_key(settings, environ, file, key),
-            base_url=settings.base_url,
-            timeout_s=settings.timeout_s,
-        )
-    if provider == "llamacpp":
-        from rapport.engine.backends.llamacpp_backend import LlamaCppBackend, resolve_model_path
-
-        return LlamaCppBackend(
-            model_path=resolve_model_path(settings.model_path, file, f"{key}.model_path"),
-            n_ctx=settings.n_ctx,
-            threads=settings.threads,
-        )
-    if provider == "command":
-        from rapport.engine.backends.command_backend import CommandBackend
-
-        if not settings.command:
-            raise ConfigError(file, f"{key}.command", "is required for provider command")
-        return CommandBackend(
-            argv=settings.command, timeout_s=settings.timeout_s, model=settings.model
-        )
-    raise ConfigError(file, f"{key}.provider", f"unknown provider {provider!r}")
+    """One backend from its settings, by its provider's builder."""
+    builder = BUILDERS.get(settings.provider)
+    if builder is None:
+        raise ConfigError(file, f"{key}.provider", f"unknown provider {settings.provider!r}")
+    return builder(settings, BuildContext(domain, environ, file, key))
 
 
-def _api_key(settings: BackendConfig, environ: Mapping[str, str], file: str, key: str) -> str:
+def _api_key(
+    settings: OpenAIConfig | AnthropicConfig, environ: Mapping[str, str], file: str, key: str
+) -> str:
     """The key comes from the environment only; a local server (base_url set and no
     api_key_env) may run without one."""
     if settings.api_key_env is not None and looks_like_secret(settings.api_key_env):

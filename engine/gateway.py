@@ -30,6 +30,7 @@ from rapport.engine.types import ChatMessage, Completion, CompletionParams, Repo
 LATENCY_SAMPLES = 10_000
 UNREACHABLE_AFTER_ATTEMPTS = 2  # connection failures before any success mean "down"
 RATE_RETUNE_FRACTION = 0.05  # a learned rate replaces its budget when it moved this much
+_TOKEN_BUDGETS = ("tokens", "input_tokens", "output_tokens")
 
 
 class GatewayLimits(msgspec.Struct, frozen=True):
@@ -109,6 +110,7 @@ class Gateway:
         self._budgets: dict[str, MinuteBudget] = {}
         self._apply(self.limits)
         self._learn_limits = not self.limits.has_rates
+        self._meter()
         self._configured_rates = self.limits.has_rates
         cap = self.limits.max_in_flight
         self._in_flight = anyio.CapacityLimiter(cap) if cap else None
@@ -134,6 +136,15 @@ class Gateway:
         ):
             if per_minute:
                 self._budgets[name] = MinuteBudget(per_minute, start_full=start_full)
+        self._meter()
+
+    def _meter(self) -> None:
+        """Count prompt characters and estimate tokens only where they can matter: a token
+        budget, or one a real provider may still state (an instant simulator's turns then
+        skip the per-call sum over the whole history)."""
+        self._metered = any(name in self._budgets for name in _TOKEN_BUDGETS) or (
+            getattr(self, "_learn_limits", True) and not self.backend.simulated
+        )
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
@@ -232,15 +243,26 @@ class Gateway:
     async def _admitted(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
-        await self._wait_out_pause()
-        prompt_chars = sum(len(m.content) for m in messages)
-        estimate = self._estimator.estimate(prompt_chars, params.max_tokens)
-        await self._acquire(estimate)
-        rate_bound = await self._acquire_learned_rate()
+        # Every step that has nothing to do is skipped without an await: this runs per turn.
+        if self._paused_until:
+            await self._wait_out_pause()
+        metered = self._metered
+        if metered:
+            prompt_chars = sum(len(m.content) for m in messages)
+            estimate = self._estimator.estimate(prompt_chars, params.max_tokens)
+            await self._acquire(estimate)
+        elif self._budgets:  # a request budget only
+            await self._budgets["requests"].acquire(1)
+        rate_bound = False
+        if self._learned_rate is not None:
+            rate_bound = await self._acquire_learned_rate()
         if self._adaptive is not None:
             self._adaptive.on_request()
         completion = await self._call(messages, params)
-        self._reconcile(estimate, prompt_chars, completion)
+        if metered:
+            self._reconcile(estimate, prompt_chars, completion)
+        elif self._learn_limits and completion.limits is not None:
+            self._adopt(completion.limits)
         if self._adaptive is not None:
             self._adaptive.on_success(completion.latency_s, rate_bound=rate_bound)
             self._follow_learned()
@@ -307,8 +329,8 @@ class Gateway:
         )
         if learned.has_rates:
             self.limits = learned
-            self._apply(learned, start_full=after_429)
             self._learn_limits = False
+            self._apply(learned, start_full=after_429)
             if self._adaptive is not None:
                 self._adaptive.stop_learning()
                 self._follow_learned()

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
+from hashlib import blake2b
 
 
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed from the given parts (unlike `hash()`, stable across runs)."""
-    text = "\x1f".join(str(part) for part in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+    text = "\x1f".join(map(str, parts))  # map, not a generator: this runs per turn
+    return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
 def short_hash(*parts: object, length: int = 8) -> str:
     """A short hex digest of the given parts, for ids."""
-    text = "\x1f".join(str(part) for part in parts)
-    return hashlib.blake2b(text.encode(), digest_size=length // 2).hexdigest()
+    text = "\x1f".join(map(str, parts))
+    return blake2b(text.encode(), digest_size=length // 2).hexdigest()

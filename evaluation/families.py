@@ -41,7 +41,7 @@ def family_of(settings: BackendConfig) -> str:
             names += [*own, path.name, *architecture]
     elif settings.provider == "command":
         names += [Path(settings.command[0]).name] if settings.command else []
-    names.append(settings.model)
+    names.append(getattr(settings, "model", ""))  # llamacpp has none: its file names it
     if settings.provider == "anthropic":
         names.append("claude")
     for name in names:

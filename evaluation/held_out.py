@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
+from rapport.config.backend_settings import flat_form
 from rapport.config.domain import Domain
 from rapport.config.run import BackendConfig
 from rapport.config.scenario import Scenario
@@ -29,7 +30,10 @@ def eval_id_for(
     held_out_plan: str, baseline: BackendConfig, candidate: BackendConfig, user: BackendConfig
 ) -> str:
     """The same scenarios, sides and user simulator are the same eval (so it resumes)."""
-    encode = msgspec.json.encode
+
+    def encode(settings: BackendConfig) -> bytes:
+        return msgspec.json.encode(flat_form(settings))
+
     return "eval-" + short_hash(
         held_out_plan, encode(baseline), encode(candidate), encode(user), length=10
     )

@@ -85,6 +85,10 @@ def test_bench_throughput_smoke_runs_every_case_and_writes_its_figures(tmp_path)
     assert tpm.tpm_fraction == pytest.approx(tpm.tokens_per_min / tpm.limit_tpm)
     assert report.vs_naive == pytest.approx(rpm.requests_per_min / naive.requests_per_min)
     assert report.overhead_turns_per_s > 0 and report.overhead_conversations_per_s > 0
+    assert report.skeleton_turns_per_s > 0 and report.simulated_turns_per_s > 0
+    assert report.vs_skeleton == pytest.approx(
+        report.overhead_turns_per_s / report.skeleton_turns_per_s
+    )
     assert report.rss_small_mb > 0 and report.rss_large_mb > 0
     for figure, measured, _ in summary_rows(report):  # the table printed is the JSON's
         assert figure in result.stdout and measured in result.stdout

@@ -7,6 +7,7 @@ import duckdb
 import pytest
 
 from rapport.bench.fake_provider import running_fake_provider
+from rapport.config.backend_settings import OpenAIConfig
 from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError
 from rapport.config.run import BackendConfig, Backends
@@ -19,7 +20,7 @@ LIMITS = ("rpm", "tpm", "input_tpm", "output_tpm", "max_in_flight")
 
 
 def _openai(model: str = "shared-model", base_url: str = URL, **settings) -> BackendConfig:
-    return BackendConfig(provider="openai", model=model, base_url=base_url, **settings)
+    return OpenAIConfig(model=model, base_url=base_url, **settings)
 
 
 def _gateways(tiny: Domain, user_sim: BackendConfig, assistant: BackendConfig):

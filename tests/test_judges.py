@@ -7,7 +7,8 @@ import duckdb
 import pytest
 
 from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
-from rapport.config.run import BackendConfig, JudgeConfig
+from rapport.config.backend_settings import LlamaCppConfig
+from rapport.config.run import JudgeConfig
 from rapport.engine.gateway import GatewayLimits
 from rapport.judges.agreement import agreement
 from rapport.judges.judge import Judge
@@ -281,8 +282,8 @@ def test_local_judges_take_a_few_conversations_at_a_time(tiny):
         def __init__(self, cap):
             self.limits = GatewayLimits(max_in_flight=cap)
 
-    local = Judge(JudgeConfig(id="a", backend=BackendConfig()), _Gateway(1))
-    remote = Judge(JudgeConfig(id="b", backend=BackendConfig()), _Gateway(None))
+    local = Judge(JudgeConfig(id="a", backend=LlamaCppConfig()), _Gateway(1))
+    remote = Judge(JudgeConfig(id="b", backend=LlamaCppConfig()), _Gateway(None))
     assert judging_concurrency([local], 200) == 2
     assert judging_concurrency([local, remote], 200) == 200
     assert judging_concurrency([local], 1) == 1

@@ -18,9 +18,9 @@ from rich.console import Console
 
 from rapport.bench.fake_provider import serving_in_thread
 from rapport.cli.progress_display import progress_table
+from rapport.config.backend_settings import OpenAIConfig
 from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices
-from rapport.config.run import BackendConfig
 from rapport.config.secrets import PATTERNS_ONLY, REDACTED, Redactor, looks_like_secret
 from rapport.engine.backends.http_errors import short_message
 from rapport.engine.factory import build_gateway, limits_of
@@ -352,8 +352,7 @@ def test_a_key_pasted_as_api_key_env_is_not_printed_back(tmp_path: Path) -> None
 
 
 def test_the_live_display_shows_endpoints_redacted() -> None:
-    settings = BackendConfig(
-        provider="openai",
+    settings = OpenAIConfig(
         model="m",
         base_url=f"http://user:{PROXY_KEY}@127.0.0.1:9/v1?api_key={PROXY_KEY}",
         api_key_env=PROXY_KEY_ENV,

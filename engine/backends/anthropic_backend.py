@@ -10,8 +10,7 @@ from collections.abc import Mapping, Sequence
 import anthropic
 from anthropic import AsyncAnthropic
 
-from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
-from rapport.engine.backend import estimate_tokens
+from rapport.engine.backend import usage_or_estimate
 from rapport.engine.backends.http_errors import header_int, short_message, translate_sdk_error
 from rapport.engine.errors import BackendError
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
@@ -120,17 +119,16 @@ class AnthropicBackend:
         if not text:
             raise BackendError("empty", "completion text is empty", retryable=True)
         usage = getattr(response, "usage", None)
-        input_tokens = getattr(usage, "input_tokens", None)
-        output_tokens = getattr(usage, "output_tokens", None)
-        prompt_chars = len(system or "") + sum(len(t["content"]) for t in turns)
+        prompt_tokens, completion_tokens = usage_or_estimate(
+            len(system or "") + sum(len(t["content"]) for t in turns),
+            text,
+            getattr(usage, "input_tokens", None),
+            getattr(usage, "output_tokens", None),
+        )
         return Completion(
             text=text,
-            prompt_tokens=input_tokens
-            if isinstance(input_tokens, int)
-            else round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE),
-            completion_tokens=output_tokens
-            if isinstance(output_tokens, int)
-            else estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_s=latency,
             model=getattr(response, "model", None) or self.model,
             provider=self.provider,

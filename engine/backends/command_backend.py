@@ -26,8 +26,7 @@ from subprocess import PIPE
 import anyio
 import anyio.abc
 
-from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
-from rapport.engine.backend import estimate_tokens
+from rapport.engine.backend import usage_or_estimate
 from rapport.engine.backends.http_errors import short_message
 from rapport.engine.errors import BackendError
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
@@ -85,10 +84,11 @@ class CommandBackend:
         text = stdout.decode("utf-8", errors="replace").strip()
         if not text:
             raise BackendError("empty", f"{self.model} printed nothing", retryable=True)
+        prompt_tokens, completion_tokens = usage_or_estimate(len(prompt), text)  # none reported
         return Completion(
             text=text,
-            prompt_tokens=estimate_tokens(prompt, CHARS_PER_TOKEN_ESTIMATE),
-            completion_tokens=estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_s=latency,
             model=self.model,
             provider=self.provider,

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 
 from rapport.config.errors import ConfigError
+from rapport.engine.backend import usage_or_estimate
 from rapport.engine.backends.http_errors import short_message
 from rapport.engine.errors import BackendError
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
@@ -157,10 +158,16 @@ class LlamaCppBackend:
         if not text:
             raise BackendError("empty", "completion text is empty", retryable=True)
         usage = response.get("usage") or {}
+        prompt_tokens, completion_tokens = usage_or_estimate(
+            sum(len(m.content) for m in messages),
+            text,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+        )
         return Completion(
             text=text,
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_s=latency,
             model=self.model,
             provider=self.provider,

@@ -9,8 +9,7 @@ from typing import NoReturn
 import openai
 from openai import AsyncOpenAI
 
-from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
-from rapport.engine.backend import estimate_tokens
+from rapport.engine.backend import usage_or_estimate
 from rapport.engine.backends.http_errors import header_int, translate_sdk_error
 from rapport.engine.backends.structured_output import (
     MODES,
@@ -119,15 +118,16 @@ class OpenAIBackend:
             raise BackendError("empty", "completion text is empty", retryable=True)
         limits = reported_limits(raw.headers)
         usage = response.usage
-        prompt_chars = sum(len(m.content) for m in messages)
+        prompt_tokens, completion_tokens = usage_or_estimate(
+            sum(len(m.content) for m in messages),
+            text,
+            usage.prompt_tokens if usage else None,
+            usage.completion_tokens if usage else None,
+        )
         return Completion(
             text=text,
-            prompt_tokens=usage.prompt_tokens
-            if usage
-            else round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE),
-            completion_tokens=usage.completion_tokens
-            if usage
-            else estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_s=latency,
             model=response.model or self.model,
             provider=self.provider,

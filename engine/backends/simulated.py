@@ -10,9 +10,8 @@ from collections.abc import Sequence
 import anyio
 import anyio.lowlevel
 
-from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.config.domain import Domain
-from rapport.engine.backend import estimate_tokens
+from rapport.engine.backend import usage_or_estimate
 from rapport.engine.backends.simulated_judge import write_verdicts
 from rapport.engine.backends.simulated_text import write_assistant_turn, write_user_turn
 from rapport.engine.errors import BackendError
@@ -90,11 +89,13 @@ def simulated_completion(
     text: str, messages: Sequence[ChatMessage], started: float, model: str, provider: str
 ) -> Completion:
     """A Completion for offline-written text, with token counts estimated from characters."""
-    prompt_chars = sum(len(m.content) for m in messages)
+    prompt_tokens, completion_tokens = usage_or_estimate(
+        sum(len(m.content) for m in messages), text
+    )
     return Completion(
         text=text,
-        prompt_tokens=max(1, round(prompt_chars / CHARS_PER_TOKEN_ESTIMATE)),
-        completion_tokens=estimate_tokens(text, CHARS_PER_TOKEN_ESTIMATE),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
         latency_s=time.perf_counter() - started,
         model=model,
         provider=provider,
