@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from rapport.config import constants
 from rapport.store.database import Database
 from rapport.store.judgements import JudgeJob, load_unjudged
-from rapport.store.plans import UnfinishedConversation, load_unfinished
+from rapport.store.plans import ScenarioDecoder, UnfinishedConversation, load_unfinished
 
 JUDGE_CHUNK = 500  # conversations read at once per judge
 
@@ -25,11 +25,12 @@ async def unfinished_conversations(
 ) -> AsyncIterator[tuple[int, UnfinishedConversation]]:
     """(which plan, conversation) still to do below `count`, the plans interleaved chunk by
     chunk so that several plans (an evaluation's sides) run at once."""
+    decoder = ScenarioDecoder()  # the run's waiting conversations share repeated plan texts
     for start, stop in plan_chunks(count):
         per_plan = [
             await database.run(
                 lambda conn, plan_id=plan_id, start=start, stop=stop: load_unfinished(
-                    conn, plan_id, start, stop, include_failed=include_failed
+                    conn, plan_id, start, stop, include_failed=include_failed, decoder=decoder
                 )
             )
             for plan_id in plan_ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import duckdb
 import msgspec
@@ -12,6 +13,8 @@ import pyarrow as pa
 from rapport.config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.store.arrow_rows import insert_table, replace_rows
+
+T = TypeVar("T")
 
 
 class PlanRecord(msgspec.Struct, frozen=True):
@@ -134,9 +137,17 @@ def save_scenarios(
 
 
 def load_unfinished(
-    conn: duckdb.DuckDBPyConnection, plan_id: str, start: int, stop: int, *, include_failed: bool
+    conn: duckdb.DuckDBPyConnection,
+    plan_id: str,
+    start: int,
+    stop: int,
+    *,
+    include_failed: bool,
+    decoder: ScenarioDecoder | None = None,
 ) -> list[UnfinishedConversation]:
-    """Conversations of plan indices `start..stop-1` still to do, with their stored turns."""
+    """Conversations of plan indices `start..stop-1` still to do, with their stored turns;
+    one `decoder` across calls shares repeated topics, flaws and persona texts between them."""
+    decoder = decoder if decoder is not None else ScenarioDecoder()
     statuses = ["pending", "running", "interrupted"] + (["failed"] if include_failed else [])
     rows = conn.execute(
         """
@@ -165,7 +176,7 @@ def load_unfinished(
             stored[conversation_id].append(StoredMessage(turn_index, role, content, final))
     return [
         UnfinishedConversation(
-            scenario=scenario_from_row(plan_id, row[:7]),
+            scenario=decoder.scenario(plan_id, row[:7]),
             status=row[7],
             messages=tuple(stored[row[0]]),
         )
@@ -178,20 +189,60 @@ SCENARIO_COLUMNS = (
 )
 
 
+class ScenarioDecoder:
+    """Decodes `scenarios` rows, sharing what repeats between them: the same topic, flaw or
+    persona text decodes to one object, so thousands of waiting conversations hold one copy of
+    each description instead of one each."""
+
+    def __init__(self) -> None:
+        self._topics: dict[bytes, TopicSeed] = {}
+        self._flaws: dict[bytes, FlawAssignment] = {}
+        self._texts: dict[str, str] = {}
+
+    def scenario(self, plan_id: str, row: tuple[object, ...]) -> Scenario:
+        """A Scenario from the `SCENARIO_COLUMNS` of a `scenarios` row."""
+        scenario_id, index, seed, persona, topics, flaws, target_turns = row
+        return Scenario(
+            scenario_id=str(scenario_id),
+            plan_id=plan_id,
+            index=int(index),  # type: ignore[call-overload]
+            seed=int(seed),  # type: ignore[call-overload]
+            persona=self._persona(str(persona)),
+            topics=self._shared(str(topics), TopicSeed, self._topics),
+            flaws=self._shared(str(flaws), FlawAssignment, self._flaws),
+            target_turns=int(target_turns),  # type: ignore[call-overload]
+        )
+
+    def _persona(self, text: str) -> Persona:
+        persona = msgspec.json.decode(text, type=Persona)
+        share = self._text
+        return Persona(
+            name=share(persona.name),
+            attributes={share(k): share(v) for k, v in persona.attributes.items()},
+            traits=tuple(share(t) for t in persona.traits),
+            writing_style=share(persona.writing_style),
+            word_limit=persona.word_limit,
+            cooperation={share(k): v for k, v in persona.cooperation.items()},
+        )
+
+    def _text(self, text: str) -> str:
+        return self._texts.setdefault(text, text)
+
+    @staticmethod
+    def _shared(text: str, kind: type[T], seen: dict[bytes, T]) -> tuple[T, ...]:
+        items = []
+        for raw in msgspec.json.decode(text, type=tuple[msgspec.Raw, ...]):
+            key = bytes(raw)
+            item = seen.get(key)
+            if item is None:
+                item = seen[key] = msgspec.json.decode(key, type=kind)
+            items.append(item)
+        return tuple(items)
+
+
 def scenario_from_row(plan_id: str, row: tuple[object, ...]) -> Scenario:
-    """A Scenario from the `SCENARIO_COLUMNS` of a `scenarios` row."""
-    scenario_id, index, seed, persona, topics, flaws, target_turns = row
-    decode = msgspec.json.decode
-    return Scenario(
-        scenario_id=str(scenario_id),
-        plan_id=plan_id,
-        index=int(index),  # type: ignore[call-overload]
-        seed=int(seed),  # type: ignore[call-overload]
-        persona=decode(str(persona), type=Persona),
-        topics=decode(str(topics), type=tuple[TopicSeed, ...]),
-        flaws=decode(str(flaws), type=tuple[FlawAssignment, ...]),
-        target_turns=int(target_turns),  # type: ignore[call-overload]
-    )
+    """A Scenario from the `SCENARIO_COLUMNS` of a `scenarios` row (nothing shared)."""
+    return ScenarioDecoder().scenario(plan_id, row)
 
 
 def start_run(

@@ -92,11 +92,13 @@ class StoreWriter:
         a smaller rest waits for the timer); events go on arriving meanwhile."""
         async with self._lock:
             wrote = False
-            while self._pending and (
-                len(self._pending) >= self._flush_rows or not full_batches_only
-            ):
+            # What arrives while a batch commits waits for a full batch or the next timer: a
+            # flush that chased it would commit a trickle of small transactions back to back.
+            owed = 0 if full_batches_only else len(self._pending)
+            while self._pending and (len(self._pending) >= self._flush_rows or owed > 0):
                 batch = self._pending[: self._flush_rows]
                 del self._pending[: self._flush_rows]
+                owed -= len(batch)
                 await self._commit(batch)
                 wrote = True
             if not wrote:
