@@ -73,7 +73,9 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
             transcript = list(stored)
         else:
             pending = last if last is not None and last.role == "user" else None
-            transcript = await _play(job, context, pending=pending)
+            history = await _play(job, context, pending=pending)
+            # Turns only for whoever takes the completed conversation (judging): none otherwise.
+            transcript = _turns(history) if context.after_complete is not None else []
         progress.done += 1
     except* Exception as group:
         stop = group.subgroup(ProviderUnusable)
@@ -92,7 +94,7 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
 
 async def _play(
     job: UnfinishedConversation, context: ConversationContext, pending: Turn | None
-) -> Transcript:
+) -> list[ChatMessage]:
     """Play to the end; returns the whole transcript (the assistant's view is the true one)."""
     scenario = job.scenario
     answered = job.messages[:-1] if pending is not None else job.messages
@@ -144,9 +146,14 @@ async def _play(
             next_turn=len(job.messages),
             awaiting_reply=pending is not None,
         )
+    return assistant.history
+
+
+def _turns(history: list[ChatMessage]) -> Transcript:
+    """The played conversation as the stored turns read back (in turn order, 1-based exchanges)."""
     return [
         Turn(message.role, message.content, index, index // 2 + 1)
-        for index, message in enumerate(assistant.history)
+        for index, message in enumerate(history)
     ]
 
 
