@@ -17,10 +17,11 @@ from rapport.engine.errors import ProviderUnusable, TurnFailed
 from rapport.engine.gateway import Gateway
 from rapport.engine.progress import RunProgress
 from rapport.engine.types import ChatMessage, Completion, Role
-from rapport.store.plans import StoredMessage, UnfinishedConversation
+from rapport.store.plans import UnfinishedConversation
+from rapport.store.reads import Turn
 from rapport.store.rows import ConversationUpdate, ErrorRow, StoreEvent, utc_now
 
-Transcript = list[tuple[str, str]]  # (role, content), roles `user` / `assistant`
+Transcript = list[Turn]  # in turn order, roles `user` / `assistant`
 # Handed each conversation this run completes (e.g. to a judge pool), once its slot is free.
 AfterComplete = Callable[[Scenario, Transcript], Awaitable[None]]
 
@@ -42,7 +43,7 @@ class ConversationContext(msgspec.Struct, frozen=True):
 _seen_by_user: dict[str, Role] = {"user": "assistant", "assistant": "user"}
 
 
-def _end_reason(message: StoredMessage, target: int) -> str:
+def _end_reason(message: Turn, target: int) -> str:
     return "target_reached" if message.turn_index // 2 + 1 >= target else "goodbye"
 
 
@@ -69,10 +70,12 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
             await _mark_complete(
                 context, cid, len(stored), _end_reason(last, scenario.target_turns)
             )
-            transcript = [(message.role, message.content) for message in stored]
+            transcript = list(stored)
         else:
             pending = last if last is not None and last.role == "user" else None
-            transcript = await _play(job, context, pending=pending)
+            history = await _play(job, context, pending=pending)
+            # Turns only for whoever takes the completed conversation (judging): none otherwise.
+            transcript = _turns(history) if context.after_complete is not None else []
         progress.done += 1
     except* Exception as group:
         stop = group.subgroup(ProviderUnusable)
@@ -90,8 +93,8 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
 
 
 async def _play(
-    job: UnfinishedConversation, context: ConversationContext, pending: StoredMessage | None
-) -> Transcript:
+    job: UnfinishedConversation, context: ConversationContext, pending: Turn | None
+) -> list[ChatMessage]:
     """Play to the end; returns the whole transcript (the assistant's view is the true one)."""
     scenario = job.scenario
     answered = job.messages[:-1] if pending is not None else job.messages
@@ -143,7 +146,15 @@ async def _play(
             next_turn=len(job.messages),
             awaiting_reply=pending is not None,
         )
-    return [(message.role, message.content) for message in assistant.history]
+    return assistant.history
+
+
+def _turns(history: list[ChatMessage]) -> Transcript:
+    """The played conversation as the stored turns read back (in turn order, 1-based exchanges)."""
+    return [
+        Turn(message.role, message.content, index, index // 2 + 1)
+        for index, message in enumerate(history)
+    ]
 
 
 async def _mark_complete(

@@ -164,13 +164,21 @@ def judge(
         int | None,
         typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations judged at once."),
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
 ) -> None:
     """Judge every complete, unjudged conversation against the domain's rubric; re-running
     is idempotent and resumes after a kill."""
     request = JudgeRequest(
         db=db, config=config, judges=tuple(judge_specs or ()), max_active=max_active
     )
-    summary = judge_corpus(request)
+    console = Console(stderr=True)
+
+    def display(gateways, settings, redactor):
+        if quiet or not console.is_terminal:
+            return None
+        return live_display(console, gateways, load_prices(settings.prices), redactor)
+
+    summary = judge_corpus(request, display=display)
     out = Console(soft_wrap=True)
     out.print(
         f"judged {summary.judged:,} conversation-judge pairs in {summary.elapsed_s:,.1f}s · "

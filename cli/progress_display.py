@@ -1,4 +1,4 @@
-"""The live progress display of `rapport generate`."""
+"""The live progress display of `rapport generate`, `rapport eval` and `rapport judge`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rapport.config.prices import PriceTable
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.engine.accounting import GatewaySnapshot, snapshot_gateways
 from rapport.engine.gateway import Gateway
-from rapport.engine.progress import RunProgress
+from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.store.rows import utc_now
 
 
@@ -41,6 +41,14 @@ def _limits(snapshot: GatewaySnapshot) -> str:
     return f" · {', '.join(parts)}{source}"
 
 
+def judging_line(judging: JudgingProgress) -> str:
+    """Conversation-judge pairs: judged, waiting, being judged, and those with judge failures."""
+    return (
+        f"{judging.judged:,} judged · {judging.waiting:,} waiting · {judging.active:,} judging · "
+        f"{judging.failed_conversations:,} with judge failures ({judging.failed:,} criteria)"
+    )
+
+
 def progress_table(
     progress: RunProgress,
     gateways: Mapping[str, Gateway],
@@ -52,17 +60,21 @@ def progress_table(
     table.add_column(style="bold")
     table.add_column()
     now = time.monotonic()
-    table.add_row(
-        "conversations",
-        f"{progress.finished:,}/{progress.total:,} done · {progress.active:,} active · "
-        f"{progress.failed:,} failed",
-    )
-    table.add_row(
-        "throughput",
-        f"{progress.requests_window.per_minute(progress.started, now):,.0f} requests/min · "
-        f"{progress.tokens_window.per_minute(progress.started, now):,.0f} tokens/min · "
-        f"{progress.turns:,} turns ({progress.truncated:,} truncated)",
-    )
+    judging = progress.judging
+    if judging is None or progress.total:  # `rapport judge` plays no conversations
+        table.add_row(
+            "conversations",
+            f"{progress.finished:,}/{progress.total:,} done · {progress.active:,} active · "
+            f"{progress.failed:,} failed",
+        )
+        table.add_row(
+            "throughput",
+            f"{progress.requests_window.per_minute(progress.started, now):,.0f} requests/min · "
+            f"{progress.tokens_window.per_minute(progress.started, now):,.0f} tokens/min · "
+            f"{progress.turns:,} turns ({progress.truncated:,} truncated)",
+        )
+    if judging is not None:
+        table.add_row("judging", judging_line(judging))
     for snapshot in snapshot_gateways("live", gateways, prices, utc_now()):
         latency = "…" if snapshot.latency_p50_ms is None else f"{snapshot.latency_p50_ms:,.0f} ms"
         cost = "" if snapshot.cost_usd is None else f" · ${snapshot.cost_usd:,.4f}"

@@ -30,9 +30,7 @@ def tiny(
     """A tiny Llama-architecture chat model for tests and the offline demo, built offline."""
     texts = None
     if db is not None:
-        texts = [
-            content for messages in complete_transcripts(db).values() for _, content in messages
-        ]
+        texts = [turn.content for turns in complete_transcripts(db).values() for turn in turns]
     build_tiny_model(out, texts)
     Console(soft_wrap=True).print(f"tiny model written to {out}")
 

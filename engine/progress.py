@@ -47,6 +47,18 @@ class StoreWait(msgspec.Struct):
     spooled_batches: int = 0
 
 
+class JudgingProgress(msgspec.Struct):
+    """Judging inside a run, counted in conversation-judge pairs (one per conversation with one
+    judge); kept by the judge pool as it works, shown live beside the conversations."""
+
+    waiting: int = 0  # completed or read from the store, not yet taken by a judge worker
+    active: int = 0  # being judged now
+    judged: int = 0
+    failed_conversations: int = 0  # judged with at least one criterion failed
+    failed: int = 0  # criteria failed (asked again next run)
+    answered: int = 0  # criteria asked and answered
+
+
 class RunProgress(msgspec.Struct):
     """What the progress display shows; updated by conversations on the event loop."""
 
@@ -62,6 +74,7 @@ class RunProgress(msgspec.Struct):
     requests_window: RateWindow = msgspec.field(default_factory=RateWindow)
     tokens_window: RateWindow = msgspec.field(default_factory=RateWindow)
     store_wait: StoreWait | None = None  # set by the store while its file is held elsewhere
+    judging: JudgingProgress | None = None  # set when the run judges
 
     def record_turn(self, tokens: int, truncated: bool = False) -> None:
         self.turns += 1

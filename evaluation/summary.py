@@ -11,6 +11,7 @@ import msgspec
 from rapport.evaluation.statistics import Interval, PairedComparison, bootstrap_mean_ci
 from rapport.evaluation.statistics import compare_paired as paired_test
 from rapport.store.evaluations import SIDES, JudgedSide
+from rapport.store.reads import Turn
 
 EXAMPLES = 3
 EXAMPLE_CHARS = 600
@@ -211,8 +212,8 @@ def example(
     index: int,
     base_score: float,
     cand_score: float,
-    base_transcript: Sequence[tuple[str, str]],
-    cand_transcript: Sequence[tuple[str, str]],
+    base_transcript: Sequence[Turn],
+    cand_transcript: Sequence[Turn],
 ) -> Example:
     """The first exchange where the two assistants' replies differ (or the first exchange)."""
     exchanges = min(len(base_transcript), len(cand_transcript)) // 2
@@ -220,15 +221,15 @@ def example(
         (
             e
             for e in range(exchanges)
-            if base_transcript[2 * e + 1][1] != cand_transcript[2 * e + 1][1]
+            if base_transcript[2 * e + 1].content != cand_transcript[2 * e + 1].content
         ),
         0,
     )
 
-    def text(transcript: Sequence[tuple[str, str]], position: int) -> str:
+    def text(transcript: Sequence[Turn], position: int) -> str:
         if position >= len(transcript):
             return ""
-        content = transcript[position][1]
+        content = transcript[position].content
         return content if len(content) <= EXAMPLE_CHARS else content[:EXAMPLE_CHARS] + " …"
 
     return Example(

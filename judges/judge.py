@@ -33,6 +33,7 @@ from rapport.judges.verdicts import (
     parse_batched_answers,
     parse_criterion_answer,
 )
+from rapport.store.reads import Turn
 
 T = TypeVar("T")
 JUDGE_TEMPERATURE = 0.0
@@ -87,11 +88,11 @@ async def judge_conversation(
     judge: Judge,
     domain: Domain,
     scenario: Scenario,
-    messages: Sequence[tuple[str, str]],
+    messages: Sequence[Turn],
     only: set[str] | None = None,
 ) -> list[Verdict]:
     """Verdicts for every applicable criterion (or those in `only`), failures included."""
-    exchanges = sum(role == "assistant" for role, _ in messages)
+    exchanges = sum(turn.role == "assistant" for turn in messages)
     criteria = [
         c for c in active_criteria(domain.rubric, exchanges) if only is None or c.id in only
     ]

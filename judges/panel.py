@@ -55,7 +55,7 @@ def build_judges(
 
 def missing_criteria(domain: Domain, job: JudgeJob) -> tuple[int, set[str]]:
     """The transcript's exchanges, and the applicable criteria this judge has not answered."""
-    exchanges = sum(role == "assistant" for role, _ in job.messages)
+    exchanges = sum(turn.role == "assistant" for turn in job.messages)
     wanted = {c.id for c in active_criteria(domain.rubric, exchanges)}
     return exchanges, wanted - set(job.existing)
 

@@ -9,6 +9,7 @@ from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.config.domain import Criterion, Domain
 from rapport.engine.types import ChatMessage
 from rapport.judges.transcript_stats import TranscriptStats
+from rapport.store.reads import Turn
 
 ANSWER_FORMAT = (
     'Reply with JSON only: an object with "reasoning" (a short explanation that cites exchange '
@@ -32,35 +33,31 @@ def describe_criterion(criterion: Criterion) -> str:
     return f"### {criterion.id} ({kind})\n{criterion.question}\n({na}.)"
 
 
-def render_transcript(
-    domain: Domain, messages: Sequence[tuple[str, str]], first_exchange: int
-) -> str:
+def render_transcript(domain: Domain, messages: Sequence[Turn], first_exchange: int) -> str:
     names = {
         "user": domain.info.roles.user.upper(),
         "assistant": domain.info.roles.assistant.upper(),
     }
     lines = []
     exchange = first_exchange
-    for role, content in messages:
-        lines.append(f"[{exchange}] {names.get(role, role.upper())}: {content}")
-        if role == "assistant":
+    for turn in messages:
+        lines.append(f"[{exchange}] {names.get(turn.role, turn.role.upper())}: {turn.content}")
+        if turn.role == "assistant":
             exchange += 1
     return "\n\n".join(lines)
 
 
-def windows(
-    messages: Sequence[tuple[str, str]], budget_tokens: int | None
-) -> list[tuple[int, list[tuple[str, str]]]]:
+def windows(messages: Sequence[Turn], budget_tokens: int | None) -> list[tuple[int, list[Turn]]]:
     """The transcript as (first exchange, messages) windows that each fit the budget; one
     window when it fits or no budget is set. Windows overlap by one exchange for context."""
 
-    def tokens(part: Sequence[tuple[str, str]]) -> float:
-        return sum(len(content) for _, content in part) / CHARS_PER_TOKEN_ESTIMATE
+    def tokens(part: Sequence[Turn]) -> float:
+        return sum(len(turn.content) for turn in part) / CHARS_PER_TOKEN_ESTIMATE
 
     if budget_tokens is None or tokens(messages) <= budget_tokens:
         return [(1, list(messages))]
     exchanges = [list(messages[i : i + 2]) for i in range(0, len(messages), 2)]
-    result: list[tuple[int, list[tuple[str, str]]]] = []
+    result: list[tuple[int, list[Turn]]] = []
     start = 0
     while start < len(exchanges):
         end = start + 1
@@ -80,7 +77,7 @@ def judge_messages(
     domain: Domain,
     criteria: Sequence[Criterion],
     stats: TranscriptStats,
-    window: tuple[int, list[tuple[str, str]]],
+    window: tuple[int, list[Turn]],
     total_exchanges: int,
 ) -> list[ChatMessage]:
     first, part = window

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 
 from rapport.store.query import QueryResult
+from rapport.store.reads import Turn
 
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _STOPWORD_TEXT = (
@@ -22,7 +23,7 @@ _STOPWORD_TEXT = (
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 OPENER_WORDS = 3
 
-Transcripts = Mapping[str, Sequence[tuple[str, str]]]
+Transcripts = Mapping[str, Sequence[Turn]]
 
 
 class NgramUse(msgspec.Struct, frozen=True):
@@ -58,9 +59,9 @@ def _role_usage(transcripts: Transcripts, role: str, n: int) -> tuple[Counter[st
     occurrences: Counter[str] = Counter()
     for messages in transcripts.values():
         seen: set[str] = set()
-        for speaker, content in messages:
-            if speaker == role:
-                grams = list(ngrams(words(content), n))
+        for turn in messages:
+            if turn.role == role:
+                grams = list(ngrams(words(turn.content), n))
                 occurrences.update(grams)
                 seen.update(grams)
         per_conversation.update(seen)
@@ -79,7 +80,9 @@ def repetition_report(transcripts: Transcripts, n: int = 3, top: int = 15) -> Re
             NgramUse(gram, count, count / total, (count / total) / baseline, occurrences[gram])
             for gram, count in per_conversation.most_common(top)
         ]
-    replies = [c for messages in transcripts.values() for r, c in messages if r == "assistant"]
+    replies = [
+        t.content for messages in transcripts.values() for t in messages if t.role == "assistant"
+    ]
     distinct: dict[str, float] = {}
     for size in (1, 2, 3):
         grams = [g for reply in replies for g in _all_ngrams(words(reply), size)]
@@ -109,7 +112,7 @@ def dominated_conversations(
         return set()
     dominated = set()
     for cid, messages in transcripts.items():
-        replies = [content for role, content in messages if role == "assistant"]
+        replies = [turn.content for turn in messages if turn.role == "assistant"]
         hits = sum(
             any(g in flagged_grams for g in ngrams(words(reply), report.ngram_size))
             for reply in replies

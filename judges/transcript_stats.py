@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import msgspec
 
+from rapport.store.reads import Turn
+
 OPENER_WORDS = 3
 
 
@@ -44,17 +46,17 @@ def _opener(text: str) -> str:
     return " ".join(w for w in words if w)
 
 
-def transcript_stats(messages: Sequence[tuple[str, str]]) -> TranscriptStats:
-    """`messages` are (role, content) pairs in order, roles `user` / `assistant`."""
+def transcript_stats(messages: Sequence[Turn]) -> TranscriptStats:
+    """`messages` in turn order, roles `user` / `assistant`."""
     ratios: list[float] = []
     replies: list[str] = []
     last_user = ""
-    for role, content in messages:
-        if role == "user":
-            last_user = content
-        elif role == "assistant":
-            replies.append(content)
-            ratios.append(len(_words(content)) / max(1, len(_words(last_user))))
+    for turn in messages:
+        if turn.role == "user":
+            last_user = turn.content
+        elif turn.role == "assistant":
+            replies.append(turn.content)
+            ratios.append(len(_words(turn.content)) / max(1, len(_words(last_user))))
     if not replies:
         return TranscriptStats(0, 0.0, 0.0, 0.0, 0.0, "", 0.0)
     openers = Counter(_opener(reply) for reply in replies)

@@ -13,7 +13,7 @@ from rapport.agents.prompts import assistant_prompt
 from rapport.config.prices import load_prices
 from rapport.config.run import Backends
 from rapport.engine.interrupts import Interrupted, run_interruptible
-from rapport.engine.progress import RunProgress
+from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.engine.scheduler import run_bounded
 from rapport.evaluation.held_out import side_plan_id
 from rapport.evaluation.run import (
@@ -60,8 +60,13 @@ async def play_and_judge(
     plans = [side_plan_id(prepared.eval_id, side) for side in SIDES]
 
     async def work(session: RunSession) -> None:
+        progress.judging = JudgingProgress()
         pool = JudgePool(
-            prepared.judges, dict.fromkeys(plans, domain), session.sink, settings.max_active
+            prepared.judges,
+            dict.fromkeys(plans, domain),
+            session.sink,
+            settings.max_active,
+            progress.judging,
         )
         system = assistant_prompt(domain)
         contexts: Mapping[int, ConversationContext] = {

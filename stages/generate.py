@@ -22,7 +22,7 @@ from rapport.engine.factory import build_gateways
 from rapport.engine.gateway import Gateway
 from rapport.engine.interrupts import Interrupted, run_interruptible
 from rapport.engine.plan import plan_id_for, sample_scenarios
-from rapport.engine.progress import RunProgress
+from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.engine.scheduler import run_bounded
 from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges, judge_configs
@@ -223,7 +223,9 @@ async def simulate(
     pools: list[JudgePool] = []
 
     async def work(session: RunSession) -> None:
-        pool = JudgePool(judges, domains, session.sink, settings.max_active)
+        if judges:
+            progress.judging = JudgingProgress()
+        pool = JudgePool(judges, domains, session.sink, settings.max_active, progress.judging)
         pools.append(pool)
         context = ConversationContext(
             domain=generation.domain,

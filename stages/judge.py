@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -16,10 +16,12 @@ from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices
 from rapport.config.run import RunConfig, api_key_env_names, load_run_config
 from rapport.config.secrets import Redactor
+from rapport.engine.gateway import Gateway
 from rapport.engine.interrupts import Interrupted, run_interruptible
+from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges, judge_configs
-from rapport.stages.judge_pool import JudgeCounts, JudgePool
+from rapport.stages.judge_pool import JudgePool
 from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
 from rapport.store.database import Database
 from rapport.store.errors import StoreError
@@ -44,8 +46,20 @@ class JudgeSummary(msgspec.Struct, frozen=True):
     answered_criteria: int = 0  # asked by this run and answered
 
 
-def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None) -> JudgeSummary:
-    """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB."""
+# Given the judges' gateways, the settings and the redactor: a live display of the run's progress
+# (its `judging` counts), or None for none.
+JudgeDisplay = Callable[
+    [Mapping[str, Gateway], RunConfig, Redactor], Callable[[RunProgress], Awaitable[None]] | None
+]
+
+
+def judge_corpus(
+    request: JudgeRequest,
+    environ: Mapping[str, str] | None = None,
+    display: JudgeDisplay | None = None,
+) -> JudgeSummary:
+    """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB;
+    `display` shows the judging live as `rapport generate` shows its conversations."""
     settings = load_run_config(request.config)
     configs = judge_configs(settings, request.judges)  # a bad spec is refused before any write
     if not request.db.exists():
@@ -69,6 +83,7 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
         database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
         database.run_sync(mark_abandoned_runs)
         accounted = {f"judge:{j.id}": j.gateway for j in judges}
+        progress = RunProgress(total=0, judging=JudgingProgress())
         session = RunSession(
             database,
             judge_run_record(new_run_id(), judges, domains, settings),
@@ -76,16 +91,20 @@ def judge_corpus(request: JudgeRequest, environ: Mapping[str, str] | None = None
             settings.store,
             role_snapshots(accounted, load_prices(settings.prices)),
             accounted.values(),
+            on_store_wait=progress.note_store_wait,
         )
+        shown = display(accounted, settings, redactor) if display is not None else None
 
-        async def work(session: RunSession) -> JudgeCounts:
-            pool = JudgePool(judges, domains, session.sink, max_active)
+        async def work(session: RunSession) -> JudgingProgress:
+            pool = JudgePool(judges, domains, session.sink, max_active, progress.judging)
             async with pool.running(database):
                 pass  # nothing is submitted: the pool judges what is stored
             return pool.counts
 
         try:
-            counts = run_interruptible(session.run, work)
+            counts = run_interruptible(
+                session.run, work, (lambda: shown(progress)) if shown is not None else None
+            )
         except Interrupted as stop:
             stop.progress = f"{database.run_sync(corpus_assessment_count):,} assessments stored"
             raise

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -17,6 +16,7 @@ from rapport.agents.conversation import Transcript
 from rapport.config import constants
 from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
+from rapport.engine.progress import JudgingProgress
 from rapport.judges.judge import Judge
 from rapport.judges.panel import assess, judging_concurrency
 from rapport.stages.jobs import unjudged_conversations
@@ -25,17 +25,10 @@ from rapport.store.judgements import JudgeJob
 from rapport.store.rows import StoreEvent
 
 
-class JudgeCounts(msgspec.Struct):
-    """What a pool did: conversation-judge pairs judged, criteria failed and answered."""
-
-    judged: int = 0
-    failed: int = 0
-    answered: int = 0
-
-
 class JudgePool:
     """Inside `running()`, `submit` each completed conversation; the stored ones still unjudged
-    are read as well. With no judges it does nothing."""
+    are read as well. With no judges it does nothing. `counts` is what it did so far (waiting,
+    being judged, judged, failed): pass a run's `RunProgress.judging` to show it live."""
 
     def __init__(
         self,
@@ -43,12 +36,13 @@ class JudgePool:
         domains: Mapping[str, Domain],
         sink: MemoryObjectSendStream[StoreEvent],
         max_active: int,
+        counts: JudgingProgress | None = None,
     ) -> None:
         self.judges = list(judges)
         self.domains = domains
         self.sink = sink
         self.max_active = max_active
-        self.counts = JudgeCounts()
+        self.counts = counts if counts is not None else JudgingProgress()
         self._inboxes: list[
             tuple[MemoryObjectSendStream[JudgeJob], MemoryObjectReceiveStream[JudgeJob]]
         ] = [
@@ -60,6 +54,7 @@ class JudgePool:
         """A conversation just completed: every judge gets it."""
         job = JudgeJob(scenario, tuple(transcript), {})
         for send, _ in self._inboxes:
+            self.counts.waiting += 1
             await send.send(job)
 
     def _start_pending(
@@ -89,6 +84,7 @@ class JudgePool:
         async with send:
             jobs = unjudged_conversations(database, judge.id, plan_ids, below_index, exclude_run)
             async for job in jobs:
+                self.counts.waiting += 1
                 await send.send(job)
 
     @asynccontextmanager
@@ -125,8 +121,15 @@ class JudgePool:
     async def _work(self, judge: Judge, inbox: MemoryObjectReceiveStream[JudgeJob]) -> None:
         async with inbox:
             async for job in inbox:
-                event = await assess(judge, self.domains[job.scenario.plan_id], job)
-                self.counts.judged += 1
-                self.counts.failed += len(event.judge_failures)
-                self.counts.answered += len(event.verdicts)
+                counts = self.counts
+                counts.waiting -= 1
+                counts.active += 1
+                try:
+                    event = await assess(judge, self.domains[job.scenario.plan_id], job)
+                finally:
+                    counts.active -= 1
+                counts.judged += 1
+                counts.failed += len(event.judge_failures)
+                counts.failed_conversations += bool(event.judge_failures)
+                counts.answered += len(event.verdicts)
                 await self.sink.send(event)

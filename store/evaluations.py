@@ -11,7 +11,7 @@ import msgspec
 import pyarrow as pa
 
 from rapport.store.arrow_rows import insert_table
-from rapport.store.transcripts import load_transcripts
+from rapport.store.reads import Turn, transcripts
 
 SIDES = ("baseline", "candidate")
 
@@ -168,15 +168,15 @@ def criterion_answers(
 
 def side_transcripts(
     conn: duckdb.DuckDBPyConnection, eval_id: str, indices: Sequence[int]
-) -> dict[tuple[str, int], list[tuple[str, str]]]:
+) -> dict[tuple[str, int], list[Turn]]:
     """(side, scenario index) -> transcript, for the given scenarios."""
     pairs = conn.execute(
         "SELECT side, scenario_index, conversation_id FROM eval_conversations "
         "WHERE eval_id = ? AND list_contains(?, scenario_index)",
         [eval_id, list(indices)],
     ).fetchall()
-    transcripts = load_transcripts(conn, [cid for _, _, cid in pairs])
-    return {(side, int(index)): transcripts[cid] for side, index, cid in pairs}
+    found = transcripts(conn, [cid for _, _, cid in pairs])
+    return {(side, int(index)): found[cid] for side, index, cid in pairs}
 
 
 def latest_corpus_plan(conn: duckdb.DuckDBPyConnection) -> str | None:

@@ -8,7 +8,7 @@ from datetime import datetime
 import duckdb
 import msgspec
 
-from rapport.store.transcripts import load_transcripts
+from rapport.store.reads import Turn, transcripts
 
 QUOTES_PER_CRITERION = 2
 
@@ -135,9 +135,7 @@ def plan_pass_rates_by(
     return [(name, int(n), float(rate)) for name, n, rate in rows]
 
 
-def plan_transcripts(
-    conn: duckdb.DuckDBPyConnection, plan_id: str
-) -> dict[str, list[tuple[str, str]]]:
+def plan_transcripts(conn: duckdb.DuckDBPyConnection, plan_id: str) -> dict[str, list[Turn]]:
     ids = [
         row[0]
         for row in conn.execute(
@@ -145,4 +143,4 @@ def plan_transcripts(
             [plan_id],
         ).fetchall()
     ]
-    return load_transcripts(conn, ids)
+    return transcripts(conn, ids)

@@ -10,7 +10,7 @@ import msgspec
 from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
 from rapport.store.plans import SCENARIO_COLUMNS, scenario_from_row
-from rapport.store.transcripts import load_transcripts
+from rapport.store.reads import Turn, transcripts
 
 
 class JudgeJob(msgspec.Struct, frozen=True):
@@ -18,7 +18,7 @@ class JudgeJob(msgspec.Struct, frozen=True):
     partly failed earlier run: only the missing criteria are asked again)."""
 
     scenario: Scenario
-    messages: tuple[tuple[str, str], ...]
+    messages: tuple[Turn, ...]
     existing: dict[str, tuple[str, str]]  # criterion_id -> (answer, reasoning)
 
 
@@ -58,7 +58,7 @@ def load_unjudged(
     if not rows:
         return []
     ids = [row[1] for row in rows]
-    messages = load_transcripts(conn, ids)
+    messages = transcripts(conn, ids)
     existing: dict[str, dict[str, tuple[str, str]]] = {cid: {} for cid in ids}
     for cid, criterion_id, answer, reasoning in conn.execute(
         "SELECT conversation_id, criterion_id, answer, reasoning FROM verdicts "

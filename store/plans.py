@@ -13,6 +13,7 @@ import pyarrow as pa
 from rapport.config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.store.arrow_rows import insert_table, replace_rows
+from rapport.store.reads import Turn, transcripts
 
 T = TypeVar("T")
 
@@ -41,19 +42,12 @@ class RunRecord(msgspec.Struct, frozen=True):
     rapport_version: str
 
 
-class StoredMessage(msgspec.Struct, frozen=True):
-    turn_index: int
-    role: str
-    content: str
-    final: bool
-
-
 class UnfinishedConversation(msgspec.Struct, frozen=True):
     """A planned conversation that is not complete yet, with the turns already stored."""
 
     scenario: Scenario
     status: str
-    messages: tuple[StoredMessage, ...]
+    messages: tuple[Turn, ...]
 
 
 def save_plan(conn: duckdb.DuckDBPyConnection, plan: PlanRecord) -> None:
@@ -162,23 +156,14 @@ def load_unfinished(
     ).fetchall()
     if not rows:
         return []
-    stored: dict[str, list[StoredMessage]] = {row[0]: [] for row in rows}
     # A pending conversation has no turns: its 'running' mark is written before its first turn.
     started = [row[0] for row in rows if row[7] != "pending"]
-    if started:
-        for conversation_id, turn_index, role, content, final in conn.execute(
-            """
-            SELECT conversation_id, turn_index, role, content, final FROM messages
-            WHERE conversation_id IN (SELECT unnest(?)) ORDER BY conversation_id, turn_index
-            """,
-            [started],
-        ).fetchall():
-            stored[conversation_id].append(StoredMessage(turn_index, role, content, final))
+    stored = transcripts(conn, started) if started else {}
     return [
         UnfinishedConversation(
             scenario=decoder.scenario(plan_id, row[:7]),
             status=row[7],
-            messages=tuple(stored[row[0]]),
+            messages=tuple(stored.get(row[0], ())),
         )
         for row in rows
     ]

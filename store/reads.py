@@ -1,7 +1,8 @@
 """Typed reads of the corpus: Structs, not tuples, for every stage and tool that looks at it.
 
-`Turn` is a stored message as the stages that read whole conversations see it (judges, datasets,
-reports); `MessageRow` (store.rows) is the same message as the writer stores it.
+`Turn` is a stored message as every stage that reads conversations sees it (resuming, judges,
+datasets, reports, evaluations); `MessageRow` (store.rows) is the same message as the writer
+stores it, and `ChatMessage` (engine.types) a message as it is sent to a model.
 """
 
 from __future__ import annotations
@@ -29,10 +30,7 @@ class Turn(msgspec.Struct, frozen=True):
     turn_index: int = 0
     exchange: int = 0
     finish_reason: str | None = None  # `length` / `max_tokens`: cut by the token budget
-
-    def pair(self) -> tuple[str, str]:
-        """(role, content), the shape older callers take."""
-        return (self.role, self.content)
+    final: bool = False  # the speaker ended the conversation with it
 
 
 class ConversationSummary(msgspec.Struct, frozen=True):
@@ -117,13 +115,13 @@ def transcripts(
 ) -> dict[str, list[Turn]]:
     """Every listed conversation's turns in order (an empty list when it has none)."""
     found: dict[str, list[Turn]] = {cid: [] for cid in conversation_ids}
-    for cid, role, content, turn_index, exchange, finish_reason in conn.execute(
-        "SELECT conversation_id, role, content, turn_index, exchange, finish_reason "
+    for cid, role, content, turn_index, exchange, finish_reason, final in conn.execute(
+        "SELECT conversation_id, role, content, turn_index, exchange, finish_reason, final "
         "FROM messages WHERE conversation_id IN (SELECT unnest(?)) "
         "ORDER BY conversation_id, turn_index",
         [list(conversation_ids)],
     ).fetchall():
-        found[cid].append(Turn(role, content, turn_index, exchange, finish_reason))
+        found[cid].append(Turn(role, content, turn_index, exchange, finish_reason, final))
     return found
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import msgspec
 
+from rapport.store.database import connect_for_reading
 from rapport.store.query import QueryResult, query
+from rapport.store.reads import Turn, transcripts
 from rapport.store.transcripts import TRUNCATED_SQL
 
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -111,18 +114,17 @@ def corpus_stats(path: Path) -> list[Section]:
     return sections
 
 
-def complete_transcripts(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """(role, content) transcripts of every complete conversation."""
-    result = query(
-        path,
-        "SELECT m.conversation_id, m.role, m.content FROM messages m "
-        "JOIN corpus_conversations c USING (conversation_id) WHERE c.status = 'complete' "
-        "ORDER BY m.conversation_id, m.turn_index",
-    )
-    transcripts: dict[str, list[tuple[str, str]]] = {}
-    for cid, role, content in result.rows:
-        transcripts.setdefault(cid, []).append((role, content))
-    return transcripts
+def complete_transcripts(path: Path) -> dict[str, list[Turn]]:
+    """The transcripts of every complete corpus conversation, in conversation_id order."""
+    with closing(connect_for_reading(path)) as conn:
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT conversation_id FROM corpus_conversations WHERE status = 'complete' "
+                "ORDER BY conversation_id"
+            ).fetchall()
+        ]
+        return {cid: turns for cid, turns in transcripts(conn, ids).items() if turns}
 
 
 # The report's plots (reports.judging): two columns each, a label and a value.

@@ -15,6 +15,7 @@ from rapport.config.errors import RapportError
 from rapport.judges.repetition import dominated_conversations, repetition_report
 from rapport.stages.generate import GenerateRequest, generate
 from rapport.stages.judge import JudgeRequest, judge_corpus
+from rapport.store.reads import Turn
 from rapport.training.dataset_build import DatasetRequest, build_dataset
 from rapport.training.slicing import SlicingPolicy, pair_exchanges, slice_points, to_messages
 from rapport.training.tiny_tokenizer import build_tokenizer
@@ -50,7 +51,8 @@ def test_examples_are_openai_messages_with_the_system_prompt_first():
         {"role": "user", "content": EXCHANGES[1][0]},
         {"role": "assistant", "content": EXCHANGES[1][1]},
     ]
-    assert pair_exchanges([("user", "a"), ("assistant", "b"), ("user", "c")]) == [("a", "b")]
+    turns = [Turn("user", "a"), Turn("assistant", "b"), Turn("user", "c")]
+    assert pair_exchanges(turns) == [("a", "b")]
 
 
 def test_truncation_drops_the_oldest_whole_exchanges():
@@ -185,11 +187,11 @@ def test_a_phrase_planted_in_30_percent_of_conversations_tops_the_report():
     for index in range(100):
         messages = []
         for _ in range(4):
-            messages.append(("user", " ".join(rng.choices(vocabulary, k=20))))
+            messages.append(Turn("user", " ".join(rng.choices(vocabulary, k=20))))
             reply = " ".join(rng.choices(vocabulary, k=20))
             if index % 10 < 3:
                 reply += " and honestly that is not nothing at all"
-            messages.append(("assistant", reply))
+            messages.append(Turn("assistant", reply))
         transcripts[f"c{index}"] = messages
     report = repetition_report(transcripts, n=3)
     top = report.overused["assistant"][0]

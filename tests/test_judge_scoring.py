@@ -13,6 +13,7 @@ from rapport.judges.verdicts import (
     parse_batched_answers,
     parse_criterion_answer,
 )
+from rapport.store.reads import Turn
 
 
 def _verdicts(answers: dict[str, str | None]) -> dict[str, Verdict]:
@@ -144,10 +145,10 @@ def test_cohens_kappa_on_known_labels():
 
 def test_transcript_statistics():
     messages = [
-        ("user", "one two three four"),
-        ("assistant", "That sounds hard. What happened?"),
-        ("user", "a b"),
-        ("assistant", "That sounds hard to carry every single day of the week."),
+        Turn("user", "one two three four"),
+        Turn("assistant", "That sounds hard. What happened?"),
+        Turn("user", "a b"),
+        Turn("assistant", "That sounds hard to carry every single day of the week."),
     ]
     stats = transcript_stats(messages)
     assert stats.exchanges == 2

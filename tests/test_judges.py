@@ -18,6 +18,7 @@ from rapport.judges.verdicts import parse_criterion_answer
 from rapport.stages.generate import GenerateRequest, generate
 from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.database import Database
+from rapport.store.reads import Turn
 from rapport.store.rows import StoreEvent, VerdictRow, utc_now
 from rapport.store.writer import write_batch
 from tests.conftest import TINY_DOMAIN, rapport
@@ -175,7 +176,7 @@ def test_long_transcripts_are_judged_in_windows_not_cut(tmp_path, db_path):
 
 
 def test_windows_cover_every_exchange_with_overlap():
-    messages = [("user", "u" * 400), ("assistant", "a" * 400)] * 6  # 200 tokens an exchange
+    messages = [Turn("user", "u" * 400), Turn("assistant", "a" * 400)] * 6  # 200 tokens each
     parts = windows(messages, budget_tokens=450)
     firsts = [first for first, _ in parts]
     assert firsts[0] == 1 and len(parts) > 1

@@ -23,7 +23,6 @@ from rapport.store.reads import (
     verdicts,
 )
 from rapport.store.rows import MessageRow, StoreEvent, VerdictRow, utc_now
-from rapport.store.transcripts import load_transcripts
 from rapport.store.writer import write_batch
 
 COUNT = 6
@@ -61,15 +60,15 @@ def test_conversations_are_paged_and_filtered(corpus):
     assert first.prompt_tokens > 0 and isinstance(first.prompt_tokens, int)
 
 
-def test_a_transcript_is_turns_in_order_and_the_pairs_agree(corpus):
+def test_a_transcript_is_turns_in_order(corpus):
     cid = corpus.run_sync(lambda c: conversations(c, limit=1))[0].conversation_id
     turns = corpus.run_sync(lambda c: transcript(c, cid))
     assert all(isinstance(turn, Turn) for turn in turns)
     assert [turn.turn_index for turn in turns] == [0, 1, 2, 3]
     assert [turn.role for turn in turns] == ["user", "assistant"] * 2
     assert [turn.exchange for turn in turns] == [1, 1, 2, 2]  # 1-based
-    assert corpus.run_sync(lambda c: load_transcripts(c, [cid, "missing"])) == {
-        cid: [turn.pair() for turn in turns],
+    assert corpus.run_sync(lambda c: transcripts(c, [cid, "missing"])) == {
+        cid: turns,
         "missing": [],
     }
     assert corpus.run_sync(lambda c: transcripts(c, ["missing"])) == {"missing": []}

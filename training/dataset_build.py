@@ -160,7 +160,7 @@ def build_dataset(
     domains = database.run_sync(plan_domains)
     if not sources:
         raise RapportError(f"{request.db}: no passing conversations (run `rapport judge` first?)")
-    transcripts = {s.conversation_id: [t.pair() for t in s.messages] for s in sources}
+    transcripts = {s.conversation_id: s.messages for s in sources}
     dropped: set[str] = set()
     if request.drop_repetitive is not None:
         report = repetition_report(transcripts)
@@ -235,7 +235,7 @@ def _examples(
     for source in sources:
         domain = domains[source.plan_id]
         system_prompt = domain.prompts.system_prompt  # type: ignore[attr-defined]
-        exchanges = pair_exchanges([turn.pair() for turn in source.messages])
+        exchanges = pair_exchanges(source.messages)
         split = split_of(source.conversation_id, request.seed, request.fractions)
         for point in slice_points(source.conversation_id, len(exchanges), request.slicing):
             fitted = fit_to_budget(

@@ -10,6 +10,7 @@ from typing import Literal
 import msgspec
 
 from rapport.engine.seeding import derive_seed
+from rapport.store.reads import Turn
 
 Exchange = tuple[str, str]  # (user message, assistant reply)
 
@@ -42,14 +43,14 @@ def slice_points(conversation_id: str, exchanges: int, policy: SlicingPolicy) ->
     return sorted(points)
 
 
-def pair_exchanges(messages: Sequence[tuple[str, str]]) -> list[Exchange]:
+def pair_exchanges(messages: Sequence[Turn]) -> list[Exchange]:
     """(user, assistant) pairs from alternating messages; a trailing user message is dropped."""
     pairs = []
     for index in range(0, len(messages) - 1, 2):
-        (first_role, user), (second_role, reply) = messages[index], messages[index + 1]
-        if first_role != "user" or second_role != "assistant":
+        user, reply = messages[index], messages[index + 1]
+        if user.role != "user" or reply.role != "assistant":
             raise ValueError(f"messages {index} and {index + 1} are not a user/assistant exchange")
-        pairs.append((user, reply))
+        pairs.append((user.content, reply.content))
     return pairs
 
 
