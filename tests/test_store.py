@@ -174,6 +174,51 @@ def test_writer_flushes_on_its_timer(database):
     run_with_settable_clock(go)
 
 
+def test_a_timer_flush_commits_what_was_pending_not_what_arrives_during_it(database):
+    """Rows arriving while a batch commits wait for the next batch: a flush that chased them
+    would commit a trickle of tiny transactions back to back."""
+    flushed: list[int] = []
+    committing, release = anyio.Event(), anyio.Event()
+    write = database.write
+
+    async def held_write(batch):
+        committing.set()
+        await release.wait()
+        return await write(batch)
+
+    database.write = held_write
+
+    async def go() -> None:
+        first = anyio.Event()
+
+        def on_flush(rows: int) -> None:
+            flushed.append(rows)
+            first.set()
+
+        writer = StoreWriter(database, flush_rows=1000, flush_interval_s=60, on_flush=on_flush)
+        send, receive = anyio.create_memory_object_stream[StoreEvent](100)
+        async with anyio.create_task_group() as group:
+            group.start_soon(writer.run, receive)
+            async with send:
+                await send.send(StoreEvent(message=_message("p-0", 0)))
+                await anyio.wait_all_tasks_blocked()
+                advance_clock(60)
+                with anyio.fail_after(30):
+                    await committing.wait()  # the timer's batch of one is being written
+                for turn in range(1, 6):
+                    await send.send(StoreEvent(message=_message("p-0", turn)))
+                release.set()
+                with anyio.fail_after(30):
+                    await first.wait()
+                for turn in range(6, 11):
+                    await send.send(StoreEvent(message=_message("p-0", turn)))
+                await anyio.wait_all_tasks_blocked()
+                advance_clock(60)
+        assert flushed == [1, 10]
+
+    run_with_settable_clock(go)
+
+
 def test_unfinished_conversations_come_back_with_their_turns(database):
     events = [
         StoreEvent(update=ConversationUpdate("p-0", "running", "run", utc_now())),
