@@ -18,6 +18,7 @@ from rapport.config.run import (
     RunConfig,
     api_key_env_names,
     load_run_config,
+    with_overrides,
 )
 from rapport.config.secrets import Redactor
 from rapport.engine.factory import build_role_gateways, gateway_key
@@ -101,7 +102,7 @@ class PreparedEval(msgspec.Struct, frozen=True):
 
 def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None) -> PreparedEval:
     """Validate specs, keys, domain and database before any model call (errors are one line)."""
-    settings = load_run_config(request.config)
+    settings = with_overrides(load_run_config(request.config), max_active=request.max_active)
     environ = environ if environ is not None else dict(os.environ)
     shown = str(request.config or "run config")
     sides = {  # the specs first: a typo in one is refused before the database is touched

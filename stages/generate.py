@@ -16,7 +16,13 @@ from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
 from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices
-from rapport.config.run import Backends, RunConfig, api_key_env_names, load_run_config
+from rapport.config.run import (
+    Backends,
+    RunConfig,
+    api_key_env_names,
+    load_run_config,
+    with_overrides,
+)
 from rapport.config.secrets import Redactor
 from rapport.engine.factory import build_gateways
 from rapport.engine.gateway import Gateway
@@ -101,15 +107,12 @@ class Generation(msgspec.Struct, frozen=True):
 
 def generate_settings(request: GenerateRequest) -> RunConfig:
     """The run config with the command line's overrides: the one place they are merged."""
-    settings = load_run_config(request.config)
-    overrides = {
-        "seed": request.seed,
-        "max_active": request.max_active,
-        "turns": request.turns,
-        "domain": str(request.domain) if request.domain is not None else None,
-    }
-    settings = msgspec.structs.replace(
-        settings, **{k: v for k, v in overrides.items() if v is not None}
+    settings = with_overrides(
+        load_run_config(request.config),
+        seed=request.seed,
+        max_active=request.max_active,
+        turns=request.turns,
+        domain=str(request.domain) if request.domain is not None else None,
     )
     return msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
 
