@@ -68,6 +68,7 @@ class StoreWriter:
                         async with events:
                             async for event in events:
                                 self._pending.append(event)
+                                self._take_queued(events)
                                 if len(self._pending) >= self._flush_rows:
                                     self._full.set()
                                 if len(self._pending) >= self._max_pending:
@@ -79,6 +80,16 @@ class StoreWriter:
                         await self.flush()
         finally:
             closed.set()
+
+    def _take_queued(self, events: MemoryObjectReceiveStream[StoreEvent]) -> None:
+        """Take the events already queued, up to `max_pending`, without a trip through the
+        event loop for each (`receive` makes one per event: one per turn)."""
+        pending = self._pending
+        while len(pending) < self._max_pending:
+            try:
+                pending.append(events.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return  # nothing queued, or every sender closed: `async for` sees which
 
     async def _commit_loop(self, closed: anyio.Event) -> None:
         while not closed.is_set():
