@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from typer.testing import CliRunner
 
@@ -78,3 +79,19 @@ def rapport_in_process(
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     """The non-blank lines a command wrote to stderr."""
     return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+class HeldWrites:
+    """Holds a Database's batch writes until `release` is set: a commit under way, on demand
+    (`committing` is set once the first one waits)."""
+
+    def __init__(self, database) -> None:
+        self.committing, self.release = anyio.Event(), anyio.Event()
+        write = database.write
+
+        async def held_write(batch):
+            self.committing.set()
+            await self.release.wait()
+            return await write(batch)
+
+        database.write = held_write

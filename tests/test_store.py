@@ -12,6 +12,7 @@ from rapport.store.plans import load_unfinished, save_scenarios
 from rapport.store.rows import ConversationUpdate, ErrorRow, MessageRow, StoreEvent, utc_now
 from rapport.store.writer import StoreWriter, fold_updates, write_batch
 from tests.clocks import advance_clock, run_with_settable_clock
+from tests.conftest import HeldWrites
 
 
 def _scenario(index: int) -> Scenario:
@@ -178,15 +179,7 @@ def test_a_timer_flush_commits_what_was_pending_not_what_arrives_during_it(datab
     """Rows arriving while a batch commits wait for the next batch: a flush that chased them
     would commit a trickle of tiny transactions back to back."""
     flushed: list[int] = []
-    committing, release = anyio.Event(), anyio.Event()
-    write = database.write
-
-    async def held_write(batch):
-        committing.set()
-        await release.wait()
-        return await write(batch)
-
-    database.write = held_write
+    held = HeldWrites(database)
 
     async def go() -> None:
         first = anyio.Event()
@@ -204,10 +197,10 @@ def test_a_timer_flush_commits_what_was_pending_not_what_arrives_during_it(datab
                 await anyio.wait_all_tasks_blocked()
                 advance_clock(60)
                 with anyio.fail_after(30):
-                    await committing.wait()  # the timer's batch of one is being written
+                    await held.committing.wait()  # the timer's batch of one is being written
                 for turn in range(1, 6):
                     await send.send(StoreEvent(message=_message("p-0", turn)))
-                release.set()
+                held.release.set()
                 with anyio.fail_after(30):
                     await first.wait()
                 for turn in range(6, 11):

@@ -10,6 +10,7 @@ from rapport.store.database import Database
 from rapport.store.plans import save_scenarios
 from rapport.store.rows import MessageRow, StoreEvent, utc_now
 from rapport.store.writer import StoreWriter
+from tests.conftest import HeldWrites
 
 
 def _scenario() -> Scenario:
@@ -61,15 +62,7 @@ def test_events_queued_before_the_writer_runs_are_all_written_in_batches(databas
 
 def test_the_writer_takes_no_more_than_max_pending_while_a_batch_commits(database):
     """Backpressure: what the writer cannot hold yet stays queued, holding senders back."""
-    committing, release = anyio.Event(), anyio.Event()
-    write = database.write
-
-    async def held_write(batch):
-        committing.set()
-        await release.wait()
-        return await write(batch)
-
-    database.write = held_write
+    held = HeldWrites(database)
     writer = StoreWriter(database, flush_rows=2, flush_interval_s=60, max_pending_rows=4)
 
     async def go() -> None:
@@ -81,11 +74,11 @@ def test_the_writer_takes_no_more_than_max_pending_while_a_batch_commits(databas
                 group.start_soon(writer.run, receive)
                 try:
                     with anyio.fail_after(30):
-                        await committing.wait()
+                        await held.committing.wait()
                     await anyio.wait_all_tasks_blocked()
                     queued = receive.statistics().current_buffer_used
                 finally:
-                    release.set()  # a failing check must not leave the commit held
+                    held.release.set()  # a failing check must not leave the commit held
         # 2 in the batch being committed and 2 pending: max_pending_rows taken, no more.
         assert queued == 16
 
