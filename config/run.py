@@ -46,6 +46,7 @@ class JudgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     mode: JudgeMode = "per_criterion"
     context_tokens: PositiveInt | None = None
     max_tokens: PositiveInt = 400
+    batch: bool = False  # through the provider's batch API (cheaper, slower; `judge --batch`)
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -56,10 +57,15 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """US dollars per million tokens."""
+    """US dollars per million tokens. Cache and batch prices left out cost what `input` and
+    `output` do (no discount is assumed that the table does not state)."""
 
     input: NonNegativeFloat
     output: NonNegativeFloat
+    cache_read: NonNegativeFloat | None = None  # input tokens read from the prompt cache
+    cache_write: NonNegativeFloat | None = None  # input tokens written to it
+    batch_input: NonNegativeFloat | None = None  # through a batch API
+    batch_output: NonNegativeFloat | None = None
 
 
 class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -78,6 +84,8 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     store: StoreSettings = StoreSettings()
     # model -> price, over the shipped table (config/prices.yaml)
     prices: dict[str, Price] = msgspec.field(default_factory=dict)
+    cache: bool = True  # prefix-stable prompts sent with the providers' prompt-caching hints
+    budget_usd: PositiveFloat | None = None  # no call starts that could pass it (--max-cost)
 
 
 def api_key_env_names(settings: RunConfig, *more: BackendConfig) -> tuple[str, ...]:

@@ -36,6 +36,9 @@ class CompletionParams(msgspec.Struct, frozen=True):
     seed: int | None = None
     json_schema: dict[str, object] | None = None  # ask for JSON matching this schema
     hints: SimulationHints | None = None
+    # Stable per conversation and role (e.g. "<scenario_id>:user"); backends that can reuse a
+    # prompt prefix use it (OpenAI `prompt_cache_key`, Anthropic `cache_control`). None: off.
+    cache_key: str | None = None
 
 
 class ReportedLimits(msgspec.Struct, frozen=True):
@@ -57,6 +60,11 @@ class Completion(msgspec.Struct, frozen=True):
     finish_reason: str | None = None
     limits: ReportedLimits | None = None
     attempts: int = 1  # set by the gateway: latency_s then spans every attempt of the turn
+    # Of `prompt_tokens` (every input token, cached or not): read from / written to the
+    # provider's prompt cache. Uncached input = prompt_tokens - cache_read - cache_write.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None  # set by the gateway from its price; None: no known price
 
     @property
     def truncated(self) -> bool:
