@@ -1,5 +1,6 @@
 """The user simulator and the assistant as actors: each keeps its own view of the history and
-asks its gateway to speak; they talk to each other over anyio memory streams."""
+asks its gateway to speak; they talk to each other over anyio memory streams, taking turns
+(agents.conversation drives both in the conversation's one task)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import ClassVar, TypeVar
 
 import anyio
 import msgspec
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectSendStream
 
 from rapport.agents.prompts import turn_instruction, user_simulator_prompt
 from rapport.config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTOR
@@ -145,30 +146,26 @@ class UserSimulator(Actor):
     speaker: ClassVar[Speaker] = "user_sim"
     role: ClassVar[str] = "user"
 
-    async def run(
-        self,
-        replies: ObjectReceiveStream[Utterance],
-        to_assistant: ObjectSendStream[Utterance],
-        *,
-        next_turn: int,
-        awaiting_reply: bool,
-    ) -> None:
-        """Speak, wait for the reply, repeat until the target length or a goodbye."""
+    async def begin(self, to_assistant: ObjectSendStream[Utterance], next_turn: int) -> bool:
+        """The first message of this run (at `next_turn`); False when none is due."""
+        return await self._next(to_assistant, next_turn)
+
+    async def hear(self, reply: Utterance, to_assistant: ObjectSendStream[Utterance]) -> bool:
+        """Take the assistant's reply and answer it; False when the conversation is over
+        (the reply closed it, or the target length is reached)."""
+        self.heard(reply.text)
+        if reply.final:
+            return False
+        return await self._next(to_assistant, reply.turn_index + 1)
+
+    async def _next(self, to_assistant: ObjectSendStream[Utterance], next_turn: int) -> bool:
         target = self.scenario.target_turns
-        async with to_assistant:
-            if awaiting_reply:
-                reply = await replies.receive()
-                self.heard(reply.text)
-                next_turn = reply.turn_index + 1
-            while next_turn // 2 < target:
-                exchange = next_turn // 2 + 1
-                utterance = await self._compose(next_turn, exchange, exchange == target)
-                await hand_over(to_assistant, utterance)
-                reply = await replies.receive()
-                self.heard(reply.text)
-                next_turn = reply.turn_index + 1
-                if utterance.final:
-                    return
+        if next_turn // 2 >= target:
+            return False
+        exchange = next_turn // 2 + 1
+        utterance = await self._compose(next_turn, exchange, exchange == target)
+        await hand_over(to_assistant, utterance)
+        return True
 
     async def _compose(self, turn_index: int, exchange: int, last: bool) -> Utterance:
         target = self.scenario.target_turns
@@ -211,40 +208,34 @@ class Assistant(Actor):
     speaker: ClassVar[Speaker] = "assistant"
     role: ClassVar[str] = "assistant"
 
-    async def run(
-        self,
-        from_user: ObjectReceiveStream[Utterance],
-        to_user: ObjectSendStream[Utterance],
-        system: str,
+    async def answer(
+        self, utterance: Utterance, to_user: ObjectSendStream[Utterance], system: str
     ) -> None:
-        """Answer every user turn; `system` is the run's assistant prompt (the same for all)."""
-        async with to_user:
-            async for utterance in from_user:
-                self.heard(utterance.text)
-                completion = await self.speak(
-                    self.view(system), utterance.exchange, utterance.final
-                )
-                reply = Utterance(
-                    utterance.turn_index + 1,
-                    utterance.exchange,
-                    completion.text,
-                    utterance.final,
-                    utterance.end_reason,
-                )
-                self.said(reply.text)
-                row = self.row(reply, "assistant", completion)
-                update = None
-                if reply.final:
-                    update = ConversationUpdate(
-                        conversation_id=self.scenario.scenario_id,
-                        status="complete",
-                        run_id=self.run_id,
-                        at=row.created_at,
-                        end_reason=reply.end_reason,
-                        num_messages=reply.turn_index + 1,
-                    )
-                await self.store(StoreEvent(message=row, update=update))
-                await hand_over(to_user, reply)
+        """Answer one user turn; `system` is the run's assistant prompt (the same for all). The
+        reply to a final turn completes the conversation, in the same store event."""
+        self.heard(utterance.text)
+        completion = await self.speak(self.view(system), utterance.exchange, utterance.final)
+        reply = Utterance(
+            utterance.turn_index + 1,
+            utterance.exchange,
+            completion.text,
+            utterance.final,
+            utterance.end_reason,
+        )
+        self.said(reply.text)
+        row = self.row(reply, "assistant", completion)
+        update = None
+        if reply.final:
+            update = ConversationUpdate(
+                conversation_id=self.scenario.scenario_id,
+                status="complete",
+                run_id=self.run_id,
+                at=row.created_at,
+                end_reason=reply.end_reason,
+                num_messages=reply.turn_index + 1,
+            )
+        await self.store(StoreEvent(message=row, update=update))
+        await hand_over(to_user, reply)
 
 
 async def hand_over(stream: ObjectSendStream[T], item: T) -> None:

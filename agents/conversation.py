@@ -131,21 +131,24 @@ async def _play(
     user_inbox: MemoryObjectReceiveStream[Utterance]
     to_assistant, assistant_inbox = anyio.create_memory_object_stream(1)
     to_user, user_inbox = anyio.create_memory_object_stream(1)
-    async with assistant_inbox, user_inbox, anyio.create_task_group() as group:
+    # The actors take turns, so one task plays both: each turn is read from the speaker's
+    # inbox, where the other actor's last turn always waits. A second task per conversation
+    # would cost ~7 KB while it waits, most of an active conversation's memory.
+    with to_assistant, assistant_inbox, to_user, user_inbox:
         if pending is not None:
             exchange = pending.turn_index // 2 + 1
             reason = _end_reason(pending, scenario.target_turns) if pending.final else None
-            await to_assistant.send(
+            to_assistant.send_nowait(
                 Utterance(pending.turn_index, exchange, pending.content, pending.final, reason)
             )
-        group.start_soon(assistant.run, assistant_inbox, to_user, context.assistant_system)
-        # The user simulator acts in this task: one task fewer per conversation.
-        await user.run(
-            user_inbox,
-            to_assistant,
-            next_turn=len(job.messages),
-            awaiting_reply=pending is not None,
-        )
+        elif not await user.begin(to_assistant, len(job.messages)):
+            return assistant.history
+        while True:
+            await assistant.answer(
+                assistant_inbox.receive_nowait(), to_user, context.assistant_system
+            )
+            if not await user.hear(user_inbox.receive_nowait(), to_assistant):
+                break
     return assistant.history
 
 
