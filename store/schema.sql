@@ -220,3 +220,5 @@ CREATE TABLE IF NOT EXISTS spooled_batches (
     batch_id VARCHAR PRIMARY KEY,
     applied_at TIMESTAMPTZ NOT NULL
 );
+-- One replica of a backend with several endpoints (its row's gateway is `<gateway>@<endpoint>`).
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS endpoint VARCHAR;
