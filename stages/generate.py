@@ -239,6 +239,7 @@ async def simulate(
             progress=progress,
             assistant_system=assistant_prompt(generation.domain),
             after_complete=pool.submit if judges else None,
+            cache=settings.cache,
         )
         jobs = unfinished_conversations(
             database, [generation.plan_id], generation.request.count,
