@@ -125,6 +125,9 @@ class Actor:
             created_at=utc_now(),
             attempts=completion.attempts,
             finish_reason=completion.finish_reason,
+            cache_read_tokens=completion.cache_read_tokens,
+            cache_write_tokens=completion.cache_write_tokens,
+            cost_usd=completion.cost_usd,
         )
 
     async def store(self, event: StoreEvent) -> None:
