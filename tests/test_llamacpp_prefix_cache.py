@@ -50,8 +50,8 @@ def test_no_cache_without_a_key_or_capacity(mb, key):
     assert _cache_after_one_call(mb, key) is None
 
 
-def test_the_factory_passes_the_capacity_on():
+def test_the_factory_passes_the_capacity_on():  # no model is loaded here
     settings = LlamaCppConfig(prefix_cache_mb=64)
     backend = build_backend(settings, load_domain(None), {}, "run.yaml", "backends.assistant")
     assert backend.prefix_cache_bytes == 64 * 1024 * 1024
-    assert LlamaCppConfig().prefix_cache_mb == 0  # off unless asked for (see the bench)
+    assert LlamaCppConfig().prefix_cache_mb == 512  # on by default: see the bench
