@@ -35,6 +35,8 @@ class GatewaySnapshot(msgspec.Struct, frozen=True):
     limits_source: str | None = None  # configured | stated | learned; None: unlimited
     timeouts: int = 0
     endpoint: str | None = None  # one replica of a backend with several (engine.replicas)
+    cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
 
 
 def gateway_name(gateway: Gateway) -> str:
@@ -58,11 +60,17 @@ def snapshot_gateways(
         p50 = stats.latency_percentile(0.50)
         p99 = stats.latency_percentile(0.99)
         model = gateway.backend.model
-        cost = (
-            None
-            if gateway.backend.simulated
-            else prices.cost(model, stats.prompt_tokens, stats.completion_tokens)
-        )
+        cost = None
+        if gateway.price is not None:  # summed per call, each at its own price
+            cost = stats.cost_usd
+        elif not gateway.backend.simulated:
+            cost = prices.cost(
+                model,
+                stats.prompt_tokens,
+                stats.completion_tokens,
+                cache_read_tokens=stats.cache_read_tokens,
+                cache_write_tokens=stats.cache_write_tokens,
+            )
         snapshots.append(
             GatewaySnapshot(
                 run_id=run_id,
@@ -86,6 +94,8 @@ def snapshot_gateways(
                 max_in_flight=limits.max_in_flight,
                 limits_source=gateway.limits_source,
                 timeouts=stats.timeouts,
+                cache_read_tokens=stats.cache_read_tokens,
+                cache_write_tokens=stats.cache_write_tokens,
             )
         )
         snapshots += replica_snapshots(snapshots[-1], gateway, prices)
@@ -131,6 +141,8 @@ def replica_snapshots(
                 max_in_flight=replica.limits.max_in_flight,
                 limits_source="configured" if replica.limits.has_rates else None,
                 timeouts=0,
+                cache_read_tokens=stats.cache_read_tokens,
+                cache_write_tokens=stats.cache_write_tokens,
             )
         )
     return rows

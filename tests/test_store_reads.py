@@ -120,6 +120,9 @@ def test_arrow_schemas_come_from_the_row_structs():
                 ("created_at", pa.timestamp("us", tz="UTC")),
                 ("attempts", pa.int32()),
                 ("finish_reason", pa.string()),
+                ("cache_read_tokens", pa.int32()),
+                ("cache_write_tokens", pa.int32()),
+                ("cost_usd", pa.float64()),
             ]
         )
         == MESSAGES
