@@ -20,6 +20,7 @@ from rapport.cli.dataset_commands import dataset_app
 from rapport.cli.domain_commands import domain_app
 from rapport.cli.eval_command import evaluate
 from rapport.cli.exit_codes import (
+    BUDGET_REACHED,
     INPUT_ERROR,
     INTERNAL_ERROR,
     NOTHING_DONE,
@@ -42,6 +43,7 @@ from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, SQL_TABLE_ROWS
 from rapport.config.errors import RapportError
 from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
+from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
 from rapport.judges.repetition import describe, repetition_report
@@ -100,6 +102,7 @@ def generate(
     user_backend: shared.UserBackendOption = None,
     assistant_backend: shared.AssistantBackendOption = None,
     quiet: shared.QuietOption = False,
+    max_cost: shared.MaxCostOption = None,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
     With `judges:` in the run settings, each conversation is judged as it completes."""
@@ -282,6 +285,9 @@ def run() -> None:
         where = context.command_path if context is not None else "rapport"
         _print_error(f"{where}: {error.format_message()} (see {where} --help)")
         sys.exit(INPUT_ERROR_EXIT)
+    except BudgetReached as stop:  # a clean stop, not an error: nothing is lost
+        Console(stderr=True, highlight=False, soft_wrap=True).print(str(stop))
+        sys.exit(BUDGET_REACHED)
     except RapportError as error:
         _print_error(str(error))
         sys.exit(NOTHING_DONE if isinstance(error, ProviderUnusable) else INPUT_ERROR_EXIT)
