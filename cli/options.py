@@ -49,8 +49,7 @@ MaxCostOption = Annotated[
     float | None,
     typer.Option(
         "--max-cost",
-        min=0.0,
-        min_open=True,
+        min=0.01,
         help="Budget in US dollars for the whole corpus of this plan: what earlier runs of the "
         "same command spent counts, so running it again with the same budget spends nothing "
         "more. No call starts that could pass it; the run stops cleanly (exit 5) and a higher "
