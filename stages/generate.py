@@ -34,6 +34,7 @@ from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.engine.scheduler import run_bounded
 from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges, judge_configs
+from rapport.stages.estimate import estimate_run, record_estimate
 from rapport.stages.jobs import plan_chunks, unfinished_conversations
 from rapport.stages.judge_pool import JudgePool
 from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
@@ -222,6 +223,9 @@ async def simulate(
     labels = {role: gateway.label for role, gateway in generation.gateways.items()}
     judges = generation.judges
     accounted = {**generation.gateways, **{f"judge:{j.id}": j.gateway for j in judges}}
+    estimate = estimate_run(
+        settings, generation.request.count, reader=database.run_sync, domain=generation.domain
+    )  # before the run's clock starts: what it would take, for `stats` to compare
     session = RunSession(
         database,
         run_record(
@@ -239,6 +243,7 @@ async def simulate(
         accounted.values(),
         on_store_wait=progress.note_store_wait,
     )
+    database.run_sync(lambda conn: record_estimate(conn, session.run_id, estimate))
     domains = database.run_sync(plan_domains) if judges else {}
     pools: list[JudgePool] = []
 
