@@ -18,6 +18,7 @@ from rapport.cli import options as shared
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
 from rapport.cli.domain_commands import domain_app
+from rapport.cli.estimate_table import print_estimate
 from rapport.cli.eval_command import evaluate
 from rapport.cli.exit_codes import (
     BUDGET_REACHED,
@@ -48,7 +49,8 @@ from rapport.engine.errors import ProviderUnusable
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
 from rapport.judges.repetition import describe, repetition_report
 from rapport.reports.judging import write_report
-from rapport.stages.generate import Generation
+from rapport.stages.estimate import estimate_run
+from rapport.stages.generate import Generation, generate_settings
 from rapport.stages.generate import generate as run_generation
 from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.query import query, query_batches
@@ -103,11 +105,27 @@ def generate(
     assistant_backend: shared.AssistantBackendOption = None,
     quiet: shared.QuietOption = False,
     max_cost: shared.MaxCostOption = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Print what the run would take (requests, tokens, cost with and without prompt "
+            "caching, wall time) and exit: no model is called and nothing is written.",
+        ),
+    ] = False,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
     With `judges:` in the run settings, each conversation is judged as it completes."""
     console = Console(stderr=True)
     request = shared.generate_request(locals(), judging="configured")
+    if estimate:
+        settings = generate_settings(request)
+        print_estimate(
+            estimate_run(settings, request.count, request.db),
+            Console(soft_wrap=True),
+            settings.budget_usd,
+        )
+        return
 
     def display(generation: Generation):
         if quiet or not console.is_terminal:
