@@ -1,13 +1,13 @@
 """`rapport generate --estimate`: what a run would cost, before any call and without calling a
 model (nothing is written either: a database that does not exist is not created).
 
-Every call still to make is laid out as the run would make it: the prompts are rendered from
-the real prompt functions (`rapport.agents`), the history grows by the plan's target lengths
-(each scenario's `target_turns`, from what is stored when a conversation was started), and each
-reply is as long as the database's corpus measured per role, else as the domain says: the
-persona's word limit for the user simulator, `max_tokens` (an upper bound) for the assistant.
-Tokens are counted at CHARS_PER_TOKEN_ESTIMATE characters each. Conversations are assumed to
-reach their target (a goodbye ends some earlier) and judging is not included.
+Every call still to make is laid out as the run would make it: the prompts are rendered by the
+run's own actors (`rapport.agents`, whatever their layout), the history grows by the plan's
+target lengths (each scenario's `target_turns`, from what is stored when a conversation was
+started), and each reply is as long as the database's corpus measured per role, else as the
+domain says: the persona's word limit for the user simulator, `max_tokens` (an upper bound) for
+the assistant. Tokens are counted at CHARS_PER_TOKEN_ESTIMATE characters each. Conversations
+are assumed to reach their target (a goodbye ends some earlier) and judging is not included.
 
 Caching (`cache: true`) is modelled per provider, each call against the previous prompt of the
 same conversation and role: OpenAI reads the shared prefix from its cache once the prompt
@@ -31,7 +31,8 @@ from typing import TypeVar
 import duckdb
 import msgspec
 
-from rapport.agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
+from rapport.agents.actors import Assistant, UserSimulator
+from rapport.agents.prompts import assistant_prompt
 from rapport.config.backend_settings import BackendConfig
 from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.config.domain import Domain
@@ -147,7 +148,8 @@ def estimate_run(
             role: _reply_tokens(role, backends[role], scenario, corpus.reply_tokens)
             for role in ROLES
         }
-        prompts = _conversation_prompts(domain, scenario, stored, system, reply)
+        actors = _actors(domain, scenario, backends)
+        prompts = _conversation_prompts(actors, stored, system, reply)
         for role, role_prompts in prompts.items():
             _add_calls(
                 calls[role], role_prompts, reply[role], backends[role], pricing[role], settings
@@ -195,44 +197,56 @@ def record_estimate(conn: duckdb.DuckDBPyConnection, run_id: str, estimate: Esti
 # ---- the prompts, as the actors render them ---------------------------------------------
 
 
-def user_prompt(
-    domain: Domain, scenario: Scenario, history: list[ChatMessage], exchange: int, final: bool
-) -> list[ChatMessage]:
-    """The user simulator's prompt for an exchange (agents/actors.py `UserSimulator._ask`)."""
-    target = scenario.target_turns
-    instruction = turn_instruction(domain, exchange, target, final)
-    system = f"{user_simulator_prompt(domain, scenario)}\n\n{instruction}"
-    opening = turn_instruction(domain, 1, target, target == 1)
-    return [ChatMessage("system", system), ChatMessage("user", opening), *history]
+def _actors(
+    domain: Domain, scenario: Scenario, backends: dict[str, BackendConfig]
+) -> tuple[UserSimulator, Assistant]:
+    """The run's two actors, for their prompts only (they never speak here): the estimate
+    renders each prompt exactly as the run will, whatever its layout."""
+    common = {"domain": domain, "scenario": scenario, "run_id": "", "on_turn": _ignore}
+    user = UserSimulator(
+        gateway=None, settings=backends["user_sim"], sink=None, history=[], **common
+    )  # type: ignore[arg-type]
+    assistant = Assistant(
+        gateway=None, settings=backends["assistant"], sink=None, history=[], **common
+    )  # type: ignore[arg-type]
+    return user, assistant
+
+
+def _ignore(_completion: object) -> None:
+    return None
 
 
 def _conversation_prompts(
-    domain: Domain,
-    scenario: Scenario,
+    actors: tuple[UserSimulator, Assistant],
     stored: Sequence[Turn],
     system: str,
     reply: dict[str, float],
 ) -> dict[str, list[list[ChatMessage]]]:
     """Every prompt still to send for one conversation, per role, in order; replies not yet
     written are placeholders of the estimated length."""
+    user, assistant = actors
     seen_by_user = {"user": "assistant", "assistant": "user"}
-    user_history = [ChatMessage(seen_by_user[t.role], t.content) for t in stored]  # type: ignore[arg-type]
-    assistant_history = [ChatMessage(t.role, t.content) for t in stored]  # type: ignore[arg-type]
+    user.history = user_history = [
+        ChatMessage(seen_by_user[t.role], t.content)  # type: ignore[arg-type]
+        for t in stored
+    ]
+    assistant.history = assistant_history = [
+        ChatMessage(t.role, t.content)  # type: ignore[arg-type]
+        for t in stored
+    ]
     user_text = "u" * round(reply["user_sim"] * CHARS_PER_TOKEN_ESTIMATE)
     assistant_text = "a" * round(reply["assistant"] * CHARS_PER_TOKEN_ESTIMATE)
     prompts: dict[str, list[list[ChatMessage]]] = {"user_sim": [], "assistant": []}
-    target = scenario.target_turns
+    target = user.scenario.target_turns
     if stored and stored[-1].role == "user":  # a user turn awaits its reply
-        prompts["assistant"].append([ChatMessage("system", system), *assistant_history])
+        prompts["assistant"].append(assistant.view(system))
         user_history.append(ChatMessage("user", assistant_text))
         assistant_history.append(ChatMessage("assistant", assistant_text))
     for exchange in range(len(user_history) // 2 + 1, target + 1):
-        prompts["user_sim"].append(
-            user_prompt(domain, scenario, user_history, exchange, exchange == target)
-        )
+        prompts["user_sim"].append(user.prompt(exchange, target, exchange == target))
         user_history.append(ChatMessage("assistant", user_text))
         assistant_history.append(ChatMessage("user", user_text))
-        prompts["assistant"].append([ChatMessage("system", system), *assistant_history])
+        prompts["assistant"].append(assistant.view(system))
         user_history.append(ChatMessage("user", assistant_text))
         assistant_history.append(ChatMessage("assistant", assistant_text))
     return prompts

@@ -137,14 +137,15 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
         judge_settings = judge_configs(settings, request.judges)
     elif request.judging == "configured":
         judge_settings = settings.judges
-    gateways = build_gateways(settings.backends, domain, environ, shown)
-    judges = tuple(build_judges(judge_settings, domain, environ, shown))
+    prices = load_prices(settings.prices)
+    gateways = build_gateways(settings.backends, domain, environ, shown, prices)
+    judges = tuple(build_judges(judge_settings, domain, environ, shown, prices))
     plan_id = plan_id_for(domain, settings.seed, settings.turns)
     budget = None
     if settings.budget_usd is not None:  # refused before the database is touched
         budget = SpendGuard(settings.budget_usd)
         accounted = {**gateways, **{f"judge:{j.id}": j.gateway for j in judges}}
-        attach_budget(budget, accounted, load_prices(settings.prices))
+        attach_budget(budget, accounted, prices)
     database = Database(request.db)
     database.initialise()
     if budget is not None:  # what earlier runs of this plan spent counts against it
@@ -261,6 +262,7 @@ async def simulate(
             progress=progress,
             assistant_system=assistant_prompt(generation.domain),
             after_complete=pool.submit if judges else None,
+            cache=settings.cache,
         )
         jobs = unfinished_conversations(
             database, [generation.plan_id], generation.request.count,
