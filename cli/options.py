@@ -58,6 +58,18 @@ MaxCostOption = Annotated[
     ),
 ]
 
+EvalMaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        min=0.01,
+        help="Budget in US dollars for this eval (these sides on these held-out scenarios): "
+        "earlier runs of it count. No call starts that could pass it; the run stops cleanly "
+        "(exit 5) and a higher --max-cost continues it. Every model needs a known price. "
+        "Overrides budget_usd: in the run config.",
+    ),
+]
+
 
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No live progress display.")]
 ReportOverwriteOption = Annotated[

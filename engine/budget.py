@@ -11,8 +11,8 @@ too, while the calls in flight finish and are stored (see `BudgetReached`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -26,6 +26,7 @@ from rapport.engine.types import ChatMessage, Completion, CompletionParams
 if TYPE_CHECKING:  # the gateway holds a meter: a runtime import would be a cycle
     from rapport.engine.gateway import Gateway
 
+T = TypeVar("T")
 MESSAGE_OVERHEAD_TOKENS = 8  # role and separators per message, counted high
 FREE_PROVIDERS = frozenset({"llamacpp"})  # runs in this process: no bill
 
@@ -163,3 +164,11 @@ def attach_budget(guard: SpendGuard, gateways: Mapping[str, Gateway], prices: Pr
                     "has none: add it under `prices:` in the run config"
                 )
         gateway.spend = SpendMeter(guard, price)
+
+
+async def within_budget(jobs: AsyncIterator[T], guard: SpendGuard | None) -> AsyncIterator[T]:
+    """The jobs, until the budget has refused a call: no conversation starts after that."""
+    async for job in jobs:
+        if guard is not None and guard.reached:
+            return
+        yield job

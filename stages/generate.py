@@ -4,10 +4,10 @@ each as it completes when judges are configured — all in one run session."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import msgspec
 
@@ -25,7 +25,7 @@ from rapport.config.run import (
     with_overrides,
 )
 from rapport.config.secrets import Redactor
-from rapport.engine.budget import BudgetReached, SpendGuard, attach_budget
+from rapport.engine.budget import BudgetReached, SpendGuard, attach_budget, within_budget
 from rapport.engine.factory import build_gateways
 from rapport.engine.gateway import Gateway
 from rapport.engine.interrupts import Interrupted, run_interruptible
@@ -56,7 +56,6 @@ from rapport.store.spend import plan_spend
 # off: no judging; configured: the config's `judges:` if any; always: `judges` specs, else the
 # config's, else the embedded local judge.
 Judging = Literal["off", "configured", "always"]
-T = TypeVar("T")
 
 
 class GenerateRequest(msgspec.Struct, frozen=True):
@@ -149,7 +148,9 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
     database = Database(request.db)
     database.initialise()
     if budget is not None:  # what earlier runs of this plan spent counts against it
-        budget.spent_before_usd = database.run_sync(lambda conn: plan_spend(conn, plan_id))
+        budget.spent_before_usd = database.run_sync(
+            lambda conn: plan_spend(conn, plan_id, "generate")
+        )
     key_envs = api_key_env_names(settings, *(config.backend for config in judge_settings))
     return Generation(
         request=request,
@@ -270,7 +271,7 @@ async def simulate(
         )  # fmt: skip
         async with aclosing(jobs), pool.running(database, exclude_run=session.run_id):
             await run_bounded(
-                _within(jobs, generation.budget),
+                within_budget(jobs, generation.budget),
                 settings.max_active,
                 lambda job: run_conversation(job[1], context),
             )
@@ -313,14 +314,6 @@ async def simulate(
         assistant_backend=labels["assistant"],
         judging=judging,
     )
-
-
-async def _within(jobs: AsyncIterator[T], budget: SpendGuard | None) -> AsyncIterator[T]:
-    """The jobs, until the budget has refused a call: no conversation starts after that."""
-    async for job in jobs:
-        if budget is not None and budget.reached:
-            return
-        yield job
 
 
 def generate(

@@ -209,3 +209,31 @@ def test_the_worst_case_follows_the_most_tokens_per_character_reported():
     assert meter.worst_prompt_tokens(1000, 1) == 508  # 2 characters per token, before any usage
     meter.settle(reservation, _completion(250, 1))  # the provider: 4 characters per token
     assert meter.worst_prompt_tokens(1000, 1) == 321  # 250 x 1.25 + 8
+
+
+def test_an_eval_stops_at_its_budget_and_a_higher_one_finishes_it(tmp_path):
+    """`rapport eval --max-cost`: the sides' calls are held to it, nothing played is failed,
+    and the same eval with a higher budget completes and is judged."""
+    db = tmp_path / "corpus.duckdb"
+    with running_fake_provider(FakeProviderSettings(reply_tokens=20)) as (url, state):
+        config = _config(tmp_path / "run.yaml", url)
+        side = f"openai:gpt-4o-mini@{url}?max_tokens=40"
+        args = ["eval", "--db", str(db), "--scenarios", "3", "--turns", "2", "--baseline", side]
+        args += ["--candidate", f"{side}&temperature=0.2", "--user-backend", "simulated"]
+        args += ["--judges", "simulated", "--config", str(config), "--quiet"]
+        args += ["--out", str(tmp_path / "report")]
+        env = {KEY_ENV: "sk-budget", "OPENAI_API_KEY": "sk-budget"}
+        stopped = rapport_in_process(*args, "--max-cost", "6", env=env)
+        made = state.completed
+        finished = rapport_in_process(*args, "--max-cost", "1000", "--overwrite", env=env)
+    assert stopped.returncode == 5, stopped.stderr
+    assert "budget of $6.00 reached" in stopped.stderr
+    assert 0 < made < 3 * 2 * 2  # the sides' replies: 3 scenarios x 2 sides x 2 exchanges
+    assert finished.returncode == 0, finished.stderr
+    _check_intact(db)
+    with duckdb.connect(str(db), read_only=True) as conn:
+        spent = conn.execute(
+            "SELECT sum(cost_usd) FROM gateway_stats JOIN runs USING (run_id) "
+            "WHERE command = 'eval'"
+        ).fetchone()[0]
+    assert spent == pytest.approx(usage_cost(PRICE, state.prompt_tokens, state.completion_tokens))
