@@ -45,7 +45,7 @@ from rapport.engine.plan import plan_id_for, sample_scenario
 from rapport.engine.types import ChatMessage
 from rapport.store.database import connect
 from rapport.store.estimates import save_estimate
-from rapport.store.plans import ScenarioDecoder
+from rapport.store.plans import SCENARIO_COLUMNS, ScenarioDecoder
 from rapport.store.reads import Turn, transcripts
 from rapport.store.rows import utc_now
 
@@ -110,8 +110,9 @@ class _Calls(msgspec.Struct):
 class _Corpus(msgspec.Struct, frozen=True):
     """What the database already holds for the plan."""
 
-    finished: frozenset[int]  # scenario indices needing no call
-    started: dict[int, tuple[Scenario, tuple[Turn, ...]]]  # unfinished, with stored turns
+    todo: int  # conversations still to play or finish
+    laid_out: list[int]  # the scenario indices of those laid out call by call
+    started: dict[int, tuple[Scenario, tuple[Turn, ...]]]  # laid out, with stored turns
     reply_tokens: dict[str, float]  # measured mean per role (enough replies only)
     latency_s: dict[str, float]
 
@@ -130,10 +131,8 @@ def estimate_run(
         domain = load_domain(Path(settings.domain) if settings.domain else None)
     plan_id = plan_id_for(domain, settings.seed, settings.turns)
     corpus = _read_corpus(settings, plan_id, count, db, reader)
-    todo = [index for index in range(count) if index not in corpus.finished]
-    step = max(1, math.ceil(len(todo) / ESTIMATE_SAMPLE))
-    laid_out = todo[::step]
-    scale = len(todo) / len(laid_out) if laid_out else 0.0
+    laid_out = corpus.laid_out
+    scale = corpus.todo / len(laid_out) if laid_out else 0.0
     prices = load_prices(settings.prices)
     backends = {role: getattr(settings.backends, role) for role in ROLES}
     calls = {role: _Calls() for role in ROLES}
@@ -159,12 +158,12 @@ def estimate_run(
         _role_estimate(role, backends[role], calls[role], scale, sources[role], pricing[role])
         for role in ROLES
     )
-    wall_s, note = _wall_time(settings, backends, roles, corpus.latency_s, len(todo), scale)
+    wall_s, note = _wall_time(settings, backends, roles, corpus.latency_s, corpus.todo)
     costs = [r.cost_usd for r in roles]
     uncached = [r.cost_uncached_usd for r in roles]
     return Estimate(
         plan_id=plan_id,
-        conversations=len(todo),
+        conversations=corpus.todo,
         laid_out=len(laid_out),
         requests=sum(r.requests for r in roles),
         input_tokens=sum(r.input_tokens for r in roles),
@@ -391,7 +390,6 @@ def _wall_time(
     roles: tuple[RoleEstimate, ...],
     latency_s: dict[str, float],
     conversations: int,
-    scale: float,
 ) -> tuple[float | None, str]:
     """The slowest gateway at its limits, and what that rests on."""
     if not conversations:
@@ -449,6 +447,12 @@ def _wall_time(
 # ---- what the database already holds ----------------------------------------------------------
 
 
+def _sample(todo: list[int]) -> list[int]:
+    """At most ESTIMATE_SAMPLE of the conversations to do, spread evenly over the plan."""
+    step = max(1, math.ceil(len(todo) / ESTIMATE_SAMPLE))
+    return todo[::step]
+
+
 def _read_corpus(
     settings: RunConfig, plan_id: str, count: int, db: Path | None, reader: Reader | None
 ) -> _Corpus:
@@ -458,7 +462,7 @@ def _read_corpus(
     if reader is not None:
         return reader(read)
     if db is None or not db.exists():
-        return _Corpus(frozenset(), {}, {}, {})
+        return _Corpus(count, _sample(list(range(count))), {}, {}, {})
     with closing(connect(db, read_only=True)) as conn:
         return read(conn)
 
@@ -467,20 +471,20 @@ def _corpus(
     conn: duckdb.DuckDBPyConnection, settings: RunConfig, plan_id: str, count: int
 ) -> _Corpus:
     done = ("complete",) if settings.retry_failed else ("complete", "failed")
-    rows = conn.execute(
-        "SELECT scenario_index, status FROM conversations WHERE plan_id = ? AND scenario_index < ?",
-        [plan_id, count],
-    ).fetchall()
-    finished = frozenset(int(index) for index, status in rows if status in done)
+    statuses = dict(
+        conn.execute(
+            "SELECT scenario_index, status FROM conversations "
+            "WHERE plan_id = ? AND scenario_index < ?",
+            [plan_id, count],
+        ).fetchall()
+    )
+    todo = [index for index in range(count) if statuses.get(index) not in done]
+    laid_out = _sample(todo)
+    started_ids = [i for i in laid_out if statuses.get(i, "pending") != "pending"]
     started_rows = conn.execute(
-        """
-        SELECT s.scenario_id, s.scenario_index, s.seed, s.persona, s.topics, s.flaws,
-               s.target_turns
-        FROM conversations c JOIN scenarios s USING (scenario_id)
-        WHERE c.plan_id = ? AND c.scenario_index < ?
-          AND c.status <> 'pending' AND NOT list_contains(?, c.status)
-        """,
-        [plan_id, count, list(done)],
+        f"SELECT {SCENARIO_COLUMNS} FROM scenarios s "
+        "WHERE s.plan_id = ? AND list_contains(?, s.scenario_index)",
+        [plan_id, started_ids],
     ).fetchall()
     decoder = ScenarioDecoder()
     scenarios = [decoder.scenario(plan_id, row) for row in started_rows]
@@ -498,7 +502,8 @@ def _corpus(
     as_role = {"user": "user_sim", "assistant": "assistant"}
     enough = [row for row in measured if row[3] >= MEASURED_MIN_MESSAGES]
     return _Corpus(
-        finished=finished,
+        todo=len(todo),
+        laid_out=laid_out,
         started=started,
         reply_tokens={as_role[role]: float(tokens) for role, tokens, _, _ in enough},
         latency_s={as_role[role]: float(s) for role, _, s, _ in enough if s is not None},
