@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import duckdb
 import pytest
 
@@ -237,3 +238,44 @@ def test_an_eval_stops_at_its_budget_and_a_higher_one_finishes_it(tmp_path):
             "WHERE command = 'eval'"
         ).fetchone()[0]
     assert spent == pytest.approx(usage_cost(PRICE, state.prompt_tokens, state.completion_tokens))
+
+
+class _CutReplies:
+    """A priced backend whose every reply is cut at max_tokens (finish reason `length`)."""
+
+    provider, model, simulated = "openai", "gpt-4o-mini", False
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, messages, params) -> Completion:
+        self.calls += 1
+        prompt = sum(len(m.content) for m in messages) // 4
+        return Completion(
+            text="a reply cut short", prompt_tokens=prompt, completion_tokens=params.max_tokens,
+            latency_s=0.0, model=self.model, provider=self.provider, finish_reason="length",
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_cut_reply_is_kept_when_the_budget_refuses_its_longer_retry(tiny):
+    from rapport.agents.actors import Assistant
+    from rapport.config.backend_settings import OpenAIConfig
+    from rapport.engine.gateway import Gateway
+    from rapport.engine.plan import sample_scenario
+
+    backend = _CutReplies()
+    gateway = Gateway(backend)
+    guard = SpendGuard(0.5)
+    gateway.spend = SpendMeter(guard, PRICE)
+    actor = Assistant(
+        domain=tiny, scenario=sample_scenario(tiny, "plan", 0, 0), run_id="run",
+        gateway=gateway, settings=OpenAIConfig(model="gpt-4o-mini", max_tokens=100),
+        sink=None, history=[], on_turn=lambda _: None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    completion = anyio.run(actor.speak, [ChatMessage("user", "x" * 400)], 1, False)
+    assert completion.truncated and completion.completion_tokens == 100
+    assert backend.calls == 1 and guard.reached  # the retry with 200 tokens did not fit
+    assert guard.total_spent_usd == pytest.approx(0.2) and guard.reserved_usd == 0.0
