@@ -279,3 +279,23 @@ def test_a_cut_reply_is_kept_when_the_budget_refuses_its_longer_retry(tiny):
     assert completion.truncated and completion.completion_tokens == 100
     assert backend.calls == 1 and guard.reached  # the retry with 200 tokens did not fit
     assert guard.total_spent_usd == pytest.approx(0.2) and guard.reserved_usd == 0.0
+
+
+def test_the_live_display_shows_what_the_budget_has_left():
+    from rich.console import Console
+
+    from rapport.cli.progress_display import progress_table
+    from rapport.config.prices import PriceTable
+    from rapport.engine.gateway import Gateway
+    from rapport.engine.progress import RunProgress
+
+    gateway = Gateway(_CutReplies())
+    guard = SpendGuard(5.0, spent_before_usd=1.25)
+    gateway.spend = SpendMeter(guard, PRICE)
+    console = Console(width=200, record=True)
+    console.print(progress_table(RunProgress(total=4), {"assistant": gateway}, PriceTable({})))
+    shown = console.export_text()
+    assert "$1.2500 of $5.00 spent ($1.2500 by earlier runs)" in shown
+    guard.reached = True
+    console.print(progress_table(RunProgress(total=4), {"assistant": gateway}, PriceTable({})))
+    assert "reached: finishing the calls in flight" in console.export_text()
