@@ -1,6 +1,6 @@
 """A tiny loopback server speaking OpenAI chat completions and Anthropic messages, with a prompt
 cache of its own: a request whose prompt extends the previous prompt of the same stream (OpenAI:
-its `prompt_cache_key`; Anthropic: its system prompt, when `cache_control` is set) reports the
+its `prompt_cache_key`; Anthropic: its system prompt and first message, when `cache_control` is set) reports the
 earlier prompt's tokens as cached, in each API's usage fields. A prompt that is not a strict
 extension reads nothing, so cache reads show that prompts really are prefix-stable. Tokens are
 words. Every request body is kept for the tests to inspect.
@@ -102,7 +102,8 @@ def _anthropic_app(state: CacheServerState, app: web.Application) -> None:
         hinted = "cache_control" in repr(body)
         state.counter += 1
         total = words(prompt)
-        read = state.cached(system_text, prompt) if hinted else 0
+        stream = repr(prompt[:2])  # a conversation's role: its system prompt and first message
+        read = state.cached(stream, prompt) if hinted else 0
         write = total - read if hinted else 0  # the breakpoint is at the end of the prompt
         usage = state.usage or {
             "input_tokens": total - read - write,
