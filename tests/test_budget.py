@@ -299,3 +299,19 @@ def test_the_live_display_shows_what_the_budget_has_left():
     guard.reached = True
     console.print(progress_table(RunProgress(total=4), {"assistant": gateway}, PriceTable({})))
     assert "reached: finishing the calls in flight" in console.export_text()
+
+
+def test_a_run_killed_before_its_counters_were_stored_still_counts_its_stored_replies(tmp_path):
+    """kill -9 can lose a run's last gateway counters, never its stored messages: what they
+    cost counts against the budget of the next run."""
+    db = tmp_path / "corpus.duckdb"
+    with running_fake_provider(FakeProviderSettings(reply_tokens=20)) as (url, _):
+        config = _config(tmp_path / "run.yaml", url)
+        with pytest.raises(BudgetReached):
+            _run(db, config, max_cost=8.0)
+        with duckdb.connect(str(db)) as conn:
+            conn.execute("DELETE FROM gateway_stats")  # as if killed before they were written
+        with pytest.raises(BudgetReached):
+            _run(db, config, max_cost=8.0)
+    assert _stored_cost(db) <= 8.0
+    _check_intact(db)
