@@ -91,6 +91,9 @@ class LlamaCppConfig(BackendBase, tag="llamacpp"):
     model_path: str | None = None
     n_ctx: PositiveInt = constants.DEFAULT_LLAMACPP_CONTEXT
     threads: PositiveInt | None = None
+    # llama-cpp-python's prefix cache (LlamaRAMCache) in MB, used when the run config's `cache`
+    # is on: each actor's model state is kept and restored on its next turn. 0: off.
+    prefix_cache_mb: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     endpoint_fields: ClassVar[tuple[str, ...]] = ("model_path",)
     default_max_tokens: ClassVar[int] = constants.DEFAULT_LOCAL_MAX_TOKENS

@@ -203,6 +203,7 @@ def _llamacpp(settings: LlamaCppConfig, at: BuildContext) -> Backend:
         model_path=resolve_model_path(settings.model_path, at.file, f"{at.key}.model_path"),
         n_ctx=settings.n_ctx,
         threads=settings.threads,
+        prefix_cache_mb=settings.prefix_cache_mb,
     )
 
 

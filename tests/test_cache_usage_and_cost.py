@@ -17,6 +17,7 @@ from rapport.engine.backends.anthropic_backend import AnthropicBackend
 from rapport.engine.backends.openai_backend import OpenAIBackend
 from rapport.engine.gateway import Gateway
 from rapport.engine.types import ChatMessage, CompletionParams
+from rapport.reports.judging import write_report
 from rapport.stages.generate import GenerateRequest, generate
 from tests.conftest import TINY_DOMAIN, rapport_in_process
 from tests.prompt_cache_server import CacheServerState, cache_server
@@ -183,6 +184,15 @@ def test_cost_and_cache_tokens_per_message_conversation_role_and_gateway(tmp_pat
     assert stats.returncode == 0, stats.stderr
     section = stats.stdout.split("Cost and prompt cache by role")[1].split("Truncated")[0]
     assert "cache_read_share" in section and "cost_usd" in section
+    report = write_report(db, tmp_path / "report").read_text(encoding="utf-8")
+    table = report.split("## Cost and prompt cache by role")[1].split("##")[0]
+    shares = {
+        line.split("|")[1].strip(): line.split("|")[7].strip()
+        for line in table.splitlines()
+        if line.startswith("|") and "---" not in line and "cache_read_share" not in line
+    }
+    assert set(shares) == {"assistant", "user"}
+    assert all(float(share) > 0 for share in shares.values())
 
 
 def test_caching_off_reads_nothing_and_costs_more(tmp_path):

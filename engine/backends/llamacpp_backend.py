@@ -90,8 +90,14 @@ class LlamaCppBackend:
     provider = "llamacpp"
     simulated = False
 
-    def __init__(self, *, model_path: str, n_ctx: int, threads: int | None) -> None:
+    def __init__(
+        self, *, model_path: str, n_ctx: int, threads: int | None, prefix_cache_mb: int = 0
+    ) -> None:
         self.model_path = model_path
+        # llama-cpp-python keeps the KV state of the last prompt only; with two actors on one
+        # model every prompt starts over. A RAM cache of states (keyed by token prefix) lets
+        # each actor's next turn restore its own, once a call asks for caching (cache_key).
+        self.prefix_cache_bytes = prefix_cache_mb * 1024 * 1024
         self.model = Path(model_path).stem
         self.n_ctx = -(-n_ctx // CONTEXT_PADDING) * CONTEXT_PADDING
         self.threads = threads
@@ -125,6 +131,10 @@ class LlamaCppBackend:
     ) -> tuple[dict[str, Any], float]:
         """One chat completion and its latency (the one-time load is not counted)."""
         llama = self._load()
+        if params.cache_key is not None and self.prefix_cache_bytes and llama.cache is None:
+            from llama_cpp import LlamaRAMCache
+
+            llama.set_cache(LlamaRAMCache(capacity_bytes=self.prefix_cache_bytes))
         response_format = (
             {"type": "json_object", "schema": params.json_schema}
             if params.json_schema is not None
