@@ -140,3 +140,27 @@ def test_shared_prefix_counts_whole_messages_then_the_common_start_of_the_first_
     after = [ChatMessage("system", "persona"), ChatMessage("user", "hello you"), before[1]]
     assert shared_prefix_chars(before, after) == len("persona") + len("hello ")
     assert shared_prefix_chars(before, [*before, ChatMessage("user", "x")]) == 7 + 11
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_caching_lowers_the_estimated_cost_and_cache_false_turns_it_off(tmp_path, provider):
+    """Prefix-stable prompts make long conversations mostly cache reads at either API's cache
+    prices; with `cache: false` nothing is read from a cache and the two costs agree."""
+    model = "gpt-4o-mini" if provider == "openai" else "claude-sonnet-4-5"
+    config = tmp_path / "run.yaml"
+    request = GenerateRequest(db=tmp_path / "none.duckdb", count=10, turns=12, config=config)
+    costs = {}
+    for cache in (True, False):
+        role = f"{{provider: {provider}, model: {model}}}"
+        config.write_text(
+            f"cache: {str(cache).lower()}\nbackends:\n  user_sim: {role}\n  assistant: {role}\n"
+        )
+        costs[cache] = estimate_run(generate_settings(request), request.count, request.db)
+    on, off = costs[True], costs[False]
+    assert on.requests == off.requests == 10 * 12 * 2
+    assert on.input_tokens == off.input_tokens
+    assert on.cache_read_tokens > 0.7 * on.input_tokens
+    assert on.cost_usd < 0.7 * on.cost_uncached_usd
+    assert off.cache_read_tokens == off.cache_write_tokens == 0
+    assert off.cost_usd == pytest.approx(off.cost_uncached_usd)
+    assert not request.db.exists()
