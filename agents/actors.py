@@ -4,6 +4,7 @@ asks its gateway to speak; they talk to each other over anyio memory streams, ta
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
@@ -16,6 +17,7 @@ from rapport.config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTO
 from rapport.config.domain import Domain
 from rapport.config.run import BackendConfig
 from rapport.config.scenario import Scenario
+from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import TurnFailed
 from rapport.engine.gateway import Gateway
 from rapport.engine.seeding import derive_seed
@@ -102,7 +104,8 @@ class Actor:
                 larger = msgspec.structs.replace(
                     params, max_tokens=params.max_tokens * TRUNCATION_RETRY_FACTOR
                 )
-                completion = await self.gateway.complete(messages, larger)
+                with contextlib.suppress(BudgetReached):  # the cut reply is paid for: kept
+                    completion = await self.gateway.complete(messages, larger)
         except TurnFailed as error:
             error.at_turn(turn_index, self.role)
             raise

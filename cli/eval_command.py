@@ -66,6 +66,7 @@ def evaluate(
     ] = None,
     turns: shared.TurnsOption = None,
     max_active: shared.MaxActiveOption = None,
+    max_cost: shared.EvalMaxCostOption = None,
     quiet: shared.QuietOption = False,
     overwrite: shared.ReportOverwriteOption = False,
 ) -> None:
@@ -87,6 +88,7 @@ def evaluate(
         domain=domain,
         turns=turns,
         max_active=max_active,
+        max_cost=max_cost,
     )
 
     def display(prepared: PreparedEval):

@@ -14,6 +14,7 @@ from rapport.config.constants import PROGRESS_REFRESH_PER_S
 from rapport.config.prices import PriceTable
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.engine.accounting import GatewaySnapshot, snapshot_gateways
+from rapport.engine.budget import SpendGuard
 from rapport.engine.gateway import Gateway
 from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.store.rows import utc_now
@@ -100,10 +101,23 @@ def progress_table(
             f"writer waiting for {wait.database} held by {wait.holder} since "
             f"{wait.since:%H:%M:%S} UTC · {wait.spooled_batches:,} batches waiting on disk",
         )
+    guard = next((g.spend.guard for g in gateways.values() if g.spend is not None), None)
+    if guard is not None:
+        table.add_row("budget", budget_line(guard))
     table.add_row(
         "time", f"{_duration(now - progress.started)} elapsed · ETA {_duration(progress.eta_s())}"
     )
     return table
+
+
+def budget_line(guard: SpendGuard) -> str:
+    """What the run's budget (--max-cost) has left, and whether it stopped the run."""
+    line = (
+        f"${guard.total_spent_usd:,.4f} of ${guard.budget_usd:,.2f} spent "
+        f"(${guard.spent_before_usd:,.4f} by earlier runs) · "
+        f"${guard.reserved_usd:,.4f} held by calls in flight"
+    )
+    return line + (" · reached: finishing the calls in flight" if guard.reached else "")
 
 
 def live_display(

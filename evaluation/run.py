@@ -22,6 +22,7 @@ from rapport.config.run import (
     with_overrides,
 )
 from rapport.config.secrets import Redactor
+from rapport.engine.budget import SpendGuard, attach_budget
 from rapport.engine.factory import build_role_gateways, gateway_key
 from rapport.engine.gateway import Gateway
 from rapport.evaluation.families import family_of
@@ -65,6 +66,7 @@ from rapport.store.plans import (
     save_scenarios,
 )
 from rapport.store.rows import utc_now
+from rapport.store.spend import plan_spend
 
 
 class EvalRequest(msgspec.Struct, frozen=True):
@@ -81,6 +83,7 @@ class EvalRequest(msgspec.Struct, frozen=True):
     domain: Path | None = None
     turns: int | None = None
     max_active: int | None = None
+    max_cost: float | None = None  # US dollars, over every run of this eval (budget_usd)
 
 
 class PreparedEval(msgspec.Struct, frozen=True):
@@ -99,11 +102,14 @@ class PreparedEval(msgspec.Struct, frozen=True):
     judges: list[Judge]
     database: Database
     redactor: Redactor  # built from this run's environment: every text stored
+    budget: SpendGuard | None = None  # --max-cost: shared by every gateway of the run
 
 
 def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None) -> PreparedEval:
     """Validate specs, keys, domain and database before any model call (errors are one line)."""
-    settings = with_overrides(load_run_config(request.config), max_active=request.max_active)
+    settings = with_overrides(
+        load_run_config(request.config), max_active=request.max_active, budget_usd=request.max_cost
+    )
     environ = environ if environ is not None else dict(os.environ)
     shown = str(request.config or "run config")
     sides = {  # the specs first: a typo in one is refused before the database is touched
@@ -128,6 +134,14 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
     judges = build_judges(configs, domain, environ, shown, prices)
     key_envs = api_key_env_names(settings, user_sim, *sides.values(), *(c.backend for c in configs))
     plan = held_out_plan_id(domain, seed, turns)
+    budget = None
+    if settings.budget_usd is not None:
+        budget = SpendGuard(settings.budget_usd)
+        attach_budget(budget, {**gateways, **{f"judge:{j.id}": j.gateway for j in judges}}, prices)
+        labels = (gateways["user_sim"].label, eval_assistants(gateways))
+        budget.spent_before_usd = database.run_sync(
+            lambda conn: plan_spend(conn, plan, "eval", labels)
+        )  # what earlier runs of this eval spent counts against it
     return PreparedEval(
         request=request,
         settings=settings,
@@ -142,7 +156,13 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
         judges=judges,
         database=database,
         redactor=Redactor.from_environ(environ, key_envs),
+        budget=budget,
     )
+
+
+def eval_assistants(gateways: Mapping[str, Gateway]) -> str:
+    """The assistant backend label an eval run is recorded with (`runs.assistant_backend`)."""
+    return " vs ".join(gateways[side].label for side in SIDES)
 
 
 def _eval_domain(request: EvalRequest, settings: RunConfig, database: Database) -> Domain:

@@ -5,6 +5,7 @@ same judges as it completes, and compare. Everything streams into DuckDB; a re-r
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
 
 import msgspec
 
@@ -12,6 +13,7 @@ from rapport.agents.conversation import ConversationContext, run_conversation
 from rapport.agents.prompts import assistant_prompt
 from rapport.config.prices import load_prices
 from rapport.config.run import Backends
+from rapport.engine.budget import BudgetReached, within_budget
 from rapport.engine.interrupts import Interrupted, run_interruptible
 from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.engine.scheduler import run_bounded
@@ -19,6 +21,7 @@ from rapport.evaluation.held_out import side_plan_id
 from rapport.evaluation.run import (
     EvalRequest,
     PreparedEval,
+    eval_assistants,
     prepare_eval,
     store_eval_plan,
     summarise,
@@ -28,7 +31,8 @@ from rapport.stages.jobs import unfinished_conversations
 from rapport.stages.judge_pool import JudgePool
 from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
 from rapport.store.evaluations import SIDES, save_eval_summary, status_counts
-from rapport.store.plans import mark_abandoned_runs
+from rapport.store.plans import finish_run, mark_abandoned_runs
+from rapport.store.rows import utc_now
 from rapport.store.run_lock import exclusive_run
 
 
@@ -49,7 +53,7 @@ async def play_and_judge(
             prepared.held_out_plan,
             prepared.request.scenarios,
             prepared.gateways["user_sim"].label,
-            " vs ".join(prepared.gateways[s].label for s in SIDES),
+            eval_assistants(prepared.gateways),
             settings,
         ),
         prepared.redactor,
@@ -90,14 +94,22 @@ async def play_and_judge(
             database, plans, prepared.request.scenarios, include_failed=settings.retry_failed
         )
         below = prepared.request.scenarios
-        async with pool.running(database, plans, below, exclude_run=session.run_id):
+        async with aclosing(jobs), pool.running(database, plans, below, exclude_run=session.run_id):
             await run_bounded(
-                jobs,
+                within_budget(jobs, prepared.budget),
                 settings.max_active,
                 lambda item: run_conversation(item[1], contexts[item[0]]),
             )
 
     await session.run(work, (lambda: display(progress)) if display is not None else None)
+    budget = prepared.budget
+    if budget is not None and budget.reached:  # calls in flight are stored: stop, resumable
+        database.run_sync(lambda conn: finish_run(conn, session.run_id, "interrupted", utc_now()))
+        count = prepared.request.scenarios
+        statuses = database.run_sync(lambda conn: status_counts(conn, prepared.eval_id, count))
+        complete = sum(counts.get("complete", 0) for counts in statuses.values())
+        done = f"{complete:,} of {2 * count:,} conversations complete"
+        raise BudgetReached(budget.budget_usd, budget.total_spent_usd, done)
 
 
 def run_eval(
