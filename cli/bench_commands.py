@@ -51,16 +51,35 @@ def provider(
         str, typer.Option("--limit-headers", help="always | on_429 | never")
     ] = "always",
     slots: Annotated[int | None, typer.Option("--slots", min=1)] = None,
+    prompt_cache: Annotated[
+        bool,
+        typer.Option(
+            "--prompt-cache/--no-prompt-cache",
+            help="Emulate each API's prompt caching in its usage fields.",
+        ),
+    ] = True,
+    cache_ttl_s: Annotated[float, typer.Option("--cache-ttl-s", min=0.0)] = 300.0,
+    batch_delay_s: Annotated[float, typer.Option("--batch-delay-s", min=0.0)] = 0.2,
+    batch_fail_rate: Annotated[float, typer.Option("--batch-fail-rate", min=0.0, max=1.0)] = 0.0,
+    batch_expire_rate: Annotated[
+        float, typer.Option("--batch-expire-rate", min=0.0, max=1.0)
+    ] = 0.0,
+    batch_fail_first: Annotated[int, typer.Option("--batch-fail-first", min=0)] = 0,
+    batch_expire_first: Annotated[int, typer.Option("--batch-expire-first", min=0)] = 0,
 ) -> None:
     """Serve an OpenAI-compatible (and Anthropic messages) API on loopback with real rate
-    limits, lognormal latency and injected faults, until interrupted."""
+    limits, lognormal latency, injected faults, prompt caching and both batch APIs, until
+    interrupted."""
     settings = FakeProviderSettings(
         rpm=rpm, tpm=tpm, burst_s=burst_s, latency_ms=latency_ms, latency_sigma=latency_sigma,
         reply_tokens=reply_tokens, fault_429=fault_429, fault_500=fault_500,
         fault_hang=fault_hang, fault_malformed=fault_malformed, fault_drop=fault_drop,
         hang_s=hang_s, retry_after_ms=retry_after_ms, rate_limit_first=rate_limit_first,
         server_error_first=server_error_first, malformed_first=malformed_first, seed=seed,
-        limit_headers=limit_headers, slots=slots,
+        limit_headers=limit_headers, slots=slots, prompt_cache=prompt_cache,
+        cache_ttl_s=cache_ttl_s, batch_delay_s=batch_delay_s, batch_fail_rate=batch_fail_rate,
+        batch_expire_rate=batch_expire_rate, batch_fail_first=batch_fail_first,
+        batch_expire_first=batch_expire_first,
     )  # fmt: skip
     Console(stderr=True).print(f"fake provider on http://{host}:{port}/v1 ({settings})")
     serve_forever(settings, host, port)
