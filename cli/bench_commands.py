@@ -1,4 +1,4 @@
-"""`rapport bench provider | throughput`."""
+"""`rapport bench provider | throughput | cost`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rapport.bench.cost import CostSettings, run_cost
+from rapport.bench.cost import summary_rows as cost_rows
 from rapport.bench.fake_provider import FakeProviderSettings, serve_forever
 from rapport.bench.throughput import (
     SMOKE_SETTINGS,
@@ -141,3 +143,41 @@ def throughput(
         table.add_row(*row)
     console.print(table)
     console.print(f"written: {out / 'throughput.json'}, {out / 'throughput.png'}")
+
+
+@bench_app.command("cost")
+def cost(
+    out: Annotated[Path, typer.Option("--out", help="Where cost.json goes.")] = RESULTS,
+    conversations: Annotated[int, typer.Option("--conversations", min=1, max=10_000)] = 50,
+    exchanges: Annotated[int, typer.Option("--exchanges", min=1, max=200)] = 20,
+    reply_tokens: Annotated[int, typer.Option("--reply-tokens", min=1)] = 60,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    api: Annotated[
+        list[str] | None,
+        typer.Option("--api", help="openai and/or anthropic (default both)."),
+    ] = None,
+) -> None:
+    """Prompt caching off vs on through each API's fake provider: the cache-read share of
+    input tokens and the input cost ratio, at the shipped list prices."""
+    console = Console()
+    apis = tuple(api or ("openai", "anthropic"))
+    unknown = sorted(set(apis) - {"openai", "anthropic"})
+    if unknown:
+        console.print(f"[red]error:[/] --api: unknown {', '.join(unknown)} (openai, anthropic)")
+        raise typer.Exit(2)
+    settings = CostSettings(
+        conversations=conversations,
+        exchanges=exchanges,
+        max_active=min(conversations, 50),
+        reply_tokens=reply_tokens,
+        seed=seed,
+    )
+    log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
+    report = run_cost(settings, out, log=log, apis=apis)  # type: ignore[arg-type]
+    table = Table(title="rapport bench cost", title_justify="left")
+    for column in ("figure", "measured", "target"):
+        table.add_column(column)
+    for row in cost_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"written: {out / 'cost.json'}")
