@@ -119,6 +119,7 @@ class FakeBatches:
         routes.add_post("/v1/files", self.create_file)
         routes.add_get("/v1/files/{file_id}", self.get_file)
         routes.add_get("/v1/files/{file_id}/content", self.get_file_content)
+        routes.add_delete("/v1/files/{file_id}", self.delete_file)
         routes.add_post("/v1/batches", self.create_openai)
         routes.add_get("/v1/batches", self.list_openai)
         routes.add_get("/v1/batches/{batch_id}", self.get_openai)
@@ -128,6 +129,7 @@ class FakeBatches:
         routes.add_get("/v1/messages/batches/{batch_id}", self.get_anthropic)
         routes.add_get("/v1/messages/batches/{batch_id}/results", self.results_anthropic)
         routes.add_post("/v1/messages/batches/{batch_id}/cancel", self.cancel_anthropic)
+        routes.add_delete("/v1/messages/batches/{batch_id}", self.delete_anthropic)
 
     # ---- OpenAI files ----------------------------------------------------------------------
 
@@ -159,6 +161,12 @@ class FakeBatches:
         if file is None:
             return openai_error(404, f"No such File object: {request.match_info['file_id']}")
         return web.Response(body=file.content, content_type="application/octet-stream")
+
+    async def delete_file(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        if self.files.pop(file_id, None) is None:
+            return openai_error(404, f"No such File object: {file_id}")
+        return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
     # ---- OpenAI batches --------------------------------------------------------------------
 
@@ -313,6 +321,16 @@ class FakeBatches:
             batch.cancel_requested = time.time()
             batch.status = "cancelling"
         return web.json_response(self._anthropic_view(batch, request))
+
+    async def delete_anthropic(self, request: web.Request) -> web.Response:
+        batch = self._find(request, "anthropic")
+        if batch is None:
+            return self._anthropic_missing(request)
+        self._advance(batch)
+        if batch.ended_at is None:
+            return anthropic_error(400, f"Batch {batch.id} is still processing; cancel it first.")
+        del self.batches[batch.id]
+        return web.json_response({"id": batch.id, "type": "message_batch_deleted"})
 
     def _anthropic_missing(self, request: web.Request) -> web.Response:
         batch_id = request.match_info["batch_id"]

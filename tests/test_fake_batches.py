@@ -121,6 +121,9 @@ def test_openai_batch_goes_from_validating_to_completed_with_every_reply():
             assert completion.usage is not None and completion.usage.completion_tokens == 20
         assert done.usage is not None and done.usage.output_tokens == 60
         assert [b.id for b in client.batches.list()] == [batch.id]
+        assert client.files.delete(batch.input_file_id).deleted
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve(batch.input_file_id)
     assert (state.batches_created, state.batch_items) == (1, 3)
     assert state.batch_submissions == {"a": 1, "b": 1, "c": 1}
     assert state.requests == 0  # nothing went through the live endpoint
@@ -255,6 +258,9 @@ def test_anthropic_message_batch_results_as_the_sdk_reads_them():
         assert succeeded.message.usage.output_tokens == 20
         assert succeeded.message.usage.service_tier == "batch"
         assert [b.id for b in client.messages.batches.list()] == [created.id]
+        assert client.messages.batches.delete(created.id).id == created.id
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.batches.retrieve(created.id)
     assert state.batch_submissions == {"x": 1, "y": 1, "z": 1}
 
 
