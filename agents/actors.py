@@ -10,7 +10,7 @@ import anyio
 import msgspec
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from rapport.agents.prompts import turn_instruction, user_simulator_prompt
+from rapport.agents.prompts import instruction_message, user_simulator_prompt
 from rapport.config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTOR
 from rapport.config.domain import Domain
 from rapport.config.run import BackendConfig
@@ -39,6 +39,7 @@ class Actor:
     Slotted: thousands wait at once, and a per-instance dict would be most of an actor."""
 
     __slots__ = (
+        "cache",
         "domain",
         "gateway",
         "history",
@@ -62,7 +63,9 @@ class Actor:
         sink: ObjectSendStream[StoreEvent],
         history: list[ChatMessage],
         on_turn: Callable[[Completion], None],
+        cache: bool = False,
     ) -> None:
+        self.cache = cache  # ask the provider to reuse this actor's prompt prefix
         self.domain = domain
         self.scenario = scenario
         self.run_id = run_id
@@ -88,6 +91,8 @@ class Actor:
                 target_exchanges=self.scenario.target_turns,
                 final=final,
             ),
+            # One key per conversation and role: each of its prompts extends the last one.
+            cache_key=f"{self.scenario.scenario_id}:{self.role}" if self.cache else None,
         )
         turn_index = (exchange - 1) * 2 + (self.role == "assistant")
         try:
@@ -120,6 +125,9 @@ class Actor:
             created_at=utc_now(),
             attempts=completion.attempts,
             finish_reason=completion.finish_reason,
+            cache_read_tokens=completion.cache_read_tokens,
+            cache_write_tokens=completion.cache_write_tokens,
+            cost_usd=completion.cost_usd,
         )
 
     async def store(self, event: StoreEvent) -> None:
@@ -191,17 +199,23 @@ class UserSimulator(Actor):
         return utterance
 
     async def _ask(self, exchange: int, target: int, final: bool) -> Completion:
-        """The prompt is rendered per call rather than kept: between its turns a user simulator
-        holds only its history, which keeps thousands of waiting conversations small."""
-        instruction = turn_instruction(self.domain, exchange, target, final)
-        messages = self.view(
-            f"{user_simulator_prompt(self.domain, self.scenario)}\n\n{instruction}"
-        )
-        # The conversation always opens with the instruction to write the first message, so
-        # the view starts with a user turn (as chat APIs expect).
-        opening = turn_instruction(self.domain, 1, target, target == 1)
-        messages.insert(1, ChatMessage("user", opening))
-        return await self.speak(messages, exchange, final)
+        return await self.speak(self.prompt(exchange, target, final), exchange, final)
+
+    def prompt(self, exchange: int, target: int, final: bool) -> list[ChatMessage]:
+        """The persona prompt as the system message, then each exchange's instruction as a
+        user message before the turn it asked for, the one for this exchange last: the system
+        message never changes and each prompt extends the previous one (a provider's prompt
+        cache reuses all of it). Rendered per call rather than kept: between its turns a user
+        simulator holds only its history (the instructions are shared, cached messages), which
+        keeps thousands of waiting conversations small. It opens with the instruction to
+        write the first message, so it starts with a user turn (as chat APIs expect)."""
+        history = self.history
+        messages = [ChatMessage("system", user_simulator_prompt(self.domain, self.scenario))]
+        for earlier in range(1, exchange):
+            messages.append(instruction_message(self.domain, earlier, target, earlier == target))
+            messages += history[2 * earlier - 2 : 2 * earlier]
+        messages.append(instruction_message(self.domain, exchange, target, final))
+        return messages
 
 
 class Assistant(Actor):

@@ -37,6 +37,7 @@ class ConversationContext(msgspec.Struct, frozen=True):
     progress: RunProgress
     assistant_system: str  # rendered once per run
     after_complete: AfterComplete | None = None  # e.g. judging, as conversations complete
+    cache: bool = True  # the run config's `cache`: actors ask providers to reuse prefixes
 
 
 # The user simulator speaks as `assistant` in its own view, and hears the assistant as `user`.
@@ -110,6 +111,7 @@ async def _play(
         "run_id": context.run_id,
         "sink": context.sink,
         "on_turn": on_turn,
+        "cache": context.cache,
     }
     user = UserSimulator(
         gateway=context.gateways["user_sim"],

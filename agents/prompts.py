@@ -8,6 +8,7 @@ from string import Formatter
 
 from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
+from rapport.engine.types import ChatMessage
 
 Pieces = tuple[tuple[str, str | None], ...]  # (literal text, field name or None)
 
@@ -91,11 +92,22 @@ def user_simulator_prompt(domain: Domain, scenario: Scenario) -> str:
 
 
 def turn_instruction(domain: Domain, exchange: int, target: int, final: bool) -> str:
+    return instruction_message(domain, exchange, target, final).content
+
+
+def instruction_message(domain: Domain, exchange: int, target: int, final: bool) -> ChatMessage:
+    """The user simulator's instruction for one exchange, as the user message that ends its
+    prompt for that exchange (and stays in its later prompts, so each extends the last)."""
     instructions = domain.info.turn_instructions
     template = instructions.closing if final else instructions.continuing
     if exchange == 1 and not final:
         template = instructions.opening
-    return fill(template, {"exchange": exchange, "target_exchanges": target})
+    return _instruction(template, exchange, target)
+
+
+@functools.lru_cache(maxsize=4096)  # one shared message per (template, exchange, target)
+def _instruction(template: str, exchange: int, target: int) -> ChatMessage:
+    return ChatMessage("user", fill(template, {"exchange": exchange, "target_exchanges": target}))
 
 
 def assistant_prompt(domain: Domain) -> str:

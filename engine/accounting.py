@@ -34,6 +34,8 @@ class GatewaySnapshot(msgspec.Struct, frozen=True):
     max_in_flight: int | None = None
     limits_source: str | None = None  # configured | stated | learned; None: unlimited
     timeouts: int = 0
+    cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
 
 
 def gateway_name(gateway: Gateway) -> str:
@@ -57,11 +59,17 @@ def snapshot_gateways(
         p50 = stats.latency_percentile(0.50)
         p99 = stats.latency_percentile(0.99)
         model = gateway.backend.model
-        cost = (
-            None
-            if gateway.backend.simulated
-            else prices.cost(model, stats.prompt_tokens, stats.completion_tokens)
-        )
+        cost = None
+        if gateway.price is not None:  # summed per call, each at its own price
+            cost = stats.cost_usd
+        elif not gateway.backend.simulated:
+            cost = prices.cost(
+                model,
+                stats.prompt_tokens,
+                stats.completion_tokens,
+                cache_read_tokens=stats.cache_read_tokens,
+                cache_write_tokens=stats.cache_write_tokens,
+            )
         snapshots.append(
             GatewaySnapshot(
                 run_id=run_id,
@@ -85,6 +93,8 @@ def snapshot_gateways(
                 max_in_flight=limits.max_in_flight,
                 limits_source=gateway.limits_source,
                 timeouts=stats.timeouts,
+                cache_read_tokens=stats.cache_read_tokens,
+                cache_write_tokens=stats.cache_write_tokens,
             )
         )
     return snapshots

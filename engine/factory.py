@@ -19,7 +19,8 @@ from rapport.config.backend_settings import (
 )
 from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError
-from rapport.config.run import Backends
+from rapport.config.prices import PriceTable
+from rapport.config.run import Backends, Price
 from rapport.config.secrets import Redactor, looks_like_secret
 from rapport.engine.backend import Backend
 from rapport.engine.gateway import Gateway, GatewayLimits
@@ -37,11 +38,15 @@ def gateway_key(settings: BackendConfig) -> tuple[object, ...]:
 
 
 def build_gateways(
-    backends: Backends, domain: Domain, environ: Mapping[str, str], config_file: str
+    backends: Backends,
+    domain: Domain,
+    environ: Mapping[str, str],
+    config_file: str,
+    prices: PriceTable | None = None,
 ) -> dict[str, Gateway]:
     """A gateway per role; roles on the same endpoint share one gateway."""
     roles = {role: getattr(backends, role) for role in ROLES}
-    return build_role_gateways(roles, domain, environ, config_file)
+    return build_role_gateways(roles, domain, environ, config_file, prices=prices)
 
 
 def build_role_gateways(
@@ -50,6 +55,8 @@ def build_role_gateways(
     environ: Mapping[str, str],
     config_file: str,
     key_prefix: str = "backends.",
+    *,
+    prices: PriceTable | None = None,
 ) -> dict[str, Gateway]:
     """A gateway per named role; roles on the same endpoint share one gateway (and its limits)."""
     groups: dict[tuple[object, ...], list[tuple[str, BackendConfig]]] = {}
@@ -60,7 +67,9 @@ def build_role_gateways(
         first_role, first = members[0]
         key = f"{key_prefix}{first_role}"
         limits = _shared_limits(members, config_file, key_prefix)
-        gateway = build_gateway(first, limits, domain, environ, config_file, key)
+        gateway = build_gateway(
+            first, limits, domain, environ, config_file, key, price=price_of(first, prices)
+        )
         for role, _ in members:
             gateways[role] = gateway
     return gateways
@@ -73,8 +82,11 @@ def build_gateway(
     environ: Mapping[str, str],
     file: str,
     key: str,
+    *,
+    price: Price | None = None,
 ) -> Gateway:
-    """A gateway around a new backend built from `settings`."""
+    """A gateway around a new backend built from `settings`; `price` (see `price_of`) makes
+    each completion's cost."""
     return Gateway(
         build_backend(settings, domain, environ, file, key),
         limits,
@@ -84,7 +96,16 @@ def build_gateway(
         adaptive=settings.adaptive,
         no_success_stop_s=settings.no_success_stop_s,
         redactor=Redactor.from_environ(environ, [getattr(settings, "api_key_env", None) or ""]),
+        price=price,
     )
+
+
+def price_of(settings: BackendConfig, prices: PriceTable | None) -> Price | None:
+    """The price of the model `settings` name (None: no table, no model, or an unknown one)."""
+    model = getattr(settings, "model", None)
+    if prices is None or not model:
+        return None
+    return prices.price_for(model)
 
 
 def limits_of(settings: BackendConfig) -> GatewayLimits:

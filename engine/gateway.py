@@ -18,6 +18,8 @@ from tenacity import (
 )
 
 from rapport.config.constants import NO_SUCCESS_STOP_S, RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S
+from rapport.config.prices import usage_cost
+from rapport.config.run import Price
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.engine.adaptive_limits import AdaptiveLimits, LearnedLimits
 from rapport.engine.backend import Backend, label
@@ -59,6 +61,9 @@ class GatewayStats(msgspec.Struct):
     timeouts: int = 0  # calls given up on at timeout_s: a reply that never came
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
+    cost_usd: float = 0.0  # summed per call at the gateway's price (0 without one)
     in_flight: int = 0
     latencies_s: deque[float] = msgspec.field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
@@ -100,8 +105,11 @@ class Gateway:
         adaptive: bool = False,
         no_success_stop_s: float = NO_SUCCESS_STOP_S,
         redactor: Redactor = PATTERNS_ONLY,
+        price: Price | None = None,
     ) -> None:
         self.backend = backend
+        # Each completion's cost comes from it; simulated backends cost nothing known.
+        self.price = None if backend.simulated else price
         self._redact = redactor  # errors raised to the user may quote a provider's echoed key
         self._clock = clock or LoopClock()
         self.label = label(backend)
@@ -290,6 +298,19 @@ class Gateway:
         self.stats.prompt_tokens += completion.prompt_tokens
         self.stats.completion_tokens += completion.completion_tokens
         self.stats.latencies_s.append(completion.latency_s)
+        if completion.cache_read_tokens or completion.cache_write_tokens:
+            self.stats.cache_read_tokens += completion.cache_read_tokens
+            self.stats.cache_write_tokens += completion.cache_write_tokens
+        if self.price is not None:
+            cost = usage_cost(
+                self.price,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                cache_read_tokens=completion.cache_read_tokens,
+                cache_write_tokens=completion.cache_write_tokens,
+            )
+            self.stats.cost_usd += cost
+            completion = msgspec.structs.replace(completion, cost_usd=cost)
         return completion
 
     async def _acquire(self, estimate: TokenEstimate) -> None:

@@ -13,6 +13,7 @@ import msgspec
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
 from rapport.config.loader import load_domain
+from rapport.config.prices import load_prices
 from rapport.config.run import (
     BackendConfig,
     RunConfig,
@@ -119,9 +120,12 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
     domain = _eval_domain(request, settings, database)
     seed = request.seed if request.seed is not None else settings.seed
     turns = request.turns if request.turns is not None else settings.turns
-    gateways = build_role_gateways({"user_sim": user_sim, **sides}, domain, environ, shown, "")
+    prices = load_prices(settings.prices)
+    gateways = build_role_gateways(
+        {"user_sim": user_sim, **sides}, domain, environ, shown, "", prices=prices
+    )
     configs = judge_configs(settings, request.judges)
-    judges = build_judges(configs, domain, environ, shown)
+    judges = build_judges(configs, domain, environ, shown, prices)
     key_envs = api_key_env_names(settings, user_sim, *sides.values(), *(c.backend for c in configs))
     plan = held_out_plan_id(domain, seed, turns)
     return PreparedEval(

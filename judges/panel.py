@@ -10,9 +10,10 @@ import msgspec
 from rapport.config import constants
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
+from rapport.config.prices import PriceTable
 from rapport.config.run import JudgeConfig, RunConfig
 from rapport.engine.errors import ProviderUnusable
-from rapport.engine.factory import build_gateway, limits_of
+from rapport.engine.factory import build_gateway, limits_of, price_of
 from rapport.judges.judge import Judge, judge_conversation
 from rapport.judges.scoring import active_criteria, score
 from rapport.judges.verdicts import Verdict
@@ -36,7 +37,11 @@ def judge_configs(settings: RunConfig, specs: Sequence[str]) -> tuple[JudgeConfi
 
 
 def build_judges(
-    configs: Sequence[JudgeConfig], domain: Domain, environ: Mapping[str, str], config_file: str
+    configs: Sequence[JudgeConfig],
+    domain: Domain,
+    environ: Mapping[str, str],
+    config_file: str,
+    prices: PriceTable | None = None,
 ) -> list[Judge]:
     judges = []
     for index, config in enumerate(configs):
@@ -44,7 +49,7 @@ def build_judges(
             config = msgspec.structs.replace(config, context_tokens=config.backend.n_ctx)
         gateway = build_gateway(
             config.backend, limits_of(config.backend), domain, environ, config_file,
-            f"judges[{index}].backend",
+            f"judges[{index}].backend", price=price_of(config.backend, prices),
         )  # fmt: skip
         judges.append(Judge(config, gateway))
     ids = [judge.id for judge in judges]

@@ -82,6 +82,7 @@ async def play_and_judge(
                 progress=progress,
                 assistant_system=system,
                 after_complete=pool.submit,
+                cache=settings.cache,
             )
             for which, side in enumerate(SIDES)
         }

@@ -128,8 +128,9 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
         judge_settings = judge_configs(settings, request.judges)
     elif request.judging == "configured":
         judge_settings = settings.judges
-    gateways = build_gateways(settings.backends, domain, environ, shown)
-    judges = tuple(build_judges(judge_settings, domain, environ, shown))
+    prices = load_prices(settings.prices)
+    gateways = build_gateways(settings.backends, domain, environ, shown, prices)
+    judges = tuple(build_judges(judge_settings, domain, environ, shown, prices))
     database = Database(request.db)
     database.initialise()
     key_envs = api_key_env_names(settings, *(config.backend for config in judge_settings))
@@ -239,6 +240,7 @@ async def simulate(
             progress=progress,
             assistant_system=assistant_prompt(generation.domain),
             after_complete=pool.submit if judges else None,
+            cache=settings.cache,
         )
         jobs = unfinished_conversations(
             database, [generation.plan_id], generation.request.count,

@@ -73,7 +73,9 @@ def judge_corpus(
         Path(settings.domain) if settings.domain else None
     )
     environ = environ if environ is not None else dict(os.environ)
-    judges = build_judges(configs, domain, environ, str(request.config or "run config"))
+    judges = build_judges(
+        configs, domain, environ, str(request.config or "run config"), load_prices(settings.prices)
+    )
     redactor = Redactor.from_environ(
         environ, api_key_env_names(settings, *(config.backend for config in configs))
     )

@@ -28,6 +28,9 @@ class MessageRow(msgspec.Struct, frozen=True):
     created_at: datetime
     attempts: int = 1  # 1 + retries (429s included); latency_ms spans every attempt
     finish_reason: str | None = None  # `length` / `max_tokens`: cut by the token budget
+    cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
+    cost_usd: float | None = None  # at the model's price; None: no known price
 
 
 class ConversationUpdate(msgspec.Struct, frozen=True):

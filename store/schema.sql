@@ -220,3 +220,12 @@ CREATE TABLE IF NOT EXISTS spooled_batches (
     batch_id VARCHAR PRIMARY KEY,
     applied_at TIMESTAMPTZ NOT NULL
 );
+
+-- Issue 15: prompt caching and cost. Of prompt_tokens (every input token), those read from and
+-- written to the provider's prompt cache; the cost of each message at its model's price
+-- (NULL: no known price, e.g. a simulated or local model).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS cache_read_tokens INTEGER;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS cache_write_tokens INTEGER;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS cost_usd DOUBLE;
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS cache_read_tokens BIGINT;
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS cache_write_tokens BIGINT;

@@ -52,6 +52,20 @@ SECTIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
+        "Cost and prompt cache by role (cache-read share of input tokens)",
+        """
+        SELECT role, sum(messages)::BIGINT AS messages, sum(prompt_tokens)::BIGINT AS input_tokens,
+               sum(cache_read_tokens)::BIGINT AS cache_read,
+               sum(cache_write_tokens)::BIGINT AS cache_write,
+               sum(completion_tokens)::BIGINT AS output_tokens,
+               round(sum(cache_read_tokens) / nullif(sum(prompt_tokens), 0), 4)
+                   AS cache_read_share,
+               round(sum(cost_usd), 4) AS cost_usd,
+               round(sum(cost_usd) / nullif(sum(messages), 0) * 1000, 4) AS usd_per_1k_messages
+        FROM backend_usage GROUP BY role ORDER BY role
+        """,
+    ),
+    (
         "Truncated turns (cut by the token budget)",
         f"""
         SELECT role, count(*) FILTER (WHERE finish_reason IN ({TRUNCATED_SQL})) AS truncated,
@@ -67,7 +81,10 @@ SECTIONS: tuple[tuple[str, str], ...] = (
         SELECT gateway, array_to_string(roles, ',') AS roles, requests, retries,
                rate_limited AS "429s", failed,
                prompt_tokens, completion_tokens, round(latency_p50_ms)::BIGINT AS p50_ms,
-               round(latency_p99_ms)::BIGINT AS p99_ms, round(cost_usd, 4) AS cost_usd
+               round(latency_p99_ms)::BIGINT AS p99_ms, round(cost_usd, 4) AS cost_usd,
+               coalesce(cache_read_tokens, 0) AS cache_read,
+               round(coalesce(cache_read_tokens, 0) / nullif(prompt_tokens, 0), 4)
+                   AS cache_read_share
         FROM gateway_stats g JOIN runs r USING (run_id)
         QUALIFY row_number() OVER (PARTITION BY gateway ORDER BY r.started_at DESC) = 1
         ORDER BY gateway

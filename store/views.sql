@@ -11,14 +11,20 @@ SELECT
     s.topic_categories, s.flaw_names, s.writing_style, c.plan_id, c.run_id,
     coalesce(m.exchanges, 0) AS exchanges,
     coalesce(m.prompt_tokens, 0) AS prompt_tokens,
-    coalesce(m.completion_tokens, 0) AS completion_tokens
+    coalesce(m.completion_tokens, 0) AS completion_tokens,
+    m.cost_usd,  -- NULL: no message has a known price
+    coalesce(m.cache_read_tokens, 0) AS cache_read_tokens,
+    coalesce(m.cache_write_tokens, 0) AS cache_write_tokens
 FROM corpus_conversations c
 JOIN scenarios s USING (scenario_id)
 LEFT JOIN (
     SELECT conversation_id,
            count(*) FILTER (WHERE role = 'assistant') AS exchanges,
            sum(prompt_tokens)::BIGINT AS prompt_tokens,
-           sum(completion_tokens)::BIGINT AS completion_tokens
+           sum(completion_tokens)::BIGINT AS completion_tokens,
+           sum(cost_usd) AS cost_usd,
+           sum(cache_read_tokens)::BIGINT AS cache_read_tokens,
+           sum(cache_write_tokens)::BIGINT AS cache_write_tokens
     FROM messages GROUP BY conversation_id
 ) m USING (conversation_id);
 
@@ -52,7 +58,12 @@ SELECT role, backend, model,
        sum(completion_tokens)::BIGINT AS completion_tokens,
        round(avg(latency_ms), 1) AS mean_latency_ms,
        round(quantile_cont(latency_ms, 0.5), 1) AS p50_latency_ms,
-       round(quantile_cont(latency_ms, 0.99), 1) AS p99_latency_ms
+       round(quantile_cont(latency_ms, 0.99), 1) AS p99_latency_ms,
+       coalesce(sum(cache_read_tokens), 0)::BIGINT AS cache_read_tokens,
+       coalesce(sum(cache_write_tokens), 0)::BIGINT AS cache_write_tokens,
+       sum(cost_usd) AS cost_usd,  -- NULL: no known price
+       round(coalesce(sum(cache_read_tokens), 0) / nullif(sum(prompt_tokens), 0), 4)
+           AS cache_read_share  -- of all input tokens
 FROM messages WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
 GROUP BY role, backend, model;
 

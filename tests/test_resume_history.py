@@ -120,13 +120,20 @@ def _as_assistant_sees(turns: list[tuple[str, str]]) -> list[ChatMessage]:
     return [ChatMessage(role, content) for role, content in turns]  # type: ignore[arg-type]
 
 
-def _user_simulator_preamble(resumed: Resumed, call: Call) -> list[ChatMessage]:
-    """Its system prompt (the persona, then this turn's instruction) and the opening request."""
+def _user_simulator_sees(
+    resumed: Resumed, call: Call, turns: list[ChatMessage]
+) -> list[ChatMessage]:
+    """Its prompt: the persona as the system message (the same on every turn), then each
+    exchange's instruction as a user message before the turn it asked for, this exchange's last."""
     domain, scenario = resumed.domain, call.scenario
-    assert call.messages[0].role == "system"
-    assert call.messages[0].content.startswith(user_simulator_prompt(domain, scenario))
-    opening = turn_instruction(domain, 1, TURNS, TURNS == 1)
-    return [call.messages[0], ChatMessage("user", opening)]
+    expected = [ChatMessage("system", user_simulator_prompt(domain, scenario))]
+    for exchange in range(1, call.exchange):
+        expected.append(ChatMessage("user", turn_instruction(domain, exchange, TURNS, False)))
+        expected += turns[2 * exchange - 2 : 2 * exchange]
+    final = call.exchange == TURNS
+    expected.append(ChatMessage("user", turn_instruction(domain, call.exchange, TURNS, final)))
+    assert len(turns) == 2 * (call.exchange - 1)
+    return expected
 
 
 def test_the_first_run_stored_part_of_each_conversation(resumed):
@@ -164,21 +171,20 @@ def test_after_a_user_turn_the_user_simulator_first_speaks_with_every_stored_tur
     stored = resumed.stored[AFTER_USER_TURN]
     call = resumed.backend.first_call(AFTER_USER_TURN, "user_sim")
     assert call.exchange == 3
-    assert list(call.messages) == [
-        *_user_simulator_preamble(resumed, call),
+    turns = [
         *_as_user_simulator_sees(stored),
         ChatMessage("user", "resumed assistant 0.2"),  # the reply to the stored user turn
     ]
+    assert list(call.messages) == _user_simulator_sees(resumed, call, turns)
 
 
 def test_after_an_assistant_turn_the_user_simulator_first_speaks_with_every_stored_turn(resumed):
     stored = resumed.stored[AFTER_ASSISTANT_TURN]
     call = resumed.backend.first_call(AFTER_ASSISTANT_TURN, "user_sim")
     assert call.exchange == 2
-    assert list(call.messages) == [
-        *_user_simulator_preamble(resumed, call),
-        *_as_user_simulator_sees(stored),
-    ]
+    assert list(call.messages) == _user_simulator_sees(
+        resumed, call, _as_user_simulator_sees(stored)
+    )
 
 
 def test_after_an_assistant_turn_the_assistant_first_answers_with_every_stored_turn(resumed):

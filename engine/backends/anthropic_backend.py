@@ -16,6 +16,7 @@ from rapport.engine.errors import BackendError
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
 
 START_MESSAGE = "(start)"  # the API wants the first message from the user
+EPHEMERAL = {"type": "ephemeral"}  # a prompt-cache breakpoint (5-minute lifetime)
 # 429s that no amount of waiting within a run will clear.
 SPEND_LIMIT_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
 
@@ -60,6 +61,39 @@ def to_request(
     return ("\n\n".join(system) or None), turns
 
 
+def with_cache_breakpoints(
+    system: str | None, turns: list[dict[str, str]]
+) -> tuple[list[dict[str, object]] | None, list[dict[str, object]]]:
+    """The request with two `cache_control` breakpoints (the API allows four): the system
+    prompt, fixed for a conversation and role, and the end of the history, moved to the last
+    message on every turn so that the next turn reads all of this one from the cache. Every
+    message is a text block list either way, so each request extends the previous one."""
+    blocks = None
+    if system is not None:
+        blocks = [{"type": "text", "text": system, "cache_control": EPHEMERAL}]
+    messages: list[dict[str, object]] = [
+        {"role": turn["role"], "content": [{"type": "text", "text": turn["content"]}]}
+        for turn in turns
+    ]
+    last = messages[-1]["content"]
+    assert isinstance(last, list)
+    last[-1] = {**last[-1], "cache_control": EPHEMERAL}
+    return blocks, messages
+
+
+def usage_tokens(usage: object) -> tuple[int | None, int, int]:
+    """(prompt tokens, cache read, cache write). Anthropic's `input_tokens` leaves out the
+    tokens read from or written to the cache; the prompt counts all three (as OpenAI's does)."""
+    read = getattr(usage, "cache_read_input_tokens", None)
+    write = getattr(usage, "cache_creation_input_tokens", None)
+    read = read if isinstance(read, int) else 0
+    write = write if isinstance(write, int) else 0
+    uncached = getattr(usage, "input_tokens", None)
+    if not isinstance(uncached, int):
+        return None, read, write
+    return uncached + read + write, read, write
+
+
 class AnthropicBackend:
     """Messages through the official SDK; the SDK's own retries are off (the gateway retries,
     so that every caller shares one view of the provider's limits).
@@ -81,12 +115,17 @@ class AnthropicBackend:
     ) -> Completion:
         system, turns = to_request(messages, params)
         request: dict[str, object] = {"model": self.model, "max_tokens": params.max_tokens}
-        if system is not None:
+        sent: list[dict[str, object]] | list[dict[str, str]] = turns
+        if params.cache_key is not None:
+            blocks, sent = with_cache_breakpoints(system, turns)
+            if blocks is not None:
+                request["system"] = blocks
+        elif system is not None:
             request["system"] = system
         started = time.perf_counter()
         try:
             raw = await self._client.messages.with_raw_response.create(
-                messages=turns,  # type: ignore[arg-type]
+                messages=sent,  # type: ignore[arg-type]
                 **request,  # type: ignore[arg-type]
             )
             response = raw.parse()
@@ -119,10 +158,11 @@ class AnthropicBackend:
         if not text:
             raise BackendError("empty", "completion text is empty", retryable=True)
         usage = getattr(response, "usage", None)
+        reported_prompt, cache_read, cache_write = usage_tokens(usage)
         prompt_tokens, completion_tokens = usage_or_estimate(
             len(system or "") + sum(len(t["content"]) for t in turns),
             text,
-            getattr(usage, "input_tokens", None),
+            reported_prompt,
             getattr(usage, "output_tokens", None),
         )
         return Completion(
@@ -134,6 +174,8 @@ class AnthropicBackend:
             provider=self.provider,
             finish_reason=stop_reason,
             limits=reported_limits(raw.headers),
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
         )
 
     async def aclose(self) -> None:

@@ -40,6 +40,27 @@ class _FormatRejected(Exception):
         self.mode = mode
 
 
+FIELD_REFUSED_STATUS = frozenset({400, 422})  # how servers refuse a request field they lack
+
+
+class _CacheKeyRejected(Exception):
+    """The server refused the `prompt_cache_key` field (the SDK's error is the cause)."""
+
+
+def names_cache_key(error_text: str) -> bool:
+    """A rejection of the prompt-cache field itself: OpenAI-compatible servers that predate it
+    may refuse unknown fields."""
+    return "prompt_cache_key" in error_text.lower()
+
+
+def cached_prompt_tokens(usage: object) -> int:
+    """`usage.prompt_tokens_details.cached_tokens`: of the prompt tokens, those read from the
+    provider's prompt cache (OpenAI counts them in prompt_tokens and reports no writes)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return cached if isinstance(cached, int) and cached > 0 else 0
+
+
 class OpenAIBackend:
     """Chat completions through the official SDK; the SDK's own retries are off (the gateway
     retries, so that every caller shares one view of the provider's limits). Structured output
@@ -55,16 +76,18 @@ class OpenAIBackend:
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
         self.structured_output = StructuredOutputLadder()
+        # False once the server refused `prompt_cache_key`: never sent again by this backend.
+        self.sends_cache_key = True
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
         if params.json_schema is None:
-            return await self._create(messages, params, None)
+            return await self._create_with_cache_key(messages, params, None)
         for _ in MODES:  # one step down per refusal, at most to the last mode
             mode = self.structured_output.mode
             try:
-                return await self._create(messages, params, mode)
+                return await self._create_with_cache_key(messages, params, mode)
             except _FormatRejected as rejection:
                 refusal = rejection.__cause__
                 assert isinstance(refusal, Exception)
@@ -72,14 +95,32 @@ class OpenAIBackend:
                     break
         _raise_translated(refusal)
 
-    async def _create(
+    async def _create_with_cache_key(
         self,
         messages: Sequence[ChatMessage],
         params: CompletionParams,
         mode: StructuredMode | None,
     ) -> Completion:
+        """With the cache key while the server takes it; once refused, without it from then on
+        (the request is sent again at once: the refusal was of the field, not the call)."""
+        cache_key = params.cache_key if self.sends_cache_key else None
+        try:
+            return await self._create(messages, params, mode, cache_key)
+        except _CacheKeyRejected:
+            self.sends_cache_key = False
+            return await self._create(messages, params, mode, None)
+
+    async def _create(
+        self,
+        messages: Sequence[ChatMessage],
+        params: CompletionParams,
+        mode: StructuredMode | None,
+        cache_key: str | None = None,
+    ) -> Completion:
         started = time.perf_counter()
         extra: dict[str, object] = {}
+        if cache_key is not None:
+            extra["prompt_cache_key"] = cache_key
         if mode is not None and params.json_schema is not None:
             field = response_format(mode, params.json_schema)
             if field is None:
@@ -97,6 +138,12 @@ class OpenAIBackend:
             )
             response = raw.parse()
         except openai.APIStatusError as error:
+            if (
+                cache_key is not None
+                and error.status_code in FIELD_REFUSED_STATUS
+                and names_cache_key(f"{error.message} {error.body}")
+            ):
+                raise _CacheKeyRejected from error
             rejected_format = "response_format" in extra and names_response_format(
                 f"{error.message} {error.body}"
             )
@@ -133,6 +180,7 @@ class OpenAIBackend:
             provider=self.provider,
             finish_reason=choice.finish_reason,
             limits=limits,
+            cache_read_tokens=min(cached_prompt_tokens(usage), prompt_tokens) if usage else 0,
         )
 
     async def aclose(self) -> None:
