@@ -27,6 +27,7 @@ from rapport.bench.fake_provider import (
 )
 from rapport.config.prices import PriceTable, load_prices
 from rapport.stages.generate import GenerateRequest, generate
+from rapport.store.cost_reads import StoredUsage, stored_usage
 
 Api = Literal["openai", "anthropic"]
 BENCH_KEY_ENV = "RAPPORT_BENCH_KEY"
@@ -63,6 +64,7 @@ class CaseCost(msgspec.Struct, frozen=True):
     cache_read_share: float
     input_cost_usd: float
     output_cost_usd: float
+    stored: StoredUsage  # the same run as Rapport parsed, priced and stored it
 
 
 class ApiSaving(msgspec.Struct, frozen=True):
@@ -107,7 +109,12 @@ def _run_config(path: Path, role: dict[str, object], settings: CostSettings, cac
 
 
 def _case_cost(
-    api: Api, model: str, cache: bool, state: FakeProviderState, prices: PriceTable
+    api: Api,
+    model: str,
+    cache: bool,
+    state: FakeProviderState,
+    prices: PriceTable,
+    stored: StoredUsage,
 ) -> CaseCost:
     price = prices.price_for(model)
     if price is None:
@@ -132,6 +139,7 @@ def _case_cost(
         cache_read_share=state.cache_read_tokens / max(1, state.prompt_tokens),
         input_cost_usd=input_cost or 0.0,
         output_cost_usd=output_cost or 0.0,
+        stored=stored,
     )
 
 
@@ -156,7 +164,7 @@ def run_case(
             domain=settings.domain,
         )
         generate(request, environ={BENCH_KEY_ENV: "bench-key"})
-    return _case_cost(api, model, cache, state, prices)
+    return _case_cost(api, model, cache, state, prices, stored_usage(request.db))
 
 
 def savings(cases: tuple[CaseCost, ...]) -> tuple[ApiSaving, ...]:

@@ -27,10 +27,21 @@ def test_bench_cost_measures_cache_reads_and_the_input_cost_ratio(tmp_path):
         assert off["requests"] == on["requests"] == 2 * 4 * 2  # both roles, every exchange
         assert off["input_tokens"] == on["input_tokens"]  # the same plan, the same prompts
         assert off["cache_read_tokens"] == off["cache_write_tokens"] == 0
-    openai_on = cases[("openai", True)]
+        for case in (off, on):  # Rapport's own accounting agrees with the provider's
+            stored = case["stored"]
+            assert stored["messages"] == case["requests"]
+            assert stored["prompt_tokens"] == case["input_tokens"]
+            assert stored["cache_read_tokens"] == case["cache_read_tokens"]
+            assert stored["cache_write_tokens"] == case["cache_write_tokens"]
+            assert stored["cost_usd"] == pytest.approx(
+                case["input_cost_usd"] + case["output_cost_usd"]
+            )
+    openai_on, anthropic_on = cases[("openai", True)], cases[("anthropic", True)]
     assert openai_on["cache_read_tokens"] > 0
+    assert anthropic_on["cache_read_tokens"] > 0 and anthropic_on["cache_write_tokens"] > 0
     savings = {saving["api"]: saving for saving in report["savings"]}
     assert 0 < savings["openai"]["input_cost_ratio"] < 1
+    assert 0 < savings["anthropic"]["input_cost_ratio"] < 1
     assert savings["openai"]["cache_read_share"] == pytest.approx(
         openai_on["cache_read_tokens"] / openai_on["input_tokens"]
     )
