@@ -7,8 +7,9 @@ provider that caches nothing (OpenAI would cache automatically anyway, so off is
 without any discount); "on" is `cache: true` against the emulation.
 
 Figures per API: the cache-read share of input tokens with caching on, and the input cost with
-caching on over off. Judge cost live vs batch and estimate vs actual tokens are hooks left for
-the batch judge and `generate --estimate` (see `judge_costs` and `estimate_accuracy`).
+caching on over off; each run's own estimate (what `generate --estimate` prints, stored before
+its first call) against what it used. Judge cost live vs batch is a hook left for the batch
+judge (`judge_costs`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from rapport.bench.fake_provider import (
 )
 from rapport.config.prices import PriceTable, load_prices
 from rapport.stages.generate import GenerateRequest, generate
-from rapport.store.cost_reads import StoredUsage, stored_usage
+from rapport.store.cost_reads import (
+    EstimateVsActual,
+    StoredUsage,
+    estimate_vs_actual,
+    stored_usage,
+)
 
 Api = Literal["openai", "anthropic"]
 BENCH_KEY_ENV = "RAPPORT_BENCH_KEY"
@@ -47,6 +53,9 @@ class CostSettings(msgspec.Struct, frozen=True):
     seed: int = 0
     openai_model: str = "gpt-4o-mini"
     anthropic_model: str = "claude-sonnet-4-5"
+    # conversations played first, so the main run's estimate has reply lengths measured in
+    # the corpus (as a user estimates after a pilot); 0: the estimate from limits alone
+    pilot: int = 5
     domain: Path | None = None  # the shipped default domain when None
 
 
@@ -65,6 +74,7 @@ class CaseCost(msgspec.Struct, frozen=True):
     input_cost_usd: float
     output_cost_usd: float
     stored: StoredUsage  # the same run as Rapport parsed, priced and stored it
+    estimate: EstimateVsActual | None = None  # the run's own estimate, made before it started
 
 
 class ApiSaving(msgspec.Struct, frozen=True):
@@ -81,7 +91,7 @@ class CostReport(msgspec.Struct, frozen=True):
     savings: tuple[ApiSaving, ...]
     targets: dict[str, float]
     judge: dict[str, float] | None = None  # TODO(batch judge): live vs batch judge cost
-    estimate: dict[str, float] | None = None  # TODO(--estimate): estimate vs actual tokens
+    estimate: dict[str, float] | None = None  # estimated / actual, per case and figure
 
 
 def _role(api: Api, model: str, base_url: str, max_tokens: int) -> dict[str, object]:
@@ -114,7 +124,7 @@ def _case_cost(
     cache: bool,
     state: FakeProviderState,
     prices: PriceTable,
-    stored: StoredUsage,
+    db: Path,
 ) -> CaseCost:
     price = prices.price_for(model)
     if price is None:
@@ -139,7 +149,8 @@ def _case_cost(
         cache_read_share=state.cache_read_tokens / max(1, state.prompt_tokens),
         input_cost_usd=input_cost or 0.0,
         output_cost_usd=output_cost or 0.0,
-        stored=stored,
+        stored=stored_usage(db),
+        estimate=estimate_vs_actual(db),
     )
 
 
@@ -163,8 +174,12 @@ def run_case(
             turns=settings.exchanges,
             domain=settings.domain,
         )
+        pilot = min(settings.pilot, settings.conversations - 1)
+        if pilot > 0:
+            pilot_request = msgspec.structs.replace(request, count=pilot)
+            generate(pilot_request, environ={BENCH_KEY_ENV: "bench-key"})
         generate(request, environ={BENCH_KEY_ENV: "bench-key"})
-    return _case_cost(api, model, cache, state, prices, stored_usage(request.db))
+    return _case_cost(api, model, cache, state, prices, request.db)
 
 
 def savings(cases: tuple[CaseCost, ...]) -> tuple[ApiSaving, ...]:
@@ -194,10 +209,25 @@ def judge_costs(settings: CostSettings, workdir: Path) -> dict[str, float] | Non
     return None
 
 
-def estimate_accuracy(settings: CostSettings, workdir: Path) -> dict[str, float] | None:
-    """TODO(--estimate, i15-budget): `generate --estimate` for the same plan against the
-    tokens counted here (target within ±15 %). None until that lands."""
-    return None
+def estimate_accuracy(cases: tuple[CaseCost, ...]) -> dict[str, float] | None:
+    """Estimated over actual, per case: requests, input and output tokens, cost. Each generate
+    run stores the estimate `generate --estimate` prints, made before its first call."""
+    ratios: dict[str, float] = {}
+    for case in cases:
+        check = case.estimate
+        if check is None:
+            continue
+        name = f"{case.api}_cache_{'on' if case.cache else 'off'}"
+        pairs = {
+            "requests": (check.estimated_requests, check.requests),
+            "input_tokens": (check.estimated_input_tokens, check.input_tokens),
+            "output_tokens": (check.estimated_output_tokens, check.output_tokens),
+            "cost": (check.estimated_cost_usd, check.cost_usd),
+        }
+        for figure, (estimated, actual) in pairs.items():
+            if estimated is not None and actual:
+                ratios[f"{name}_{figure}"] = estimated / actual
+    return ratios or None
 
 
 def run_cost(
@@ -216,14 +246,13 @@ def run_cost(
                 log(f"{api}, caching {'on' if cache else 'off'}")
                 cases.append(run_case(api, cache, settings, workdir, prices))
         judge = judge_costs(settings, workdir)
-        estimate = estimate_accuracy(settings, workdir)
     report = CostReport(
         settings=settings,
         cases=tuple(cases),
         savings=savings(tuple(cases)),
         targets=TARGETS,
         judge=judge,
-        estimate=estimate,
+        estimate=estimate_accuracy(tuple(cases)),
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "cost.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
@@ -251,5 +280,15 @@ def summary_rows(report: CostReport) -> list[tuple[str, str, str]]:
             )
         )
     rows.append(("judge cost live vs batch", "TODO (batch judge)", ""))
-    rows.append(("estimate vs actual tokens", "TODO (generate --estimate)", "±15 %"))
+    estimate = report.estimate or {}
+    for case in report.cases:
+        name = f"{case.api}_cache_{'on' if case.cache else 'off'}"
+        parts = [
+            f"{figure.replace('_tokens', '')} {estimate[f'{name}_{figure}']:.2f}"
+            for figure in ("input_tokens", "output_tokens", "cost")
+            if f"{name}_{figure}" in estimate
+        ]
+        if parts:
+            label = f"estimate / actual: {case.api}, caching {'on' if case.cache else 'off'}"
+            rows.append((label, " · ".join(parts), "±15 %"))
     return rows

@@ -32,3 +32,29 @@ def stored_usage(db: Path) -> StoredUsage:
         ).fetchone()
     assert row is not None
     return StoredUsage(*row)
+
+
+class EstimateVsActual(msgspec.Struct, frozen=True):
+    """A generate run's own estimate (made before its first call) against what it used."""
+
+    estimated_requests: int
+    requests: int
+    estimated_input_tokens: int
+    input_tokens: int
+    estimated_output_tokens: int
+    output_tokens: int
+    estimated_cost_usd: float | None
+    cost_usd: float | None
+
+
+def estimate_vs_actual(db: Path) -> EstimateVsActual | None:
+    """The latest run's (a benchmark's main run, after its pilot)."""
+    with connect(db, read_only=True) as conn:
+        row = conn.execute(
+            """
+            SELECT estimated_requests, requests, estimated_input_tokens, input_tokens,
+                   estimated_output_tokens, output_tokens, estimated_cost_usd, cost_usd
+            FROM estimate_vs_actual ORDER BY started_at DESC LIMIT 1
+            """
+        ).fetchone()
+    return None if row is None else EstimateVsActual(*row)

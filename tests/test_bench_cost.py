@@ -25,6 +25,7 @@ def test_bench_cost_measures_cache_reads_and_the_input_cost_ratio(tmp_path):
     for api in ("openai", "anthropic"):
         off, on = cases[(api, False)], cases[(api, True)]
         assert off["requests"] == on["requests"] == 2 * 4 * 2  # both roles, every exchange
+        # (the first conversation is a pilot run, the second the main run, one plan)
         assert off["input_tokens"] == on["input_tokens"]  # the same plan, the same prompts
         assert off["cache_read_tokens"] == off["cache_write_tokens"] == 0
         for case in (off, on):  # Rapport's own accounting agrees with the provider's
@@ -45,5 +46,9 @@ def test_bench_cost_measures_cache_reads_and_the_input_cost_ratio(tmp_path):
     assert savings["openai"]["cache_read_share"] == pytest.approx(
         openai_on["cache_read_tokens"] / openai_on["input_tokens"]
     )
-    assert report["judge"] is None and report["estimate"] is None  # hooks not filled yet
+    assert report["judge"] is None  # the live vs batch judge hook is not filled yet
+    for (api, cache), case in cases.items():  # each run's own estimate, stored before it
+        name = f"{api}_cache_{'on' if cache else 'off'}"
+        assert case["estimate"]["requests"] == case["estimate"]["estimated_requests"]
+        assert report["estimate"][f"{name}_input_tokens"] > 0
     assert "cache-read share" in result.stdout
