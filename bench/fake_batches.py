@@ -448,9 +448,13 @@ class FakeBatches:
             if fate == "fail":
                 status, body = 500, _server_error(batch.api)
             elif batch.api == "openai":
-                status, body = self.provider.answer_openai(item.body, f"chatcmpl-{request_id}")
+                status, body = self.provider.replies.answer_openai(
+                    item.body, f"chatcmpl-{request_id}"
+                )
             else:
-                status, body = self.provider.answer_anthropic(item.body, f"msg_{request_id}")
+                status, body = self.provider.replies.answer_anthropic(
+                    item.body, f"msg_{request_id}"
+                )
             if status == 200:
                 batch.succeeded += 1
                 state.batch_items_succeeded += 1
