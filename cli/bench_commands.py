@@ -21,6 +21,7 @@ from rapport.bench.throughput import (
     unknown_limit_rows,
 )
 from rapport.config.constants import MAX_PORT
+from rapport.config.errors import RapportError
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 
@@ -163,8 +164,7 @@ def cost(
     apis = tuple(api or ("openai", "anthropic"))
     unknown = sorted(set(apis) - {"openai", "anthropic"})
     if unknown:
-        console.print(f"[red]error:[/] --api: unknown {', '.join(unknown)} (openai, anthropic)")
-        raise typer.Exit(2)
+        raise RapportError(f"--api: unknown {', '.join(unknown)} (openai or anthropic)")
     settings = CostSettings(
         conversations=conversations,
         exchanges=exchanges,

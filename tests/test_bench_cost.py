@@ -52,3 +52,10 @@ def test_bench_cost_measures_cache_reads_and_the_input_cost_ratio(tmp_path):
         assert case["estimate"]["requests"] == case["estimate"]["estimated_requests"]
         assert report["estimate"][f"{name}_input_tokens"] > 0
     assert "cache-read share" in result.stdout
+
+
+def test_bench_cost_refuses_an_unknown_api_in_one_line(tmp_path):
+    result = rapport("bench", "cost", "--out", str(tmp_path), "--api", "gemini")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --api: unknown gemini (openai or anthropic)"
+    assert not (tmp_path / "cost.json").exists()
