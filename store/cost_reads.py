@@ -58,3 +58,23 @@ def estimate_vs_actual(db: Path) -> EstimateVsActual | None:
             """
         ).fetchone()
     return None if row is None else EstimateVsActual(*row)
+
+
+class JudgeUsage(msgspec.Struct, frozen=True):
+    requests: int  # judge calls, live or as batch items
+    prompt_tokens: int
+    cost_usd: float | None  # at the batch price for batch items; None: no known price
+
+
+def judge_usage(db: Path) -> JudgeUsage:
+    """What every `rapport judge` run on this database used, from its gateway stats."""
+    with connect(db, read_only=True) as conn:
+        row = conn.execute(
+            """
+            SELECT coalesce(sum(g.requests), 0)::BIGINT, coalesce(sum(g.prompt_tokens), 0)::BIGINT,
+                   sum(g.cost_usd)
+            FROM gateway_stats g JOIN runs r USING (run_id) WHERE r.command = 'judge'
+            """
+        ).fetchone()
+    assert row is not None
+    return JudgeUsage(*row)

@@ -46,7 +46,13 @@ def test_bench_cost_measures_cache_reads_and_the_input_cost_ratio(tmp_path):
     assert savings["openai"]["cache_read_share"] == pytest.approx(
         openai_on["cache_read_tokens"] / openai_on["input_tokens"]
     )
-    assert report["judge"] is None  # the live vs batch judge hook is not filled yet
+    judges = {judge["api"]: judge for judge in report["judges"]}
+    assert set(judges) == {"openai", "anthropic"}
+    for judge in judges.values():  # the same questions, at the batch price
+        assert judge["live"]["requests"] == judge["batch"]["requests"] > 0
+        assert judge["live"]["prompt_tokens"] == judge["batch"]["prompt_tokens"]
+        assert judge["batches"] >= 1
+        assert judge["batch_over_live"] == pytest.approx(0.5)  # the shipped batch prices
     for (api, cache), case in cases.items():  # each run's own estimate, stored before it
         name = f"{api}_cache_{'on' if cache else 'off'}"
         assert case["estimate"]["requests"] == case["estimate"]["estimated_requests"]
