@@ -3,7 +3,9 @@ for tests and benchmarks: real HTTP, real rate limits, lognormal latency and inj
 
 Limits are token buckets refilled continuously (per-minute rate, about a second's burst), the
 way providers enforce them per second. Over the limit it answers 429 with `retry-after-ms`,
-`retry-after` and `x-ratelimit-*` headers. Replies are deterministic given the request.
+`retry-after` and `x-ratelimit-*` headers. Replies are deterministic given the request; their
+usage reports each API's prompt caching (bench/fake_prompt_cache.py, bench/fake_replies.py).
+Both batch APIs are served beside the live ones (bench/fake_batches.py).
 """
 
 from __future__ import annotations
@@ -20,9 +22,20 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from rapport.engine.seeding import derive_seed
-
-CHARS_PER_TOKEN = 4.0
+from rapport.bench.fake_batches import FakeBatches
+from rapport.bench.fake_prompt_cache import (
+    TooManyBreakpoints,
+    anthropic_blocks,
+    count_tokens,
+    render,
+)
+from rapport.bench.fake_replies import (
+    Clock,
+    FakeReplies,
+    anthropic_error,
+    last_text,
+    openai_prompt,
+)
 
 
 class FakeProviderSettings(msgspec.Struct, frozen=True):
@@ -47,6 +60,13 @@ class FakeProviderSettings(msgspec.Struct, frozen=True):
     # where the limits are stated: every response (like OpenAI), only 429s, or nowhere
     limit_headers: Literal["always", "on_429", "never"] = "always"
     slots: int | None = None  # like a local server: requests beyond this many queue
+    prompt_cache: bool = True  # emulate each API's prompt caching in its usage fields
+    cache_ttl_s: float = 300.0  # a cache entry's lifetime after its last use
+    batch_delay_s: float = 0.2  # a batch's items finish this long after it was created
+    batch_fail_rate: float = 0.0  # shares of batch items that fail or expire, in [0, 1]
+    batch_expire_rate: float = 0.0
+    batch_fail_first: int = 0  # deterministic for tests: the first N batch items fail,
+    batch_expire_first: int = 0  # then the next N expire
 
 
 class FakeProviderState(msgspec.Struct):
@@ -66,6 +86,17 @@ class FakeProviderState(msgspec.Struct):
     models: set[str] = msgspec.field(default_factory=set)
     prompts: list[str] = msgspec.field(default_factory=list)  # each request's last message
     endpoints: dict[str, int] = msgspec.field(default_factory=dict)  # requests per URL path
+    cache_read_tokens: int = 0  # prompt caching, live and batch calls together
+    cache_write_tokens: int = 0
+    batches_created: int = 0  # batch APIs (bench/fake_batches.py)
+    batch_items: int = 0  # items received, all batches together
+    batch_submissions: dict[str, int] = msgspec.field(default_factory=dict)  # per custom_id
+    batch_items_succeeded: int = 0
+    batch_items_failed: int = 0
+    batch_items_expired: int = 0
+    batch_items_canceled: int = 0
+    batch_prompt_tokens: int = 0
+    batch_completion_tokens: int = 0
 
 
 class TokenBucket:
@@ -102,31 +133,19 @@ class TokenBucket:
         return max(0.0, self.capacity - self.level) / self.rate
 
 
-def count_tokens(text: str) -> int:
-    return max(1, round(len(text) / CHARS_PER_TOKEN))
-
-
-_WORDS = (  # noqa: SIM905
-    "that sounds heavy and I hear how much it matters to you today so let us take one small "
-    "step together and see what changes when you try it for a few days this week"
-).split()
-
-
-def reply_text(prompt: str, tokens: int) -> str:
-    """A deterministic reply of about `tokens` tokens that depends on the prompt."""
-    rng = random.Random(derive_seed(prompt[-200:], len(prompt)))
-    words: list[str] = []
-    while sum(len(w) + 1 for w in words) < tokens * CHARS_PER_TOKEN:
-        words.append(rng.choice(_WORDS))
-    return " ".join(words).capitalize() + "."
-
-
 class FakeProvider:
     """The request handling; `app()` exposes it over aiohttp."""
 
-    def __init__(self, settings: FakeProviderSettings, state: FakeProviderState | None = None):
+    def __init__(
+        self,
+        settings: FakeProviderSettings,
+        state: FakeProviderState | None = None,
+        clock: Clock = time.monotonic,  # for cache lifetimes and batch delays
+    ):
         self.settings = settings
         self.state = state or FakeProviderState()
+        self.clock = clock
+        self.replies = FakeReplies(settings, self.state, clock)
         self._rng = random.Random(settings.seed)
         self._requests = TokenBucket(settings.rpm, settings.burst_s) if settings.rpm else None
         self._tokens = TokenBucket(settings.tpm, settings.burst_s) if settings.tpm else None
@@ -136,6 +155,7 @@ class FakeProvider:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.openai_chat)
         app.router.add_post("/v1/messages", self.anthropic_messages)
+        FakeBatches(self).add_routes(app)
         return app
 
     # ---- the two APIs ----------------------------------------------------------------------
@@ -143,32 +163,15 @@ class FakeProvider:
     async def openai_chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.state.authorization.add(request.headers.get("Authorization", ""))
-        prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        prompt = openai_prompt(body)
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 4096)
         model = str(body.get("model", "fake"))
 
         def success(text: str, prompt_tokens: int, completion_tokens: int) -> web.Response:
-            return web.json_response(
-                {
-                    "id": f"chatcmpl-{self.state.requests}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    },
-                },
-                headers=self._success_headers("x-ratelimit"),
+            reply = self.replies.openai_completion(
+                body, f"chatcmpl-{self.state.requests}", text, prompt, completion_tokens
             )
+            return web.json_response(reply, headers=self._success_headers("x-ratelimit"))
 
         last = (
             str(body.get("messages", [{}])[-1].get("content", "")) if body.get("messages") else ""
@@ -180,36 +183,24 @@ class FakeProvider:
         # The SDK sends the key as `x-api-key` or (anthropic 2.x) as a bearer token.
         key = request.headers.get("x-api-key") or request.headers.get("Authorization", "")
         self.state.authorization.add(key)
-        system = body.get("system") or ""
-        if isinstance(system, list):
-            system = "\n".join(str(block.get("text", "")) for block in system)
-        parts = [str(system)]
-        for message in body.get("messages", []):
-            content = message.get("content", "")
-            if isinstance(content, list):
-                content = "\n".join(str(block.get("text", "")) for block in content)
-            parts.append(str(content))
-        prompt = "\n".join(parts)
+        try:
+            blocks = anthropic_blocks(body)
+        except TooManyBreakpoints as error:
+            return web.json_response(
+                anthropic_error("invalid_request_error", str(error)), status=400
+            )
+        prompt = render(blocks)
         model = str(body.get("model", "fake"))
 
         def success(text: str, prompt_tokens: int, completion_tokens: int) -> web.Response:
-            return web.json_response(
-                {
-                    "id": f"msg_{self.state.requests}",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": "end_turn",
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
-                },
-                headers=self._success_headers("anthropic-ratelimit"),
+            reply = self.replies.anthropic_message(
+                body, f"msg_{self.state.requests}", text, blocks, completion_tokens
             )
+            return web.json_response(reply, headers=self._success_headers("anthropic-ratelimit"))
 
         max_tokens = int(body.get("max_tokens") or 4096)
         return await self._serve(
-            request, model, prompt, max_tokens, success, "anthropic-ratelimit", parts[-1]
+            request, model, prompt, max_tokens, success, "anthropic-ratelimit", last_text(body)
         )
 
     # ---- shared behaviour ------------------------------------------------------------------
@@ -266,10 +257,7 @@ class FakeProvider:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=500)
-        if settings.replies:
-            text = settings.replies[state.completed % len(settings.replies)]
-        else:
-            text = reply_text(prompt, completion_tokens)
+        text = self.replies.reply_for(prompt, completion_tokens)
         state.prompts.append(last_message)
         state.completed += 1
         state.prompt_tokens += prompt_tokens
@@ -399,10 +387,13 @@ def serving_in_thread(
 
 @contextmanager
 def running_fake_provider(
-    settings: FakeProviderSettings | None = None, host: str = "127.0.0.1", port: int = 0
+    settings: FakeProviderSettings | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: Clock = time.monotonic,
 ) -> Iterator[tuple[str, FakeProviderState]]:
     """Serve on loopback in a background thread; yields (base_url, state)."""
-    provider = FakeProvider(settings or FakeProviderSettings())
+    provider = FakeProvider(settings or FakeProviderSettings(), clock=clock)
     with serving_in_thread(provider.app(), host, port) as bound:
         yield f"http://{host}:{bound}/v1", provider.state
 

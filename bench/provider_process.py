@@ -31,8 +31,11 @@ def provider_argv(settings: FakeProviderSettings, port: int) -> list[str]:
             if value:
                 raise ValueError(f"{name} cannot be passed on the command line")
             continue
-        if value is not None:
-            argv += [f"--{name.replace('_', '-')}", str(value)]
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(f"--{flag}" if value else f"--no-{flag}")
+        elif value is not None:
+            argv += [f"--{flag}", str(value)]
     return argv
 
 

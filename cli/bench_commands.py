@@ -1,4 +1,4 @@
-"""`rapport bench provider | throughput`."""
+"""`rapport bench provider | throughput | cost`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rapport.bench.cost import CostSettings, run_cost
+from rapport.bench.cost import summary_rows as cost_rows
 from rapport.bench.fake_provider import FakeProviderSettings, serve_forever
 from rapport.bench.throughput import (
     SMOKE_SETTINGS,
@@ -19,6 +21,7 @@ from rapport.bench.throughput import (
     unknown_limit_rows,
 )
 from rapport.config.constants import MAX_PORT
+from rapport.config.errors import RapportError
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 
@@ -51,16 +54,35 @@ def provider(
         str, typer.Option("--limit-headers", help="always | on_429 | never")
     ] = "always",
     slots: Annotated[int | None, typer.Option("--slots", min=1)] = None,
+    prompt_cache: Annotated[
+        bool,
+        typer.Option(
+            "--prompt-cache/--no-prompt-cache",
+            help="Emulate each API's prompt caching in its usage fields.",
+        ),
+    ] = True,
+    cache_ttl_s: Annotated[float, typer.Option("--cache-ttl-s", min=0.0)] = 300.0,
+    batch_delay_s: Annotated[float, typer.Option("--batch-delay-s", min=0.0)] = 0.2,
+    batch_fail_rate: Annotated[float, typer.Option("--batch-fail-rate", min=0.0, max=1.0)] = 0.0,
+    batch_expire_rate: Annotated[
+        float, typer.Option("--batch-expire-rate", min=0.0, max=1.0)
+    ] = 0.0,
+    batch_fail_first: Annotated[int, typer.Option("--batch-fail-first", min=0)] = 0,
+    batch_expire_first: Annotated[int, typer.Option("--batch-expire-first", min=0)] = 0,
 ) -> None:
     """Serve an OpenAI-compatible (and Anthropic messages) API on loopback with real rate
-    limits, lognormal latency and injected faults, until interrupted."""
+    limits, lognormal latency, injected faults, prompt caching and both batch APIs, until
+    interrupted."""
     settings = FakeProviderSettings(
         rpm=rpm, tpm=tpm, burst_s=burst_s, latency_ms=latency_ms, latency_sigma=latency_sigma,
         reply_tokens=reply_tokens, fault_429=fault_429, fault_500=fault_500,
         fault_hang=fault_hang, fault_malformed=fault_malformed, fault_drop=fault_drop,
         hang_s=hang_s, retry_after_ms=retry_after_ms, rate_limit_first=rate_limit_first,
         server_error_first=server_error_first, malformed_first=malformed_first, seed=seed,
-        limit_headers=limit_headers, slots=slots,
+        limit_headers=limit_headers, slots=slots, prompt_cache=prompt_cache,
+        cache_ttl_s=cache_ttl_s, batch_delay_s=batch_delay_s, batch_fail_rate=batch_fail_rate,
+        batch_expire_rate=batch_expire_rate, batch_fail_first=batch_fail_first,
+        batch_expire_first=batch_expire_first,
     )  # fmt: skip
     Console(stderr=True).print(f"fake provider on http://{host}:{port}/v1 ({settings})")
     serve_forever(settings, host, port)
@@ -122,3 +144,49 @@ def throughput(
         table.add_row(*row)
     console.print(table)
     console.print(f"written: {out / 'throughput.json'}, {out / 'throughput.png'}")
+
+
+@bench_app.command("cost")
+def cost(
+    out: Annotated[Path, typer.Option("--out", help="Where cost.json goes.")] = RESULTS,
+    conversations: Annotated[int, typer.Option("--conversations", min=1, max=10_000)] = 50,
+    exchanges: Annotated[int, typer.Option("--exchanges", min=1, max=200)] = 20,
+    reply_tokens: Annotated[int, typer.Option("--reply-tokens", min=1)] = 60,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    api: Annotated[
+        list[str] | None,
+        typer.Option("--api", help="openai and/or anthropic (default both)."),
+    ] = None,
+    judge: Annotated[
+        bool,
+        typer.Option(
+            "--judge/--no-judge",
+            help="Also judge each API's cache-on corpus live and with --batch.",
+        ),
+    ] = True,
+) -> None:
+    """Prompt caching off vs on through each API's fake provider: the cache-read share of
+    input tokens and the input cost ratio at the shipped list prices, each run's estimate
+    against what it used, and the judge cost live vs batch."""
+    console = Console()
+    apis = tuple(api or ("openai", "anthropic"))
+    unknown = sorted(set(apis) - {"openai", "anthropic"})
+    if unknown:
+        raise RapportError(f"--api: unknown {', '.join(unknown)} (openai or anthropic)")
+    settings = CostSettings(
+        conversations=conversations,
+        exchanges=exchanges,
+        max_active=min(conversations, 50),
+        reply_tokens=reply_tokens,
+        seed=seed,
+        judge=judge,
+    )
+    log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
+    report = run_cost(settings, out, log=log, apis=apis)  # type: ignore[arg-type]
+    table = Table(title="rapport bench cost", title_justify="left")
+    for column in ("figure", "measured", "target"):
+        table.add_column(column)
+    for row in cost_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"written: {out / 'cost.json'}")

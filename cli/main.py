@@ -186,25 +186,43 @@ def judge(
         typer.Option("--max-active", min=1, max=MAX_ACTIVE, help="Conversations judged at once."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Through the providers' batch APIs (openai, anthropic judges): half price, "
+            "results within hours; a killed run re-attaches to its batches.",
+        ),
+    ] = False,
 ) -> None:
     """Judge every complete, unjudged conversation against the domain's rubric; re-running
     is idempotent and resumes after a kill."""
     request = JudgeRequest(
-        db=db, config=config, judges=tuple(judge_specs or ()), max_active=max_active
+        db=db, config=config, judges=tuple(judge_specs or ()), max_active=max_active, batch=batch
     )
     console = Console(stderr=True)
+
+    def say(line: str) -> None:  # batch progress: submitted, polling, done, failed
+        console.print(f"batch · {line}", highlight=False, soft_wrap=True)
 
     def display(gateways, settings, redactor):
         if quiet or not console.is_terminal:
             return None
         return live_display(console, gateways, load_prices(settings.prices), redactor)
 
-    summary = judge_corpus(request, display=display)
+    summary = judge_corpus(request, display=display, say=say)
     out = Console(soft_wrap=True)
     out.print(
         f"judged {summary.judged:,} conversation-judge pairs in {summary.elapsed_s:,.1f}s · "
         f"{summary.assessed:,} assessments stored · {summary.failed_criteria:,} criteria failed"
     )
+    if summary.batches is not None:
+        done = summary.batches
+        out.print(
+            f"batches: {done.batches:,} submitted ({done.submitted:,} items), "
+            f"{done.reattached:,} re-attached · {done.done:,} items answered, "
+            f"{done.failed:,} failed or expired"
+        )
     out.print("judges: " + ", ".join(summary.judges))
     if summary.failed_criteria:
         out.print("failed criteria are asked again when the same command runs again")

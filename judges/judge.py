@@ -67,12 +67,17 @@ async def _ask(
         except JudgeOutputError as error:
             problem = str(error)
             if attempt == 0:
-                messages = [
-                    *messages,
-                    ChatMessage("assistant", completion.text),
-                    ChatMessage("user", RETRY_INSTRUCTION.format(problem=problem)),
-                ]
+                messages = retry_prompt(messages, completion.text, problem)
     return None, f"invalid judge output: {problem}"
+
+
+def retry_prompt(messages: Sequence[ChatMessage], reply: str, problem: str) -> list[ChatMessage]:
+    """The prompt again with the invalid reply and what was wrong with it (the one retry)."""
+    return [
+        *messages,
+        ChatMessage("assistant", reply),
+        ChatMessage("user", RETRY_INSTRUCTION.format(problem=problem)),
+    ]
 
 
 def _combine(answers: list[CriterionAnswer]) -> CriterionAnswer:
@@ -84,14 +89,30 @@ def _combine(answers: list[CriterionAnswer]) -> CriterionAnswer:
     return CriterionAnswer(" | ".join(a.reasoning for a in answers), "NA")
 
 
-async def judge_conversation(
+class Question(msgspec.Struct, frozen=True):
+    """What a judge is asked about one conversation in one go: criteria (one, or all of them
+    in `batched` mode), the call's parameters, and a prompt per window of the transcript."""
+
+    criteria: tuple[str, ...]
+    params: CompletionParams
+    prompts: tuple[list[ChatMessage], ...]
+
+    def parse(self, text: str) -> dict[str, CriterionAnswer]:
+        """The reply's answer per criterion; JudgeOutputError when it is not valid."""
+        if len(self.criteria) > 1:
+            return parse_batched_answers(text, list(self.criteria))
+        return {self.criteria[0]: parse_criterion_answer(text)}
+
+
+def questions(
     judge: Judge,
     domain: Domain,
     scenario: Scenario,
     messages: Sequence[Turn],
     only: set[str] | None = None,
-) -> list[Verdict]:
-    """Verdicts for every applicable criterion (or those in `only`), failures included."""
+) -> list[Question]:
+    """The questions for every applicable criterion (or those in `only`), in the rubric's
+    order: the same prompts whether they are asked live or through a batch API."""
     exchanges = sum(turn.role == "assistant" for turn in messages)
     criteria = [
         c for c in active_criteria(domain.rubric, exchanges) if only is None or c.id in only
@@ -107,46 +128,58 @@ async def judge_conversation(
     groups: list[list[Criterion]] = (
         [criteria] if config.mode == "batched" else [[c] for c in criteria]
     )
-    answered: list[list[Verdict]] = [[] for _ in groups]
-
-    async def ask_group(position: int, group: list[Criterion]) -> None:
-        ids = [c.id for c in group]
+    asked = []
+    for group in groups:
+        ids = tuple(c.id for c in group)
         params = CompletionParams(
             max_tokens=config.max_tokens * (len(group) if len(group) > 1 else 1),
             temperature=JUDGE_TEMPERATURE,
-            json_schema=batched_schema(ids) if len(group) > 1 else criterion_schema(),
-            hints=SimulationHints("judge", scenario, exchanges, exchanges, True, tuple(ids)),
+            json_schema=batched_schema(list(ids)) if len(group) > 1 else criterion_schema(),
+            hints=SimulationHints("judge", scenario, exchanges, exchanges, True, ids),
         )
-        collected: dict[str, list[CriterionAnswer]] = {cid: [] for cid in ids}
+        prompts = tuple(judge_messages(domain, group, stats, part, exchanges) for part in parts)
+        asked.append(Question(ids, params, prompts))
+    return asked
+
+
+def verdicts_of(
+    question: Question, answers: Sequence[dict[str, CriterionAnswer]], failure: str | None
+) -> list[Verdict]:
+    """A question's verdicts from its windows' answers (combined), or its failure for each."""
+    if failure is not None:
+        return [Verdict(cid, None, error=failure) for cid in question.criteria]
+    verdicts = []
+    for cid in question.criteria:
+        combined = _combine([window[cid] for window in answers if cid in window])
+        verdicts.append(Verdict(cid, combined.answer, combined.reasoning))
+    return verdicts
+
+
+async def judge_conversation(
+    judge: Judge,
+    domain: Domain,
+    scenario: Scenario,
+    messages: Sequence[Turn],
+    only: set[str] | None = None,
+) -> list[Verdict]:
+    """Verdicts for every applicable criterion (or those in `only`), failures included."""
+    asked = questions(judge, domain, scenario, messages, only)
+    answered: list[list[Verdict]] = [[] for _ in asked]
+
+    async def ask(position: int, question: Question) -> None:
+        windows_answered: list[dict[str, CriterionAnswer]] = []
         failure: str | None = None
-        for part in parts:
-            prompt = judge_messages(domain, group, stats, part, exchanges)
-            if len(group) > 1:
-                parsed, failure = await _ask(
-                    judge.gateway,
-                    prompt,
-                    params,
-                    lambda text, ids=ids: parse_batched_answers(text, ids),
-                )
-                if parsed is not None:
-                    for cid, answer in parsed.items():
-                        collected[cid].append(answer)
-            else:
-                single, failure = await _ask(judge.gateway, prompt, params, parse_criterion_answer)
-                if single is not None:
-                    collected[ids[0]].append(single)
+        for prompt in question.prompts:
+            parsed, failure = await _ask(judge.gateway, prompt, question.params, question.parse)
+            if parsed is not None:
+                windows_answered.append(parsed)
             if failure is not None:
                 break
-        for cid in ids:
-            if failure is not None:
-                answered[position].append(Verdict(cid, None, error=failure))
-            else:
-                combined = _combine(collected[cid])
-                answered[position].append(Verdict(cid, combined.answer, combined.reasoning))
+        answered[position] = verdicts_of(question, windows_answered, failure)
 
     # The criteria are independent questions: asked at once, the judge's gateway keeps to its
     # own limits; the verdicts keep the rubric's order.
     async with anyio.create_task_group() as tasks:
-        for position, group in enumerate(groups):
-            tasks.start_soon(ask_group, position, group)
-    return [verdict for group_verdicts in answered for verdict in group_verdicts]
+        for position, question in enumerate(asked):
+            tasks.start_soon(ask, position, question)
+    return [verdict for question_verdicts in answered for verdict in question_verdicts]

@@ -9,18 +9,22 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+import anyio
 import msgspec
 
 from rapport.config.domain import Domain
+from rapport.config.errors import ConfigError, RapportError
 from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices
-from rapport.config.run import RunConfig, api_key_env_names, load_run_config
+from rapport.config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_config
 from rapport.config.secrets import Redactor
+from rapport.engine.batch_api import BATCH_PROVIDERS, batch_client
 from rapport.engine.gateway import Gateway
 from rapport.engine.interrupts import Interrupted, run_interruptible
 from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges, judge_configs
+from rapport.stages.judge_batch import BatchJudging, BatchProgress, BatchSettings
 from rapport.stages.judge_pool import JudgePool
 from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
 from rapport.store.database import Database
@@ -35,6 +39,7 @@ class JudgeRequest(msgspec.Struct, frozen=True):
     config: Path | None = None
     judges: tuple[str, ...] = ()  # backend specs; each becomes a judge (overrides the config)
     max_active: int | None = None
+    batch: bool = False  # every judge through its provider's batch API (`--batch`)
 
 
 class JudgeSummary(msgspec.Struct, frozen=True):
@@ -44,6 +49,7 @@ class JudgeSummary(msgspec.Struct, frozen=True):
     elapsed_s: float
     judges: tuple[str, ...]
     answered_criteria: int = 0  # asked by this run and answered
+    batches: BatchProgress | None = None  # when some judge went through a batch API
 
 
 # Given the judges' gateways, the settings and the redactor: a live display of the run's progress
@@ -57,11 +63,14 @@ def judge_corpus(
     request: JudgeRequest,
     environ: Mapping[str, str] | None = None,
     display: JudgeDisplay | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> JudgeSummary:
     """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB;
-    `display` shows the judging live as `rapport generate` shows its conversations."""
+    `display` shows the judging live as `rapport generate` shows its conversations, `say`
+    prints batch judging's progress lines (submitted, polling, done, failed)."""
     settings = load_run_config(request.config)
     configs = judge_configs(settings, request.judges)  # a bad spec is refused before any write
+    batched = batch_judge_ids(configs, request.batch, str(request.config or "run config"))
     if not request.db.exists():
         raise StoreError(f"{request.db}: no such database (run `rapport generate` first)")
     database = Database(request.db)
@@ -73,6 +82,7 @@ def judge_corpus(
         Path(settings.domain) if settings.domain else None
     )
     environ = environ if environ is not None else dict(os.environ)
+    batch_settings = BatchSettings.from_environ(environ)
     judges = build_judges(
         configs, domain, environ, str(request.config or "run config"), load_prices(settings.prices)
     )
@@ -97,11 +107,25 @@ def judge_corpus(
         )
         shown = display(accounted, settings, redactor) if display is not None else None
 
+        live = [judge for judge in judges if judge.id not in batched]
+        batch_progress = BatchProgress() if batched else None
+
         async def work(session: RunSession) -> JudgingProgress:
-            pool = JudgePool(judges, domains, session.sink, max_active, progress.judging)
-            async with pool.running(database):
-                pass  # nothing is submitted: the pool judges what is stored
-            return pool.counts
+            counts = progress.judging
+            assert counts is not None
+            async with anyio.create_task_group() as group:
+                for judge in judges:
+                    if judge.id in batched and batch_progress is not None:
+                        batch = BatchJudging(
+                            judge, batch_client(judge.gateway.backend), domains, database,
+                            session.sink, session.run_id, batch_settings, counts,
+                            batch_progress, say or _quiet,
+                        )  # fmt: skip
+                        group.start_soon(batch.run)
+                pool = JudgePool(live, domains, session.sink, max_active, counts)
+                async with pool.running(database):
+                    pass  # nothing is submitted: the pool judges what is stored
+            return counts
 
         try:
             counts = run_interruptible(
@@ -118,7 +142,33 @@ def judge_corpus(
         elapsed_s=time.perf_counter() - started,
         judges=tuple(f"{j.id} ({j.gateway.label})" for j in judges),
         answered_criteria=counts.answered,
+        batches=batch_progress,
     )
+
+
+def batch_judge_ids(configs: Sequence[JudgeConfig], everyone: bool, config_file: str) -> set[str]:
+    """The judges that go through their provider's batch API: all with `--batch`, else those
+    with `batch: true`. A provider without one is refused before anything is written: the
+    user asked for the batch price, and judging live instead would quietly cost double."""
+    chosen = set()
+    for index, config in enumerate(configs):
+        if not (everyone or config.batch):
+            continue
+        provider = config.backend.provider
+        if provider not in BATCH_PROVIDERS:
+            problem = f"provider {provider} has no batch API (openai and anthropic have one)"
+            if everyone:
+                raise RapportError(
+                    f"--batch: judge {config.id!r}: {problem}; run without --batch, or set "
+                    "`batch: true` only on the judges whose provider has one"
+                )
+            raise ConfigError(config_file, f"judges[{index}].batch", problem)
+        chosen.add(config.id)
+    return chosen
+
+
+def _quiet(line: str) -> None:
+    """No batch progress lines."""
 
 
 def judge_run_record(

@@ -244,3 +244,41 @@ CREATE TABLE IF NOT EXISTS estimates (
     wall_s DOUBLE,                   -- NULL: no rate limit nor latency known
     created_at TIMESTAMPTZ NOT NULL
 );
+
+-- Issue 15: judging through the providers' batch APIs (`rapport judge --batch`). Every batch
+-- submitted, so that a killed run re-attaches to the open ones instead of paying twice, and
+-- every item in it: which conversation, criteria and transcript window it asks about, and its
+-- outcome once the batch has ended (the reply is validated as a live reply is, when used).
+CREATE TABLE IF NOT EXISTS judge_batches (
+    batch_id VARCHAR PRIMARY KEY,    -- the provider's id
+    judge_id VARCHAR NOT NULL,
+    provider VARCHAR NOT NULL,       -- openai | anthropic
+    model VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,         -- submitted (open) | ended | failed | lost
+    items INTEGER NOT NULL,
+    succeeded INTEGER,               -- items answered / failed, expired or canceled (once ended)
+    failed INTEGER,
+    run_id VARCHAR,                  -- the judge run that submitted it
+    submitted_at TIMESTAMPTZ NOT NULL,
+    ended_at TIMESTAMPTZ
+);
+
+CREATE TABLE IF NOT EXISTS judge_batch_items (
+    batch_id VARCHAR NOT NULL,
+    custom_id VARCHAR NOT NULL,      -- deterministic: same question, same id
+    judge_id VARCHAR NOT NULL,
+    conversation_id VARCHAR NOT NULL,
+    criteria VARCHAR[] NOT NULL,
+    window_index INTEGER NOT NULL,   -- 0-based window of the transcript
+    attempt INTEGER NOT NULL,        -- 0: first ask; 1: the retry with the problem fed back
+    status VARCHAR NOT NULL,         -- pending | answered | failed | expired | canceled
+    reply VARCHAR,
+    error VARCHAR,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    cache_read_tokens INTEGER,
+    cache_write_tokens INTEGER,
+    cost_usd DOUBLE,                 -- at the batch price; NULL: no known price
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (batch_id, custom_id)
+);

@@ -513,6 +513,11 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--rpm", "0"],
     ],
     ("bench", "throughput"): [["--duration-s", "1"], ["--rpm", "fast"], ["--tpm", "-5"]],
+    ("bench", "cost"): [
+        ["--out", "{fresh_dir}", "--conversations", "0"],
+        ["--out", "{fresh_dir}", "--exchanges", "many"],
+        ["--out", "{fresh_dir}", "--api", "gemini"],
+    ],
 }
 
 

@@ -113,19 +113,10 @@ class AnthropicBackend:
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
-        system, turns = to_request(messages, params)
-        request: dict[str, object] = {"model": self.model, "max_tokens": params.max_tokens}
-        sent: list[dict[str, object]] | list[dict[str, str]] = turns
-        if params.cache_key is not None:
-            blocks, sent = with_cache_breakpoints(system, turns)
-            if blocks is not None:
-                request["system"] = blocks
-        elif system is not None:
-            request["system"] = system
+        request = message_request(self.model, messages, params)
         started = time.perf_counter()
         try:
             raw = await self._client.messages.with_raw_response.create(
-                messages=sent,  # type: ignore[arg-type]
                 **request,  # type: ignore[arg-type]
             )
             response = raw.parse()
@@ -142,41 +133,84 @@ class AnthropicBackend:
             if translated is None:
                 raise
             raise translated from error
-        latency = time.perf_counter() - started
-        if not isinstance(response, anthropic.types.Message):
-            # Without strict validation the SDK hands back a non-JSON body as a string.
-            raise BackendError("malformed", "response is not a message", retryable=True)
-        stop_reason = getattr(response, "stop_reason", None)
-        if stop_reason == "refusal":
-            raise BackendError("content_filter", "provider refused to complete", retryable=False)
-        blocks = getattr(response, "content", None) or []
-        text = "".join(
-            getattr(block, "text", "") or ""
-            for block in blocks
-            if getattr(block, "type", None) == "text"
-        ).strip()
-        if not text:
-            raise BackendError("empty", "completion text is empty", retryable=True)
-        usage = getattr(response, "usage", None)
-        reported_prompt, cache_read, cache_write = usage_tokens(usage)
-        prompt_tokens, completion_tokens = usage_or_estimate(
-            len(system or "") + sum(len(t["content"]) for t in turns),
-            text,
-            reported_prompt,
-            getattr(usage, "output_tokens", None),
+        return completion_of(
+            response,
+            messages,
+            params,
+            self.model,
+            time.perf_counter() - started,
+            reported_limits(raw.headers),
         )
-        return Completion(
-            text=text,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_s=latency,
-            model=getattr(response, "model", None) or self.model,
-            provider=self.provider,
-            finish_reason=stop_reason,
-            limits=reported_limits(raw.headers),
-            cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write,
-        )
+
+    @property
+    def client(self) -> AsyncAnthropic:
+        """The SDK client (the batch judge sends its message batches through it)."""
+        return self._client
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def message_request(
+    model: str, messages: Sequence[ChatMessage], params: CompletionParams
+) -> dict[str, object]:
+    """The parameters of one Messages API call, sent live or as a message batch item's
+    `params` (the same prompt, cache breakpoints and token budget either way)."""
+    system, turns = to_request(messages, params)
+    request: dict[str, object] = {"model": model, "max_tokens": params.max_tokens}
+    sent: list[dict[str, object]] | list[dict[str, str]] = turns
+    if params.cache_key is not None:
+        blocks, sent = with_cache_breakpoints(system, turns)
+        if blocks is not None:
+            request["system"] = blocks
+    elif system is not None:
+        request["system"] = system
+    request["messages"] = sent
+    return request
+
+
+def completion_of(
+    response: object,
+    messages: Sequence[ChatMessage],
+    params: CompletionParams,
+    model: str,
+    latency_s: float,
+    limits: ReportedLimits | None = None,
+) -> Completion:
+    """The Completion in a message answering `messages` (live, or a batch item's result); a
+    refusal, no text or a body that is not a message is the BackendError a live call raises."""
+    if not isinstance(response, anthropic.types.Message):
+        # Without strict validation the SDK hands back a non-JSON body as a string.
+        raise BackendError("malformed", "response is not a message", retryable=True)
+    stop_reason = getattr(response, "stop_reason", None)
+    if stop_reason == "refusal":
+        raise BackendError("content_filter", "provider refused to complete", retryable=False)
+    blocks = getattr(response, "content", None) or []
+    text = "".join(
+        getattr(block, "text", "") or ""
+        for block in blocks
+        if getattr(block, "type", None) == "text"
+    ).strip()
+    if not text:
+        raise BackendError("empty", "completion text is empty", retryable=True)
+    system, turns = to_request(messages, params)
+    usage = getattr(response, "usage", None)
+    reported_prompt, cache_read, cache_write = usage_tokens(usage)
+    prompt_tokens, completion_tokens = usage_or_estimate(
+        len(system or "") + sum(len(t["content"]) for t in turns),
+        text,
+        reported_prompt,
+        getattr(usage, "output_tokens", None),
+    )
+    return Completion(
+        text=text,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_s=latency_s,
+        model=getattr(response, "model", None) or model,
+        provider=AnthropicBackend.provider,
+        finish_reason=stop_reason,
+        limits=limits,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )

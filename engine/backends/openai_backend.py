@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 from rapport.engine.backend import usage_or_estimate
 from rapport.engine.backends.http_errors import header_int, translate_sdk_error
@@ -118,23 +119,10 @@ class OpenAIBackend:
         cache_key: str | None = None,
     ) -> Completion:
         started = time.perf_counter()
-        extra: dict[str, object] = {}
-        if cache_key is not None:
-            extra["prompt_cache_key"] = cache_key
-        if mode is not None and params.json_schema is not None:
-            field = response_format(mode, params.json_schema)
-            if field is None:
-                messages = with_instruction(messages, params.json_schema)
-            else:
-                extra["response_format"] = field
+        body = chat_request(self.model, messages, params, mode, cache_key)
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
-                model=self.model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                max_tokens=params.max_tokens,
-                temperature=params.temperature,
-                seed=params.seed,
-                **extra,  # type: ignore[arg-type]
+                **body,  # type: ignore[arg-type]
             )
             response = raw.parse()
         except openai.APIStatusError as error:
@@ -144,7 +132,7 @@ class OpenAIBackend:
                 and names_cache_key(f"{error.message} {error.body}")
             ):
                 raise _CacheKeyRejected from error
-            rejected_format = "response_format" in extra and names_response_format(
+            rejected_format = "response_format" in body and names_response_format(
                 f"{error.message} {error.body}"
             )
             if mode is not None and rejected_format:
@@ -152,39 +140,88 @@ class OpenAIBackend:
             _raise_translated(error)
         except Exception as error:
             _raise_translated(error)
-        latency = time.perf_counter() - started
-        if not response.choices:
-            raise BackendError("empty", "completion has no choices", retryable=True)
-        choice = response.choices[0]
-        text = (choice.message.content or "").strip() if choice.message else ""
-        if choice.finish_reason == "content_filter":
-            raise BackendError(
-                "content_filter", "provider filtered the completion", retryable=False
-            )
-        if not text:
-            raise BackendError("empty", "completion text is empty", retryable=True)
-        limits = reported_limits(raw.headers)
-        usage = response.usage
-        prompt_tokens, completion_tokens = usage_or_estimate(
-            sum(len(m.content) for m in messages),
-            text,
-            usage.prompt_tokens if usage else None,
-            usage.completion_tokens if usage else None,
+        return completion_of(
+            response,
+            body,
+            self.model,
+            time.perf_counter() - started,
+            reported_limits(raw.headers),
         )
-        return Completion(
-            text=text,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_s=latency,
-            model=response.model or self.model,
-            provider=self.provider,
-            finish_reason=choice.finish_reason,
-            limits=limits,
-            cache_read_tokens=min(cached_prompt_tokens(usage), prompt_tokens) if usage else 0,
-        )
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        """The SDK client (the batch judge sends its files and batches through it)."""
+        return self._client
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def chat_request(
+    model: str,
+    messages: Sequence[ChatMessage],
+    params: CompletionParams,
+    mode: StructuredMode | None,
+    cache_key: str | None = None,
+) -> dict[str, object]:
+    """The body of one chat completion, sent live or as a line of a batch file (the same
+    prompt, structured output field and token budget either way)."""
+    body: dict[str, object] = {}
+    if cache_key is not None:
+        body["prompt_cache_key"] = cache_key
+    if mode is not None and params.json_schema is not None:
+        field = response_format(mode, params.json_schema)
+        if field is None:
+            messages = with_instruction(messages, params.json_schema)
+        else:
+            body["response_format"] = field
+    return {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "seed": params.seed,
+        **body,
+    }
+
+
+def completion_of(
+    response: ChatCompletion,
+    body: Mapping[str, object],
+    model: str,
+    latency_s: float,
+    limits: ReportedLimits | None = None,
+) -> Completion:
+    """The Completion in a chat completion answering `body` (live, or a batch item's result);
+    no choice, no text or a filtered one is the BackendError a live call raises."""
+    if not response.choices:
+        raise BackendError("empty", "completion has no choices", retryable=True)
+    choice = response.choices[0]
+    text = (choice.message.content or "").strip() if choice.message else ""
+    if choice.finish_reason == "content_filter":
+        raise BackendError("content_filter", "provider filtered the completion", retryable=False)
+    if not text:
+        raise BackendError("empty", "completion text is empty", retryable=True)
+    usage = response.usage
+    sent = body.get("messages")
+    prompt_chars = sum(len(str(m["content"])) for m in sent) if isinstance(sent, list) else 0
+    prompt_tokens, completion_tokens = usage_or_estimate(
+        prompt_chars,
+        text,
+        usage.prompt_tokens if usage else None,
+        usage.completion_tokens if usage else None,
+    )
+    return Completion(
+        text=text,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_s=latency_s,
+        model=response.model or model,
+        provider=OpenAIBackend.provider,
+        finish_reason=choice.finish_reason,
+        limits=limits,
+        cache_read_tokens=min(cached_prompt_tokens(usage), prompt_tokens) if usage else 0,
+    )
 
 
 def _raise_translated(error: Exception) -> NoReturn:
