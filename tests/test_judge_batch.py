@@ -87,10 +87,12 @@ def _verdicts(db: Path) -> list[tuple]:
 
 
 def _judge_cost(db: Path) -> tuple[int, int, float]:
+    """The judge gateway's requests, prompt tokens and cost in the last judge run."""
     ((requests, prompt_tokens, cost),) = _rows(
         db,
         "SELECT g.requests, g.prompt_tokens, g.cost_usd FROM gateway_stats g "
-        "JOIN runs r USING (run_id) WHERE r.command = 'judge'",
+        "JOIN runs r USING (run_id) WHERE r.command = 'judge' "
+        "ORDER BY r.started_at DESC LIMIT 1",
     )
     return requests, prompt_tokens, cost
 
@@ -152,7 +154,9 @@ def test_items_failing_every_round_are_judge_failures_asked_afresh_next_run(db):
     assert _rows(db, "SELECT count(*) FROM assessments") == [(0,)]
     ((failures, error),) = _rows(db, "SELECT count(*), any_value(error) FROM judge_failures")
     assert failures == ITEMS and error.startswith("backend: batch item failed")
-    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+    # another seed: a new fake numbers its batches from 1 again, and its ids follow the seed
+    fresh = FakeProviderSettings(replies=(YES,), seed=1)
+    with running_fake_provider(fresh) as (base_url, state):
         again = _judge(db, _spec("openai", base_url), "--batch")
     assert again.returncode == 0, again.stderr
     assert state.batch_items == ITEMS  # asked afresh: the failed outcomes are not reused
