@@ -249,3 +249,42 @@ def test_judges_without_a_batch_api_are_refused_with_one_line(db, tmp_path):
     (line,) = error_lines(result)
     assert "RAPPORT_BATCH_POLL_S" in line
     assert _rows(db, "SELECT count(*) FROM runs") == before  # nothing was written
+
+
+def test_answered_items_are_never_sent_again(db):
+    """Replies recorded before the verdicts reached the store (a kill in between): the next
+    run makes its verdicts from the stored replies and submits nothing."""
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        spec = _spec("openai", base_url)
+        assert _judge(db, spec, "--batch").returncode == 0
+        judged = _verdicts(db)
+        with duckdb.connect(str(db)) as conn:  # as if the run died before writing its verdicts
+            conn.execute("DELETE FROM assessments; DELETE FROM verdicts")
+        again = _judge(db, spec, "--batch")
+    assert again.returncode == 0, again.stderr
+    assert state.batches_created == 1 and state.requests == 0
+    assert _verdicts(db) == judged
+    assert _rows(db, "SELECT count(*) FROM assessments") == [(CONVERSATIONS,)]
+
+
+def test_batch_true_sends_only_that_judge_through_the_batch_api(db, tmp_path):
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+
+        def judge(judge_id: str, model: str, batch: bool) -> dict[str, object]:
+            backend = {"provider": "openai", "model": model, "base_url": base_url}
+            return {"id": judge_id, "backend": backend, "batch": batch}
+
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            json.dumps(
+                {"judges": [judge("cheap", "gpt-4o-mini", True), judge("live", "gpt-4o", False)]}
+            )
+        )
+        result = rapport_in_process("judge", "--db", str(db), "--config", str(config), env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert state.batch_items == ITEMS and state.requests == ITEMS  # one judge each way
+    assert _rows(db, "SELECT DISTINCT judge_id FROM judge_batch_items") == [("cheap",)]
+    assert _rows(db, "SELECT judge_id, count(*) FROM assessments GROUP BY ALL ORDER BY 1") == [
+        ("cheap", CONVERSATIONS),
+        ("live", CONVERSATIONS),
+    ]
