@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
@@ -48,6 +49,7 @@ from rapport.store.database import Database
 from rapport.store.judgements import JudgeJob
 from rapport.store.rows import StoreEvent, utc_now
 
+T = TypeVar("T")
 POLL_ENV = "RAPPORT_BATCH_POLL_S"
 DEFAULT_POLL_S = 30.0
 POLL_ERRORS_TOLERATED = 5  # consecutive transient errors while polling before the run stops
@@ -301,6 +303,7 @@ class BatchJudging:
         judge = self.judge
         requests = [ask.request() for ask in asks]
         batch_id = await self._call(lambda: self.client.submit(requests), "submitting a batch")
+        assert batch_id is not None  # only a batch looked up can be unknown (None)
         rows = [
             BatchItemRow(
                 ask.custom_id, ask.conversation_id, ask.question.criteria, ask.window, ask.attempt
@@ -308,14 +311,16 @@ class BatchJudging:
             for ask in asks
         ]
         for ask in asks:
-            pending[ask.conversation_id].active = True
+            item = pending[ask.conversation_id]
+            if not item.active:  # taken from waiting: its questions are with the provider
+                item.active = True
+                self.counts.waiting -= 1
+                self.counts.active += 1
         record = BatchRecord(
             batch_id, judge.id, self.client.provider, self.client.model, len(asks),
             self.run_id, utc_now(),
         )  # fmt: skip
         await self.database.run(lambda conn: record_batch(conn, record, rows))
-        moved = sum(1 for item in pending.values() if item.active)
-        self.counts.active, self.counts.waiting = moved, len(pending) - moved
         self.submissions.update(ask.custom_id for ask in asks)
         self.progress.batches += 1
         self.progress.submitted += len(asks)
@@ -400,14 +405,14 @@ class BatchJudging:
             cost_usd=cost,
         )
 
-    async def _call(self, call: Callable[[], object], doing: str):  # type: ignore[no-untyped-def]
+    async def _call(self, call: Callable[[], Awaitable[T]], doing: str) -> T | None:
         """A batch API call; transient errors are tried again after the polling interval, a
         batch the provider does not know (404) is None, anything else stops the run with one
         line (the batches stay open and are re-attached by the next run)."""
         failures = 0
         while True:
             try:
-                return await call()  # type: ignore[misc]
+                return await call()
             except BackendError as error:
                 if error.kind == "http_404" and doing != "submitting a batch":
                     return None
