@@ -186,7 +186,6 @@ class BatchJudging:
         self.clock = clock or LoopClock()
         self.submissions: Counter[str] = Counter()  # by this run, per custom_id
         self.exhausted: dict[str, str] = {}  # custom_id -> last error, no submission left
-        self.last_error: dict[str, str] = {}
 
     async def run(self) -> None:
         judge_id = self.judge.id
@@ -370,7 +369,6 @@ class BatchJudging:
             stats.failed += 1
             self.progress.failed += 1
             error = f"batch item {result.status}: {result.error or 'no reason given'}"
-            self.last_error[result.custom_id] = error
             count = self.submissions[result.custom_id]
             if count >= self.settings.max_submissions:
                 plural = "es" * (count != 1)
