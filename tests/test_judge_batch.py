@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -118,6 +119,8 @@ def test_batch_verdicts_are_live_verdicts_at_half_the_price(api, corpus, tmp_pat
     assert _rows(batch_db, "SELECT provider, status, items, succeeded FROM judge_batches") == [
         (api, "ended", ITEMS, ITEMS)
     ]
+    custom_ids = [row[0] for row in _rows(batch_db, "SELECT custom_id FROM judge_batch_items")]
+    assert len(custom_ids) == ITEMS and all(re.fullmatch(r"q0-[0-9a-f]{40}", c) for c in custom_ids)
     live_requests, live_tokens, live_cost = _judge_cost(live_db)
     requests, tokens, cost = _judge_cost(batch_db)
     assert (requests, tokens) == (live_requests, live_tokens)
