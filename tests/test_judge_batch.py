@@ -291,3 +291,58 @@ def test_batch_true_sends_only_that_judge_through_the_batch_api(db, tmp_path):
         ("cheap", CONVERSATIONS),
         ("live", CONVERSATIONS),
     ]
+
+
+def test_a_batch_the_provider_no_longer_knows_is_let_go_and_its_items_asked_again(db):
+    from datetime import UTC, datetime
+
+    from rapport.store.batches import BatchItemRow, BatchRecord, record_batch
+
+    forgotten = BatchRecord(
+        "batch_forgotten", "openai:gpt-4o-mini", "openai", "gpt-4o-mini", 1, "r0",
+        datetime.now(UTC),
+    )  # fmt: skip
+    with duckdb.connect(str(db)) as conn:  # an open batch a killed run left, then deleted
+        record_batch(conn, forgotten, [BatchItemRow("q0-gone", "c0", ("x",), 0, 0)])
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        result = _judge(db, _spec("openai", base_url), "--batch")
+    assert result.returncode == 0, result.stderr
+    assert any("batch_forgotten is gone" in line for line in error_lines(result))
+    assert state.batches_created == 1 and state.batch_items == ITEMS
+    assert _rows(db, "SELECT batch_id, status FROM judge_batches WHERE status = 'lost'") == [
+        ("batch_forgotten", "lost")
+    ]
+    assert _rows(db, "SELECT status, count(*) FROM judge_batches GROUP BY ALL ORDER BY 1") == [
+        ("ended", 1),
+        ("lost", 1),
+    ]
+    assert _rows(db, "SELECT count(*) FROM assessments") == [(CONVERSATIONS,)]
+
+
+def test_long_transcripts_are_judged_over_windows_as_live(tmp_path):
+    live_db, batch_db = tmp_path / "live.duckdb", tmp_path / "batch.duckdb"
+    made = rapport_in_process(
+        "generate", "--db", str(live_db), "--count", "2", "--turns", "8",
+        "--domain", str(TINY_DOMAIN), "--backend", "simulated", "--quiet",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shutil.copy(live_db, batch_db)
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        config = tmp_path / "run.yaml"
+        backend = {"provider": "anthropic", "model": "claude-haiku-4-5"}
+        backend["base_url"] = base_url.removesuffix("/v1")
+        # the smallest window budget (200 tokens): every transcript here is longer
+        judge = {"id": "windowed", "backend": backend, "context_tokens": 1000}
+        config.write_text(json.dumps({"judges": [judge]}))
+        live = rapport_in_process("judge", "--db", str(live_db), "--config", str(config), env=ENV)
+        assert live.returncode == 0, live.stderr
+        live_calls = state.requests
+        batch = rapport_in_process(
+            "judge", "--db", str(batch_db), "--config", str(config), "--batch", env=ENV
+        )
+        assert batch.returncode == 0, batch.stderr
+    questions = _rows(live_db, "SELECT count(*) FROM verdicts")[0][0]
+    assert live_calls > questions  # more than one window per question
+    assert state.batch_items == live_calls
+    assert _rows(batch_db, "SELECT max(window_index) FROM judge_batch_items")[0][0] >= 1
+    assert _verdicts(batch_db) == _verdicts(live_db)
