@@ -86,6 +86,7 @@ class BatchProgress(msgspec.Struct):
     done: int = 0  # items answered (re-attached batches' included)
     failed: int = 0  # items failed, expired or canceled
     polling: int = 0  # batches being waited for now
+    cost_usd: float = 0.0  # of the items answered, at the batch price (0: no known price)
 
 
 Say = Callable[[str], None]
@@ -392,6 +393,7 @@ class BatchJudging:
                 batch=True,
             )
             stats.cost_usd += cost
+            self.progress.cost_usd += cost
         return ItemOutcome(
             result.custom_id,
             "answered",

@@ -126,6 +126,7 @@ def test_batch_verdicts_are_live_verdicts_at_half_the_price(api, corpus, tmp_pat
     assert (requests, tokens) == (live_requests, live_tokens)
     assert cost == pytest.approx(live_cost / 2)  # the shipped batch prices: half the list price
     assert f"batches: 1 submitted ({ITEMS} items)" in batch.stdout
+    assert f"${cost:,.4f} at the batch price" in batch.stdout
     assert any("submitted batch" in line for line in error_lines(batch))
     stats = rapport_in_process("stats", "--db", str(batch_db), env=ENV)
     assert stats.returncode == 0 and MODELS[api] in stats.stdout
