@@ -13,6 +13,7 @@ from rapport.agents.actors import Assistant, UserSimulator, Utterance
 from rapport.config.domain import Domain
 from rapport.config.run import Backends
 from rapport.config.scenario import Scenario
+from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnusable, TurnFailed
 from rapport.engine.gateway import Gateway
 from rapport.engine.progress import RunProgress
@@ -80,13 +81,17 @@ async def run_conversation(job: UnfinishedConversation, context: ConversationCon
         progress.done += 1
     except* Exception as group:
         stop = group.subgroup(ProviderUnusable)
-        if stop is not None:
+        if group.subgroup(BudgetReached) is not None:
+            # The budget refused this conversation's next call: it stops where it is, all it
+            # said stored, and resumes next run (the run ends once calls in flight are done).
+            pass
+        elif stop is not None:
             # The provider is down or refuses every call: the run stops, and this conversation
             # resumes next time. Its partner actor's error (a closed stream) is no failure.
             raise stop from None
-        # A failed turn, or a bug: recorded, and the run goes on.
-        await _mark_failed(context, cid, _first_cause(group))
-        progress.failed += 1
+        else:  # a failed turn, or a bug: recorded, and the run goes on
+            await _mark_failed(context, cid, _first_cause(group))
+            progress.failed += 1
     finally:
         progress.active -= 1
     if transcript is not None and context.after_complete is not None:

@@ -7,12 +7,18 @@ provider that caches nothing (OpenAI would cache automatically anyway, so off is
 without any discount); "on" is `cache: true` against the emulation.
 
 Figures per API: the cache-read share of input tokens with caching on, and the input cost with
-caching on over off. Judge cost live vs batch and estimate vs actual tokens are hooks left for
-the batch judge and `generate --estimate` (see `judge_costs` and `estimate_accuracy`).
+caching on over off; each run's own estimate (what `generate --estimate` prints, stored before
+its first call) against what it used; and the judge cost of the cache-on corpus, judged live
+and with `rapport judge --batch` (batch prices).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +33,21 @@ from rapport.bench.fake_provider import (
 )
 from rapport.config.prices import PriceTable, load_prices
 from rapport.stages.generate import GenerateRequest, generate
+from rapport.store.cost_reads import (
+    EstimateVsActual,
+    JudgeUsage,
+    StoredUsage,
+    estimate_vs_actual,
+    judge_usage,
+    stored_usage,
+)
 
 Api = Literal["openai", "anthropic"]
 BENCH_KEY_ENV = "RAPPORT_BENCH_KEY"
+JUDGE_KEYS = {"OPENAI_API_KEY": "sk-bench-judge", "ANTHROPIC_API_KEY": "sk-ant-bench-judge"}
+# every judge reply a valid per-criterion verdict
+VERDICT = json.dumps({"reasoning": "The assistant answers what the user raised.", "answer": "YES"})
+JUDGE_TIMEOUT_S = 1800.0
 TARGETS = {
     "cache_read_share": 0.80,  # of input tokens, conversations of >= 10 exchanges
     "anthropic_input_cost_ratio": 0.35,  # caching on / off, at Anthropic's cache prices
@@ -46,6 +64,10 @@ class CostSettings(msgspec.Struct, frozen=True):
     seed: int = 0
     openai_model: str = "gpt-4o-mini"
     anthropic_model: str = "claude-sonnet-4-5"
+    # conversations played first, so the main run's estimate has reply lengths measured in
+    # the corpus (as a user estimates after a pilot); 0: the estimate from limits alone
+    pilot: int = 5
+    judge: bool = True  # judge each API's cache-on corpus live and with --batch
     domain: Path | None = None  # the shipped default domain when None
 
 
@@ -63,6 +85,8 @@ class CaseCost(msgspec.Struct, frozen=True):
     cache_read_share: float
     input_cost_usd: float
     output_cost_usd: float
+    stored: StoredUsage  # the same run as Rapport parsed, priced and stored it
+    estimate: EstimateVsActual | None = None  # the run's own estimate, made before it started
 
 
 class ApiSaving(msgspec.Struct, frozen=True):
@@ -73,13 +97,24 @@ class ApiSaving(msgspec.Struct, frozen=True):
     input_cost_on_usd: float
 
 
+class JudgeCost(msgspec.Struct, frozen=True):
+    """The cache-on corpus of one API judged live and through its batch API."""
+
+    api: Api
+    model: str
+    live: JudgeUsage
+    batch: JudgeUsage
+    batches: int  # batches the provider received
+    batch_over_live: float | None  # cost ratio
+
+
 class CostReport(msgspec.Struct, frozen=True):
     settings: CostSettings
     cases: tuple[CaseCost, ...]
     savings: tuple[ApiSaving, ...]
     targets: dict[str, float]
-    judge: dict[str, float] | None = None  # TODO(batch judge): live vs batch judge cost
-    estimate: dict[str, float] | None = None  # TODO(--estimate): estimate vs actual tokens
+    judges: tuple[JudgeCost, ...] = ()
+    estimate: dict[str, float] | None = None  # estimated / actual, per case and figure
 
 
 def _role(api: Api, model: str, base_url: str, max_tokens: int) -> dict[str, object]:
@@ -107,7 +142,12 @@ def _run_config(path: Path, role: dict[str, object], settings: CostSettings, cac
 
 
 def _case_cost(
-    api: Api, model: str, cache: bool, state: FakeProviderState, prices: PriceTable
+    api: Api,
+    model: str,
+    cache: bool,
+    state: FakeProviderState,
+    prices: PriceTable,
+    db: Path,
 ) -> CaseCost:
     price = prices.price_for(model)
     if price is None:
@@ -132,6 +172,8 @@ def _case_cost(
         cache_read_share=state.cache_read_tokens / max(1, state.prompt_tokens),
         input_cost_usd=input_cost or 0.0,
         output_cost_usd=output_cost or 0.0,
+        stored=stored_usage(db),
+        estimate=estimate_vs_actual(db),
     )
 
 
@@ -155,8 +197,43 @@ def run_case(
             turns=settings.exchanges,
             domain=settings.domain,
         )
+        pilot = min(settings.pilot, settings.conversations - 1)
+        if pilot > 0:
+            pilot_request = msgspec.structs.replace(request, count=pilot)
+            generate(pilot_request, environ={BENCH_KEY_ENV: "bench-key"})
         generate(request, environ={BENCH_KEY_ENV: "bench-key"})
-    return _case_cost(api, model, cache, state, prices)
+    return _case_cost(api, model, cache, state, prices, request.db)
+
+
+def _judge(db: Path, spec: str, *more: str) -> None:
+    env = {**os.environ, **JUDGE_KEYS, "RAPPORT_BATCH_POLL_S": "0.1"}
+    argv = [sys.executable, "-m", "rapport", "judge", "--db", str(db), "--judge", spec, "--quiet"]
+    result = subprocess.run(
+        [*argv, *more], env=env, capture_output=True, text=True, timeout=JUDGE_TIMEOUT_S
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["(no output)"]
+        raise RuntimeError(f"rapport judge {' '.join(more)} failed: {lines[-1]}")
+
+
+def judge_costs(api: Api, settings: CostSettings, corpus: Path, workdir: Path) -> JudgeCost:
+    """Judge a copy of the corpus live and another with `--batch` (`rapport judge`, a
+    subprocess) against a fake provider whose every reply is a valid verdict."""
+    model = settings.openai_model if api == "openai" else settings.anthropic_model
+    live_db, batch_db = workdir / f"{api}-judge-live.duckdb", workdir / f"{api}-judge-batch.duckdb"
+    shutil.copy(corpus, live_db)
+    shutil.copy(corpus, batch_db)
+    provider = FakeProviderSettings(replies=(VERDICT,), batch_delay_s=0.2, seed=settings.seed)
+    with running_fake_provider(provider) as (base_url, state):
+        root = base_url.removesuffix("/v1") if api == "anthropic" else base_url
+        spec = f"{api}:{model}@{root}"
+        _judge(live_db, spec)
+        _judge(batch_db, spec, "--batch")
+    live, batch = judge_usage(live_db), judge_usage(batch_db)
+    ratio = None
+    if live.cost_usd and batch.cost_usd is not None:
+        ratio = batch.cost_usd / live.cost_usd
+    return JudgeCost(api, model, live, batch, state.batches_created, ratio)
 
 
 def savings(cases: tuple[CaseCost, ...]) -> tuple[ApiSaving, ...]:
@@ -180,16 +257,25 @@ def savings(cases: tuple[CaseCost, ...]) -> tuple[ApiSaving, ...]:
     return tuple(result)
 
 
-def judge_costs(settings: CostSettings, workdir: Path) -> dict[str, float] | None:
-    """TODO(batch judge, i15-batch): judge the cache-on corpus live and with `--batch` against
-    the fake and report both costs (batch at the batch prices). None until that lands."""
-    return None
-
-
-def estimate_accuracy(settings: CostSettings, workdir: Path) -> dict[str, float] | None:
-    """TODO(--estimate, i15-budget): `generate --estimate` for the same plan against the
-    tokens counted here (target within ±15 %). None until that lands."""
-    return None
+def estimate_accuracy(cases: tuple[CaseCost, ...]) -> dict[str, float] | None:
+    """Estimated over actual, per case: requests, input and output tokens, cost. Each generate
+    run stores the estimate `generate --estimate` prints, made before its first call."""
+    ratios: dict[str, float] = {}
+    for case in cases:
+        check = case.estimate
+        if check is None:
+            continue
+        name = f"{case.api}_cache_{'on' if case.cache else 'off'}"
+        pairs = {
+            "requests": (check.estimated_requests, check.requests),
+            "input_tokens": (check.estimated_input_tokens, check.input_tokens),
+            "output_tokens": (check.estimated_output_tokens, check.output_tokens),
+            "cost": (check.estimated_cost_usd, check.cost_usd),
+        }
+        for figure, (estimated, actual) in pairs.items():
+            if estimated is not None and actual:
+                ratios[f"{name}_{figure}"] = estimated / actual
+    return ratios or None
 
 
 def run_cost(
@@ -201,21 +287,24 @@ def run_cost(
     """Every case, then `cost.json` under `out`."""
     prices = load_prices()
     cases: list[CaseCost] = []
+    judges: list[JudgeCost] = []
     with tempfile.TemporaryDirectory(prefix="rapport-bench-cost-") as scratch:
         workdir = Path(scratch)
         for api in apis:
             for cache in (False, True):
                 log(f"{api}, caching {'on' if cache else 'off'}")
                 cases.append(run_case(api, cache, settings, workdir, prices))
-        judge = judge_costs(settings, workdir)
-        estimate = estimate_accuracy(settings, workdir)
+            if settings.judge:
+                log(f"{api}: judging the cache-on corpus live and with --batch")
+                corpus = workdir / f"{api}-cache-on.duckdb"
+                judges.append(judge_costs(api, settings, corpus, workdir))
     report = CostReport(
         settings=settings,
         cases=tuple(cases),
         savings=savings(tuple(cases)),
         targets=TARGETS,
-        judge=judge,
-        estimate=estimate,
+        judges=tuple(judges),
+        estimate=estimate_accuracy(tuple(cases)),
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "cost.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
@@ -242,6 +331,22 @@ def summary_rows(report: CostReport) -> list[tuple[str, str, str]]:
                 target,
             )
         )
-    rows.append(("judge cost live vs batch", "TODO (batch judge)", ""))
-    rows.append(("estimate vs actual tokens", "TODO (generate --estimate)", "±15 %"))
+    for judge in report.judges:
+        live, batch, ratio = judge.live.cost_usd, judge.batch.cost_usd, judge.batch_over_live
+        measured = "no known price"
+        if live is not None and batch is not None and ratio is not None:
+            calls = judge.live.requests
+            measured = f"${batch:.4f} / ${live:.4f} = {ratio:.2f} ({calls:,} calls)"
+        rows.append((f"{judge.api}: judge cost batch / live", measured, ""))
+    estimate = report.estimate or {}
+    for case in report.cases:
+        name = f"{case.api}_cache_{'on' if case.cache else 'off'}"
+        parts = [
+            f"{figure.replace('_tokens', '')} {estimate[f'{name}_{figure}']:.2f}"
+            for figure in ("input_tokens", "output_tokens", "cost")
+            if f"{name}_{figure}" in estimate
+        ]
+        if parts:
+            label = f"estimate / actual: {case.api}, caching {'on' if case.cache else 'off'}"
+            rows.append((label, " · ".join(parts), "±15 %"))
     return rows

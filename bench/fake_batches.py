@@ -6,7 +6,8 @@ the live rate limits or injected faults: all of a batch's items are answered whe
 looked at `batch_delay_s` after its creation. A share of items fails or expires
 (`batch_fail_rate`, `batch_expire_rate`, drawn from the seed, the batch's number and the
 custom_id, so a resubmitted item gets a fresh draw), or the first N items received do
-(`batch_fail_first`, `batch_expire_first`). Counters on the provider's state let tests see how
+(`batch_fail_first`, `batch_expire_first`). File and batch ids are random, so a restarted
+provider never hands out an id it gave before. Counters on the provider's state let tests see how
 many batches and items arrived, per custom_id.
 """
 
@@ -16,6 +17,7 @@ import json
 import random
 import re
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -145,7 +147,7 @@ class FakeBatches:
         return web.json_response(file.view())
 
     def _add_file(self, filename: str, purpose: str, content: bytes) -> FakeFile:
-        file_id = f"file-{short_hash('file', len(self.files), filename, length=24)}"
+        file_id = f"file-{uuid.uuid4().hex[:24]}"
         file = FakeFile(file_id, filename, purpose, content, int(time.time()))
         self.files[file_id] = file
         return file
@@ -376,7 +378,7 @@ class FakeBatches:
                 state.batch_submissions.get(item.custom_id, 0) + 1
             )
         number = state.batches_created
-        suffix = short_hash("batch", api, number, self.provider.settings.seed, length=24)
+        suffix = uuid.uuid4().hex[:24]  # unique across provider restarts, as the APIs' ids are
         batch_id = f"batch_{suffix}" if api == "openai" else f"msgbatch_{suffix}"
         batch = Batch(
             id=batch_id,
@@ -448,9 +450,13 @@ class FakeBatches:
             if fate == "fail":
                 status, body = 500, _server_error(batch.api)
             elif batch.api == "openai":
-                status, body = self.provider.answer_openai(item.body, f"chatcmpl-{request_id}")
+                status, body = self.provider.replies.answer_openai(
+                    item.body, f"chatcmpl-{request_id}"
+                )
             else:
-                status, body = self.provider.answer_anthropic(item.body, f"msg_{request_id}")
+                status, body = self.provider.replies.answer_anthropic(
+                    item.body, f"msg_{request_id}"
+                )
             if status == 200:
                 batch.succeeded += 1
                 state.batch_items_succeeded += 1

@@ -21,6 +21,7 @@ from rapport.bench.throughput import (
     unknown_limit_rows,
 )
 from rapport.config.constants import MAX_PORT
+from rapport.config.errors import RapportError
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 
@@ -156,21 +157,29 @@ def cost(
         list[str] | None,
         typer.Option("--api", help="openai and/or anthropic (default both)."),
     ] = None,
+    judge: Annotated[
+        bool,
+        typer.Option(
+            "--judge/--no-judge",
+            help="Also judge each API's cache-on corpus live and with --batch.",
+        ),
+    ] = True,
 ) -> None:
     """Prompt caching off vs on through each API's fake provider: the cache-read share of
-    input tokens and the input cost ratio, at the shipped list prices."""
+    input tokens and the input cost ratio at the shipped list prices, each run's estimate
+    against what it used, and the judge cost live vs batch."""
     console = Console()
     apis = tuple(api or ("openai", "anthropic"))
     unknown = sorted(set(apis) - {"openai", "anthropic"})
     if unknown:
-        console.print(f"[red]error:[/] --api: unknown {', '.join(unknown)} (openai, anthropic)")
-        raise typer.Exit(2)
+        raise RapportError(f"--api: unknown {', '.join(unknown)} (openai or anthropic)")
     settings = CostSettings(
         conversations=conversations,
         exchanges=exchanges,
         max_active=min(conversations, 50),
         reply_tokens=reply_tokens,
         seed=seed,
+        judge=judge,
     )
     log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
     report = run_cost(settings, out, log=log, apis=apis)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ INTERNAL_ERROR = 1  # a bug of Rapport's: one line (RAPPORT_TRACEBACK=1 shows th
 INPUT_ERROR = 2  # bad input (flags, config, domain, database): nothing was run
 PARTIAL = 3  # the run finished but some work failed: running the same command again retries it
 NOTHING_DONE = 4  # nothing could be done: every unit failed, or the provider cannot be used
+BUDGET_REACHED = 5  # --max-cost stopped the run: the same command with a higher one continues
 INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C; running the same command again resumes
 TERMINATED = 128 + signal.SIGTERM  # 143: SIGTERM; likewise
 TRACEBACK_ENV = "RAPPORT_TRACEBACK"  # set it to see an internal error's traceback

@@ -18,8 +18,10 @@ from rapport.cli import options as shared
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
 from rapport.cli.domain_commands import domain_app
+from rapport.cli.estimate_table import print_estimate
 from rapport.cli.eval_command import evaluate
 from rapport.cli.exit_codes import (
+    BUDGET_REACHED,
     INPUT_ERROR,
     INTERNAL_ERROR,
     NOTHING_DONE,
@@ -42,11 +44,13 @@ from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, SQL_TABLE_ROWS
 from rapport.config.errors import RapportError
 from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
+from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
 from rapport.judges.repetition import describe, repetition_report
 from rapport.reports.judging import write_report
-from rapport.stages.generate import Generation
+from rapport.stages.estimate import estimate_run
+from rapport.stages.generate import Generation, generate_settings
 from rapport.stages.generate import generate as run_generation
 from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.query import query, query_batches
@@ -100,11 +104,28 @@ def generate(
     user_backend: shared.UserBackendOption = None,
     assistant_backend: shared.AssistantBackendOption = None,
     quiet: shared.QuietOption = False,
+    max_cost: shared.MaxCostOption = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Print what the run would take (requests, tokens, cost with and without prompt "
+            "caching, wall time) and exit: no model is called and nothing is written.",
+        ),
+    ] = False,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
     With `judges:` in the run settings, each conversation is judged as it completes."""
     console = Console(stderr=True)
     request = shared.generate_request(locals(), judging="configured")
+    if estimate:
+        settings = generate_settings(request)
+        print_estimate(
+            estimate_run(settings, request.count, request.db),
+            Console(soft_wrap=True),
+            settings.budget_usd,
+        )
+        return
 
     def display(generation: Generation):
         if quiet or not console.is_terminal:
@@ -300,6 +321,9 @@ def run() -> None:
         where = context.command_path if context is not None else "rapport"
         _print_error(f"{where}: {error.format_message()} (see {where} --help)")
         sys.exit(INPUT_ERROR_EXIT)
+    except BudgetReached as stop:  # a clean stop, not an error: nothing is lost
+        Console(stderr=True, highlight=False, soft_wrap=True).print(str(stop))
+        sys.exit(BUDGET_REACHED)
     except RapportError as error:
         _print_error(str(error))
         sys.exit(NOTHING_DONE if isinstance(error, ProviderUnusable) else INPUT_ERROR_EXIT)

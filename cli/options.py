@@ -45,6 +45,18 @@ UserBackendOption = Annotated[
 AssistantBackendOption = Annotated[
     str | None, typer.Option("--assistant-backend", help="The assistant's backend spec.")
 ]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        min=0.01,
+        help="Budget in US dollars for the whole corpus of this plan: what earlier runs of the "
+        "same command spent counts, so running it again with the same budget spends nothing "
+        "more. No call starts that could pass it; the run stops cleanly (exit 5) and a higher "
+        "--max-cost continues it. Every model needs a known price (simulated, null and "
+        "in-process llama.cpp backends are free). Overrides budget_usd: in the run config.",
+    ),
+]
 
 
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No live progress display.")]

@@ -41,6 +41,14 @@ def _limits(snapshot: GatewaySnapshot) -> str:
     return f" · {', '.join(parts)}{source}"
 
 
+def _cache_share(snapshot: GatewaySnapshot) -> str:
+    """The share of input tokens read from the provider's prompt cache, e.g. ` · 83% cached`;
+    nothing for a backend with no price and no cache reads (simulated, local)."""
+    if not snapshot.prompt_tokens or (snapshot.cost_usd is None and not snapshot.cache_read_tokens):
+        return ""
+    return f" · {snapshot.cache_read_tokens / snapshot.prompt_tokens:.0%} cached"
+
+
 def judging_line(judging: JudgingProgress) -> str:
     """Conversation-judge pairs: judged, waiting, being judged, and those with judge failures."""
     return (
@@ -78,6 +86,7 @@ def progress_table(
     for snapshot in snapshot_gateways("live", gateways, prices, utc_now()):
         latency = "…" if snapshot.latency_p50_ms is None else f"{snapshot.latency_p50_ms:,.0f} ms"
         cost = "" if snapshot.cost_usd is None else f" · ${snapshot.cost_usd:,.4f}"
+        cost += _cache_share(snapshot)
         table.add_row(
             ",".join(snapshot.roles),
             f"{redactor(snapshot.gateway)} · {snapshot.requests:,} requests · p50 {latency} · "

@@ -34,6 +34,10 @@ FAIL_FAST_AFTER_CALLS = 5
 RETRY_BACKOFF_MIN_S = 0.5
 RETRY_BACKOFF_MAX_S = 30.0
 CHARS_PER_TOKEN_ESTIMATE = 4.0
+# A budgeted call reserves its worst case before it starts: its prompt at this many characters
+# per token (English runs at about 4; 2 also covers most other scripts), plus max_tokens.
+WORST_CASE_CHARS_PER_TOKEN = 2.0
+WORST_CASE_MARGIN = 1.25  # then the most tokens per character reported so far, plus a quarter
 # Our buckets hold half a second: arrival jitter then fits in the provider's (larger) bucket.
 RATE_BURST_SECONDS = 0.5
 DEFAULT_LLAMACPP_CONTEXT = 4096

@@ -23,6 +23,7 @@ from rapport.config.run import Price
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.engine.adaptive_limits import AdaptiveLimits, LearnedLimits
 from rapport.engine.backend import Backend, label
+from rapport.engine.budget import SpendMeter
 from rapport.engine.clock import Clock, LoopClock
 from rapport.engine.errors import BackendError, ProviderUnreachable, RateLimitedTooLong, TurnFailed
 from rapport.engine.fail_fast import FailFast
@@ -134,6 +135,7 @@ class Gateway:
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
         self.fail_fast = FailFast(self.label, redactor)
+        self.spend: SpendMeter | None = None  # the run's budget, when it has one (engine/budget.py)
 
     def _apply(self, limits: GatewayLimits, *, start_full: bool = False) -> None:
         for name, per_minute in (
@@ -238,6 +240,22 @@ class Gateway:
                 self._redact(f"{self.label}: cannot reach the provider ({error})")
             )
 
+    async def _budgeted_call(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
+        """`_call`, held to the run's budget when it has one: the call's worst case is reserved
+        before it starts (BudgetReached when it does not fit), then settled to its cost."""
+        spend = self.spend
+        if spend is None:
+            return await self._call(messages, params)
+        reservation = spend.reserve(messages, params)
+        completion = None
+        try:
+            completion = await self._call(messages, params)
+        finally:
+            spend.settle(reservation, completion)
+        return completion
+
     async def _attempt(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
@@ -266,7 +284,7 @@ class Gateway:
             rate_bound = await self._acquire_learned_rate()
         if self._adaptive is not None:
             self._adaptive.on_request()
-        completion = await self._call(messages, params)
+        completion = await self._budgeted_call(messages, params)
         if metered:
             self._reconcile(estimate, prompt_chars, completion)
         elif self._learn_limits and completion.limits is not None:

@@ -12,6 +12,7 @@ from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
 from rapport.config.prices import PriceTable
 from rapport.config.run import JudgeConfig, RunConfig
+from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.factory import build_gateway, limits_of, price_of
 from rapport.judges.judge import Judge, judge_conversation
@@ -74,6 +75,8 @@ async def assess(judge: Judge, domain: Domain, job: JudgeJob) -> StoreEvent:
     try:
         new = await judge_conversation(judge, domain, job.scenario, job.messages, only=missing)
     except Exception as error:  # the criteria are asked in a task group: errors come grouped
+        if _holds(error, BudgetReached):  # nothing stored: judged next run, never failed
+            return StoreEvent()
         if _holds(error, ProviderUnusable):
             raise
         leaf = _first_leaf(error)

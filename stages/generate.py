@@ -4,9 +4,10 @@ each as it completes when judges are configured — all in one run session."""
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -24,6 +25,7 @@ from rapport.config.run import (
     with_overrides,
 )
 from rapport.config.secrets import Redactor
+from rapport.engine.budget import BudgetReached, SpendGuard, attach_budget
 from rapport.engine.factory import build_gateways
 from rapport.engine.gateway import Gateway
 from rapport.engine.interrupts import Interrupted, run_interruptible
@@ -32,6 +34,7 @@ from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.engine.scheduler import run_bounded
 from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges, judge_configs
+from rapport.stages.estimate import estimate_run, record_estimate
 from rapport.stages.jobs import plan_chunks, unfinished_conversations
 from rapport.stages.judge_pool import JudgePool
 from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
@@ -39,6 +42,7 @@ from rapport.store.database import Database
 from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
 from rapport.store.plans import (
     PlanRecord,
+    finish_run,
     mark_abandoned_runs,
     save_plan,
     save_scenarios,
@@ -47,10 +51,12 @@ from rapport.store.plans import (
 )
 from rapport.store.rows import utc_now
 from rapport.store.run_lock import exclusive_run
+from rapport.store.spend import plan_spend
 
 # off: no judging; configured: the config's `judges:` if any; always: `judges` specs, else the
 # config's, else the embedded local judge.
 Judging = Literal["off", "configured", "always"]
+T = TypeVar("T")
 
 
 class GenerateRequest(msgspec.Struct, frozen=True):
@@ -68,6 +74,7 @@ class GenerateRequest(msgspec.Struct, frozen=True):
     assistant_backend: str | None = None
     judging: Judging = "off"
     judges: tuple[str, ...] = ()  # judges' backend specs (with judging="always")
+    max_cost: float | None = None  # US dollars, over every run of the plan (budget_usd)
 
 
 class JudgingSummary(msgspec.Struct, frozen=True):
@@ -103,6 +110,7 @@ class Generation(msgspec.Struct, frozen=True):
     plan_id: str
     redactor: Redactor  # built from this run's environment: every text stored or shown
     judges: tuple[Judge, ...] = ()  # judging each conversation as it completes
+    budget: SpendGuard | None = None  # --max-cost: shared by every gateway of the run
 
 
 def generate_settings(request: GenerateRequest) -> RunConfig:
@@ -113,6 +121,7 @@ def generate_settings(request: GenerateRequest) -> RunConfig:
         max_active=request.max_active,
         turns=request.turns,
         domain=str(request.domain) if request.domain is not None else None,
+        budget_usd=request.max_cost,
     )
     return msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
 
@@ -131,8 +140,16 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
     prices = load_prices(settings.prices)
     gateways = build_gateways(settings.backends, domain, environ, shown, prices)
     judges = tuple(build_judges(judge_settings, domain, environ, shown, prices))
+    plan_id = plan_id_for(domain, settings.seed, settings.turns)
+    budget = None
+    if settings.budget_usd is not None:  # refused before the database is touched
+        budget = SpendGuard(settings.budget_usd)
+        accounted = {**gateways, **{f"judge:{j.id}": j.gateway for j in judges}}
+        attach_budget(budget, accounted, prices)
     database = Database(request.db)
     database.initialise()
+    if budget is not None:  # what earlier runs of this plan spent counts against it
+        budget.spent_before_usd = database.run_sync(lambda conn: plan_spend(conn, plan_id))
     key_envs = api_key_env_names(settings, *(config.backend for config in judge_settings))
     return Generation(
         request=request,
@@ -140,9 +157,10 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
         domain=domain,
         gateways=gateways,
         database=database,
-        plan_id=plan_id_for(domain, settings.seed, settings.turns),
+        plan_id=plan_id,
         redactor=Redactor.from_environ(environ, key_envs),
         judges=judges,
+        budget=budget,
     )
 
 
@@ -206,6 +224,9 @@ async def simulate(
     labels = {role: gateway.label for role, gateway in generation.gateways.items()}
     judges = generation.judges
     accounted = {**generation.gateways, **{f"judge:{j.id}": j.gateway for j in judges}}
+    estimate = estimate_run(
+        settings, generation.request.count, reader=database.run_sync, domain=generation.domain
+    )  # before the run's clock starts: what it would take, for `stats` to compare
     session = RunSession(
         database,
         run_record(
@@ -223,6 +244,7 @@ async def simulate(
         accounted.values(),
         on_store_wait=progress.note_store_wait,
     )
+    database.run_sync(lambda conn: record_estimate(conn, session.run_id, estimate))
     domains = database.run_sync(plan_domains) if judges else {}
     pools: list[JudgePool] = []
 
@@ -246,15 +268,28 @@ async def simulate(
             database, [generation.plan_id], generation.request.count,
             include_failed=settings.retry_failed,
         )  # fmt: skip
-        async with pool.running(database, exclude_run=session.run_id):
+        async with aclosing(jobs), pool.running(database, exclude_run=session.run_id):
             await run_bounded(
-                jobs, settings.max_active, lambda job: run_conversation(job[1], context)
+                _within(jobs, generation.budget),
+                settings.max_active,
+                lambda job: run_conversation(job[1], context),
             )
 
     if judges:
         database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
     await session.run(work, (lambda: display(progress)) if display is not None else None)
     statuses = count_statuses(generation)
+    budget = generation.budget
+    if budget is not None and budget.reached:
+        # Stopped by the budget, once the calls in flight were stored (the writer drained as at
+        # any end): the conversations it left are `interrupted`, resumed by the next run.
+        database.run_sync(lambda conn: finish_run(conn, session.run_id, "interrupted", utc_now()))
+        raise BudgetReached(
+            budget.budget_usd,
+            budget.total_spent_usd,
+            f"{statuses.get('complete', 0):,} of {generation.request.count:,} "
+            "conversations complete",
+        )
     judging = None
     if judges:
         counts = pools[0].counts
@@ -278,6 +313,14 @@ async def simulate(
         assistant_backend=labels["assistant"],
         judging=judging,
     )
+
+
+async def _within(jobs: AsyncIterator[T], budget: SpendGuard | None) -> AsyncIterator[T]:
+    """The jobs, until the budget has refused a call: no conversation starts after that."""
+    async for job in jobs:
+        if budget is not None and budget.reached:
+            return
+        yield job
 
 
 def generate(

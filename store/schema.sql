@@ -230,6 +230,19 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS cost_usd DOUBLE;
 ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS cache_read_tokens BIGINT;
 ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS cache_write_tokens BIGINT;
 
+-- Issue 15: what `rapport generate` estimated before a run's first call (stages/estimate.py),
+-- for `stats` to set beside what the run took (view estimate_vs_actual). Judging not included.
+CREATE TABLE IF NOT EXISTS estimates (
+    run_id VARCHAR PRIMARY KEY,
+    requests BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE,                 -- with prompt caching as modelled; NULL: a price unknown
+    cost_uncached_usd DOUBLE,
+    wall_s DOUBLE,                   -- NULL: no rate limit nor latency known
+    created_at TIMESTAMPTZ NOT NULL
+);
+
 -- Issue 15: judging through the providers' batch APIs (`rapport judge --batch`). Every batch
 -- submitted, so that a killed run re-attaches to the open ones instead of paying twice, and
 -- every item in it: which conversation, criteria and transcript window it asks about, and its

@@ -117,6 +117,24 @@ JUDGING_SECTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Each `generate` run's estimate (stages/estimate.py) beside what it took, once one is stored.
+ESTIMATE_SECTION = (
+    "Estimate vs actual (generate runs; judging not estimated)",
+    """
+    SELECT run_id, status, estimated_requests, requests,
+           estimated_input_tokens, input_tokens,
+           round(input_tokens / nullif(estimated_input_tokens, 0), 3) AS input_ratio,
+           estimated_output_tokens, output_tokens,
+           round(output_tokens / nullif(estimated_output_tokens, 0), 3) AS output_ratio,
+           round(estimated_cost_usd, 4) AS estimated_cost_usd,
+           round(estimated_cost_uncached_usd, 4) AS estimated_uncached_usd,
+           round(cost_usd, 4) AS cost_usd,
+           round(estimated_wall_s, 1) AS estimated_wall_s, round(wall_s, 1) AS wall_s
+    FROM estimate_vs_actual ORDER BY started_at
+    """,
+)
+
+
 class Section(msgspec.Struct, frozen=True):
     title: str
     result: QueryResult
@@ -125,6 +143,8 @@ class Section(msgspec.Struct, frozen=True):
 def corpus_stats(path: Path) -> list[Section]:
     """Every section; the judging ones only once something has been judged."""
     sections = [Section(title, query(path, sql)) for title, sql in SECTIONS]
+    if query(path, "SELECT count(*) FROM estimates").rows[0][0]:
+        sections.append(Section(ESTIMATE_SECTION[0], query(path, ESTIMATE_SECTION[1])))
     judged = query(path, "SELECT count(*) FROM conversation_judgement").rows[0][0]
     if judged:
         sections += [Section(title, query(path, sql)) for title, sql in JUDGING_SECTIONS]

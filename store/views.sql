@@ -183,3 +183,28 @@ SELECT e.eval_id, e.side, e.scenario_index, e.scenario_id, e.conversation_id, c.
 FROM eval_conversations e
 JOIN conversations c USING (conversation_id)
 LEFT JOIN assessments a USING (conversation_id);
+
+-- ---- estimates (issue 15) --------------------------------------------------------------------
+-- Each estimated run beside what it took: requests and tokens of the messages it stored (the
+-- conversations' calls, as estimated), cost from its non-judge gateways, wall time of the run.
+CREATE OR REPLACE VIEW estimate_vs_actual AS
+WITH stored AS (
+    SELECT run_id, count(*) AS requests, sum(prompt_tokens) AS input_tokens,
+           sum(completion_tokens) AS output_tokens
+    FROM messages GROUP BY run_id
+), spent AS (
+    SELECT run_id, sum(cost_usd) AS cost_usd FROM gateway_stats
+    WHERE len(list_filter(roles, lambda r: r LIKE 'judge:%')) = 0
+    GROUP BY run_id
+)
+SELECT e.run_id, r.status, r.started_at,
+       e.requests AS estimated_requests, coalesce(s.requests, 0) AS requests,
+       e.input_tokens AS estimated_input_tokens, coalesce(s.input_tokens, 0) AS input_tokens,
+       e.output_tokens AS estimated_output_tokens, coalesce(s.output_tokens, 0) AS output_tokens,
+       e.cost_usd AS estimated_cost_usd, e.cost_uncached_usd AS estimated_cost_uncached_usd,
+       p.cost_usd,
+       e.wall_s AS estimated_wall_s, epoch(r.finished_at - r.started_at) AS wall_s
+FROM estimates e
+JOIN runs r USING (run_id)
+LEFT JOIN stored s USING (run_id)
+LEFT JOIN spent p USING (run_id);

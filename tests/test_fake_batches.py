@@ -305,6 +305,19 @@ def test_anthropic_cancel_and_unknown_ids():
     assert state.batches_created == 1  # the duplicate-id batch was refused
 
 
+def test_ids_are_never_reused_by_a_restarted_provider():
+    ids: list[str] = []
+    for _ in range(2):
+        with running_fake_provider(_settings()) as (base_url, _):
+            client = _openai(base_url)
+            batch = _submit(client, ["a"])
+            ids += [batch.id, batch.input_file_id]
+            ids.append(
+                _anthropic(base_url).messages.batches.create(requests=_anthropic_requests(["a"])).id
+            )
+    assert len(set(ids)) == len(ids) == 6
+
+
 def test_batch_settings_reach_the_provider_process():
     settings = FakeProviderSettings(
         batch_delay_s=0.0, batch_fail_first=1, prompt_cache=False, cache_ttl_s=5.0
