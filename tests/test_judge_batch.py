@@ -347,3 +347,34 @@ def test_long_transcripts_are_judged_over_windows_as_live(tmp_path):
     assert state.batch_items == live_calls
     assert _rows(batch_db, "SELECT max(window_index) FROM judge_batch_items")[0][0] >= 1
     assert _verdicts(batch_db) == _verdicts(live_db)
+
+
+def test_generate_leaves_batch_judges_to_rapport_judge(tmp_path, db_path):
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        backend = {"provider": "openai", "model": "gpt-4o-mini", "base_url": base_url}
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "judges": [
+                        {"id": "batched", "backend": backend, "batch": True},
+                        {"id": "local", "backend": {"provider": "simulated"}},
+                    ]
+                }
+            )
+        )
+        made = rapport_in_process(
+            "generate", "--db", str(db_path), "--count", str(CONVERSATIONS), "--turns",
+            str(EXCHANGES), "--domain", str(TINY_DOMAIN), "--backend", "simulated",
+            "--config", str(config), "--quiet", env=ENV,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert state.requests == 0 and state.batches_created == 0  # nothing paid at full price
+        assert _rows(db_path, "SELECT DISTINCT judge_id FROM assessments") == [("local",)]
+        judged = rapport_in_process("judge", "--db", str(db_path), "--config", str(config), env=ENV)
+    assert judged.returncode == 0, judged.stderr
+    assert state.requests == 0 and state.batch_items == ITEMS
+    assert _rows(db_path, "SELECT judge_id, count(*) FROM assessments GROUP BY ALL ORDER BY 1") == [
+        ("batched", CONVERSATIONS),
+        ("local", CONVERSATIONS),
+    ]
