@@ -33,6 +33,7 @@ ENV = {
     "RAPPORT_BATCH_POLL_S": "0.05",
 }
 APIS = ("openai", "anthropic")
+SLOW = pytest.mark.slow  # a corpus judged through a fake provider's batches: seconds each
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}
 
 
@@ -98,6 +99,7 @@ def _judge_cost(db: Path) -> tuple[int, int, float]:
     return requests, prompt_tokens, cost
 
 
+@SLOW
 @pytest.mark.parametrize("api", APIS)
 def test_batch_verdicts_are_live_verdicts_at_half_the_price(api, corpus, tmp_path):
     live_db, batch_db = tmp_path / "live.duckdb", tmp_path / "batch.duckdb"
@@ -132,6 +134,7 @@ def test_batch_verdicts_are_live_verdicts_at_half_the_price(api, corpus, tmp_pat
     assert stats.returncode == 0 and MODELS[api] in stats.stdout
 
 
+@SLOW
 @pytest.mark.parametrize("api", APIS)
 def test_failed_and_expired_items_go_into_the_next_batch(api, db):
     settings = FakeProviderSettings(replies=(YES,), batch_fail_first=2, batch_expire_first=1)
@@ -149,6 +152,7 @@ def test_failed_and_expired_items_go_into_the_next_batch(api, db):
     assert _judge_cost(db)[0] == ITEMS + 3  # every item's outcome counted once
 
 
+@SLOW
 def test_items_failing_every_round_are_judge_failures_asked_afresh_next_run(db):
     with running_fake_provider(FakeProviderSettings(batch_fail_rate=1.0)) as (base_url, state):
         failed = _judge(db, _spec("openai", base_url), "--batch")
@@ -167,6 +171,7 @@ def test_items_failing_every_round_are_judge_failures_asked_afresh_next_run(db):
     assert _rows(db, "SELECT count(*) FROM assessments") == [(CONVERSATIONS,)]
 
 
+@SLOW
 @pytest.mark.parametrize("api", APIS)
 def test_an_invalid_reply_is_retried_once_in_the_next_batch(api, db):
     # the first item's reply is not JSON; every later reply (the retry's too) is valid
@@ -182,6 +187,7 @@ def test_an_invalid_reply_is_retried_once_in_the_next_batch(api, db):
     assert _rows(db, "SELECT answer, count(*) FROM verdicts GROUP BY ALL") == [("YES", ITEMS)]
 
 
+@SLOW
 def test_an_invalid_retry_is_a_judge_failure_as_live(db):
     with running_fake_provider(FakeProviderSettings(replies=(BAD,))) as (base_url, state):
         result = _judge(db, _spec("openai", base_url), "--batch")
@@ -191,6 +197,7 @@ def test_an_invalid_retry_is_a_judge_failure_as_live(db):
     assert failures == ITEMS and error.startswith("invalid judge output:")
 
 
+@SLOW
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_killed_run_reattaches_to_its_batch_and_submits_nothing_twice(stop, db):
     clock = ManualClock()
@@ -255,6 +262,7 @@ def test_judges_without_a_batch_api_are_refused_with_one_line(db, tmp_path):
     assert _rows(db, "SELECT count(*) FROM runs") == before  # nothing was written
 
 
+@SLOW
 def test_answered_items_are_never_sent_again(db):
     """Replies recorded before the verdicts reached the store (a kill in between): the next
     run makes its verdicts from the stored replies and submits nothing."""
@@ -271,6 +279,7 @@ def test_answered_items_are_never_sent_again(db):
     assert _rows(db, "SELECT count(*) FROM assessments") == [(CONVERSATIONS,)]
 
 
+@SLOW
 def test_batch_true_sends_only_that_judge_through_the_batch_api(db, tmp_path):
     with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
 
@@ -294,6 +303,7 @@ def test_batch_true_sends_only_that_judge_through_the_batch_api(db, tmp_path):
     ]
 
 
+@SLOW
 def test_a_batch_the_provider_no_longer_knows_is_let_go_and_its_items_asked_again(db):
     from datetime import UTC, datetime
 
@@ -320,6 +330,7 @@ def test_a_batch_the_provider_no_longer_knows_is_let_go_and_its_items_asked_agai
     assert _rows(db, "SELECT count(*) FROM assessments") == [(CONVERSATIONS,)]
 
 
+@SLOW
 def test_long_transcripts_are_judged_over_windows_as_live(tmp_path):
     live_db, batch_db = tmp_path / "live.duckdb", tmp_path / "batch.duckdb"
     made = rapport_in_process(
@@ -349,6 +360,7 @@ def test_long_transcripts_are_judged_over_windows_as_live(tmp_path):
     assert _verdicts(batch_db) == _verdicts(live_db)
 
 
+@SLOW
 def test_generate_leaves_batch_judges_to_rapport_judge(tmp_path, db_path):
     with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
         backend = {"provider": "openai", "model": "gpt-4o-mini", "base_url": base_url}
