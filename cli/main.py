@@ -221,7 +221,7 @@ def judge(
         out.print(
             f"batches: {done.batches:,} submitted ({done.submitted:,} items), "
             f"{done.reattached:,} re-attached · {done.done:,} items answered, "
-            f"{done.failed:,} failed or expired"
+            f"{done.failed:,} failed or expired · ${done.cost_usd:,.4f} at the batch price"
         )
     out.print("judges: " + ", ".join(summary.judges))
     if summary.failed_criteria:

@@ -134,8 +134,8 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
     judge_settings = ()
     if request.judging == "always":
         judge_settings = judge_configs(settings, request.judges)
-    elif request.judging == "configured":
-        judge_settings = settings.judges
+    elif request.judging == "configured":  # `batch: true` judges wait for `rapport judge`
+        judge_settings = tuple(judge for judge in settings.judges if not judge.batch)
     prices = load_prices(settings.prices)
     gateways = build_gateways(settings.backends, domain, environ, shown, prices)
     judges = tuple(build_judges(judge_settings, domain, environ, shown, prices))

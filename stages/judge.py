@@ -133,6 +133,8 @@ def judge_corpus(
             )
         except Interrupted as stop:
             stop.progress = f"{database.run_sync(corpus_assessment_count):,} assessments stored"
+            if batched:
+                stop.progress += " (open batches are re-attached, not paid again)"
             raise
         database.run_sync(lambda conn: record_judged_count(conn, session.run_id, counts.judged))
     return JudgeSummary(

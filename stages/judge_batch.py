@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
@@ -48,6 +49,7 @@ from rapport.store.database import Database
 from rapport.store.judgements import JudgeJob
 from rapport.store.rows import StoreEvent, utc_now
 
+T = TypeVar("T")
 POLL_ENV = "RAPPORT_BATCH_POLL_S"
 DEFAULT_POLL_S = 30.0
 POLL_ERRORS_TOLERATED = 5  # consecutive transient errors while polling before the run stops
@@ -84,6 +86,7 @@ class BatchProgress(msgspec.Struct):
     done: int = 0  # items answered (re-attached batches' included)
     failed: int = 0  # items failed, expired or canceled
     polling: int = 0  # batches being waited for now
+    cost_usd: float = 0.0  # of the items answered, at the batch price (0: no known price)
 
 
 Say = Callable[[str], None]
@@ -184,7 +187,6 @@ class BatchJudging:
         self.clock = clock or LoopClock()
         self.submissions: Counter[str] = Counter()  # by this run, per custom_id
         self.exhausted: dict[str, str] = {}  # custom_id -> last error, no submission left
-        self.last_error: dict[str, str] = {}
 
     async def run(self) -> None:
         judge_id = self.judge.id
@@ -301,6 +303,7 @@ class BatchJudging:
         judge = self.judge
         requests = [ask.request() for ask in asks]
         batch_id = await self._call(lambda: self.client.submit(requests), "submitting a batch")
+        assert batch_id is not None  # only a batch looked up can be unknown (None)
         rows = [
             BatchItemRow(
                 ask.custom_id, ask.conversation_id, ask.question.criteria, ask.window, ask.attempt
@@ -308,14 +311,16 @@ class BatchJudging:
             for ask in asks
         ]
         for ask in asks:
-            pending[ask.conversation_id].active = True
+            item = pending[ask.conversation_id]
+            if not item.active:  # taken from waiting: its questions are with the provider
+                item.active = True
+                self.counts.waiting -= 1
+                self.counts.active += 1
         record = BatchRecord(
             batch_id, judge.id, self.client.provider, self.client.model, len(asks),
             self.run_id, utc_now(),
         )  # fmt: skip
         await self.database.run(lambda conn: record_batch(conn, record, rows))
-        moved = sum(1 for item in pending.values() if item.active)
-        self.counts.active, self.counts.waiting = moved, len(pending) - moved
         self.submissions.update(ask.custom_id for ask in asks)
         self.progress.batches += 1
         self.progress.submitted += len(asks)
@@ -365,7 +370,6 @@ class BatchJudging:
             stats.failed += 1
             self.progress.failed += 1
             error = f"batch item {result.status}: {result.error or 'no reason given'}"
-            self.last_error[result.custom_id] = error
             count = self.submissions[result.custom_id]
             if count >= self.settings.max_submissions:
                 plural = "es" * (count != 1)
@@ -389,6 +393,7 @@ class BatchJudging:
                 batch=True,
             )
             stats.cost_usd += cost
+            self.progress.cost_usd += cost
         return ItemOutcome(
             result.custom_id,
             "answered",
@@ -400,14 +405,14 @@ class BatchJudging:
             cost_usd=cost,
         )
 
-    async def _call(self, call: Callable[[], object], doing: str):  # type: ignore[no-untyped-def]
+    async def _call(self, call: Callable[[], Awaitable[T]], doing: str) -> T | None:
         """A batch API call; transient errors are tried again after the polling interval, a
         batch the provider does not know (404) is None, anything else stops the run with one
         line (the batches stay open and are re-attached by the next run)."""
         failures = 0
         while True:
             try:
-                return await call()  # type: ignore[misc]
+                return await call()
             except BackendError as error:
                 if error.kind == "http_404" and doing != "submitting a batch":
                     return None

@@ -103,19 +103,8 @@ def record_batch_end(
     one transaction. Items the provider did not report stay `pending` and are asked again."""
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.executemany(
-            "UPDATE judge_batch_items SET status = ?, reply = ?, error = ?, prompt_tokens = ?, "
-            "completion_tokens = ?, cache_read_tokens = ?, cache_write_tokens = ?, "
-            "cost_usd = ?, updated_at = ? WHERE batch_id = ? AND custom_id = ?",
-            [
-                [
-                    o.status, o.reply, o.error, o.prompt_tokens, o.completion_tokens,
-                    o.cache_read_tokens, o.cache_write_tokens, o.cost_usd, at, batch_id,
-                    o.custom_id,
-                ]
-                for o in outcomes
-            ],
-        )  # fmt: skip
+        if outcomes:
+            _update_items(conn, batch_id, outcomes, at)
         answered = sum(o.status == "answered" for o in outcomes)
         conn.execute(
             "UPDATE judge_batches SET status = ?, succeeded = ?, failed = ?, ended_at = ? "
@@ -126,6 +115,27 @@ def record_batch_end(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _update_items(
+    conn: duckdb.DuckDBPyConnection,
+    batch_id: str,
+    outcomes: Sequence[ItemOutcome],
+    at: datetime,
+) -> None:
+    conn.executemany(
+        "UPDATE judge_batch_items SET status = ?, reply = ?, error = ?, prompt_tokens = ?, "
+        "completion_tokens = ?, cache_read_tokens = ?, cache_write_tokens = ?, "
+        "cost_usd = ?, updated_at = ? WHERE batch_id = ? AND custom_id = ?",
+        [
+            [
+                o.status, o.reply, o.error, o.prompt_tokens, o.completion_tokens,
+                o.cache_read_tokens, o.cache_write_tokens, o.cost_usd, at, batch_id,
+                o.custom_id,
+            ]
+            for o in outcomes
+        ],
+    )  # fmt: skip
 
 
 def answered_items(

@@ -254,7 +254,7 @@ CREATE TABLE IF NOT EXISTS judge_batches (
     judge_id VARCHAR NOT NULL,
     provider VARCHAR NOT NULL,       -- openai | anthropic
     model VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,         -- submitted (open) | ended | failed | lost
+    status VARCHAR NOT NULL,         -- submitted (open) | ended | lost (the provider forgot it)
     items INTEGER NOT NULL,
     succeeded INTEGER,               -- items answered / failed, expired or canceled (once ended)
     failed INTEGER,

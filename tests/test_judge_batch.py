@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,7 @@ ENV = {
     "RAPPORT_BATCH_POLL_S": "0.05",
 }
 APIS = ("openai", "anthropic")
+SLOW = pytest.mark.slow  # a corpus judged through a fake provider's batches: seconds each
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}
 
 
@@ -87,14 +89,17 @@ def _verdicts(db: Path) -> list[tuple]:
 
 
 def _judge_cost(db: Path) -> tuple[int, int, float]:
+    """The judge gateway's requests, prompt tokens and cost in the last judge run."""
     ((requests, prompt_tokens, cost),) = _rows(
         db,
         "SELECT g.requests, g.prompt_tokens, g.cost_usd FROM gateway_stats g "
-        "JOIN runs r USING (run_id) WHERE r.command = 'judge'",
+        "JOIN runs r USING (run_id) WHERE r.command = 'judge' "
+        "ORDER BY r.started_at DESC LIMIT 1",
     )
     return requests, prompt_tokens, cost
 
 
+@SLOW
 @pytest.mark.parametrize("api", APIS)
 def test_batch_verdicts_are_live_verdicts_at_half_the_price(api, corpus, tmp_path):
     live_db, batch_db = tmp_path / "live.duckdb", tmp_path / "batch.duckdb"
@@ -116,16 +121,20 @@ def test_batch_verdicts_are_live_verdicts_at_half_the_price(api, corpus, tmp_pat
     assert _rows(batch_db, "SELECT provider, status, items, succeeded FROM judge_batches") == [
         (api, "ended", ITEMS, ITEMS)
     ]
+    custom_ids = [row[0] for row in _rows(batch_db, "SELECT custom_id FROM judge_batch_items")]
+    assert len(custom_ids) == ITEMS and all(re.fullmatch(r"q0-[0-9a-f]{40}", c) for c in custom_ids)
     live_requests, live_tokens, live_cost = _judge_cost(live_db)
     requests, tokens, cost = _judge_cost(batch_db)
     assert (requests, tokens) == (live_requests, live_tokens)
     assert cost == pytest.approx(live_cost / 2)  # the shipped batch prices: half the list price
     assert f"batches: 1 submitted ({ITEMS} items)" in batch.stdout
+    assert f"${cost:,.4f} at the batch price" in batch.stdout
     assert any("submitted batch" in line for line in error_lines(batch))
     stats = rapport_in_process("stats", "--db", str(batch_db), env=ENV)
     assert stats.returncode == 0 and MODELS[api] in stats.stdout
 
 
+@SLOW
 @pytest.mark.parametrize("api", APIS)
 def test_failed_and_expired_items_go_into_the_next_batch(api, db):
     settings = FakeProviderSettings(replies=(YES,), batch_fail_first=2, batch_expire_first=1)
@@ -143,6 +152,7 @@ def test_failed_and_expired_items_go_into_the_next_batch(api, db):
     assert _judge_cost(db)[0] == ITEMS + 3  # every item's outcome counted once
 
 
+@SLOW
 def test_items_failing_every_round_are_judge_failures_asked_afresh_next_run(db):
     with running_fake_provider(FakeProviderSettings(batch_fail_rate=1.0)) as (base_url, state):
         failed = _judge(db, _spec("openai", base_url), "--batch")
@@ -152,13 +162,16 @@ def test_items_failing_every_round_are_judge_failures_asked_afresh_next_run(db):
     assert _rows(db, "SELECT count(*) FROM assessments") == [(0,)]
     ((failures, error),) = _rows(db, "SELECT count(*), any_value(error) FROM judge_failures")
     assert failures == ITEMS and error.startswith("backend: batch item failed")
-    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+    # another seed: a new fake numbers its batches from 1 again, and its ids follow the seed
+    fresh = FakeProviderSettings(replies=(YES,), seed=1)
+    with running_fake_provider(fresh) as (base_url, state):
         again = _judge(db, _spec("openai", base_url), "--batch")
     assert again.returncode == 0, again.stderr
     assert state.batch_items == ITEMS  # asked afresh: the failed outcomes are not reused
     assert _rows(db, "SELECT count(*) FROM assessments") == [(CONVERSATIONS,)]
 
 
+@SLOW
 @pytest.mark.parametrize("api", APIS)
 def test_an_invalid_reply_is_retried_once_in_the_next_batch(api, db):
     # the first item's reply is not JSON; every later reply (the retry's too) is valid
@@ -174,6 +187,7 @@ def test_an_invalid_reply_is_retried_once_in_the_next_batch(api, db):
     assert _rows(db, "SELECT answer, count(*) FROM verdicts GROUP BY ALL") == [("YES", ITEMS)]
 
 
+@SLOW
 def test_an_invalid_retry_is_a_judge_failure_as_live(db):
     with running_fake_provider(FakeProviderSettings(replies=(BAD,))) as (base_url, state):
         result = _judge(db, _spec("openai", base_url), "--batch")
@@ -183,6 +197,7 @@ def test_an_invalid_retry_is_a_judge_failure_as_live(db):
     assert failures == ITEMS and error.startswith("invalid judge output:")
 
 
+@SLOW
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_killed_run_reattaches_to_its_batch_and_submits_nothing_twice(stop, db):
     clock = ManualClock()
@@ -245,3 +260,133 @@ def test_judges_without_a_batch_api_are_refused_with_one_line(db, tmp_path):
     (line,) = error_lines(result)
     assert "RAPPORT_BATCH_POLL_S" in line
     assert _rows(db, "SELECT count(*) FROM runs") == before  # nothing was written
+
+
+@SLOW
+def test_answered_items_are_never_sent_again(db):
+    """Replies recorded before the verdicts reached the store (a kill in between): the next
+    run makes its verdicts from the stored replies and submits nothing."""
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        spec = _spec("openai", base_url)
+        assert _judge(db, spec, "--batch").returncode == 0
+        judged = _verdicts(db)
+        with duckdb.connect(str(db)) as conn:  # as if the run died before writing its verdicts
+            conn.execute("DELETE FROM assessments; DELETE FROM verdicts")
+        again = _judge(db, spec, "--batch")
+    assert again.returncode == 0, again.stderr
+    assert state.batches_created == 1 and state.requests == 0
+    assert _verdicts(db) == judged
+    assert _rows(db, "SELECT count(*) FROM assessments") == [(CONVERSATIONS,)]
+
+
+@SLOW
+def test_batch_true_sends_only_that_judge_through_the_batch_api(db, tmp_path):
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+
+        def judge(judge_id: str, model: str, batch: bool) -> dict[str, object]:
+            backend = {"provider": "openai", "model": model, "base_url": base_url}
+            return {"id": judge_id, "backend": backend, "batch": batch}
+
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            json.dumps(
+                {"judges": [judge("cheap", "gpt-4o-mini", True), judge("live", "gpt-4o", False)]}
+            )
+        )
+        result = rapport_in_process("judge", "--db", str(db), "--config", str(config), env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert state.batch_items == ITEMS and state.requests == ITEMS  # one judge each way
+    assert _rows(db, "SELECT DISTINCT judge_id FROM judge_batch_items") == [("cheap",)]
+    assert _rows(db, "SELECT judge_id, count(*) FROM assessments GROUP BY ALL ORDER BY 1") == [
+        ("cheap", CONVERSATIONS),
+        ("live", CONVERSATIONS),
+    ]
+
+
+@SLOW
+def test_a_batch_the_provider_no_longer_knows_is_let_go_and_its_items_asked_again(db):
+    from datetime import UTC, datetime
+
+    from rapport.store.batches import BatchItemRow, BatchRecord, record_batch
+
+    forgotten = BatchRecord(
+        "batch_forgotten", "openai:gpt-4o-mini", "openai", "gpt-4o-mini", 1, "r0",
+        datetime.now(UTC),
+    )  # fmt: skip
+    with duckdb.connect(str(db)) as conn:  # an open batch a killed run left, then deleted
+        record_batch(conn, forgotten, [BatchItemRow("q0-gone", "c0", ("x",), 0, 0)])
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        result = _judge(db, _spec("openai", base_url), "--batch")
+    assert result.returncode == 0, result.stderr
+    assert any("batch_forgotten is gone" in line for line in error_lines(result))
+    assert state.batches_created == 1 and state.batch_items == ITEMS
+    assert _rows(db, "SELECT batch_id, status FROM judge_batches WHERE status = 'lost'") == [
+        ("batch_forgotten", "lost")
+    ]
+    assert _rows(db, "SELECT status, count(*) FROM judge_batches GROUP BY ALL ORDER BY 1") == [
+        ("ended", 1),
+        ("lost", 1),
+    ]
+    assert _rows(db, "SELECT count(*) FROM assessments") == [(CONVERSATIONS,)]
+
+
+@SLOW
+def test_long_transcripts_are_judged_over_windows_as_live(tmp_path):
+    live_db, batch_db = tmp_path / "live.duckdb", tmp_path / "batch.duckdb"
+    made = rapport_in_process(
+        "generate", "--db", str(live_db), "--count", "2", "--turns", "8",
+        "--domain", str(TINY_DOMAIN), "--backend", "simulated", "--quiet",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shutil.copy(live_db, batch_db)
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        config = tmp_path / "run.yaml"
+        backend = {"provider": "anthropic", "model": "claude-haiku-4-5"}
+        backend["base_url"] = base_url.removesuffix("/v1")
+        # the smallest window budget (200 tokens): every transcript here is longer
+        judge = {"id": "windowed", "backend": backend, "context_tokens": 1000}
+        config.write_text(json.dumps({"judges": [judge]}))
+        live = rapport_in_process("judge", "--db", str(live_db), "--config", str(config), env=ENV)
+        assert live.returncode == 0, live.stderr
+        live_calls = state.requests
+        batch = rapport_in_process(
+            "judge", "--db", str(batch_db), "--config", str(config), "--batch", env=ENV
+        )
+        assert batch.returncode == 0, batch.stderr
+    questions = _rows(live_db, "SELECT count(*) FROM verdicts")[0][0]
+    assert live_calls > questions  # more than one window per question
+    assert state.batch_items == live_calls
+    assert _rows(batch_db, "SELECT max(window_index) FROM judge_batch_items")[0][0] >= 1
+    assert _verdicts(batch_db) == _verdicts(live_db)
+
+
+@SLOW
+def test_generate_leaves_batch_judges_to_rapport_judge(tmp_path, db_path):
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        backend = {"provider": "openai", "model": "gpt-4o-mini", "base_url": base_url}
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "judges": [
+                        {"id": "batched", "backend": backend, "batch": True},
+                        {"id": "local", "backend": {"provider": "simulated"}},
+                    ]
+                }
+            )
+        )
+        made = rapport_in_process(
+            "generate", "--db", str(db_path), "--count", str(CONVERSATIONS), "--turns",
+            str(EXCHANGES), "--domain", str(TINY_DOMAIN), "--backend", "simulated",
+            "--config", str(config), "--quiet", env=ENV,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert state.requests == 0 and state.batches_created == 0  # nothing paid at full price
+        assert _rows(db_path, "SELECT DISTINCT judge_id FROM assessments") == [("local",)]
+        judged = rapport_in_process("judge", "--db", str(db_path), "--config", str(config), env=ENV)
+    assert judged.returncode == 0, judged.stderr
+    assert state.requests == 0 and state.batch_items == ITEMS
+    assert _rows(db_path, "SELECT judge_id, count(*) FROM assessments GROUP BY ALL ORDER BY 1") == [
+        ("batched", CONVERSATIONS),
+        ("local", CONVERSATIONS),
+    ]

@@ -106,9 +106,8 @@ class OpenAIBatches:
         except openai.OpenAIError as error:
             raise batch_call_error(error, openai) from error
         found = {line.get("custom_id"): line for line in lines if isinstance(line, dict)}
-        whole = "; ".join(e.message or e.code or "" for e in (batch.errors.data or [])) if (
-            batch.errors
-        ) else ""  # fmt: skip
+        listed = (batch.errors.data or []) if batch.errors else []
+        whole = "; ".join(e.message or e.code or "" for e in listed)  # a batch that failed whole
         return [
             self._result(
                 custom_id, found.get(custom_id), requests.get(custom_id), batch.status, whole
