@@ -30,6 +30,7 @@ from rapport.cli.exit_codes import (
     outcome,
 )
 from rapport.cli.iterate_command import iterate
+from rapport.cli.merge_command import merge
 from rapport.cli.progress_display import live_display
 from rapport.cli.render import as_table, print_table, write_batches
 from rapport.cli.sql_input import sql_text
@@ -73,6 +74,7 @@ app.command("serve")(serve_command)
 app.command("chat")(chat_command)
 app.command("eval")(evaluate)
 app.command("iterate")(iterate)
+app.command("merge")(merge)
 
 DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
 
@@ -100,9 +102,11 @@ def generate(
     user_backend: shared.UserBackendOption = None,
     assistant_backend: shared.AssistantBackendOption = None,
     quiet: shared.QuietOption = False,
+    shard: shared.ShardOption = None,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
-    With `judges:` in the run settings, each conversation is judged as it completes."""
+    With `judges:` in the run settings, each conversation is judged as it completes. With
+    --shard K/N, only the plan's scenarios with index % N == K (`rapport merge` joins shards)."""
     console = Console(stderr=True)
     request = shared.generate_request(locals(), judging="configured")
 
