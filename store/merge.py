@@ -7,7 +7,9 @@ stats, verdicts, assessments by their primary keys; errors and judge failures by
 columns), and a conversation is taken from a shard only when the shard holds it further along:
 by status (complete > failed > running / interrupted > pending), then by stored turns. Its
 messages come with it, from that one shard, and so do its judgements when they judged that very
-playing (the same run). Run records and gateway stats are kept per shard run.
+playing (the same run). The runs of the plan (generate and judge) are kept with their gateway
+stats and errors, one row each per shard run. Only the plan's rows are carried: a shard's other
+tables (datasets, evaluations) stay in the shard.
 """
 
 from __future__ import annotations
@@ -210,9 +212,16 @@ def _copy_shard(conn: duckdb.DuckDBPyConnection, plan_id: str, shown: str) -> Sh
     _insert(conn, "verdicts", keyed, same_playing, [plan_id])
     _insert(conn, "assessments", keyed, same_playing, [plan_id])
     _insert_new_rows(conn, "judge_failures", same_playing, [plan_id])
-    _insert_new_rows(conn, "errors")
-    _insert(conn, "runs", keyed)
-    _insert(conn, "gateway_stats", keyed)
+    plan_runs = f"WHERE run_id IN (SELECT run_id FROM {ALIAS}.runs WHERE plan_id = ?)"
+    _insert(conn, "runs", keyed, "WHERE plan_id = ?", [plan_id])
+    _insert(conn, "gateway_stats", keyed, plan_runs, [plan_id])
+    _insert_new_rows(
+        conn,
+        "errors",
+        f"{plan_runs} OR conversation_id IN "
+        f"(SELECT conversation_id FROM {ALIAS}.conversations WHERE plan_id = ?)",
+        [plan_id, plan_id],
+    )
     _insert(conn, "meta", "INSERT OR IGNORE")
     conn.execute(
         f"""

@@ -188,6 +188,55 @@ def test_a_shard_behind_the_corpus_changes_nothing(shards, merged, tmp_path):
     assert _differences(merged, out) == dict.fromkeys(SAME, 0)
 
 
+def test_merging_into_a_corpus_of_the_same_plan_adds_only_the_shards_runs(single, shards, tmp_path):
+    out = _copy(single, tmp_path)
+    before = _rows(out)
+    result = _merge(out, *shards)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("0 conversations added, 0 advanced, 0 messages, 1 runs") == 3
+    after = _rows(out)
+    assert after == {**before, "runs": before["runs"] + 3, "gateway_stats": before["gateway_stats"] + 3}
+    assert _differences(single, out) == dict.fromkeys(SAME, 0)
+
+
+def test_a_shards_errors_are_carried_once(shards, merged, tmp_path):
+    shard = _copy(shards[2], tmp_path)
+    with duckdb.connect(str(shard)) as conn:
+        conn.execute(
+            "INSERT INTO errors (run_id, conversation_id, turn_index, role, kind, message, "
+            "created_at) SELECT run_id, conversation_id, 1, 'assistant', 'timeout', "
+            "'no reply in 120 s', now() FROM conversations WHERE scenario_index = 5"
+        )
+    out = _copy(merged, tmp_path, "corpus.duckdb")
+    for _ in range(2):
+        assert _merge(out, shard).returncode == 0
+    with duckdb.connect(str(out), read_only=True) as conn:
+        errors = conn.execute("SELECT conversation_id[-7:], kind FROM errors").fetchall()
+    assert errors == [("0000005", "timeout")]
+
+
+JUDGE = "simulated:quality=0.9"
+
+
+def test_shards_judged_as_they_complete_merge_to_the_single_corpus_judgements(tmp_path):
+    single = tmp_path / "single.duckdb"
+    _generate(single, count=6, judging="always", judges=(JUDGE,))
+    shards = [tmp_path / f"shard-{k}.duckdb" for k in range(2)]
+    for k, path in enumerate(shards):
+        _generate(path, Shard(k, 2), count=6, judging="always", judges=(JUDGE,))
+    out = tmp_path / "corpus.duckdb"
+    assert _merge(out, *shards).returncode == 0
+    assert _differences(single, out) == dict.fromkeys(SAME, 0)
+    with duckdb.connect() as conn:
+        conn.execute(f"ATTACH '{single}' AS a (READ_ONLY)")
+        conn.execute(f"ATTACH '{out}' AS b (READ_ONLY)")
+        for table in ("verdicts", "assessments"):
+            a, b = (f"SELECT * EXCLUDE (created_at) FROM {db}.{table}" for db in "ab")
+            rows = conn.execute(f"SELECT count(*) FROM ({b})").fetchone()[0]
+            differ = conn.execute(f"SELECT count(*) FROM (({a} EXCEPT {b}) UNION ({b} EXCEPT {a}))")
+            assert rows > 0 and differ.fetchone() == (0,), table
+
+
 @pytest.mark.parametrize(
     ("other", "named"),
     [({"seed": SEED + 1}, f"seed {SEED + 1}"), ({"domain": TINY_DOMAIN}, "domain bike_repair")],
