@@ -20,6 +20,7 @@ def merge(
         list[str],
         typer.Argument(
             help="The shards' DuckDB files, or a quoted glob ('shards/*.duckdb').",
+            metavar="SHARD",
             show_default=False,
         ),
     ],

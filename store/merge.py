@@ -74,7 +74,12 @@ def merge_shards(out: Path, shard_paths: Sequence[Path]) -> MergeSummary:
     identities = [(path, _shard_plan(path)) for path in shard_paths]
     first_path, plan = identities[0]
     for path, identity in identities[1:]:
-        _same_plan(identity, plan, str(path), str(first_path))
+        difference = _difference(identity, plan, f"{first_path} has")
+        if difference:
+            raise StoreError(
+                f"{path}: another plan: {difference}; only shards of one plan merge "
+                "(nothing written)"
+            )
     _check_corpus(out, plan)
     with exclusive_run(out):
         database = Database(out)
@@ -121,33 +126,34 @@ def _check_corpus(out: Path, plan: PlanIdentity) -> None:
             return  # an empty DuckDB file: the schema is created in it
     with contextlib.closing(connect_for_reading(out)) as conn:
         plans = _corpus_plans(conn)
-    if len(plans) == 1:
-        _same_plan(plan, plans[0], "the shards", str(out))
-    elif plans and plan.plan_id not in {p.plan_id for p in plans}:
+    difference = _difference(plans[0], plan, "the shards have") if len(plans) == 1 else None
+    if difference:
+        raise StoreError(
+            f"{out}: a corpus of another plan: {difference}; merge them into a new file "
+            "(nothing written)"
+        )
+    if plans and plan.plan_id not in {p.plan_id for p in plans}:
         listed = ", ".join(p.plan_id for p in plans)
         raise StoreError(
             f"{out}: its corpus holds plans {listed}, not the shards' plan {plan.plan_id}"
         )
 
 
-def _same_plan(identity: PlanIdentity, reference: PlanIdentity, shown: str, against: str) -> None:
-    """One line naming the file and the first difference from the reference plan."""
+def _difference(identity: PlanIdentity, reference: PlanIdentity, against: str) -> str | None:
+    """The first way `identity` is another plan than `reference` (None: the same plan), e.g.
+    "seed 6, but shard-0.duckdb has seed 5"."""
     if identity.plan_id == reference.plan_id:
-        return
+        return None
     if identity.domain_fingerprint != reference.domain_fingerprint:
-        difference = (
-            f"domain {identity.domain} ({identity.domain_fingerprint}), but {against} has "
+        return (
+            f"domain {identity.domain} ({identity.domain_fingerprint}), but {against} "
             f"domain {reference.domain} ({reference.domain_fingerprint})"
         )
-    elif identity.seed != reference.seed:
-        difference = f"seed {identity.seed}, but {against} has seed {reference.seed}"
-    elif identity.turns != reference.turns:
-        difference = f"turns {identity.turns}, but {against} has turns {reference.turns}"
-    else:
-        difference = f"plan {identity.plan_id}, but {against} has plan {reference.plan_id}"
-    raise StoreError(
-        f"{shown}: another plan: {difference}; only shards of one plan merge (nothing written)"
-    )
+    for field in ("seed", "turns"):
+        mine, theirs = getattr(identity, field), getattr(reference, field)
+        if mine != theirs:
+            return f"{field} {mine}, but {against} {field} {theirs}"
+    return f"plan {identity.plan_id}, but {against} plan {reference.plan_id}"
 
 
 # -- the merge, in the corpus's connection --------------------------------------------------

@@ -195,7 +195,11 @@ def test_merging_into_a_corpus_of_the_same_plan_adds_only_the_shards_runs(single
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("0 conversations added, 0 advanced, 0 messages, 1 runs") == 3
     after = _rows(out)
-    assert after == {**before, "runs": before["runs"] + 3, "gateway_stats": before["gateway_stats"] + 3}
+    assert after == {
+        **before,
+        "runs": before["runs"] + 3,
+        "gateway_stats": before["gateway_stats"] + 3,
+    }
     assert _differences(single, out) == dict.fromkeys(SAME, 0)
 
 
