@@ -118,8 +118,10 @@ def generate(
 
     summary = run_generation(request, display=display)
     out = Console(soft_wrap=True)
+    shard = f" · shard {summary.shard}" if summary.shard else ""
     out.print(
-        f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
+        f"run {summary.run_id} · plan {summary.plan_id}{shard} · "
+        f"{summary.complete:,}/{summary.count:,} "
         f"complete · {summary.failed:,} failed · {summary.pending:,} pending · "
         f"{summary.turns_written:,} turns in {summary.elapsed_s:,.1f}s"
     )

@@ -93,6 +93,7 @@ class RunSummary(msgspec.Struct, frozen=True):
     user_backend: str
     assistant_backend: str
     judging: JudgingSummary | None = None
+    shard: str | None = None  # K/N when the run played one shard of the plan
 
 
 class Generation(msgspec.Struct, frozen=True):
@@ -297,6 +298,7 @@ async def simulate(
         user_backend=labels["user_sim"],
         assistant_backend=labels["assistant"],
         judging=judging,
+        shard=generation.request.shard.label if generation.request.shard else None,
     )
 
 

@@ -103,6 +103,16 @@ def test_a_shard_plays_and_stores_only_its_own_scenarios(shards):
         assert conn.execute("SELECT shard, status FROM runs").fetchall() == [("1/3", "finished")]
 
 
+def test_the_command_line_says_which_shard_and_counts_its_share_only(tmp_path):
+    db = tmp_path / "shard.duckdb"
+    result = rapport_in_process(
+        "generate", "--db", str(db), "--backend", "simulated", "--count", "7", "--turns", "2",
+        "--shard", "2/3", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert " · shard 2/3 · 2/2 complete · " in result.stdout  # indices 2 and 5 of 0..6
+
+
 def test_the_merge_of_three_shards_equals_the_single_process_corpus(single, merged):
     assert _differences(single, merged) == dict.fromkeys(SAME, 0)
     assert _rows(merged)["conversations"] == COUNT
