@@ -60,20 +60,46 @@ class BackendBase(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_f
         return self.max_tokens if self.max_tokens is not None else self.default_max_tokens
 
 
-class _Hosted(BackendBase):
-    """An API over HTTP: a model name, an optional base URL and the key's variable."""
+class Replica(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One more endpoint of a hosted backend: a server replica (its `base_url`) or another key
+    of the same provider (its `api_key_env`); what it leaves out is the backend's own. Its
+    limits and in-flight cap are its own (the backend's apply to all replicas together)."""
 
-    model: str = ""
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout_s: PositiveFloat = constants.DEFAULT_TIMEOUT_S
-
-    endpoint_fields: ClassVar[tuple[str, ...]] = ("model", "base_url")
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    input_tpm: PositiveInt | None = None
+    output_tpm: PositiveInt | None = None
+    max_in_flight: PositiveInt | None = None
 
     def __post_init__(self) -> None:
         problem = url_problem(self.base_url) if self.base_url is not None else None
         if problem:
             raise ValueError(f"base_url: {problem}")
+
+
+class _Hosted(BackendBase):
+    """An API over HTTP: a model name, an optional base URL and the key's variable; or several
+    endpoints (`replicas`), each call sent to the least-loaded healthy one."""
+
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: PositiveFloat = constants.DEFAULT_TIMEOUT_S
+    replicas: tuple[Replica, ...] = ()
+
+    endpoint_fields: ClassVar[tuple[str, ...]] = ("model", "base_url", "replicas")
+
+    def __post_init__(self) -> None:
+        problem = url_problem(self.base_url) if self.base_url is not None else None
+        if problem:
+            raise ValueError(f"base_url: {problem}")
+        names = [
+            (r.base_url or self.base_url, r.api_key_env or self.api_key_env) for r in self.replicas
+        ]
+        if len(set(names)) != len(names):
+            raise ValueError("replicas: two replicas name the same base_url and api_key_env")
 
 
 class OpenAIConfig(_Hosted, tag="openai"):

@@ -34,6 +34,7 @@ class GatewaySnapshot(msgspec.Struct, frozen=True):
     max_in_flight: int | None = None
     limits_source: str | None = None  # configured | stated | learned; None: unlimited
     timeouts: int = 0
+    endpoint: str | None = None  # one replica of a backend with several (engine.replicas)
 
 
 def gateway_name(gateway: Gateway) -> str:
@@ -87,4 +88,49 @@ def snapshot_gateways(
                 timeouts=stats.timeouts,
             )
         )
+        snapshots += replica_snapshots(snapshots[-1], gateway, prices)
     return snapshots
+
+
+def replica_snapshots(
+    whole: GatewaySnapshot, gateway: Gateway, prices: PriceTable
+) -> list[GatewaySnapshot]:
+    """A row per replica of a backend with several: its own requests, 429s, tokens, latency
+    and limits, named `<gateway>@<replica>`; the gateway's own row holds the totals."""
+    replicas = getattr(gateway.backend, "replicas", None)
+    if not replicas:
+        return []
+    rows = []
+    for replica in replicas:
+        stats = replica.stats
+        p50 = stats.latency_percentile(0.50)
+        p99 = stats.latency_percentile(0.99)
+        rows.append(
+            msgspec.structs.replace(
+                whole,
+                gateway=f"{whole.gateway}@{replica.name}",
+                endpoint=replica.name,
+                requests=stats.requests,
+                succeeded=stats.succeeded,
+                failed=stats.failed,
+                retries=0,
+                rate_limited=stats.rate_limited,
+                prompt_tokens=stats.prompt_tokens,
+                completion_tokens=stats.completion_tokens,
+                latency_p50_ms=None if p50 is None else p50 * 1000,
+                latency_p99_ms=None if p99 is None else p99 * 1000,
+                cost_usd=prices.cost(
+                    whole.model,
+                    stats.prompt_tokens,
+                    stats.completion_tokens,
+                    cache_read_tokens=stats.cache_read_tokens,
+                    cache_write_tokens=stats.cache_write_tokens,
+                ),
+                rpm_limit=replica.limits.rpm,
+                tpm_limit=replica.limits.tpm,
+                max_in_flight=replica.limits.max_in_flight,
+                limits_source="configured" if replica.limits.has_rates else None,
+                timeouts=0,
+            )
+        )
+    return rows

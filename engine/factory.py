@@ -81,7 +81,8 @@ def build_gateway(
         max_retries=settings.max_retries,
         backoff_min_s=settings.backoff_min_s,
         backoff_max_s=settings.backoff_max_s,
-        adaptive=settings.adaptive,
+        # Replicas keep their own limits: nothing to learn for the set as a whole.
+        adaptive=settings.adaptive and not getattr(settings, "replicas", ()),
         no_success_stop_s=settings.no_success_stop_s,
         redactor=Redactor.from_environ(environ, [getattr(settings, "api_key_env", None) or ""]),
     )
@@ -167,12 +168,49 @@ def _hosted(
         raise ConfigError(
             at.file, f"{at.key}.model", f"is required for provider {settings.provider}"
         )
+    if settings.replicas:
+        return _replica_set(backend, settings, at)
     return backend(
         model=settings.model,
         api_key=_api_key(settings, at.environ, at.file, at.key),
         base_url=settings.base_url,
         timeout_s=settings.timeout_s,
     )
+
+
+def _replica_set(
+    backend: Callable[..., Backend], settings: OpenAIConfig | AnthropicConfig, at: BuildContext
+) -> Backend:
+    """One client per replica, each with its own limits, behind one backend."""
+    from rapport.engine.replicas import Replica, ReplicaSet
+
+    replicas = []
+    for index, replica in enumerate(settings.replicas):
+        own = msgspec.structs.replace(
+            settings,
+            base_url=replica.base_url or settings.base_url,
+            api_key_env=replica.api_key_env or settings.api_key_env,
+            replicas=(),
+        )
+        key = f"{at.key}.replicas[{index}]"
+        client = backend(
+            model=own.model,
+            api_key=_api_key(own, at.environ, at.file, key),
+            base_url=own.base_url,
+            timeout_s=own.timeout_s,
+        )
+        name = own.base_url or f"key:{own.api_key_env or DEFAULT_KEY_ENV[own.provider]}"
+        if replica.base_url is None and replica.api_key_env is not None and own.base_url:
+            name = f"{own.base_url} key:{replica.api_key_env}"
+        limits = GatewayLimits(
+            rpm=replica.rpm,
+            tpm=replica.tpm,
+            input_tpm=replica.input_tpm,
+            output_tpm=replica.output_tpm,
+            max_in_flight=replica.max_in_flight,
+        )
+        replicas.append(Replica(name, client, limits))
+    return ReplicaSet(replicas)
 
 
 def _llamacpp(settings: LlamaCppConfig, at: BuildContext) -> Backend:

@@ -220,6 +220,8 @@ CREATE TABLE IF NOT EXISTS spooled_batches (
     batch_id VARCHAR PRIMARY KEY,
     applied_at TIMESTAMPTZ NOT NULL
 );
+-- One replica of a backend with several endpoints (its row's gateway is `<gateway>@<endpoint>`).
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS endpoint VARCHAR;
 
 -- Issue 16: `rapport generate --shard K/N` plays the scenarios with index % N = K into a file of
 -- its own; `rapport merge` joins such files into one corpus, keeping each shard's row here.

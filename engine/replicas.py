@@ -1,0 +1,245 @@
+"""Several endpoints behind one backend: server replicas (vLLM, llama.cpp servers) or several
+API keys of one provider. Each replica has its own client, limits, in-flight cap, health and
+counters; a call goes to the least-loaded healthy one and, when that one fails or answers 429,
+to the next. The gateway above sees a failure only when every replica failed the call, so
+one replica's 429 pauses that replica, not the whole backend.
+
+A replica that fails (connection, timeout, 5xx, broken body) is taken out for a backoff that
+doubles with each failure in a row; once the backoff has passed it gets calls again, and its
+first success puts it fully back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import anyio
+import msgspec
+
+from rapport.engine.backend import Backend
+from rapport.engine.clock import Clock, LoopClock
+from rapport.engine.errors import BackendError
+from rapport.engine.gateway import LATENCY_SAMPLES, GatewayLimits
+from rapport.engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
+from rapport.engine.types import ChatMessage, Completion, CompletionParams
+
+DOWN_BACKOFF_MIN_S = 0.5
+DOWN_BACKOFF_MAX_S = 30.0
+RATE_LIMITED_PAUSE_S = 1.0  # a 429 that names no wait
+
+
+class ReplicaStats(msgspec.Struct):
+    """One replica's counters, stored as its own `gateway_stats` row (`endpoint` names it)."""
+
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rate_limited: int = 0
+    taken_out: int = 0  # times it was marked down
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    in_flight: int = 0
+    latencies_s: deque[float] = msgspec.field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+
+    def latency_percentile(self, fraction: float) -> float | None:
+        if not self.latencies_s:
+            return None
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class Replica:
+    """One endpoint: its backend, its own budgets and cap, whether it is up."""
+
+    def __init__(self, name: str, backend: Backend, limits: GatewayLimits) -> None:
+        self.name = name  # a base URL or `key:<ENV_NAME>`: never a key itself
+        self.backend = backend
+        self.limits = limits
+        self.stats = ReplicaStats()
+        self.budgets = {
+            unit: MinuteBudget(per_minute)
+            for unit, per_minute in (
+                ("requests", limits.rpm),
+                ("tokens", limits.tpm),
+                ("input_tokens", limits.input_tpm),
+                ("output_tokens", limits.output_tpm),
+            )
+            if per_minute
+        }
+        cap = limits.max_in_flight
+        self.slots = anyio.CapacityLimiter(cap) if cap else None
+        self.unavailable_until = 0.0  # down (failures) or paused (429) until then
+        self.failures_in_a_row = 0
+
+    def load(self) -> float:
+        """Share of its cap in use (calls in flight without a cap); a replica whose budget
+        would make the call wait counts as full."""
+        if any(budget.would_wait() for budget in self.budgets.values()):
+            return float("inf")
+        cap = self.limits.max_in_flight
+        return self.stats.in_flight / cap if cap else float(self.stats.in_flight)
+
+    async def admit(self, estimate: TokenEstimate) -> None:
+        budgets = self.budgets
+        if "requests" in budgets:
+            await budgets["requests"].acquire(1)
+        if "tokens" in budgets:
+            await budgets["tokens"].acquire(estimate.total)
+        if "input_tokens" in budgets:
+            await budgets["input_tokens"].acquire(estimate.prompt)
+        if "output_tokens" in budgets:
+            await budgets["output_tokens"].acquire(estimate.completion)
+
+
+class ReplicaSet:
+    """A Backend over several replicas of one model (see the module's docstring)."""
+
+    simulated = False
+    base_url = None  # the gateway's name; each replica's own is in `replicas`
+
+    def __init__(self, replicas: Sequence[Replica], *, clock: Clock | None = None) -> None:
+        if not replicas:
+            raise ValueError("a replica set needs at least one replica")
+        self.replicas = list(replicas)
+        first = self.replicas[0].backend
+        self.provider = first.provider
+        self.model = first.model
+        self._clock = clock or LoopClock()
+        self._estimator = TokenEstimator()
+        self._turn = 0  # ties in load go round the replicas
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], params: CompletionParams
+    ) -> Completion:
+        prompt_chars = sum(len(m.content) for m in messages)
+        estimate = self._estimator.estimate(prompt_chars, params.max_tokens)
+        tried: set[int] = set()
+        last_error: BackendError | None = None
+        while len(tried) < len(self.replicas):
+            index = self._choose(tried)
+            if index is None:
+                break
+            tried.add(index)
+            replica = self.replicas[index]
+            try:
+                completion = await self._call(replica, messages, params, estimate)
+            except BackendError as error:
+                error.limits = None  # (as above)
+                if not error.retryable:
+                    raise
+                last_error = error
+                continue
+            self._estimator.learn(
+                prompt_chars, completion.prompt_tokens, completion.completion_tokens
+            )
+            # A replica's rate-limit headers state its own limits, not the whole set's.
+            return msgspec.structs.replace(completion, limits=None)
+        raise self._all_failed(last_error)
+
+    def _choose(self, tried: set[int]) -> int | None:
+        """The least-loaded replica not tried yet for this call: up ones first; when none is
+        up, the one back soonest (a call never waits for nothing)."""
+        now = self._clock.now()
+        candidates = [i for i in range(len(self.replicas)) if i not in tried]
+        if not candidates:
+            return None
+        up = [i for i in candidates if self.replicas[i].unavailable_until <= now]
+        if not up:
+            return (
+                None if tried else min(candidates, key=lambda i: self.replicas[i].unavailable_until)
+            )
+        self._turn += 1
+        count = len(self.replicas)
+        return min(up, key=lambda i: (self.replicas[i].load(), (i - self._turn) % count))
+
+    async def _call(
+        self,
+        replica: Replica,
+        messages: Sequence[ChatMessage],
+        params: CompletionParams,
+        estimate: TokenEstimate,
+    ) -> Completion:
+        wait = replica.unavailable_until - self._clock.now()
+        if wait > 0:  # every replica is out: wait for the one back soonest
+            await self._clock.sleep(wait)
+        if replica.slots is None:
+            return await self._admitted(replica, messages, params, estimate)
+        async with replica.slots:
+            return await self._admitted(replica, messages, params, estimate)
+
+    async def _admitted(
+        self,
+        replica: Replica,
+        messages: Sequence[ChatMessage],
+        params: CompletionParams,
+        estimate: TokenEstimate,
+    ) -> Completion:
+        await replica.admit(estimate)
+        stats = replica.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        try:
+            completion = await replica.backend.complete(messages, params)
+        except BackendError as error:
+            self._note_failure(replica, error)
+            raise
+        finally:
+            stats.in_flight -= 1
+        replica.failures_in_a_row = 0
+        replica.unavailable_until = 0.0
+        stats.succeeded += 1
+        stats.prompt_tokens += completion.prompt_tokens
+        stats.completion_tokens += completion.completion_tokens
+        stats.cache_read_tokens += completion.cache_read_tokens
+        stats.cache_write_tokens += completion.cache_write_tokens
+        stats.latencies_s.append(completion.latency_s)
+        return completion
+
+    def _note_failure(self, replica: Replica, error: BackendError) -> None:
+        stats = replica.stats
+        now = self._clock.now()
+        if error.kind == "rate_limited":
+            stats.rate_limited += 1
+            pause = error.retry_after_s if error.retry_after_s is not None else None
+            replica.unavailable_until = now + (pause or RATE_LIMITED_PAUSE_S)
+            return
+        stats.failed += 1
+        if not error.retryable:
+            return  # the request was refused, not the replica
+        replica.failures_in_a_row += 1
+        stats.taken_out += 1
+        backoff = DOWN_BACKOFF_MIN_S * 2 ** (replica.failures_in_a_row - 1)
+        replica.unavailable_until = now + min(DOWN_BACKOFF_MAX_S, backoff)
+
+    def _all_failed(self, last_error: BackendError | None) -> BackendError:
+        """What the gateway sees when no replica could answer: a 429 if every replica is
+        paused for one (with the shortest wait), else the last failure."""
+        now = self._clock.now()
+        soonest = min(replica.unavailable_until for replica in self.replicas) - now
+        if last_error is not None and last_error.kind == "rate_limited":
+            rate_limited = all(
+                replica.unavailable_until > now and replica.failures_in_a_row == 0
+                for replica in self.replicas
+            )
+            if rate_limited:
+                return BackendError(
+                    "rate_limited",
+                    f"every replica answered 429 ({last_error})",
+                    retryable=True,
+                    retry_after_s=max(0.0, soonest),
+                )
+        if last_error is not None:
+            return last_error
+        return BackendError(
+            "connection",
+            "every replica is out after failures",
+            retryable=True,
+            retry_after_s=max(0.0, soonest),
+        )
+
+    async def aclose(self) -> None:
+        for replica in self.replicas:
+            await replica.backend.aclose()
