@@ -52,13 +52,23 @@ def parse_shard(spec: str, shown: str = "--shard") -> Shard:
 
 
 def split_backend(backend: BackendConfig, shard: Shard) -> BackendConfig:
-    """The backend with each configured per-minute rate divided among the N shards."""
-    rates = {
+    """The backend with each configured per-minute rate divided among the N shards, each
+    replica's own rates too (every shard sends to every replica)."""
+    changes: dict[str, object] = dict(_split_rates(backend, shard))
+    replicas = getattr(backend, "replicas", ())
+    if replicas:
+        changes["replicas"] = tuple(
+            msgspec.structs.replace(replica, **_split_rates(replica, shard)) for replica in replicas
+        )
+    return msgspec.structs.replace(backend, **changes) if changes else backend
+
+
+def _split_rates(limits: msgspec.Struct, shard: Shard) -> dict[str, int]:
+    return {
         field: max(1, value // shard.count)
         for field in SPLIT_FIELDS
-        if (value := getattr(backend, field, None)) is not None
+        if (value := getattr(limits, field, None)) is not None
     }
-    return msgspec.structs.replace(backend, **rates) if rates else backend
 
 
 def shard_settings(settings: RunConfig, shard: Shard) -> RunConfig:

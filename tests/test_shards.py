@@ -354,6 +354,31 @@ def test_each_shard_gets_its_share_of_every_configured_rate(tmp_path):
     assert judge.rpm == 33
 
 
+def test_each_replica_of_a_backend_gets_its_share_too(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "backends:\n"
+        "  user_sim: {provider: simulated}\n"
+        "  assistant:\n"
+        "    provider: openai\n"
+        "    model: local\n"
+        "    rpm: 1000\n"
+        "    replicas:\n"
+        "      - {base_url: 'http://127.0.0.1:9001/v1', rpm: 90, tpm: 9000}\n"
+        "      - {base_url: 'http://127.0.0.1:9002/v1', max_in_flight: 4}\n"
+    )
+    generation = prepare(
+        GenerateRequest(db=tmp_path / "replicas.duckdb", count=COUNT, config=config,
+                        shard=Shard(0, 4))
+    )  # fmt: skip
+    gateway = generation.gateways["assistant"]
+    replicas = [
+        (r.limits.rpm, r.limits.tpm, r.limits.max_in_flight) for r in gateway.backend.replicas
+    ]
+    assert gateway.limits.rpm == 250
+    assert replicas == [(22, 2250, None), (None, None, 4)]
+
+
 def test_shard_limits_full_keeps_the_whole_limit_and_no_shard_is_unchanged(tmp_path):
     full = _limits_config(tmp_path, "shard_limits: full\n")
     user, assistant, judge = _limits(tmp_path, full, Shard(1, 3))
