@@ -4,12 +4,17 @@ simulated backend, whose text depends only on the scenario)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from rapport.cli.exit_codes import OK
 from rapport.config.shards import Shard
 from rapport.stages.generate import GenerateRequest, generate, prepare
 from tests.conftest import TINY_DOMAIN, error_lines, rapport_in_process
@@ -249,6 +254,43 @@ def test_shards_judged_as_they_complete_merge_to_the_single_corpus_judgements(tm
             rows = conn.execute(f"SELECT count(*) FROM ({b})").fetchone()[0]
             differ = conn.execute(f"SELECT count(*) FROM (({a} EXCEPT {b}) UNION ({b} EXCEPT {a}))")
             assert rows > 0 and differ.fetchone() == (0,), table
+
+
+def _stored_messages(db: Path) -> int:
+    """Messages in a file a run is writing (it lends the file to readers now and then)."""
+    try:
+        with duckdb.connect(str(db), read_only=True) as conn:
+            return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    except duckdb.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_a_shard_merged_while_its_run_writes_it_is_completed_by_the_next_merge(tmp_path):
+    shard = tmp_path / "shard-0.duckdb"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "rapport", "generate", "--db", str(shard), "--count", "80",
+         "--turns", "2", "--backend", "simulated:latency_ms=150", "--max-active", "4",
+         "--shard", "0/2", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "RAPPORT_STORE_LEND_EVERY_S": "0.3"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _stored_messages(shard) == 0 and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = tmp_path / "corpus.duckdb"
+    first = _merge(out, shard)
+    run_was_going = run.poll() is None
+    _, stderr = run.communicate(timeout=180)
+    assert run.returncode == OK, stderr
+    assert first.returncode == 0, first.stderr
+    assert run_was_going, "the run had ended before the merge: nothing was merged mid-run"
+    second = _merge(out, shard)
+    assert second.returncode == 0, second.stderr
+    assert _differences(shard, out) == dict.fromkeys(SAME, 0)
+    with duckdb.connect(str(out), read_only=True) as conn:
+        assert conn.execute("SELECT status, shard FROM runs").fetchall() == [("finished", "0/2")]
+        assert conn.execute("SELECT count(*) FROM conversations").fetchone() == (40,)
 
 
 @pytest.mark.parametrize(
