@@ -145,20 +145,55 @@ def test_merging_the_same_shards_again_adds_nothing(shards, merged, tmp_path):
     assert result.stdout.count("0 conversations added, 0 advanced, 0 messages, 0 runs") == 3
 
 
-def _interrupt_after_first_exchange(db: Path, scenario_index: int) -> None:
-    """The file as a run killed after the conversation's first exchange left it."""
+def _set_state(db: Path, scenario_index: int, status: str, messages: int) -> None:
+    """The file as a run that got the conversation this far left it."""
     with duckdb.connect(str(db)) as conn:
         (conversation,) = conn.execute(
             "SELECT conversation_id FROM conversations WHERE scenario_index = ?", [scenario_index]
         ).fetchone()
         conn.execute(
-            "DELETE FROM messages WHERE conversation_id = ? AND turn_index >= 2", [conversation]
+            "DELETE FROM messages WHERE conversation_id = ? AND turn_index >= ?",
+            [conversation, messages],
         )
         conn.execute(
-            "UPDATE conversations SET status = 'interrupted', num_messages = 2, "
-            "end_reason = NULL, completed_at = NULL WHERE conversation_id = ?",
-            [conversation],
+            "UPDATE conversations SET status = ?, num_messages = ?, end_reason = NULL, "
+            "completed_at = NULL WHERE conversation_id = ?",
+            [status, messages, conversation],
         )
+
+
+def _interrupt_after_first_exchange(db: Path, scenario_index: int) -> None:
+    _set_state(db, scenario_index, "interrupted", 2)
+
+
+@pytest.mark.parametrize(
+    ("corpus", "shard", "kept"),
+    [
+        (("pending", 0), ("running", 1), ("running", 1)),
+        (("interrupted", 2), ("failed", 1), ("failed", 1)),  # failed outranks running
+        (("failed", 2), ("running", 3), ("failed", 2)),
+        (("running", 1), ("interrupted", 3), ("interrupted", 3)),  # as far: the most turns
+        (("interrupted", 3), ("running", 1), ("interrupted", 3)),
+        (("failed", 3), ("complete", 2 * TURNS), ("complete", 2 * TURNS)),
+    ],
+    ids=lambda state: f"{state[0]}-{state[1]}",
+)
+def test_a_conversation_is_taken_from_the_file_where_it_got_furthest(
+    shards, tmp_path, corpus, shard, kept
+):
+    earlier, later = _copy(shards[0], tmp_path, "a.duckdb"), _copy(shards[0], tmp_path, "b.duckdb")
+    _set_state(earlier, 6, *corpus)
+    if shard[0] != "complete":
+        _set_state(later, 6, *shard)
+    out = tmp_path / "corpus.duckdb"
+    assert _merge(out, earlier).returncode == 0
+    assert _merge(out, later).returncode == 0
+    assert _conversation(out, 6) == kept
+    with duckdb.connect(str(out), read_only=True) as conn:
+        stored = conn.execute(
+            "SELECT num_messages FROM conversations WHERE scenario_index = 6"
+        ).fetchone()
+    assert stored == (kept[1],)
 
 
 def _conversation(db: Path, scenario_index: int) -> tuple[str, int]:
