@@ -374,7 +374,7 @@ def test_a_bad_shard_spec_is_one_line_and_exit_2(tmp_path, spec):
     assert not db.exists()
 
 
-def test_stats_sql_and_judge_work_on_the_merged_corpus_as_on_the_single_one(
+def test_stats_sql_judge_and_dataset_work_on_the_merged_corpus_as_on_the_single_one(
     single, merged, tmp_path
 ):
     corpora = [_copy(single, tmp_path, "single.duckdb"), _copy(merged, tmp_path, "merged.duckdb")]
@@ -389,6 +389,21 @@ def test_stats_sql_and_judge_work_on_the_merged_corpus_as_on_the_single_one(
         assert count.stdout.split() == ["n", str(COUNT)]
         judged = rapport_in_process("judge", "--db", str(db), "--judge", "simulated:quality=0.9")
         assert judged.returncode == 0, judged.stderr
+        dataset = rapport_in_process(
+            "dataset",
+            "build",
+            "--db",
+            str(db),
+            "--out",
+            str(tmp_path / db.stem),
+            "--format",
+            "jsonl",
+        )
+        assert dataset.returncode == 0, dataset.stderr
+    for split in ("train", "validation", "test"):  # the same examples, in the same splits
+        files = [(tmp_path / db.stem / f"{split}.jsonl").read_text() for db in corpora]
+        assert files[0] == files[1], split
+    assert (tmp_path / "merged" / "train.jsonl").read_text().count("\n") > 0
     with duckdb.connect() as conn:
         for name, db in zip(("a", "b"), corpora, strict=True):
             conn.execute(f"ATTACH '{db}' AS {name} (READ_ONLY)")
