@@ -274,10 +274,10 @@ JUDGE = "simulated:quality=0.9"
 
 def test_shards_judged_as_they_complete_merge_to_the_single_corpus_judgements(tmp_path):
     single = tmp_path / "single.duckdb"
-    _generate(single, count=6, judging="always", judges=(JUDGE,))
+    _generate(single, count=4, judging="always", judges=(JUDGE,))
     shards = [tmp_path / f"shard-{k}.duckdb" for k in range(2)]
     for k, path in enumerate(shards):
-        _generate(path, Shard(k, 2), count=6, judging="always", judges=(JUDGE,))
+        _generate(path, Shard(k, 2), count=4, judging="always", judges=(JUDGE,))
     out = tmp_path / "corpus.duckdb"
     assert _merge(out, *shards).returncode == 0
     assert _differences(single, out) == dict.fromkeys(SAME, 0)
