@@ -41,6 +41,8 @@ def merge(
         )
     statuses = " · ".join(f"{n:,} {status}" for status, n in summary.statuses.items())
     console.print(f"{summary.out}: plan {summary.plan_id} · {statuses or 'no conversations'}")
+    if summary.missing:
+        console.print(f"not merged yet: shard {', '.join(summary.missing)}")
 
 
 def shard_files(arguments: list[str]) -> list[Path]:

@@ -61,6 +61,7 @@ class MergeSummary(msgspec.Struct, frozen=True):
     plan_id: str
     shards: tuple[ShardMerged, ...]
     statuses: dict[str, int]  # the corpus's conversations of the plan, by status, after merging
+    missing: tuple[str, ...] = ()  # K/N of the shards not merged yet (of every N merged)
 
 
 def merge_shards(out: Path, shard_paths: Sequence[Path]) -> MergeSummary:
@@ -89,7 +90,8 @@ def merge_shards(out: Path, shard_paths: Sequence[Path]) -> MergeSummary:
             for path in shard_paths
         ]
         statuses = database.run_sync(lambda conn: _statuses(conn, plan.plan_id))
-    return MergeSummary(str(out), plan.plan_id, tuple(merged), statuses)
+        missing = database.run_sync(lambda conn: _missing_shards(conn, plan.plan_id))
+    return MergeSummary(str(out), plan.plan_id, tuple(merged), statuses, missing)
 
 
 # -- checks, read-only ----------------------------------------------------------------------
@@ -319,6 +321,15 @@ def _statuses(conn: duckdb.DuckDBPyConnection, plan_id: str) -> dict[str, int]:
         [plan_id],
     ).fetchall()
     return {status: int(n) for status, n in rows}
+
+
+def _missing_shards(conn: duckdb.DuckDBPyConnection, plan_id: str) -> tuple[str, ...]:
+    """The shards K/N the corpus has no row of, for each N it has a shard of."""
+    rows = conn.execute(
+        "SELECT shard_count, list(shard_index) FROM shards WHERE plan_id = ? GROUP BY 1 ORDER BY 1",
+        [plan_id],
+    ).fetchall()
+    return tuple(f"{k}/{n}" for n, merged in rows for k in range(n) if k not in set(merged))
 
 
 def _count(conn: duckdb.DuckDBPyConnection, sql: str) -> int:

@@ -235,7 +235,15 @@ def test_a_shard_behind_the_corpus_changes_nothing(shards, merged, tmp_path):
     result = _merge(out, behind)
     assert result.returncode == 0, result.stderr
     assert _conversation(out, 3) == ("complete", 2 * TURNS)  # complete outranks interrupted
+    assert "not merged yet" not in result.stdout
     assert _differences(merged, out) == dict.fromkeys(SAME, 0)
+
+
+def test_the_merge_names_the_shards_not_merged_yet(shards, tmp_path):
+    out = tmp_path / "corpus.duckdb"
+    result = _merge(out, shards[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "not merged yet: shard 0/3, 2/3"
 
 
 def test_merging_into_a_corpus_of_the_same_plan_adds_only_the_shards_runs(single, shards, tmp_path):
