@@ -4,6 +4,8 @@ under the key's limit together (`rapport merge` joins the shards' files into one
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 from rapport.config.backend_settings import BackendConfig
@@ -11,6 +13,7 @@ from rapport.config.errors import RapportError
 from rapport.config.run import RunConfig
 
 SPLIT_FIELDS = ("rpm", "tpm", "input_tpm", "output_tpm")  # per-minute rates, shared by a key
+_SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*", re.ASCII)
 
 
 class Shard(msgspec.Struct, frozen=True):
@@ -22,9 +25,6 @@ class Shard(msgspec.Struct, frozen=True):
     @property
     def label(self) -> str:
         return f"{self.index}/{self.count}"
-
-    def holds(self, scenario_index: int) -> bool:
-        return scenario_index % self.count == self.index
 
     def indices(self, start: int, stop: int) -> range:
         """This shard's scenario indices in `[start, stop)`."""
@@ -40,10 +40,10 @@ WHOLE_PLAN = Shard(0, 1)
 
 def parse_shard(spec: str, shown: str = "--shard") -> Shard:
     """`K/N` as a Shard; anything else is one line naming what is wrong."""
-    index, slash, count = spec.strip().partition("/")
-    if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+    found = _SPEC.fullmatch(spec)
+    if found is None:
         raise RapportError(f"{shown} {spec!r}: expected K/N, e.g. 0/4 (shard K of N, from 0)")
-    k, n = int(index), int(count)
+    k, n = int(found[1]), int(found[2])
     if n < 1:
         raise RapportError(f"{shown} {spec!r}: N must be at least 1")
     if k >= n:

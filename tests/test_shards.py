@@ -370,7 +370,7 @@ def test_a_missing_shard_is_one_line(tmp_path):
     assert _merge(tmp_path / "corpus.duckdb", f"{tmp_path}/none-*.duckdb").returncode == 2
 
 
-@pytest.mark.parametrize("spec", ["3/3", "a/b", "1/0", "1", "-1/3", "1/3/5"])
+@pytest.mark.parametrize("spec", ["3/3", "a/b", "1/0", "1", "-1/3", "1/3/5", "²/3", ""])
 def test_a_bad_shard_spec_is_one_line_and_exit_2(tmp_path, spec):
     db = tmp_path / "shard.duckdb"
     result = rapport_in_process(
