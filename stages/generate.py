@@ -113,6 +113,10 @@ class Generation(msgspec.Struct, frozen=True):
         return self.request.shard or WHOLE_PLAN
 
     @property
+    def shard_label(self) -> str | None:
+        return self.request.shard.label if self.request.shard else None
+
+    @property
     def planned(self) -> int:
         """The conversations this run owns: the plan's `count`, or this shard's share of it."""
         return self.shard.size(0, self.request.count)
@@ -237,7 +241,7 @@ async def simulate(
             labels["user_sim"],
             labels["assistant"],
             settings,
-            generation.request.shard.label if generation.request.shard else None,
+            generation.shard_label,
         ),
         generation.redactor,
         settings.store,
@@ -298,7 +302,7 @@ async def simulate(
         user_backend=labels["user_sim"],
         assistant_backend=labels["assistant"],
         judging=judging,
-        shard=generation.request.shard.label if generation.request.shard else None,
+        shard=generation.shard_label,
     )
 
 
