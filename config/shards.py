@@ -73,7 +73,7 @@ def _split_rates(limits: msgspec.Struct, shard: Shard) -> dict[str, int]:
 
 def shard_settings(settings: RunConfig, shard: Shard) -> RunConfig:
     """The run config one shard runs with: with `shard_limits: split` (the default) every
-    backend's rates, judges' included, are its share of the configured limit."""
+    backend's rates, judges' included, and the dollar budget are its share of the whole."""
     if settings.shard_limits == "full" or shard.count == 1:
         return settings
     backends = msgspec.structs.replace(
@@ -85,4 +85,5 @@ def shard_settings(settings: RunConfig, shard: Shard) -> RunConfig:
         msgspec.structs.replace(judge, backend=split_backend(judge.backend, shard))
         for judge in settings.judges
     )
-    return msgspec.structs.replace(settings, backends=backends, judges=judges)
+    budget = settings.budget_usd / shard.count if settings.budget_usd is not None else None
+    return msgspec.structs.replace(settings, backends=backends, judges=judges, budget_usd=budget)

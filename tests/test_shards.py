@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pytest
 
 from rapport.cli.exit_codes import OK
 from rapport.config.shards import Shard
-from rapport.stages.generate import GenerateRequest, generate, prepare
+from rapport.stages.generate import GenerateRequest, generate, generate_settings, prepare
 from tests.conftest import TINY_DOMAIN, error_lines, rapport_in_process
 
 COUNT, TURNS, SEED = 12, 2, 5
@@ -452,6 +453,14 @@ def test_each_shard_gets_its_share_of_every_configured_rate(tmp_path):
     assert (user.rpm, user.tpm, user.input_tpm, user.output_tpm) == (200, 30000, 333, 1)
     assert assistant.rpm == 100 and assistant.tpm is None
     assert judge.rpm == 33
+
+
+def test_each_shard_gets_its_share_of_the_dollar_budget(tmp_path):
+    config = _limits_config(tmp_path, "budget_usd: 12.0\n")
+    request = GenerateRequest(db=tmp_path / "s.duckdb", count=COUNT, config=config)
+    assert generate_settings(request).budget_usd == 12.0
+    sharded = msgspec.structs.replace(request, shard=Shard(0, 4))
+    assert generate_settings(sharded).budget_usd == 3.0
 
 
 def test_each_replica_of_a_backend_gets_its_share_too(tmp_path):
