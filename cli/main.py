@@ -32,6 +32,7 @@ from rapport.cli.exit_codes import (
     outcome,
 )
 from rapport.cli.iterate_command import iterate
+from rapport.cli.merge_command import merge
 from rapport.cli.progress_display import live_display
 from rapport.cli.render import as_table, print_table, write_batches
 from rapport.cli.sql_input import sql_text
@@ -44,6 +45,7 @@ from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, SQL_TABLE_ROWS
 from rapport.config.errors import RapportError
 from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
+from rapport.config.shards import WHOLE_PLAN
 from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
@@ -77,6 +79,7 @@ app.command("serve")(serve_command)
 app.command("chat")(chat_command)
 app.command("eval")(evaluate)
 app.command("iterate")(iterate)
+app.command("merge")(merge)
 
 DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
 
@@ -113,15 +116,17 @@ def generate(
             "caching, wall time) and exit: no model is called and nothing is written.",
         ),
     ] = False,
+    shard: shared.ShardOption = None,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
-    With `judges:` in the run settings, each conversation is judged as it completes."""
+    With `judges:` in the run settings, each conversation is judged as it completes. With
+    --shard K/N, only the plan's scenarios with index % N == K (`rapport merge` joins shards)."""
     console = Console(stderr=True)
     request = shared.generate_request(locals(), judging="configured")
     if estimate:
         settings = generate_settings(request)
         print_estimate(
-            estimate_run(settings, request.count, request.db),
+            estimate_run(settings, request.count, request.db, shard=request.shard or WHOLE_PLAN),
             Console(soft_wrap=True),
             settings.budget_usd,
         )
@@ -135,8 +140,10 @@ def generate(
 
     summary = run_generation(request, display=display)
     out = Console(soft_wrap=True)
+    shard = f" · shard {summary.shard}" if summary.shard else ""
     out.print(
-        f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
+        f"run {summary.run_id} · plan {summary.plan_id}{shard} · "
+        f"{summary.complete:,}/{summary.count:,} "
         f"complete · {summary.failed:,} failed · {summary.pending:,} pending · "
         f"{summary.turns_written:,} turns in {summary.elapsed_s:,.1f}s"
     )

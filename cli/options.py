@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from rapport.config.constants import MAX_ACTIVE, MAX_SEED, MAX_TURNS
+from rapport.config.shards import parse_shard
 from rapport.stages.generate import GenerateRequest
 
 SeedOption = Annotated[
@@ -71,6 +72,16 @@ EvalMaxCostOption = Annotated[
 ]
 
 
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="K/N: play only the plan's scenarios with index % N == K, into this --db; each "
+        "shard gets 1/N of every configured rate (run config: shard_limits: full keeps it all).",
+    ),
+]
+
+
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No live progress display.")]
 ReportOverwriteOption = Annotated[
     bool,
@@ -83,4 +94,6 @@ def generate_request(flags: Mapping[str, object], **fixed: object) -> GenerateRe
     fields), with what the command fixes itself."""
     values = {k: v for k, v in flags.items() if k in GenerateRequest.__struct_fields__} | fixed
     values["judges"] = tuple(values.get("judges") or ())  # type: ignore[arg-type]
+    if isinstance(values.get("shard"), str):
+        values["shard"] = parse_shard(values["shard"])  # type: ignore[arg-type]
     return GenerateRequest(**values)  # type: ignore[arg-type]

@@ -31,6 +31,9 @@ class Backends(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 JudgeMode = Literal["per_criterion", "batched"]
 PassRule = Literal["all", "majority", "mean"]
+# `generate --shard K/N`: split gives each shard limit // N of every configured rate (N processes
+# on one key); full gives each the whole limit (each shard on a key or replica of its own).
+ShardLimits = Literal["split", "full"]
 
 
 class JudgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -86,6 +89,7 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     prices: dict[str, Price] = msgspec.field(default_factory=dict)
     cache: bool = True  # prefix-stable prompts sent with the providers' prompt-caching hints
     budget_usd: PositiveFloat | None = None  # no call starts that could pass it (--max-cost)
+    shard_limits: ShardLimits = "split"  # a shard's share of each rate (config/shards.py)
 
 
 def api_key_env_names(settings: RunConfig, *more: BackendConfig) -> tuple[str, ...]:

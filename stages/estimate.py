@@ -40,6 +40,7 @@ from rapport.config.loader import load_domain
 from rapport.config.prices import PriceTable, load_prices, usage_cost
 from rapport.config.run import Price, RunConfig
 from rapport.config.scenario import Scenario
+from rapport.config.shards import WHOLE_PLAN, Shard
 from rapport.engine.factory import ROLES, gateway_key, limits_of
 from rapport.engine.plan import plan_id_for, sample_scenario
 from rapport.engine.types import ChatMessage
@@ -124,13 +125,14 @@ def estimate_run(
     *,
     reader: Reader | None = None,
     domain: Domain | None = None,
+    shard: Shard = WHOLE_PLAN,
 ) -> Estimate:
     """The estimate of `rapport generate` with these settings. The database is read through
     `reader` when given (a run's own), else opened read-only when `db` exists."""
     if domain is None:
         domain = load_domain(Path(settings.domain) if settings.domain else None)
     plan_id = plan_id_for(domain, settings.seed, settings.turns)
-    corpus = _read_corpus(settings, plan_id, count, db, reader)
+    corpus = _read_corpus(settings, plan_id, shard.indices(0, count), db, reader)
     laid_out = corpus.laid_out
     scale = corpus.todo / len(laid_out) if laid_out else 0.0
     prices = load_prices(settings.prices)
@@ -454,31 +456,34 @@ def _sample(todo: list[int]) -> list[int]:
 
 
 def _read_corpus(
-    settings: RunConfig, plan_id: str, count: int, db: Path | None, reader: Reader | None
+    settings: RunConfig, plan_id: str, owned: range, db: Path | None, reader: Reader | None
 ) -> _Corpus:
+    """What is left to play of the scenarios this run owns (`owned`: all of the plan's below
+    `count`, or one shard's)."""
+
     def read(conn: duckdb.DuckDBPyConnection) -> _Corpus:
-        return _corpus(conn, settings, plan_id, count)
+        return _corpus(conn, settings, plan_id, owned)
 
     if reader is not None:
         return reader(read)
     if db is None or not db.exists():
-        return _Corpus(count, _sample(list(range(count))), {}, {}, {})
+        return _Corpus(len(owned), _sample(list(owned)), {}, {}, {})
     with closing(connect(db, read_only=True)) as conn:
         return read(conn)
 
 
 def _corpus(
-    conn: duckdb.DuckDBPyConnection, settings: RunConfig, plan_id: str, count: int
+    conn: duckdb.DuckDBPyConnection, settings: RunConfig, plan_id: str, owned: range
 ) -> _Corpus:
     done = ("complete",) if settings.retry_failed else ("complete", "failed")
     statuses = dict(
         conn.execute(
             "SELECT scenario_index, status FROM conversations "
             "WHERE plan_id = ? AND scenario_index < ?",
-            [plan_id, count],
+            [plan_id, owned.stop],
         ).fetchall()
     )
-    todo = [index for index in range(count) if statuses.get(index) not in done]
+    todo = [index for index in owned if statuses.get(index) not in done]
     laid_out = _sample(todo)
     started_ids = [i for i in laid_out if statuses.get(i, "pending") != "pending"]
     started_rows = conn.execute(

@@ -25,11 +25,12 @@ from rapport.config.run import (
     with_overrides,
 )
 from rapport.config.secrets import Redactor
+from rapport.config.shards import WHOLE_PLAN, Shard, shard_settings
 from rapport.engine.budget import BudgetReached, SpendGuard, attach_budget, within_budget
 from rapport.engine.factory import build_gateways
 from rapport.engine.gateway import Gateway
 from rapport.engine.interrupts import Interrupted, run_interruptible
-from rapport.engine.plan import plan_id_for, sample_scenarios
+from rapport.engine.plan import plan_id_for, sample_scenario
 from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.engine.scheduler import run_bounded
 from rapport.judges.judge import Judge
@@ -51,6 +52,7 @@ from rapport.store.plans import (
 )
 from rapport.store.rows import utc_now
 from rapport.store.run_lock import exclusive_run
+from rapport.store.shards import save_shard
 from rapport.store.spend import plan_spend
 
 # off: no judging; configured: the config's `judges:` if any; always: `judges` specs, else the
@@ -74,6 +76,7 @@ class GenerateRequest(msgspec.Struct, frozen=True):
     judging: Judging = "off"
     judges: tuple[str, ...] = ()  # judges' backend specs (with judging="always")
     max_cost: float | None = None  # US dollars, over every run of the plan (budget_usd)
+    shard: Shard | None = None  # play only the plan's scenarios with index % N == K
 
 
 class JudgingSummary(msgspec.Struct, frozen=True):
@@ -96,6 +99,7 @@ class RunSummary(msgspec.Struct, frozen=True):
     user_backend: str
     assistant_backend: str
     judging: JudgingSummary | None = None
+    shard: str | None = None  # K/N when the run played one shard of the plan
 
 
 class Generation(msgspec.Struct, frozen=True):
@@ -111,6 +115,19 @@ class Generation(msgspec.Struct, frozen=True):
     judges: tuple[Judge, ...] = ()  # judging each conversation as it completes
     budget: SpendGuard | None = None  # --max-cost: shared by every gateway of the run
 
+    @property
+    def shard(self) -> Shard:
+        return self.request.shard or WHOLE_PLAN
+
+    @property
+    def shard_label(self) -> str | None:
+        return self.request.shard.label if self.request.shard else None
+
+    @property
+    def planned(self) -> int:
+        """The conversations this run owns: the plan's `count`, or this shard's share of it."""
+        return self.shard.size(0, self.request.count)
+
 
 def generate_settings(request: GenerateRequest) -> RunConfig:
     """The run config with the command line's overrides: the one place they are merged."""
@@ -122,7 +139,8 @@ def generate_settings(request: GenerateRequest) -> RunConfig:
         domain=str(request.domain) if request.domain is not None else None,
         budget_usd=request.max_cost,
     )
-    return msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
+    settings = msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
+    return shard_settings(settings, request.shard) if request.shard else settings
 
 
 def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> Generation:
@@ -182,8 +200,10 @@ def _backends_from_flags(request: GenerateRequest, settings: RunConfig) -> Backe
 
 
 def store_plan(generation: Generation) -> None:
-    """Sample and store every scenario up to `count` that is not stored yet, chunk by chunk."""
+    """Sample and store every scenario up to `count` (of this shard) that is not stored yet,
+    chunk by chunk."""
     domain, settings, plan_id = generation.domain, generation.settings, generation.plan_id
+    shard = generation.shard
     now = utc_now()
     plan = PlanRecord(
         plan_id=plan_id,
@@ -195,14 +215,18 @@ def store_plan(generation: Generation) -> None:
         created_at=now,
     )
     generation.database.run_sync(lambda conn: save_plan(conn, plan))
+    if generation.request.shard is not None:
+        count = generation.request.count
+        generation.database.run_sync(lambda conn: save_shard(conn, plan_id, shard, count, now))
     for start, stop in plan_chunks(generation.request.count):
 
         def save_chunk(conn, start: int = start, stop: int = stop) -> None:
-            if stored_scenario_count(conn, plan_id, start, stop) == stop - start:
+            if stored_scenario_count(conn, plan_id, start, stop, shard) == shard.size(start, stop):
                 return
-            scenarios = list(
-                sample_scenarios(domain, plan_id, settings.seed, start, stop, settings.turns)
-            )
+            scenarios = [
+                sample_scenario(domain, plan_id, settings.seed, index, settings.turns)
+                for index in shard.indices(start, stop)
+            ]
             save_scenarios(conn, scenarios, now)
 
         generation.database.run_sync(save_chunk)
@@ -210,7 +234,9 @@ def store_plan(generation: Generation) -> None:
 
 def count_statuses(generation: Generation) -> dict[str, int]:
     return generation.database.run_sync(
-        lambda conn: status_counts_below(conn, generation.plan_id, generation.request.count)
+        lambda conn: status_counts_below(
+            conn, generation.plan_id, generation.request.count, generation.shard
+        )
     )
 
 
@@ -226,7 +252,11 @@ async def simulate(
     judges = generation.judges
     accounted = {**generation.gateways, **{f"judge:{j.id}": j.gateway for j in judges}}
     estimate = estimate_run(
-        settings, generation.request.count, reader=database.run_sync, domain=generation.domain
+        settings,
+        generation.request.count,
+        reader=database.run_sync,
+        domain=generation.domain,
+        shard=generation.shard,
     )  # before the run's clock starts: what it would take, for `stats` to compare
     session = RunSession(
         database,
@@ -238,6 +268,7 @@ async def simulate(
             labels["user_sim"],
             labels["assistant"],
             settings,
+            generation.shard_label,
         ),
         generation.redactor,
         settings.store,
@@ -267,7 +298,7 @@ async def simulate(
         )
         jobs = unfinished_conversations(
             database, [generation.plan_id], generation.request.count,
-            include_failed=settings.retry_failed,
+            include_failed=settings.retry_failed, shard=generation.shard,
         )  # fmt: skip
         async with aclosing(jobs), pool.running(database, exclude_run=session.run_id):
             await run_bounded(
@@ -288,8 +319,7 @@ async def simulate(
         raise BudgetReached(
             budget.budget_usd,
             budget.total_spent_usd,
-            f"{statuses.get('complete', 0):,} of {generation.request.count:,} "
-            "conversations complete",
+            f"{statuses.get('complete', 0):,} of {generation.planned:,} conversations complete",
         )
     judging = None
     if judges:
@@ -304,7 +334,7 @@ async def simulate(
     return RunSummary(
         run_id=session.run_id,
         plan_id=generation.plan_id,
-        count=generation.request.count,
+        count=generation.planned,
         complete=statuses.get("complete", 0),
         failed=statuses.get("failed", 0),
         pending=sum(n for s, n in statuses.items() if s not in ("complete", "failed")),
@@ -313,6 +343,7 @@ async def simulate(
         user_backend=labels["user_sim"],
         assistant_backend=labels["assistant"],
         judging=judging,
+        shard=generation.shard_label,
     )
 
 
@@ -328,7 +359,7 @@ def generate(
     with exclusive_run(request.db):
         generation.database.run_sync(mark_abandoned_runs)
         store_plan(generation)
-        progress = RunProgress(total=request.count)
+        progress = RunProgress(total=generation.planned)
         progress.already_complete = count_statuses(generation).get("complete", 0)
         try:
             return run_interruptible(
@@ -336,5 +367,5 @@ def generate(
             )
         except Interrupted as stop:
             complete = count_statuses(generation).get("complete", 0)
-            stop.progress = f"{complete:,} of {request.count:,} conversations complete"
+            stop.progress = f"{complete:,} of {generation.planned:,} conversations complete"
             raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 from rapport.config import constants
+from rapport.config.shards import WHOLE_PLAN, Shard
 from rapport.store.database import Database
 from rapport.store.judgements import JudgeJob, load_unjudged
 from rapport.store.plans import ScenarioDecoder, UnfinishedConversation, load_unfinished
@@ -21,16 +22,27 @@ def plan_chunks(count: int) -> Iterator[tuple[int, int]]:
 
 
 async def unfinished_conversations(
-    database: Database, plan_ids: Sequence[str], count: int, *, include_failed: bool
+    database: Database,
+    plan_ids: Sequence[str],
+    count: int,
+    *,
+    include_failed: bool,
+    shard: Shard = WHOLE_PLAN,
 ) -> AsyncIterator[tuple[int, UnfinishedConversation]]:
-    """(which plan, conversation) still to do below `count`, the plans interleaved chunk by
-    chunk so that several plans (an evaluation's sides) run at once."""
+    """(which plan, conversation) still to do below `count` (of one shard), the plans
+    interleaved chunk by chunk so that several plans (an evaluation's sides) run at once."""
     decoder = ScenarioDecoder()  # the run's waiting conversations share repeated plan texts
     for start, stop in plan_chunks(count):
         per_plan = [
             await database.run(
                 lambda conn, plan_id=plan_id, start=start, stop=stop: load_unfinished(
-                    conn, plan_id, start, stop, include_failed=include_failed, decoder=decoder
+                    conn,
+                    plan_id,
+                    start,
+                    stop,
+                    include_failed=include_failed,
+                    decoder=decoder,
+                    shard=shard,
                 )
             )
             for plan_id in plan_ids

@@ -166,8 +166,9 @@ def run_record(
     user_backend: str,
     assistant_backend: str,
     settings: msgspec.Struct,
+    shard: str | None = None,
 ) -> RunRecord:
-    """A `runs` row as a stage starts it."""
+    """A `runs` row as a stage starts it (`shard`: K/N of a sharded generate)."""
     return RunRecord(
         run_id=run_id,
         plan_id=plan_id,
@@ -179,6 +180,7 @@ def run_record(
         assistant_backend=assistant_backend,
         settings=msgspec.json.encode(settings).decode(),
         rapport_version=VERSION,
+        shard=shard,
     )
 
 

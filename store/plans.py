@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from rapport.config.scenario import FlawAssignment, Persona, Scenario, TopicSeed
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
+from rapport.config.shards import WHOLE_PLAN, Shard
 from rapport.store.arrow_rows import insert_table, replace_rows
 from rapport.store.reads import Turn, transcripts
 
@@ -40,6 +41,7 @@ class RunRecord(msgspec.Struct, frozen=True):
     assistant_backend: str
     settings: str
     rapport_version: str
+    shard: str | None = None  # K/N of `generate --shard K/N`
 
 
 class UnfinishedConversation(msgspec.Struct, frozen=True):
@@ -71,12 +73,18 @@ def save_plan(conn: duckdb.DuckDBPyConnection, plan: PlanRecord) -> None:
 
 
 def stored_scenario_count(
-    conn: duckdb.DuckDBPyConnection, plan_id: str, start: int, stop: int
+    conn: duckdb.DuckDBPyConnection,
+    plan_id: str,
+    start: int,
+    stop: int,
+    shard: Shard = WHOLE_PLAN,
 ) -> int:
+    """Scenarios of plan indices `start..stop-1` (of one shard) already stored."""
     row = conn.execute(
         "SELECT count(*) FROM scenarios "
-        "WHERE plan_id = ? AND scenario_index >= ? AND scenario_index < ?",
-        [plan_id, start, stop],
+        "WHERE plan_id = ? AND scenario_index >= ? AND scenario_index < ? "
+        "AND scenario_index % ? = ?",
+        [plan_id, start, stop, shard.count, shard.index],
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -138,9 +146,10 @@ def load_unfinished(
     *,
     include_failed: bool,
     decoder: ScenarioDecoder | None = None,
+    shard: Shard = WHOLE_PLAN,
 ) -> list[UnfinishedConversation]:
-    """Conversations of plan indices `start..stop-1` still to do, with their stored turns;
-    one `decoder` across calls shares repeated topics, flaws and persona texts between them."""
+    """Conversations of plan indices `start..stop-1` (of one shard) still to do, with their
+    stored turns; one `decoder` across calls shares repeated topics, flaws and persona texts."""
     decoder = decoder if decoder is not None else ScenarioDecoder()
     statuses = ["pending", "running", "interrupted"] + (["failed"] if include_failed else [])
     rows = conn.execute(
@@ -149,10 +158,10 @@ def load_unfinished(
                s.target_turns, c.status
         FROM conversations c JOIN scenarios s USING (scenario_id)
         WHERE c.plan_id = ? AND c.scenario_index >= ? AND c.scenario_index < ?
-          AND list_contains(?, c.status)
+          AND c.scenario_index % ? = ? AND list_contains(?, c.status)
         ORDER BY c.scenario_index
         """,
-        [plan_id, start, stop, statuses],
+        [plan_id, start, stop, shard.count, shard.index, statuses],
     ).fetchall()
     if not rows:
         return []
@@ -237,8 +246,8 @@ def start_run(
     conn.execute(
         """
         INSERT INTO runs (run_id, plan_id, command, count, status, started_at, user_backend,
-                          assistant_backend, settings, rapport_version)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          assistant_backend, settings, rapport_version, shard)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
         [
             run.run_id,
@@ -251,18 +260,19 @@ def start_run(
             redactor.optional(run.assistant_backend),
             redactor.optional(run.settings),
             run.rapport_version,
+            run.shard,
         ],
     )
 
 
 def status_counts_below(
-    conn: duckdb.DuckDBPyConnection, plan_id: str, count: int
+    conn: duckdb.DuckDBPyConnection, plan_id: str, count: int, shard: Shard = WHOLE_PLAN
 ) -> dict[str, int]:
-    """Conversations of the plan's first `count` scenarios, by status."""
+    """Conversations of the plan's first `count` scenarios (of one shard), by status."""
     rows = conn.execute(
         "SELECT status, count(*) FROM conversations "
-        "WHERE plan_id = ? AND scenario_index < ? GROUP BY status",
-        [plan_id, count],
+        "WHERE plan_id = ? AND scenario_index < ? AND scenario_index % ? = ? GROUP BY status",
+        [plan_id, count, shard.count, shard.index],
     ).fetchall()
     return {status: int(n) for status, n in rows}
 

@@ -282,3 +282,16 @@ CREATE TABLE IF NOT EXISTS judge_batch_items (
     updated_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (batch_id, custom_id)
 );
+
+-- Issue 16: `rapport generate --shard K/N` plays the scenarios with index % N = K into a file of
+-- its own; `rapport merge` joins such files into one corpus, keeping each shard's row here.
+CREATE TABLE IF NOT EXISTS shards (
+    plan_id VARCHAR NOT NULL,
+    shard_index INTEGER NOT NULL,    -- K
+    shard_count INTEGER NOT NULL,    -- N
+    count INTEGER NOT NULL,          -- the plan's size (every shard's scenarios), the largest asked
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (plan_id, shard_index, shard_count)
+);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS shard VARCHAR;  -- K/N of `generate --shard`, else NULL

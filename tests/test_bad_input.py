@@ -475,6 +475,15 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--domain", "{tiny}", "--seed", BEYOND_64_BITS],
         [],
     ],
+    ("merge",): [
+        [],
+        ["--out", "{fresh}"],
+        ["--out", "{fresh}", "{missing}/shard.duckdb"],
+        ["--out", "{fresh}", "{missing}/*.duckdb"],
+        ["--out", "{fresh}", "{text}"],
+        ["--out", "{corpus}", "{corpus}"],
+        ["--out", "{corpus}", "{text}"],
+    ],
     ("domain", "new"): [["{full}"], ["{fresh_dir}", "--from", "{missing}"], []],
     ("domain", "check"): [["{missing}"], ["{text}"], ["{tiny}", "--samples", "few"]],
     ("domain", "draft"): [
