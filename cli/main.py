@@ -100,11 +100,14 @@ def generate(
     user_backend: shared.UserBackendOption = None,
     assistant_backend: shared.AssistantBackendOption = None,
     quiet: shared.QuietOption = False,
+    ray: shared.RayOption = None,
+    workers: shared.WorkersOption = 2,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
     With `judges:` in the run settings, each conversation is judged as it completes."""
     console = Console(stderr=True)
     request = shared.generate_request(locals(), judging="configured")
+    play = shared.cluster_player(ray, workers)
 
     def display(generation: Generation):
         if quiet or not console.is_terminal:
@@ -112,7 +115,7 @@ def generate(
         prices = load_prices(generation.settings.prices)
         return live_display(console, generation.gateways, prices, generation.redactor)
 
-    summary = run_generation(request, display=display)
+    summary = run_generation(request, display=display, play=play)
     out = Console(soft_wrap=True)
     out.print(
         f"run {summary.run_id} · plan {summary.plan_id} · {summary.complete:,}/{summary.count:,} "
@@ -274,7 +277,9 @@ def run() -> None:
     raise_on_stop_signals()
     try:
         try:
-            code = app(prog_name="rapport", standalone_mode=False)  # usage errors: one line each
+            code = app(  # usage errors: one line each
+                args=shared.optional_values(sys.argv[1:]), prog_name="rapport", standalone_mode=False
+            )
         except BaseExceptionGroup as group:
             raise _single_user_error(group) from None
     except TyperException as error:  # click's usage errors (typer vendors click)

@@ -1,0 +1,295 @@
+"""The driver side of `rapport generate --ray`: the plan's jobs handed to N Ray worker actors,
+their results fed to the run's one writer.
+
+Why this shape: the driver keeps the run session (the `runs` row, the single DuckDB writer)
+and the job stream, exactly as one process does. Workers get chunks of jobs (msgspec bytes)
+and send back their StoreEvents in batches, so it works on any Ray cluster (no shared
+filesystem, no shard files to merge), and the driver always knows which conversations are
+done: when a worker dies, its unfinished conversations go back in the queue, resumed from the
+turns the driver received (a prefix of what the worker played, in order), and played by
+another worker. Nothing is lost, and nothing is stored twice (messages are keyed by
+conversation and turn, and a resumed conversation starts after its last received turn). A
+killed driver takes its actors with it; the same command resumes as any interrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import msgspec
+
+from rapport.agents.conversation import ConversationContext
+from rapport.cluster.messages import WorkerReport, WorkerSpec, encode_jobs
+from rapport.cluster.runtime import connect, disconnect, require_ray
+from rapport.cluster.worker import ConversationWorker
+from rapport.config.errors import RapportError
+from rapport.config.run import RunConfig, api_key_env_names
+from rapport.engine.errors import ProviderUnusable
+from rapport.engine.gateway import Gateway
+from rapport.engine.leases import BudgetKeeper, budget_spec
+from rapport.store.plans import UnfinishedConversation
+from rapport.store.reads import Turn
+from rapport.store.rows import StoreEvent
+
+PULL_WAIT_S = 0.2  # a pull returns at once with what is ready, else after this
+QUEUED_PER_SLOT = 2  # jobs kept handed to a worker per conversation it plays at once
+
+Jobs = AsyncIterator[tuple[int, UnfinishedConversation]]
+
+
+class ClusterRequest(msgspec.Struct, frozen=True):
+    """`--ray [ADDRESS]` and `--workers N`: ADDRESS is `auto`, `ray://…`, a GCS address, or
+    None for a new local cluster (or the one this process is already connected to)."""
+
+    address: str | None = None
+    workers: int = 2
+
+
+class WorkerStopped(ProviderUnusable):
+    """A worker stopped the run: its provider is unusable (the kind it gave is stored)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class InFlight:
+    """A conversation handed to a worker, and the turns received of it since."""
+
+    __slots__ = ("job", "turns")
+
+    def __init__(self, job: UnfinishedConversation) -> None:
+        self.job = job
+        self.turns: list[Turn] = []
+
+    def resumed(self) -> UnfinishedConversation:
+        """The job as the store now has it: to be played on from its last received turn."""
+        return msgspec.structs.replace(self.job, messages=(*self.job.messages, *self.turns))
+
+
+class RayPlayer:
+    """`simulate`'s player for a Ray cluster (see the module docstring)."""
+
+    def __init__(self, request: ClusterRequest, settings: RunConfig, config_file: str) -> None:
+        self.request = request
+        self.settings = settings
+        self.config_file = config_file
+        # Connected here, on the main thread (Ray sets signal handlers there), before the run.
+        self.connected = connect(request.address)
+        self.lost_workers = 0  # workers that died during the run (faults, tests)
+        self.actor_names: list[str] = []
+
+    async def __call__(self, context: ConversationContext, jobs: Jobs) -> None:
+        ray = require_ray()
+        actors: list[Any] = []
+        try:
+            await self._play(ray, context, jobs, actors)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for actor in actors:
+                    ray.kill(actor)
+                if self.connected:
+                    await anyio.to_thread.run_sync(disconnect)
+
+    async def _play(self, ray: Any, context: ConversationContext, jobs: Jobs, actors: list) -> None:
+        workers = self.request.workers
+        keeper = ray.remote(BudgetKeeper).options(num_cpus=0).remote(budget_spec(context.gateways))
+        actors.append(keeper)
+        spec = WorkerSpec(
+            settings=self.settings,
+            domain=context.domain,
+            run_id=context.run_id,
+            max_active=max(1, math.ceil(self.settings.max_active / workers)),
+            workers=workers,
+            config_file=self.config_file,
+        )
+        encoded = msgspec.msgpack.encode(spec)
+        keys = {name: os.environ[name] for name in api_key_env_names(self.settings)}
+        keys = {name: value for name, value in keys.items() if value}
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
+        if keys:  # API keys travel as the workers' environment, never in the object store
+            options["runtime_env"] = {"env_vars": keys}
+        handles = []
+        for index in range(workers):
+            name = f"rapport-{context.run_id}-worker-{index}"
+            self.actor_names.append(name)
+            actor = ray.remote(ConversationWorker).options(name=name, **options)
+            handles.append(actor.remote(encoded, keeper))
+        actors.extend(handles)
+        dispatcher = Dispatcher(ray, handles, jobs, context, spec.max_active)
+        try:
+            await dispatcher.run()
+        finally:
+            self.lost_workers = dispatcher.lost
+
+
+class Dispatcher:
+    """Keeps every live worker supplied with jobs and drains its results into the sink."""
+
+    def __init__(
+        self,
+        ray: Any,
+        workers: list[Any],
+        jobs: Jobs,
+        context: ConversationContext,
+        per_worker: int,
+    ) -> None:
+        self._ray = ray
+        self._workers = workers
+        self._source = jobs
+        self._source_done = False
+        self._source_lock = anyio.Lock()
+        self._requeued: deque[UnfinishedConversation] = deque()
+        self._context = context
+        self._target = per_worker * QUEUED_PER_SLOT
+        self._assigned: list[dict[str, InFlight]] = [{} for _ in workers]
+        self._alive = [True] * len(workers)
+        self._active = [0] * len(workers)
+        self._totals: list[tuple[int, int, int]] = [(0, 0, 0)] * len(workers)
+        self._gateway_totals: list[dict[str, Any]] = [{} for _ in workers]
+        self.lost = 0
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as group:
+            for index in range(len(self._workers)):
+                group.start_soon(self._serve, index)
+
+    def _finished(self) -> bool:
+        return (
+            self._source_done
+            and not self._requeued
+            and not any(assigned for assigned in self._assigned)
+        )
+
+    async def _next_jobs(self, room: int) -> list[UnfinishedConversation]:
+        taken: list[UnfinishedConversation] = []
+        while len(taken) < room and self._requeued:
+            taken.append(self._requeued.popleft())
+        async with self._source_lock:
+            while len(taken) < room and not self._source_done:
+                try:
+                    _, job = await anext(self._source)
+                except StopAsyncIteration:
+                    self._source_done = True
+                else:
+                    taken.append(job)
+        return taken
+
+    async def _serve(self, index: int) -> None:
+        worker, assigned = self._workers[index], self._assigned[index]
+        error_types = self._ray.exceptions.RayError
+        try:
+            while True:
+                room = self._target - len(assigned)
+                if room >= max(1, self._target // 4):
+                    batch = await self._next_jobs(room)
+                    if batch:
+                        for job in batch:
+                            assigned[job.scenario.scenario_id] = InFlight(job)
+                        await worker.add.remote(encode_jobs(batch))
+                if self._finished():
+                    return
+                data = await worker.pull.remote(PULL_WAIT_S)
+                await self._absorb(index, msgspec.msgpack.decode(data, type=WorkerReport))
+        except error_types:
+            self._lose(index)
+
+    def _lose(self, index: int) -> None:
+        """A dead worker's conversations go back to the front of the queue, as stored."""
+        self._alive[index] = False
+        self.lost += 1
+        self._active[index] = 0
+        for flight in self._assigned[index].values():
+            self._requeued.appendleft(flight.resumed())
+        self._assigned[index].clear()
+        self._context.progress.active = sum(self._active)
+        if not any(self._alive):
+            raise RapportError("every Ray worker died: run the same command again to resume")
+
+    async def _absorb(self, index: int, report: WorkerReport) -> None:
+        context, assigned = self._context, self._assigned[index]
+        progress = context.progress
+        for event in report.events:
+            await context.sink.send(event)
+            await self._follow(assigned, event)
+        turns, truncated, tokens = self._totals[index]
+        new_turns = report.turns - turns
+        if new_turns:
+            progress.turns += new_turns
+            progress.truncated += report.truncated - truncated
+            progress.tokens += report.tokens - tokens
+            progress.requests_window.add(new_turns)
+            progress.tokens_window.add(report.tokens - tokens)
+        self._totals[index] = (report.turns, report.truncated, report.tokens)
+        self._active[index] = report.active
+        progress.active = sum(self._active)
+        self._add_gateway_counters(index, report)
+        if report.stopped is not None:
+            raise WorkerStopped(*report.stopped)
+        if report.crashed is not None:
+            raise RuntimeError(f"a Ray worker's engine failed: {report.crashed}")
+
+    async def _follow(self, assigned: dict[str, InFlight], event: StoreEvent) -> None:
+        """Keep each in-flight conversation's received turns; count and hand on the finished."""
+        message, update = event.message, event.update
+        if message is not None and (flight := assigned.get(message.conversation_id)):
+            flight.turns.append(
+                Turn(
+                    message.role,
+                    message.content,
+                    message.turn_index,
+                    message.exchange,
+                    message.finish_reason,
+                    message.final,
+                )
+            )
+        if update is None or update.status not in ("complete", "failed"):
+            return
+        flight = assigned.pop(update.conversation_id, None)
+        progress = self._context.progress
+        if update.status == "failed":
+            progress.failed += 1
+            return
+        progress.done += 1
+        after = self._context.after_complete
+        if after is not None and flight is not None:
+            await after(flight.job.scenario, [*flight.job.messages, *flight.turns])
+
+    def _add_gateway_counters(self, index: int, report: WorkerReport) -> None:
+        """The driver's gateways show (and store) the sum of every worker's counters."""
+        gateways: dict[str, Gateway] = self._context.gateways
+        self._gateway_totals[index].update(report.gateways)
+        for role, latest in report.gateways.items():
+            gateway = gateways.get(role)
+            if gateway is None:
+                continue
+            stats = gateway.stats
+            for field in (
+                "requests",
+                "succeeded",
+                "failed",
+                "retries",
+                "rate_limited",
+                "timeouts",
+                "prompt_tokens",
+                "completion_tokens",
+                "in_flight",
+            ):
+                total = sum(getattr(t[role], field) for t in self._gateway_totals if role in t)
+                setattr(stats, field, total)
+            stats.latencies_s.extend(latest.new_latencies_s)
+
+
+def ray_player(request: ClusterRequest) -> Any:
+    """For `generate(play=…)`: a Ray player built from the prepared run."""
+
+    def build(generation: Any) -> RayPlayer:
+        shown = str(generation.request.config or "run config")
+        return RayPlayer(request, generation.settings, shown)
+
+    return build

@@ -1,0 +1,46 @@
+"""Ray, imported only when a command asks for it, and the connection to a cluster."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rapport.config.errors import RapportError
+
+LOCAL = "local"  # `--ray` with no address: a new local cluster
+
+
+def require_ray() -> Any:
+    """Ray, or a one-line error naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError:
+        raise RapportError(
+            "--ray needs Ray, which is not installed: install rapport[ray] "
+            "(pip install 'rapport[ray]')"
+        ) from None
+    return ray
+
+
+def connect(address: str | None) -> bool:
+    """Join the cluster at `address` (`auto`, `ray://…`, host:port), or start a local one;
+    reuses this process's connection if it has one. True when this call connected."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        ray.init(
+            address=None if address in (None, LOCAL) else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        shown = address or "a local cluster"
+        raise RapportError(f"--ray: cannot connect to {shown}: {error}") from None
+    return True
+
+
+def disconnect() -> None:
+    require_ray().shutdown()
