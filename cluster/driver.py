@@ -30,6 +30,7 @@ from rapport.cluster.worker import ConversationWorker
 from rapport.config.errors import RapportError
 from rapport.config.run import RunConfig, api_key_env_names
 from rapport.engine.errors import ProviderUnusable
+from rapport.engine.factory import DEFAULT_KEY_ENV
 from rapport.engine.gateway import Gateway
 from rapport.engine.leases import BudgetKeeper, budget_spec
 from rapport.store.plans import UnfinishedConversation
@@ -109,7 +110,7 @@ class RayPlayer:
             config_file=self.config_file,
         )
         encoded = msgspec.msgpack.encode(spec)
-        keys = {name: os.environ[name] for name in api_key_env_names(self.settings)}
+        keys = {name: os.environ.get(name, "") for name in key_env_names(self.settings)}
         keys = {name: value for name, value in keys.items() if value}
         options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
         if keys:  # API keys travel as the workers' environment, never in the object store
@@ -126,6 +127,17 @@ class RayPlayer:
             await dispatcher.run()
         finally:
             self.lost_workers = dispatcher.lost
+
+
+def key_env_names(settings: RunConfig) -> set[str]:
+    """Every variable a worker may read an API key from: the roles', their replicas', and
+    the providers' defaults."""
+    names = set(api_key_env_names(settings)) | set(DEFAULT_KEY_ENV.values())
+    for backend in (settings.backends.user_sim, settings.backends.assistant):
+        for replica in getattr(backend, "replicas", ()):
+            if replica.api_key_env:
+                names.add(replica.api_key_env)
+    return names
 
 
 class Dispatcher:
