@@ -20,6 +20,7 @@ import pytest
 
 from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
+from rapport.store.database import connect
 from tests.conftest import error_lines
 
 CORPUS = "SELECT conversation_id, turn_index, role, content FROM messages ORDER BY 1, 2"
@@ -162,38 +163,46 @@ def test_a_killed_worker_loses_and_doubles_nothing(ray_address, tmp_path):
 
 def _generate_argv(db: Path, config: Path, address: str) -> list[str]:
     return [
-        sys.executable, "-m", "rapport", "generate", "--db", str(db), "--count", "60",
-        "--seed", "9", "--config", str(config), "--turns", "4", "--quiet",
-        "--ray", address, "--workers", "2",
+        sys.executable, "-m", "rapport", "generate", "--db", str(db), "--count", "200",
+        "--seed", "9", "--config", str(config), "--turns", "4", "--max-active", "10",
+        "--quiet", "--ray", address, "--workers", "2",
     ]  # fmt: skip
+
+
+def _stored(db: Path) -> int:
+    """Messages stored so far, read as any reader does while the run writes (it lends the file)."""
+    if not db.exists():
+        return 0
+    conn = connect(db, read_only=True)
+    try:
+        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    except duckdb.CatalogException:
+        return 0
+    finally:
+        conn.close()
 
 
 @pytest.mark.slow
 def test_a_killed_driver_resumes_with_the_same_command(ray_address, tmp_path):
-    config = _simulated(tmp_path, latency_ms=30)
+    config = _simulated(tmp_path, latency_ms=50)
     db = tmp_path / "driver.duckdb"
     argv = _generate_argv(db, config, ray_address)
     driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    stored = 0
-    while time.monotonic() < deadline and stored < 100:
+    while _stored(db) < 200:
         assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
-        time.sleep(0.2)
-        if db.exists():
-            try:
-                stored = len(_corpus(db))
-            except duckdb.Error:
-                stored = 0  # the writer holds the file this moment
+        assert time.monotonic() < deadline, "the run never reached the kill point"
+        time.sleep(0.1)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    assert 0 < _statuses(db).get("complete", 0) < 60
+    assert 0 < _statuses(db).get("complete", 0) < 200
 
     resumed = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     reference = tmp_path / "one.duckdb"
-    generate(GenerateRequest(db=reference, count=60, seed=9, backend="simulated", turns=4))
+    generate(GenerateRequest(db=reference, count=200, seed=9, backend="simulated", turns=4))
     assert _corpus(db) == _corpus(reference)
-    assert _statuses(db) == {"complete": 60}
+    assert _statuses(db) == {"complete": 200}
 
 
 def test_ray_not_installed_is_one_line_and_exit_2(tmp_path):
