@@ -278,7 +278,9 @@ def run() -> None:
     try:
         try:
             code = app(  # usage errors: one line each
-                args=shared.optional_values(sys.argv[1:]), prog_name="rapport", standalone_mode=False
+                args=shared.optional_values(sys.argv[1:]),
+                prog_name="rapport",
+                standalone_mode=False,
             )
         except BaseExceptionGroup as group:
             raise _single_user_error(group) from None

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from rapport.config.constants import MAX_ACTIVE, MAX_SEED, MAX_TURNS
+from rapport.stages.generate import GenerateRequest
 
 MAX_WORKERS = 1_024
-from rapport.stages.generate import GenerateRequest
 
 SeedOption = Annotated[
     int | None,

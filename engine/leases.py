@@ -29,7 +29,12 @@ from rapport.engine.types import ChatMessage, Completion, CompletionParams
 LEASE_S = 0.1  # a lease is this many seconds of the rate (at least what one call needs)
 LEASE_TTL_S = 1.0  # what is left of a lease after this is void: no hoarding across a pause
 LEASE_TIMEOUT_S = 60.0  # a keeper that answers nothing for this long counts as unreachable
-UNITS = {"rpm": "requests", "tpm": "tokens", "input_tpm": "input_tokens", "output_tpm": "output_tokens"}
+UNITS = {
+    "rpm": "requests",
+    "tpm": "tokens",
+    "input_tpm": "input_tokens",
+    "output_tpm": "output_tokens",
+}
 
 BudgetSpec = dict[str, dict[str, int]]  # budget key -> unit -> per minute
 
@@ -67,7 +72,7 @@ class BudgetKeeper:
             await budget.acquire(amount)
         name = f"{key}/{unit}"
         self.granted[name] = self.granted.get(name, 0.0) + amount
-        return Grant(amount, self._pause_left(key))
+        return Grant(amount, self.pause_left(key))
 
     async def pause(self, key: str, seconds: float) -> None:
         until = time.monotonic() + seconds
@@ -76,11 +81,13 @@ class BudgetKeeper:
     async def totals(self) -> dict[str, float]:
         return dict(self.granted)
 
-    def _pause_left(self, key: str) -> float:
+    def pause_left(self, key: str) -> float:
+        """Seconds of the endpoint's pause still to wait (0: not paused)."""
         return max(0.0, self._paused_until.get(key, 0.0) - time.monotonic())
 
     async def _wait_out_pause(self, key: str) -> None:
-        while (left := self._pause_left(key)) > 0:
+        # A loop, not an Event: another 429 may extend the pause while we sleep.
+        while (left := self.pause_left(key)) > 0:  # noqa: ASYNC110
             await anyio.sleep(left)
 
 
@@ -94,7 +101,8 @@ class PauseBoard:
         self.until = max(self.until, time.monotonic() + seconds)
 
     async def wait(self) -> None:
-        while (left := self.until - time.monotonic()) > 0:
+        # A loop, not an Event: another 429 may extend the pause while we sleep.
+        while (left := self.until - time.monotonic()) > 0:  # noqa: ASYNC110
             await anyio.sleep(left)
 
 
@@ -174,7 +182,7 @@ class PauseReporting:
                 try:
                     with anyio.fail_after(LEASE_TIMEOUT_S):
                         await self._broker.pause(self._key, wait)
-                except Exception:  # noqa: S110 — unreachable keeper: the local pause holds
+                except Exception:  # an unreachable keeper: this worker's own pause holds
                     pass
             raise
 

@@ -64,7 +64,9 @@ def _corpus(db: Path) -> list[tuple]:
 
 def _statuses(db: Path) -> dict[str, int]:
     with duckdb.connect(str(db), read_only=True) as conn:
-        return dict(conn.execute("SELECT status, count(*) FROM conversations GROUP BY 1").fetchall())
+        return dict(
+            conn.execute("SELECT status, count(*) FROM conversations GROUP BY 1").fetchall()
+        )
 
 
 def _simulated(tmp_path: Path, latency_ms: float) -> Path:
