@@ -49,6 +49,9 @@ class ClusterRequest(msgspec.Struct, frozen=True):
 
     address: str | None = None
     workers: int = 2
+    # False: each worker owns every limit whole, as separate processes would (the naive
+    # configuration `rapport bench scale` shows beside the shared budget); never the default.
+    shared_budget: bool = True
 
 
 class WorkerStopped(ProviderUnusable):
@@ -99,8 +102,11 @@ class RayPlayer:
 
     async def _play(self, ray: Any, context: ConversationContext, jobs: Jobs, actors: list) -> None:
         workers = self.request.workers
-        keeper = ray.remote(BudgetKeeper).options(num_cpus=0).remote(budget_spec(context.gateways))
-        actors.append(keeper)
+        keeper = None
+        if self.request.shared_budget:
+            spec = budget_spec(context.gateways)
+            keeper = ray.remote(BudgetKeeper).options(num_cpus=0).remote(spec)
+            actors.append(keeper)
         spec = WorkerSpec(
             settings=self.settings,
             domain=context.domain,
@@ -273,35 +279,24 @@ class Dispatcher:
             await after(flight.job.scenario, [*flight.job.messages, *flight.turns])
 
     def _add_gateway_counters(self, index: int, report: WorkerReport) -> None:
-        """The driver's gateways show (and store) the sum of every worker's counters."""
-        gateways: dict[str, Gateway] = self._context.gateways
+        """The driver's gateways (and their replicas) show and store the sum of every
+        worker's counters."""
         self._gateway_totals[index].update(report.gateways)
-        for role, latest in report.gateways.items():
-            gateway = gateways.get(role)
-            if gateway is None:
+        for name, latest in report.gateways.items():
+            stats = self._stats_of(name)
+            if stats is None:
                 continue
-            stats = gateway.stats
-            for field in (
-                "requests",
-                "succeeded",
-                "failed",
-                "retries",
-                "rate_limited",
-                "timeouts",
-                "prompt_tokens",
-                "completion_tokens",
-                "in_flight",
-            ):
-                total = sum(getattr(t[role], field) for t in self._gateway_totals if role in t)
-                setattr(stats, field, total)
+            for field in latest.totals:
+                totals = (t[name].totals.get(field, 0) for t in self._gateway_totals if name in t)
+                setattr(stats, field, sum(totals))
             stats.latencies_s.extend(latest.new_latencies_s)
 
-
-def ray_player(request: ClusterRequest) -> Any:
-    """For `generate(play=…)`: a Ray player built from the prepared run."""
-
-    def build(generation: Any) -> RayPlayer:
-        shown = str(generation.request.config or "run config")
-        return RayPlayer(request, generation.settings, shown)
-
-    return build
+    def _stats_of(self, name: str) -> Any:
+        role, _, replica = name.partition("|")
+        gateway: Gateway | None = self._context.gateways.get(role)
+        if gateway is None:
+            return None
+        if not replica:
+            return gateway.stats
+        replicas = getattr(gateway.backend, "replicas", ())
+        return replicas[int(replica)].stats if int(replica) < len(replicas) else None

@@ -3,11 +3,12 @@ Structs the engine uses in one process, so nothing is re-shaped on the way."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from rapport.config.domain import Domain
 from rapport.config.run import RunConfig
-from rapport.engine.gateway import GatewayStats
 from rapport.store.plans import UnfinishedConversation
 from rapport.store.rows import StoreEvent
 
@@ -26,18 +27,11 @@ class WorkerSpec(msgspec.Struct, frozen=True):
 
 
 class GatewayCounters(msgspec.Struct, frozen=True):
-    """One gateway's counters in one worker: totals so far, and latencies new since the last
-    report (the driver adds every worker's into the gateways it displays and stores)."""
+    """One gateway's (or one replica's) counters in one worker: totals so far, by the stats'
+    own field names, and latencies new since the last report. The driver sums every worker's
+    into the gateways it displays and stores."""
 
-    requests: int
-    succeeded: int
-    failed: int
-    retries: int
-    rate_limited: int
-    timeouts: int
-    prompt_tokens: int
-    completion_tokens: int
-    in_flight: int
+    totals: dict[str, int]
     new_latencies_s: list[float]
 
 
@@ -49,7 +43,8 @@ class WorkerReport(msgspec.Struct, frozen=True):
     truncated: int
     tokens: int
     active: int
-    gateways: dict[str, GatewayCounters]  # by the first role using each gateway
+    # by the first role using each gateway; a replica as `ROLE|INDEX` (its place in the list)
+    gateways: dict[str, GatewayCounters]
     stopped: tuple[str, str] | None = None  # (kind, message): the provider is unusable
     crashed: str | None = None  # a bug in the worker's engine
 
@@ -62,24 +57,19 @@ def decode_jobs(data: bytes) -> list[UnfinishedConversation]:
     return msgspec.msgpack.decode(data, type=list[UnfinishedConversation])
 
 
-def latency_count(stats: GatewayStats) -> int:
-    """Latencies a gateway has recorded so far (one per success, one per timeout)."""
-    return stats.succeeded + stats.timeouts
+def latency_count(stats: Any) -> int:
+    """Latencies recorded so far (one per success, one per timeout)."""
+    return stats.succeeded + getattr(stats, "timeouts", 0)
 
 
-def counters(stats: GatewayStats, reported: int) -> GatewayCounters:
-    """The counters, with the latencies recorded since `reported` of them were sent."""
+def counters(stats: Any, reported: int) -> GatewayCounters:
+    """The counters of a GatewayStats or ReplicaStats, with the latencies recorded since
+    `reported` of them were sent."""
+    totals = {
+        name: value
+        for name, value in msgspec.structs.asdict(stats).items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
     fresh = min(len(stats.latencies_s), max(0, latency_count(stats) - reported))
     latencies = list(stats.latencies_s)[len(stats.latencies_s) - fresh :] if fresh else []
-    return GatewayCounters(
-        requests=stats.requests,
-        succeeded=stats.succeeded,
-        failed=stats.failed,
-        retries=stats.retries,
-        rate_limited=stats.rate_limited,
-        timeouts=stats.timeouts,
-        prompt_tokens=stats.prompt_tokens,
-        completion_tokens=stats.completion_tokens,
-        in_flight=stats.in_flight,
-        new_latencies_s=latencies,
-    )
+    return GatewayCounters(totals=totals, new_latencies_s=latencies)

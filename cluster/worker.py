@@ -130,8 +130,12 @@ class ConversationWorker:
             if id(gateway) in seen:
                 continue
             seen.add(id(gateway))
-            gateways[role] = counters(gateway.stats, self._reported.get(role, 0))
-            self._reported[role] = latency_count(gateway.stats)
+            measured = {role: gateway.stats}
+            for index, replica in enumerate(getattr(gateway.backend, "replicas", ())):
+                measured[f"{role}|{index}"] = replica.stats
+            for name, stats in measured.items():
+                gateways[name] = counters(stats, self._reported.get(name, 0))
+                self._reported[name] = latency_count(stats)
         progress = self.progress
         return WorkerReport(
             events=events,
