@@ -123,7 +123,8 @@ def _readings(db: Path, warmup_s: float, replicas: bool) -> tuple[float, float, 
 
 
 def _play(request: GenerateRequest, duration_s: float, cluster: Any | None) -> None:
-    """Generate for `duration_s`, then stop (in this process, or on the Ray cluster)."""
+    """Generate for `duration_s` from the first turn, then stop (in this process, or on the
+    Ray cluster, whose workers take a few seconds to start)."""
     generation = prepare(request, {KEY_ENV: "bench-key"})
     player = None
     if cluster is not None:
@@ -134,8 +135,18 @@ def _play(request: GenerateRequest, duration_s: float, cluster: Any | None) -> N
         store_plan(generation)
 
         async def go() -> None:
-            with anyio.move_on_after(duration_s):
-                await simulate(generation, RunProgress(total=request.count), None, player)
+            progress = RunProgress(total=request.count)
+            async with anyio.create_task_group() as group:
+
+                async def stop_later() -> None:  # timed from the first turn: workers start first
+                    while progress.turns == 0:  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
+                    await anyio.sleep(duration_s)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stop_later)
+                await simulate(generation, progress, None, player)
+                group.cancel_scope.cancel()
 
         anyio.run(go)
 
@@ -148,6 +159,7 @@ def run_case(
     limit_rpm: int | None,
     cluster: Any | None,
     workers: int,
+    log: Callable[[str], None] = print,
 ) -> ScaleCase:
     config = _write_config(workdir / f"{name}.json", role)
     db = workdir / f"{name}.duckdb"
@@ -160,6 +172,7 @@ def run_case(
     )
     _play(request, settings.duration_s, cluster)
     seconds, rpm, requests, limited = _readings(db, settings.warmup_s, "replicas" in role)
+    log(f"  {name}: {rpm:,.0f} requests/min, {requests:,} requests, {limited:,} × 429")
     return ScaleCase(
         name=name,
         workers=workers,
@@ -224,16 +237,23 @@ def run_scale(
         with _providers(settings, 1, settings.rpm) as (url,):
             role = _role(url, settings, settings.rpm)
             log(f"one process at {settings.rpm:,} rpm")
-            one = run_case("one_process", workdir, settings, role, settings.rpm, None, 0)
+            one = run_case("one_process", workdir, settings, role, settings.rpm, None, 0, log=log)
             log(f"{settings.workers} Ray workers, one leased budget")
             ray_shared = run_case(
-                "ray_shared", workdir, settings, role, settings.rpm, shared, settings.workers
+                "ray_shared",
+                workdir,
+                settings,
+                role,
+                settings.rpm,
+                shared,
+                settings.workers,
+                log=log,
             )
         with _providers(settings, 1, settings.rpm) as (url,):  # a fresh provider bucket
             log(f"{settings.workers} Ray workers, each taking the whole limit (naive)")
             role = _role(url, settings, settings.rpm)
             ray_naive = run_case(
-                "ray_naive", workdir, settings, role, settings.rpm, naive, settings.workers
+                "ray_naive", workdir, settings, role, settings.rpm, naive, settings.workers, log=log
             )
         with _providers(settings, settings.replicas, settings.replica_rpm) as urls:
             log(f"{settings.replicas} replicas at {settings.replica_rpm:,} rpm each")
@@ -241,14 +261,21 @@ def run_scale(
             role["replicas"] = [{"base_url": u, "rpm": settings.replica_rpm} for u in urls]
             total = settings.replicas * settings.replica_rpm
             replicas = run_case(
-                "replicas", workdir, settings, role, total, shared, settings.workers
+                "replicas", workdir, settings, role, total, shared, settings.workers, log=log
             )
         with _providers(settings, 1, None) as (url,):
             log("one Ray worker, no limit: a worker's ceiling")
             role = _role(url, settings, None)
             role["max_in_flight"] = settings.max_active * 2
             ceiling = run_case(
-                "worker_ceiling", workdir, settings, role, None, ClusterRequest(workers=1), 1
+                "worker_ceiling",
+                workdir,
+                settings,
+                role,
+                None,
+                ClusterRequest(workers=1),
+                1,
+                log=log,
             )
     finally:
         if started_ray:
