@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -219,10 +221,7 @@ def run_scale(
     out.mkdir(parents=True, exist_ok=True)
     os.environ[KEY_ENV] = "bench-key"  # the workers' environment
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    workdir = out / "runs"
-    workdir.mkdir(exist_ok=True)
-    for old in workdir.glob("*.duckdb*"):
-        old.unlink()
+    workdir = Path(tempfile.mkdtemp(prefix="rapport-scale-"))  # the cases' corpora: not kept
     shared = ClusterRequest(workers=settings.workers)
     naive = ClusterRequest(workers=settings.workers, shared_budget=False)
     started_ray = not ray.is_initialized()
@@ -278,6 +277,7 @@ def run_scale(
                 log=log,
             )
     finally:
+        shutil.rmtree(workdir, ignore_errors=True)
         if started_ray:
             ray.shutdown()
     fraction = ray_shared.achieved_fraction or 1.0
@@ -300,6 +300,17 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
+def _label(case: ScaleCase) -> str:
+    workers = f"{case.workers} Ray worker{'s' if case.workers > 1 else ''}"
+    return {
+        "one_process": "one process",
+        "ray_shared": f"{workers}, one leased budget",
+        "ray_naive": f"{workers}, each taking the whole limit (naive)",
+        "replicas": f"{workers}, replicas behind one backend, each its own limit",
+        "worker_ceiling": f"{workers}, no limit (a worker's ceiling)",
+    }.get(case.name, case.name)
+
+
 def case_rows(report: ScaleReport) -> list[tuple[str, str, str, str, str]]:
     """(case, limit, achieved req/min, achieved / limit, 429s per 1,000)."""
     rows = []
@@ -313,7 +324,7 @@ def case_rows(report: ScaleReport) -> list[tuple[str, str, str, str, str]]:
         limit = "none" if case.limit_rpm is None else f"{case.limit_rpm:,}"
         rows.append(
             (
-                case.name,
+                _label(case),
                 limit,
                 f"{case.requests_per_min:,.0f}",
                 _pct(case.achieved_fraction),

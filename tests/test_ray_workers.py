@@ -223,3 +223,11 @@ def test_ray_not_installed_is_one_line_and_exit_2(tmp_path):
     lines = error_lines(result)
     assert len(lines) == 1 and "install rapport[ray]" in lines[0], lines
     assert not Path(db).exists()  # refused before anything was done
+
+
+def test_the_cli_never_imports_ray_unless_asked():
+    check = "import sys, rapport.cli.main, rapport.bench.scale; assert 'ray' not in sys.modules"
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
