@@ -300,3 +300,13 @@ class Dispatcher:
             return gateway.stats
         replicas = getattr(gateway.backend, "replicas", ())
         return replicas[int(replica)].stats if int(replica) < len(replicas) else None
+
+
+def ray_player(request: ClusterRequest) -> Any:
+    """For `generate(play=…)`: a Ray player built from the prepared run."""
+
+    def build(generation: Any) -> RayPlayer:
+        shown = str(generation.request.config or "run config")
+        return RayPlayer(request, generation.settings, shown)
+
+    return build
