@@ -401,6 +401,7 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--db", "{text}", "--count", "1", "--backend", "simulated"],
         ["--db", "{fresh}", "--count", "1", "--domain", "{missing}"],
         ["--db", "{fresh}", "--count", "1", "--config", "{missing}/run.yaml"],
+        ["--db", "{fresh}", "--count", "1", "--backend", "simulated", "--ray", "--workers", "0"],
     ],
     ("judge",): [
         ["--db", "{missing}/c.duckdb"],
@@ -513,6 +514,7 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--rpm", "0"],
     ],
     ("bench", "throughput"): [["--duration-s", "1"], ["--rpm", "fast"], ["--tpm", "-5"]],
+    ("bench", "scale"): [["--duration-s", "1"], ["--rpm", "fast"], ["--workers", "1"]],
 }
 
 
