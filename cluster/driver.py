@@ -86,6 +86,7 @@ class RayPlayer:
         # Connected here, on the main thread (Ray sets signal handlers there), before the run.
         self.connected = connect(request.address)
         self.lost_workers = 0  # workers that died during the run (faults, tests)
+        self.requeued = (0, 0)  # (conversations, turns already received) a dead worker left
         self.actor_names: list[str] = []
 
     async def __call__(self, context: ConversationContext, jobs: Jobs) -> None:
@@ -133,6 +134,7 @@ class RayPlayer:
             await dispatcher.run()
         finally:
             self.lost_workers = dispatcher.lost
+            self.requeued = (dispatcher.requeued, dispatcher.carried_turns)
 
 
 def key_env_names(settings: RunConfig) -> set[str]:
@@ -171,6 +173,8 @@ class Dispatcher:
         self._totals: list[tuple[int, int, int]] = [(0, 0, 0)] * len(workers)
         self._gateway_totals: list[dict[str, Any]] = [{} for _ in workers]
         self.lost = 0
+        self.requeued = 0  # conversations a dead worker left, handed on
+        self.carried_turns = 0  # their turns received before it died, not played again
 
     async def run(self) -> None:
         async with anyio.create_task_group() as group:
@@ -214,20 +218,26 @@ class Dispatcher:
                     return
                 data = await worker.pull.remote(PULL_WAIT_S)
                 await self._absorb(index, msgspec.msgpack.decode(data, type=WorkerReport))
-        except error_types:
-            self._lose(index)
+        except error_types as error:
+            self._lose(index, error)
 
-    def _lose(self, index: int) -> None:
+    def _lose(self, index: int, error: BaseException) -> None:
         """A dead worker's conversations go back to the front of the queue, as stored."""
         self._alive[index] = False
         self.lost += 1
         self._active[index] = 0
         for flight in self._assigned[index].values():
             self._requeued.appendleft(flight.resumed())
+            self.requeued += 1
+            self.carried_turns += len(flight.turns)
         self._assigned[index].clear()
         self._context.progress.active = sum(self._active)
         if not any(self._alive):
-            raise RapportError("every Ray worker died: run the same command again to resume")
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            cause = lines[-1][:300] if lines else type(error).__name__
+            raise RapportError(
+                f"every Ray worker died (the last: {cause}): run the same command again to resume"
+            )
 
     async def _absorb(self, index: int, report: WorkerReport) -> None:
         context, assigned = self._context, self._assigned[index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -34,7 +35,7 @@ def connect(address: str | None) -> bool:
             address=None if address in (None, LOCAL) else address,
             include_dashboard=False,
             log_to_driver=False,
-            configure_logging=False,
+            logging_level=logging.ERROR,  # Ray's start-up notices are not the run's output
         )
     except (ConnectionError, ValueError, RuntimeError) as error:
         shown = address or "a local cluster"

@@ -151,6 +151,8 @@ def test_a_killed_worker_loses_and_doubles_nothing(ray_address, tmp_path):
     summary = generate(request, display=watch, play=_player(2, players))
     killer.join()
     assert players[0].lost_workers == 1
+    conversations, carried_turns = players[0].requeued
+    assert conversations > 0 and carried_turns > 0  # half-played ones went on from their turns
     assert summary.complete == 40 and summary.failed == 0
     reference = msgspec.structs.replace(request, db=tmp_path / "one.duckdb", config=None)
     generate(msgspec.structs.replace(reference, backend="simulated"))
@@ -231,3 +233,25 @@ def test_the_cli_never_imports_ray_unless_asked():
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_a_provider_down_in_the_workers_stops_the_run_as_in_one_process(
+    ray_address, tmp_path, monkeypatch
+):
+    from rapport.engine.errors import ProviderUnusable
+
+    monkeypatch.setenv("X_KEY", "k")  # the workers' environment
+    config = tmp_path / "down.yaml"
+    role = "{provider: openai, model: m, base_url: 'http://127.0.0.1:9/v1', api_key_env: X_KEY}"
+    config.write_text(f"backends:\n  user_sim: {role}\n  assistant: {role}\n")
+    request = GenerateRequest(db=tmp_path / "down.duckdb", count=4, config=config, turns=2)
+    with pytest.raises(BaseExceptionGroup) as raised:
+        generate(request, environ={"X_KEY": "k"}, play=_player(2))
+    stop = raised.value.subgroup(ProviderUnusable)
+    assert stop is not None
+    leaf: BaseException = stop
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert getattr(leaf, "kind", None) == "connection" and "cannot reach the provider" in str(leaf)
+    assert _statuses(request.db) == {"interrupted": 4}  # resumed by the next run
