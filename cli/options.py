@@ -87,14 +87,14 @@ def optional_values(argv: list[str]) -> list[str]:
 
 
 def cluster_player(address: str | None, workers: int) -> Callable[..., object] | None:
-    """`generate`'s player on a Ray cluster, or None without --ray (checks Ray is installed
-    first: one line and exit 2 when it is not)."""
+    """`generate`'s player on a Ray cluster, or None without --ray. Ray missing or the
+    cluster unreachable: one line and exit 2, nothing written."""
     if address is None:
         return None
     from rapport.cluster.driver import ClusterRequest, ray_player
-    from rapport.cluster.runtime import require_ray
+    from rapport.cluster.runtime import connect
 
-    require_ray()
+    connect(address)  # before anything is written: a cluster that is not there is refused first
     return ray_player(ClusterRequest(address=address, workers=workers))
 
 

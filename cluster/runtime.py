@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 from rapport.config.errors import RapportError
 
 LOCAL = "local"  # `--ray` with no address: a new local cluster
+PROBE_TIMEOUT_S = 5.0
 
 
 def require_ray() -> Any:
@@ -29,6 +31,7 @@ def connect(address: str | None) -> bool:
     ray = require_ray()
     if ray.is_initialized():
         return False
+    _probe(address)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         ray.init(
@@ -45,3 +48,18 @@ def connect(address: str | None) -> bool:
 
 def disconnect() -> None:
     require_ray().shutdown()
+
+
+def _probe(address: str | None) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) nobody answers at is refused at once: Ray itself
+    would retry for minutes, logging each try."""
+    if address in (None, LOCAL, "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # Ray says what it makes of it
+    try:
+        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as error:
+        raise RapportError(f"--ray: nothing answers at {address} ({error})") from None

@@ -21,7 +21,7 @@ import pytest
 from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.database import connect
-from tests.conftest import error_lines
+from tests.conftest import error_lines, rapport
 
 CORPUS = "SELECT conversation_id, turn_index, role, content FROM messages ORDER BY 1, 2"
 KEY_ENV = "RAPPORT_RAY_TEST_KEY"
@@ -255,3 +255,16 @@ def test_a_provider_down_in_the_workers_stops_the_run_as_in_one_process(
         leaf = leaf.exceptions[0]
     assert getattr(leaf, "kind", None) == "connection" and "cannot reach the provider" in str(leaf)
     assert _statuses(request.db) == {"interrupted": 4}  # resumed by the next run
+
+
+def test_a_cluster_nobody_answers_at_is_one_line_and_exit_2(tmp_path):
+    pytest.importorskip("ray")
+    db = tmp_path / "x.duckdb"
+    result = rapport(
+        "generate", "--db", str(db), "--count", "2", "--backend", "simulated",
+        "--ray", "127.0.0.1:1",
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and "nothing answers at 127.0.0.1:1" in lines[0], lines
+    assert not db.exists()  # refused before anything was written
