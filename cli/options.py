@@ -9,10 +9,8 @@ from typing import Annotated
 
 import typer
 
-from rapport.config.constants import MAX_ACTIVE, MAX_SEED, MAX_TURNS
+from rapport.config.constants import MAX_ACTIVE, MAX_SEED, MAX_TURNS, MAX_WORKERS
 from rapport.stages.generate import GenerateRequest
-
-MAX_WORKERS = 1_024
 
 SeedOption = Annotated[
     int | None,

@@ -27,6 +27,7 @@ from rapport.agents.conversation import ConversationContext
 from rapport.cluster.messages import WorkerReport, WorkerSpec, encode_jobs
 from rapport.cluster.runtime import connect, disconnect, require_ray
 from rapport.cluster.worker import ConversationWorker
+from rapport.config.constants import WORKER_PULL_WAIT_S, WORKER_QUEUED_PER_SLOT
 from rapport.config.errors import RapportError
 from rapport.config.run import RunConfig, api_key_env_names
 from rapport.engine.errors import ProviderUnusable
@@ -36,9 +37,6 @@ from rapport.engine.leases import BudgetKeeper, budget_spec
 from rapport.store.plans import UnfinishedConversation
 from rapport.store.reads import Turn
 from rapport.store.rows import StoreEvent
-
-PULL_WAIT_S = 0.2  # a pull returns at once with what is ready, else after this
-QUEUED_PER_SLOT = 2  # jobs kept handed to a worker per conversation it plays at once
 
 Jobs = AsyncIterator[tuple[int, UnfinishedConversation]]
 
@@ -166,7 +164,7 @@ class Dispatcher:
         self._source_lock = anyio.Lock()
         self._requeued: deque[UnfinishedConversation] = deque()
         self._context = context
-        self._target = per_worker * QUEUED_PER_SLOT
+        self._target = per_worker * WORKER_QUEUED_PER_SLOT
         self._assigned: list[dict[str, InFlight]] = [{} for _ in workers]
         self._alive = [True] * len(workers)
         self._active = [0] * len(workers)
@@ -216,7 +214,7 @@ class Dispatcher:
                         await worker.add.remote(encode_jobs(batch))
                 if self._finished():
                     return
-                data = await worker.pull.remote(PULL_WAIT_S)
+                data = await worker.pull.remote(WORKER_PULL_WAIT_S)
                 await self._absorb(index, msgspec.msgpack.decode(data, type=WorkerReport))
         except error_types as error:
             self._lose(index, error)

@@ -7,10 +7,10 @@ import os
 import socket
 from typing import Any
 
+from rapport.config.constants import CLUSTER_PROBE_TIMEOUT_S
 from rapport.config.errors import RapportError
 
 LOCAL = "local"  # `--ray` with no address: a new local cluster
-PROBE_TIMEOUT_S = 5.0
 
 
 def require_ray() -> Any:
@@ -59,7 +59,7 @@ def _probe(address: str | None) -> None:
     if not host or not port.isdigit():
         return  # Ray says what it makes of it
     try:
-        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S):
+        with socket.create_connection((host, int(port)), timeout=CLUSTER_PROBE_TIMEOUT_S):
             pass
     except OSError as error:
         raise RapportError(f"--ray: nothing answers at {address} ({error})") from None

@@ -37,8 +37,6 @@ from rapport.engine.scheduler import run_bounded
 from rapport.store.plans import UnfinishedConversation
 from rapport.store.rows import StoreEvent
 
-REPORT_EVENTS = 2_000  # events per pull at most
-
 
 class RemoteBroker:
     """The budget keeper actor seen as a `LeaseBroker`."""
@@ -116,7 +114,7 @@ class ConversationWorker:
         events: list[StoreEvent] = []
         with anyio.move_on_after(wait_s):
             events.append(await self._events.receive())
-        while len(events) < REPORT_EVENTS:
+        while len(events) < constants.WORKER_REPORT_EVENTS:
             try:
                 events.append(self._events.receive_nowait())
             except anyio.WouldBlock:

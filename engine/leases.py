@@ -21,14 +21,12 @@ from typing import Any, Protocol
 import anyio
 import msgspec
 
+from rapport.config.constants import LEASE_S, LEASE_TIMEOUT_S, LEASE_TTL_S
 from rapport.engine.errors import BackendError
 from rapport.engine.gateway import Gateway, GatewayLimits
 from rapport.engine.limits import MinuteBudget
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
-LEASE_S = 0.1  # a lease is this many seconds of the rate (at least what one call needs)
-LEASE_TTL_S = 1.0  # what is left of a lease after this is void: no hoarding across a pause
-LEASE_TIMEOUT_S = 60.0  # a keeper that answers nothing for this long counts as unreachable
 UNITS = {
     "rpm": "requests",
     "tpm": "tokens",
