@@ -103,8 +103,8 @@ class RayPlayer:
         workers = self.request.workers
         keeper = None
         if self.request.shared_budget:
-            spec = budget_spec(context.gateways)
-            keeper = ray.remote(BudgetKeeper).options(num_cpus=0).remote(spec)
+            budgets = budget_spec(context.gateways)
+            keeper = ray.remote(BudgetKeeper).options(num_cpus=0).remote(budgets)
             actors.append(keeper)
         spec = WorkerSpec(
             settings=self.settings,
@@ -117,7 +117,10 @@ class RayPlayer:
         encoded = msgspec.msgpack.encode(spec)
         keys = {name: os.environ.get(name, "") for name in key_env_names(self.settings)}
         keys = {name: value for name, value in keys.items() if value}
-        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
+        # A core each where the cluster has them (spread over its nodes); a share of one where
+        # it has fewer than workers (a laptop), rather than workers that never start.
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        options: dict[str, Any] = {"num_cpus": min(1.0, cpus / workers), "max_restarts": 0}
         if keys:  # API keys travel as the workers' environment, never in the object store
             options["runtime_env"] = {"env_vars": keys}
         handles = []
