@@ -14,6 +14,7 @@ killed driver takes its actors with it; the same command resumes as any interrup
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import deque
@@ -27,7 +28,11 @@ from rapport.agents.conversation import ConversationContext
 from rapport.cluster.messages import WorkerReport, WorkerSpec, encode_jobs
 from rapport.cluster.runtime import connect, disconnect, require_ray
 from rapport.cluster.worker import ConversationWorker
-from rapport.config.constants import WORKER_PULL_WAIT_S, WORKER_QUEUED_PER_SLOT
+from rapport.config.constants import (
+    WORKER_CLOSE_S,
+    WORKER_PULL_WAIT_S,
+    WORKER_QUEUED_PER_SLOT,
+)
 from rapport.config.errors import RapportError
 from rapport.config.run import RunConfig, api_key_env_names
 from rapport.engine.errors import ProviderUnusable
@@ -89,29 +94,35 @@ class RayPlayer:
 
     async def __call__(self, context: ConversationContext, jobs: Jobs) -> None:
         ray = require_ray()
-        actors: list[Any] = []
+        keeper: list[Any] = []
+        workers: list[Any] = []
         try:
-            await self._play(ray, context, jobs, actors)
+            await self._play(ray, context, jobs, keeper, workers)
         finally:
             with anyio.CancelScope(shield=True):
-                for actor in actors:
+                with anyio.move_on_after(WORKER_CLOSE_S):  # their HTTP clients closed politely
+                    for worker in workers:
+                        with contextlib.suppress(ray.exceptions.RayError):  # dead: none open
+                            await worker.close.remote()
+                for actor in keeper + workers:
                     ray.kill(actor)
                 if self.connected:
                     await anyio.to_thread.run_sync(disconnect)
 
-    async def _play(self, ray: Any, context: ConversationContext, jobs: Jobs, actors: list) -> None:
-        workers = self.request.workers
-        keeper = None
+    async def _play(
+        self, ray: Any, context: ConversationContext, jobs: Jobs, keeper: list, workers: list
+    ) -> None:
+        """Start the budget keeper and the workers (into `keeper` and `workers`), then play."""
+        count = self.request.workers
         if self.request.shared_budget:
             budgets = budget_spec(context.gateways)
-            keeper = ray.remote(BudgetKeeper).options(num_cpus=0).remote(budgets)
-            actors.append(keeper)
+            keeper.append(ray.remote(BudgetKeeper).options(num_cpus=0).remote(budgets))
         spec = WorkerSpec(
             settings=self.settings,
             domain=context.domain,
             run_id=context.run_id,
-            max_active=max(1, math.ceil(self.settings.max_active / workers)),
-            workers=workers,
+            max_active=max(1, math.ceil(self.settings.max_active / count)),
+            workers=count,
             config_file=self.config_file,
         )
         encoded = msgspec.msgpack.encode(spec)
@@ -120,17 +131,15 @@ class RayPlayer:
         # A core each where the cluster has them (spread over its nodes); a share of one where
         # it has fewer than workers (a laptop), rather than workers that never start.
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        options: dict[str, Any] = {"num_cpus": min(1.0, cpus / workers), "max_restarts": 0}
+        options: dict[str, Any] = {"num_cpus": min(1.0, cpus / count), "max_restarts": 0}
         if keys:  # API keys travel as the workers' environment, never in the object store
             options["runtime_env"] = {"env_vars": keys}
-        handles = []
-        for index in range(workers):
+        for index in range(count):
             name = f"rapport-{context.run_id}-worker-{index}"
             self.actor_names.append(name)
             actor = ray.remote(ConversationWorker).options(name=name, **options)
-            handles.append(actor.remote(encoded, keeper))
-        actors.extend(handles)
-        dispatcher = Dispatcher(ray, handles, jobs, context, spec.max_active)
+            workers.append(actor.remote(encoded, keeper[0] if keeper else None))
+        dispatcher = Dispatcher(ray, workers, jobs, context, spec.max_active)
         try:
             await dispatcher.run()
         finally:

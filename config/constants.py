@@ -98,4 +98,5 @@ LEASE_TIMEOUT_S = 60.0  # a budget keeper silent this long counts as unreachable
 WORKER_PULL_WAIT_S = 0.2  # a pull returns at once with what is ready, else after this
 WORKER_QUEUED_PER_SLOT = 2  # jobs handed to a worker ahead, per conversation it plays at once
 WORKER_REPORT_EVENTS = 2_000  # store events a worker sends back per pull at most
+WORKER_CLOSE_S = 2.0  # workers closing their clients at the end, before they are killed
 CLUSTER_PROBE_TIMEOUT_S = 5.0  # a --ray HOST:PORT that does not answer within this is refused
