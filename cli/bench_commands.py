@@ -1,4 +1,4 @@
-"""`rapport bench provider | throughput | cost`."""
+"""`rapport bench provider | throughput | cost | scale`."""
 
 from __future__ import annotations
 
@@ -190,3 +190,52 @@ def cost(
         table.add_row(*row)
     console.print(table)
     console.print(f"written: {out / 'cost.json'}")
+
+
+@bench_app.command("scale")
+def scale(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where scale.json and scale.md go (default bench/results)."),
+    ] = None,
+    duration_s: Annotated[float, typer.Option("--duration-s", min=5.0)] = 20.0,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 150.0,
+    rpm: Annotated[int, typer.Option("--rpm", min=60)] = 3_000,
+    replica_rpm: Annotated[int, typer.Option("--replica-rpm", min=60)] = 900,
+    workers: Annotated[int, typer.Option("--workers", min=2, max=64)] = 2,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke", help="Every case for a few seconds at toy sizes: runs, means little."
+        ),
+    ] = False,
+) -> None:
+    """Ray workers under one leased budget vs one process vs each worker taking the whole
+    limit, replicas behind one backend, and on paper the workers a large plan needs
+    (needs rapport[ray])."""
+    from rapport.bench.scale import SMOKE_SETTINGS, ScaleSettings, case_rows, run_scale
+    from rapport.cluster.runtime import require_ray
+
+    require_ray()
+    console = Console()
+    settings = ScaleSettings(
+        rpm=rpm, replica_rpm=replica_rpm, workers=workers, latency_ms=latency_ms,
+        duration_s=duration_s,
+    )  # fmt: skip
+    if smoke:
+        settings = SMOKE_SETTINGS
+    if out is None:
+        out = RESULTS / "smoke" if smoke else RESULTS
+    report = run_scale(settings, out, log=lambda line: console.print(f"[dim]{line}[/]"))
+    table = Table(title="rapport bench scale", title_justify="left")
+    for column in ("case", "limit rpm", "achieved rpm", "achieved / limit", "429s per 1,000"):
+        table.add_column(column)
+    for row in case_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for row in report.paper:
+        console.print(
+            f"{row.limit_rpm:,} rpm: {row.workers_needed} workers, {row.wall_hours:,.1f} h "
+            f"for {settings.plan_conversations:,} × {settings.plan_exchanges} exchanges"
+        )
+    console.print(f"written: {out / 'scale.json'}, {out / 'scale.md'}")

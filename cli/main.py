@@ -117,6 +117,8 @@ def generate(
         ),
     ] = False,
     shard: shared.ShardOption = None,
+    ray: shared.RayOption = None,
+    workers: shared.WorkersOption = 2,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
     With `judges:` in the run settings, each conversation is judged as it completes. With
@@ -131,6 +133,12 @@ def generate(
             settings.budget_usd,
         )
         return
+    if ray is not None and generate_settings(request).budget_usd is not None:
+        raise RapportError(
+            "--max-cost / budget_usd is not supported with --ray yet (each worker would need "
+            "the driver's spend guard): run it without --ray, or as shards with --shard K/N"
+        )
+    play = shared.cluster_player(ray, workers)
 
     def display(generation: Generation):
         if quiet or not console.is_terminal:
@@ -138,7 +146,7 @@ def generate(
         prices = load_prices(generation.settings.prices)
         return live_display(console, generation.gateways, prices, generation.redactor)
 
-    summary = run_generation(request, display=display)
+    summary = run_generation(request, display=display, play=play)
     out = Console(soft_wrap=True)
     shard = f" · shard {summary.shard}" if summary.shard else ""
     out.print(
@@ -320,7 +328,11 @@ def run() -> None:
     raise_on_stop_signals()
     try:
         try:
-            code = app(prog_name="rapport", standalone_mode=False)  # usage errors: one line each
+            code = app(  # usage errors: one line each
+                args=shared.optional_values(sys.argv[1:]),
+                prog_name="rapport",
+                standalone_mode=False,
+            )
         except BaseExceptionGroup as group:
             raise _single_user_error(group) from None
     except TyperException as error:  # click's usage errors (typer vendors click)

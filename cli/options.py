@@ -3,13 +3,13 @@ place generate's and iterate's values become a `GenerateRequest`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rapport.config.constants import MAX_ACTIVE, MAX_SEED, MAX_TURNS
+from rapport.config.constants import MAX_ACTIVE, MAX_SEED, MAX_TURNS, MAX_WORKERS
 from rapport.config.shards import parse_shard
 from rapport.stages.generate import GenerateRequest
 
@@ -82,11 +82,53 @@ ShardOption = Annotated[
 ]
 
 
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Play the plan on a Ray cluster: --ray alone starts a local one; --ray auto, "
+        "--ray ray://HOST:PORT or --ray HOST:PORT joins one (needs rapport\\[ray]).",
+    ),
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=1, max=MAX_WORKERS, help="Ray worker actors (with --ray; default 2)."
+    ),
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No live progress display.")]
 ReportOverwriteOption = Annotated[
     bool,
     typer.Option("--overwrite", help="Replace --out even when it holds files other than a report."),
 ]
+
+
+OPTIONAL_VALUES = {"--ray": "local"}  # options whose value may be left out, and its default
+
+
+def optional_values(argv: list[str]) -> list[str]:
+    """`--ray` alone means `--ray local` (typer has no option with an optional value): the
+    default is filled in when the option is last or followed by another option."""
+    out = []
+    for index, token in enumerate(argv):
+        default = OPTIONAL_VALUES.get(token)
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if default is not None and (following is None or following.startswith("-")):
+            token = f"{token}={default}"
+        out.append(token)
+    return out
+
+
+def cluster_player(address: str | None, workers: int) -> Callable[..., object] | None:
+    """`generate`'s player on a Ray cluster, or None without --ray. Ray missing or the
+    cluster unreachable: one line and exit 2, nothing written."""
+    if address is None:
+        return None
+    from rapport.cluster.driver import ClusterRequest, ray_player
+    from rapport.cluster.runtime import connect
+
+    connect(address)  # before anything is written: a cluster that is not there is refused first
+    return ray_player(ClusterRequest(address=address, workers=workers))
 
 
 def generate_request(flags: Mapping[str, object], **fixed: object) -> GenerateRequest:

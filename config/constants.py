@@ -97,3 +97,14 @@ JUDGE_BACKLOG_CONVERSATIONS = 1_000
 # Redaction: environment values shorter than this are not treated as secrets (removing a short
 # value such as "1" from every text would wreck it; real keys are far longer).
 MIN_SECRET_CHARS = 8
+
+# Ray workers (rapport.cluster) and the global budget they lease from (engine/leases.py).
+MAX_WORKERS = 1_024
+LEASE_S = 0.1  # a lease is this many seconds of the rate (at least what one call needs)
+LEASE_TTL_S = 1.0  # what is left of a lease after this is void: no hoarding across a pause
+LEASE_TIMEOUT_S = 60.0  # a budget keeper silent this long counts as unreachable (static share)
+WORKER_PULL_WAIT_S = 0.2  # a pull returns at once with what is ready, else after this
+WORKER_QUEUED_PER_SLOT = 2  # jobs handed to a worker ahead, per conversation it plays at once
+WORKER_REPORT_EVENTS = 2_000  # store events a worker sends back per pull at most
+WORKER_CLOSE_S = 2.0  # workers closing their clients at the end, before they are killed
+CLUSTER_PROBE_TIMEOUT_S = 5.0  # a --ray HOST:PORT that does not answer within this is refused

@@ -478,5 +478,11 @@ class Gateway:
     def _count_retry(self, _state: RetryCallState) -> None:
         self.stats.retries += 1
 
+    def use_budgets(self, budgets: dict[str, MinuteBudget]) -> None:
+        """Spend these budgets instead of the gateway's own (the same units): several
+        processes sharing one provider limit lease it from one keeper (engine/leases.py)."""
+        self._budgets.update(budgets)
+        self._meter()
+
     async def aclose(self) -> None:
         await self.backend.aclose()

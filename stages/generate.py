@@ -4,7 +4,7 @@ each as it completes when judges are configured — all in one run session."""
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Literal
@@ -43,6 +43,7 @@ from rapport.store.database import Database
 from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
 from rapport.store.plans import (
     PlanRecord,
+    UnfinishedConversation,
     finish_run,
     mark_abandoned_runs,
     save_plan,
@@ -58,6 +59,11 @@ from rapport.store.spend import plan_spend
 # off: no judging; configured: the config's `judges:` if any; always: `judges` specs, else the
 # config's, else the embedded local judge.
 Judging = Literal["off", "configured", "always"]
+# Plays a run's jobs (which plan, conversation) in its context; None: in this process. A Ray
+# cluster's player (rapport.cluster.driver) hands them to worker actors instead.
+Play = Callable[
+    [ConversationContext, AsyncIterator[tuple[int, UnfinishedConversation]]], Awaitable[None]
+]
 
 
 class GenerateRequest(msgspec.Struct, frozen=True):
@@ -244,6 +250,7 @@ async def simulate(
     generation: Generation,
     progress: RunProgress,
     display: Callable[[RunProgress], Awaitable[None]] | None = None,
+    play: Play | None = None,
 ) -> RunSummary:
     """Run every unfinished conversation of the plan through the actors, streaming to DuckDB;
     with judges, judge each as it completes (and what earlier runs left unjudged)."""
@@ -301,6 +308,9 @@ async def simulate(
             include_failed=settings.retry_failed, shard=generation.shard,
         )  # fmt: skip
         async with aclosing(jobs), pool.running(database, exclude_run=session.run_id):
+            if play is not None:  # e.g. on Ray workers (rapport.cluster)
+                await play(context, jobs)
+                return
             await run_bounded(
                 within_budget(jobs, generation.budget),
                 settings.max_active,
@@ -352,6 +362,7 @@ def generate(
     *,
     environ: dict[str, str] | None = None,
     display: Callable[[Generation], Callable[[RunProgress], Awaitable[None]] | None] | None = None,
+    play: Callable[[Generation], Play] | None = None,
 ) -> RunSummary:
     """The whole command: validate, store the plan, simulate (and judge). Safe to re-run: it
     resumes."""
@@ -363,7 +374,11 @@ def generate(
         progress.already_complete = count_statuses(generation).get("complete", 0)
         try:
             return run_interruptible(
-                simulate, generation, progress, display(generation) if display else None
+                simulate,
+                generation,
+                progress,
+                display(generation) if display else None,
+                play(generation) if play else None,
             )
         except Interrupted as stop:
             complete = count_statuses(generation).get("complete", 0)

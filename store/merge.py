@@ -223,6 +223,7 @@ def _copy_shard(conn: duckdb.DuckDBPyConnection, plan_id: str, shown: str) -> Sh
     plan_runs = f"WHERE run_id IN (SELECT run_id FROM {ALIAS}.runs WHERE plan_id = ?)"
     _insert(conn, "runs", keyed, "WHERE plan_id = ?", [plan_id])
     _insert(conn, "gateway_stats", keyed, plan_runs, [plan_id])
+    _insert(conn, "estimates", "INSERT OR IGNORE", plan_runs, [plan_id])  # `stats` compares them
     _insert_new_rows(
         conn,
         "errors",

@@ -401,6 +401,7 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--db", "{text}", "--count", "1", "--backend", "simulated"],
         ["--db", "{fresh}", "--count", "1", "--domain", "{missing}"],
         ["--db", "{fresh}", "--count", "1", "--config", "{missing}/run.yaml"],
+        ["--db", "{fresh}", "--count", "1", "--backend", "simulated", "--ray", "--workers", "0"],
     ],
     ("judge",): [
         ["--db", "{missing}/c.duckdb"],
@@ -527,6 +528,7 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--out", "{fresh_dir}", "--exchanges", "many"],
         ["--out", "{fresh_dir}", "--api", "gemini"],
     ],
+    ("bench", "scale"): [["--duration-s", "1"], ["--rpm", "fast"], ["--workers", "1"]],
 }
 
 
