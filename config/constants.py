@@ -43,8 +43,8 @@ RATE_BURST_SECONDS = 0.5
 DEFAULT_LLAMACPP_CONTEXT = 4096
 DEFAULT_LLAMACPP_IN_FLIGHT = 1
 # llama-cpp-python's prefix cache for the actors' states (~23 KB per token with SmolLM2-135M:
-# a 1,235-token prompt's state is 28.5 MB). It cut turns from exchange 2 on from 78.8 s to
-# 10.5 s (6 exchanges, 2 threads, bench/llamacpp_prefix_cache.py); 0 turns it off.
+# a 1,235-token prompt's state is 28.5 MB). Turns from exchange 2 on took 1.5 s instead of
+# 10.4 s (6 exchanges, 2 threads, bench/llamacpp_prefix_cache.py, bench/results); 0: off.
 DEFAULT_LLAMACPP_PREFIX_CACHE_MB = 512
 DEFAULT_COMMAND_TIMEOUT_S = 300.0
 # A reply cut by the length limit is asked once more with this many times the token budget.
