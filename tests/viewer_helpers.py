@@ -118,7 +118,9 @@ def serving(db: Path, *extra: str, env: dict[str, str] | None = None) -> Iterato
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"rapport view did not start: {process.communicate()}")
+                    raise AssertionError(
+                        f"rapport view did not start: {process.communicate()}"
+                    ) from None
                 time.sleep(0.1)
         yield viewer
     finally:
