@@ -295,3 +295,12 @@ SELECT o.criterion_id, o.reviewer_a, o.reviewer_b, o.items,
                        / (1 - coalesce(e.products, 0) / (o.items * o.items)), 4)
        END AS kappa
 FROM observed o LEFT JOIN expected e USING (criterion_id, reviewer_a, reviewer_b);
+
+-- People's pass/fail per reviewed conversation: passed when more reviewers passed it than failed
+-- it (`dataset build --human-overrides` puts it before the judges').
+CREATE OR REPLACE VIEW human_judgement AS
+SELECT conversation_id, count(*) AS reviewers,
+       count(*) FILTER (WHERE answer = 'YES') AS passes,
+       count(*) FILTER (WHERE answer = 'YES') * 2 > count(*) AS passed
+FROM human_verdicts WHERE criterion_id = 'overall'
+GROUP BY conversation_id;
