@@ -38,8 +38,7 @@ JUDGING_TITLES = (
     "Pass rate by topic",
     "Pass rate by flaw",
     "Pass rate by persona attribute",
-    "Judge agreement per criterion",
-)
+)  # judges' agreement with each other: in `rapport stats` (a second over 100,000)
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -180,10 +179,25 @@ def overview(conn: duckdb.DuckDBPyConnection) -> list[Table]:
     return tables
 
 
+# The list reads scenarios and judgements only; the figures that need every message (exchanges,
+# cost) are summed for the page's rows alone, unless the list is sorted by them.
 _LIST_BASE = """
-SELECT o.conversation_id, o.status, o.exchanges, o.topic_categories, o.flaw_names,
-       o.writing_style, j.judges, j.mean_score, j.passed, o.cost_usd
-FROM conversation_overview o LEFT JOIN conversation_judgement j USING (conversation_id)
+SELECT c.conversation_id, c.status, s.topic_categories, s.flaw_names, s.writing_style,
+       j.judges, j.mean_score, j.passed
+FROM corpus_conversations c JOIN scenarios s USING (scenario_id)
+LEFT JOIN conversation_judgement j USING (conversation_id)
+"""
+_LIST_BY_MESSAGES = """
+SELECT b.*, coalesce(m.exchanges, 0) AS exchanges, m.cost_usd
+FROM ({base}) b LEFT JOIN (
+    SELECT conversation_id, count(*) FILTER (WHERE role = 'assistant') AS exchanges,
+           sum(cost_usd) AS cost_usd
+    FROM messages GROUP BY conversation_id
+) m USING (conversation_id)
+"""
+_PAGE_FIGURES = """
+SELECT conversation_id, count(*) FILTER (WHERE role = 'assistant'), sum(cost_usd)
+FROM messages WHERE conversation_id IN (SELECT unnest(?)) GROUP BY conversation_id
 """
 
 
@@ -246,19 +260,28 @@ def conversation_page(conn: duckdb.DuckDBPyConnection, query: ListQuery) -> List
     order = f"{column} {direction} NULLS LAST, conversation_id {direction}"
     if column == "conversation_id":
         order = f"conversation_id {direction}"
+    by_messages = column in ("exchanges", "cost_usd")
+    source = _LIST_BY_MESSAGES.format(base=_LIST_BASE) if by_messages else _LIST_BASE
     sql = (
-        f"SELECT *, count(*) OVER () AS total FROM ({_LIST_BASE}) {where} "
+        f"SELECT *, count(*) OVER () AS total FROM ({source}) {where} "
         f"ORDER BY {order} LIMIT ? OFFSET ?"
     )
     cursor = conn.execute(sql, [*params, query.per_page, (query.page - 1) * query.per_page])
     names = [c[0] for c in cursor.description]
     found = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    if found:
-        total = found[0].pop("total")
-        for row in found[1:]:
-            row.pop("total")
-    else:  # a page past the end still says how many match
+    if not found:  # a page past the end still says how many match
         (total,) = conn.execute(f"SELECT count(*) FROM ({_LIST_BASE}) {where}", params).fetchone()
+        return ListPage([], total)
+    total = found[0]["total"]
+    if not by_messages:
+        figures = {
+            cid: (exchanges, cost)
+            for cid, exchanges, cost in conn.execute(
+                _PAGE_FIGURES, [[row["conversation_id"] for row in found]]
+            ).fetchall()
+        }
+        for row in found:
+            row["exchanges"], row["cost_usd"] = figures.get(row["conversation_id"], (0, None))
     return ListPage(msgspec.convert(found, list[ListRow]), total)
 
 
@@ -273,8 +296,14 @@ def facets(conn: duckdb.DuckDBPyConnection) -> Facets:
     ).fetchall()
     return Facets(
         statuses=column("SELECT status FROM status_counts ORDER BY status"),
-        topics=column("SELECT topic_category FROM by_topic ORDER BY 1"),
-        flaws=column("SELECT flaw FROM by_flaw WHERE flaw <> '(none)' ORDER BY 1"),
+        topics=column(
+            "SELECT DISTINCT unnest(topic_categories) FROM scenarios "
+            "WHERE plan_id IN (SELECT plan_id FROM plans WHERE purpose <> 'eval') ORDER BY 1"
+        ),
+        flaws=column(
+            "SELECT DISTINCT unnest(flaw_names) FROM scenarios "
+            "WHERE plan_id IN (SELECT plan_id FROM plans WHERE purpose <> 'eval') ORDER BY 1"
+        ),
         personas=[(key, value) for key, value in personas],
         judges=column("SELECT DISTINCT judge_id FROM assessments ORDER BY 1"),
         failures=column(
