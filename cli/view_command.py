@@ -49,7 +49,12 @@ def view(
     console.print(f"rapport view: http://{shown}:{port}/ (Ctrl+C stops)")
     try:
         web.run_app(
-            make_app(db), host=host, port=port, print=None, handle_signals=True, access_log=None
+            make_app(db, loopback_only=host in LOOPBACK),
+            host=host,
+            port=port,
+            print=None,
+            handle_signals=True,
+            access_log=None,
         )
     except OSError as error:
         raise RapportError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None

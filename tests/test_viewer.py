@@ -217,3 +217,25 @@ def test_another_host_than_loopback_is_warned_about(corpus):
         running.process.terminate()
         _, stderr = running.process.communicate(timeout=10)
     assert "warning: listening on 0.0.0.0" in stderr
+
+
+def test_a_request_for_another_host_name_is_refused(viewer):
+    """A page elsewhere that rebinds its name to 127.0.0.1 sends its own name as Host."""
+    import urllib.request
+
+    request = urllib.request.Request(viewer.base + "/", headers={"Host": "evil.example:8765"})
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        status = 200
+    except urllib.error.HTTPError as error:
+        status = error.code
+    assert status == 421
+    assert viewer.get("/")[0] == 200
+
+
+def test_view_names_a_port_in_use_in_one_line(corpus):
+    with serving(corpus[0]) as running:
+        port = running.base.rsplit(":", 1)[1]
+        outcome = rapport_in_process("view", "--db", str(corpus[0]), "--port", port)
+    assert outcome.returncode == 2, outcome
+    assert len(error_lines(outcome)) == 1 and f"cannot listen on 127.0.0.1:{port}" in outcome.stderr

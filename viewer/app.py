@@ -44,20 +44,26 @@ SECURITY_HEADERS = {
 }
 
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
 class ViewerState(msgspec.Struct):
-    """What every handler shares: the file, the token and the lock of this process."""
+    """What every handler shares: the file, the token and the lock of this process, and whether
+    only requests naming a loopback host are answered (a page on another site that rebinds its
+    name to 127.0.0.1 names its own host, and is refused)."""
 
     db: Path
     csrf: str
     lock: threading.Lock
+    loopback_only: bool = True
 
 
 STATE = web.AppKey("state", ViewerState)
 
 
-def make_app(db: Path, *, csrf: str | None = None) -> web.Application:
+def make_app(db: Path, *, csrf: str | None = None, loopback_only: bool = True) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=256 * 1024)
-    app[STATE] = ViewerState(db, csrf or secrets.token_urlsafe(32), threading.Lock())
+    app[STATE] = ViewerState(db, csrf or secrets.token_urlsafe(32), threading.Lock(), loopback_only)
     static = resources.files("rapport.viewer") / "static"
     app.router.add_get("/", overview)
     app.router.add_get("/overview.part", overview_part)
@@ -93,6 +99,10 @@ async def _errors(
 ) -> web.StreamResponse:
     """A bad parameter is a 400, a missing conversation a 404, a store problem a 503: each a
     page saying so, never a traceback."""
+    if request.app[STATE].loopback_only and _host_name(request.host) not in LOOPBACK_NAMES:
+        return _error(
+            request, 421, f"this viewer answers requests for 127.0.0.1, not {request.host}"
+        )
     try:
         response = await handler(request)
     except BadParameter as error:
@@ -105,6 +115,13 @@ async def _errors(
         raise
     response.headers.update(SECURITY_HEADERS)
     return response
+
+
+def _host_name(host: str) -> str:
+    """The Host header without its port."""
+    if host.startswith("["):
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _error(request: web.Request, status: int, message: str) -> web.Response:
