@@ -407,3 +407,96 @@ def agreement(conn: duckdb.DuckDBPyConnection) -> list[Table]:
         )
     )
     return tables
+
+
+class EvalPair(msgspec.Struct, frozen=True):
+    """One held-out scenario of an evaluation: both sides' conversations and scores, and the
+    first exchange whose assistant replies differ (None: identical, or a side has none)."""
+
+    scenario_index: int
+    scenario_id: str
+    baseline_id: str | None
+    baseline_score: float | None
+    baseline_passes: str  # passes / judges
+    candidate_id: str | None
+    candidate_score: float | None
+    candidate_passes: str
+    parted_at: int | None
+
+
+def evaluations(conn: duckdb.DuckDBPyConnection) -> Table:
+    return _table(
+        conn,
+        "Evaluations (rapport eval)",
+        "SELECT eval_id, domain, baseline, candidate, scenarios, judges, pass_rule, "
+        "updated_at FROM eval_runs ORDER BY created_at DESC",
+    )
+
+
+def eval_pairs(conn: duckdb.DuckDBPyConnection, eval_id: str) -> list[EvalPair] | None:
+    """Baseline beside candidate per held-out scenario; None when there is no such eval."""
+    if not conn.execute("SELECT 1 FROM eval_runs WHERE eval_id = ?", [eval_id]).fetchone():
+        return None
+    rows = conn.execute(
+        """
+        WITH sides AS (
+            SELECT e.scenario_index, e.scenario_id, e.side, e.conversation_id,
+                   avg(a.score) AS score,
+                   count(a.judge_id) FILTER (WHERE a.passed) || ' / ' || count(a.judge_id)
+                       AS passes
+            FROM eval_conversations e LEFT JOIN assessments a USING (conversation_id)
+            WHERE e.eval_id = ? GROUP BY ALL
+        ),
+        replies AS (
+            SELECT e.scenario_index, e.side, m.exchange, m.content
+            FROM eval_conversations e JOIN messages m USING (conversation_id)
+            WHERE e.eval_id = ? AND m.role = 'assistant'
+        ),
+        parted AS (
+            SELECT b.scenario_index, min(b.exchange) AS exchange
+            FROM replies b JOIN replies c USING (scenario_index, exchange)
+            WHERE b.side = 'baseline' AND c.side = 'candidate' AND b.content <> c.content
+            GROUP BY ALL
+        )
+        SELECT s.scenario_index, s.scenario_id,
+               b.conversation_id, b.score, coalesce(b.passes, ''),
+               c.conversation_id, c.score, coalesce(c.passes, ''), p.exchange
+        FROM (SELECT DISTINCT scenario_index, scenario_id FROM sides) s
+        LEFT JOIN sides b ON b.scenario_index = s.scenario_index AND b.side = 'baseline'
+        LEFT JOIN sides c ON c.scenario_index = s.scenario_index AND c.side = 'candidate'
+        LEFT JOIN parted p ON p.scenario_index = s.scenario_index
+        ORDER BY s.scenario_index
+        """,
+        [eval_id, eval_id],
+    ).fetchall()
+    return [EvalPair(*row) for row in rows]
+
+
+def iterations(conn: duckdb.DuckDBPyConnection) -> Table:
+    """Every `rapport iterate` round of every domain, each with its change from the one
+    before."""
+    return _table(
+        conn,
+        "Iterations (rapport iterate), with the change from the previous one",
+        """
+        WITH figures AS (
+            SELECT domain, iteration, count, created_at,
+                   (figures ->> '$.pass_rate')::DOUBLE AS pass_rate,
+                   (figures ->> '$.mean_score')::DOUBLE AS mean_score,
+                   (figures ->> '$.distinct_2')::DOUBLE AS distinct_2,
+                   (figures ->> '$.complete')::INTEGER AS complete
+            FROM iterations
+        )
+        SELECT domain, iteration, count, complete,
+               round(pass_rate, 4) AS pass_rate,
+               round(pass_rate - lag(pass_rate) OVER w, 4) AS pass_rate_delta,
+               round(mean_score, 4) AS mean_score,
+               round(mean_score - lag(mean_score) OVER w, 4) AS mean_score_delta,
+               round(distinct_2, 4) AS distinct_2,
+               round(distinct_2 - lag(distinct_2) OVER w, 4) AS distinct_2_delta,
+               created_at
+        FROM figures
+        WINDOW w AS (PARTITION BY domain ORDER BY iteration)
+        ORDER BY domain, iteration
+        """,
+    )

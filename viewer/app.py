@@ -73,6 +73,8 @@ def make_app(db: Path, *, csrf: str | None = None, loopback_only: bool = True) -
     app.router.add_get("/queue", review_queue)
     app.router.add_get("/queue/next", queue_next)
     app.router.add_get("/agreement", agreement)
+    app.router.add_get("/eval", eval_list)
+    app.router.add_get("/eval/{eval_id}", eval_page)
     app.router.add_static("/static", Path(str(static)))
     return app
 
@@ -229,3 +231,21 @@ async def queue_next(request: web.Request) -> web.Response:
 async def agreement(request: web.Request) -> web.Response:
     tables = await _read(request, viewer_reads.agreement)
     return _page(request, "Judge vs people", pages.agreement_body(tables))
+
+
+async def eval_list(request: web.Request) -> web.Response:
+    def work(conn: duckdb.DuckDBPyConnection):
+        return viewer_reads.evaluations(conn), viewer_reads.iterations(conn)
+
+    runs, rounds = await _read(request, work)
+    return _page(request, "Evaluations", pages.eval_list_body(runs, rounds))
+
+
+async def eval_page(request: web.Request) -> web.Response:
+    eval_id = request.match_info["eval_id"]
+    if len(eval_id) > 200 or "\x00" in eval_id:
+        raise BadParameter("eval id: not one Rapport makes")
+    pairs = await _read(request, lambda conn: viewer_reads.eval_pairs(conn, eval_id))
+    if pairs is None:
+        raise web.HTTPNotFound(text=f"no evaluation {eval_id!r}")
+    return _page(request, f"Evaluation {eval_id}", pages.eval_body(eval_id, pairs))

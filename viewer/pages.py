@@ -14,6 +14,7 @@ from rapport.store.reviews import OVERALL, QueueItem
 from rapport.store.viewer_reads import (
     SORTS,
     ConversationDetail,
+    EvalPair,
     Facets,
     ListPage,
     ListQuery,
@@ -43,7 +44,7 @@ def layout(title: str, body: str, csrf: str, *, refresh: str | None = None) -> s
         "<script src='/static/viewer.js' defer></script></head><body>"
         "<nav><b>rapport view</b> <a href='/'>Overview</a> <a href='/conversations'>"
         "Conversations</a> <a href='/queue'>Review queue</a> <a href='/agreement'>"
-        "Judge vs people</a> <span id='reviewer-name'></span></nav>"
+        "Judge vs people</a> <a href='/eval'>Eval</a> <span id='reviewer-name'></span></nav>"
         f"<main id='content'{refreshing}>{body}</main></body></html>"
     )
 
@@ -331,3 +332,43 @@ def agreement_body(tables: Sequence[Table]) -> str:
 
 def error_body(status: int, message: str) -> str:
     return f"<h1>{status}</h1><p class='error'>{esc(message)}</p>"
+
+
+def eval_list_body(runs: Table, rounds: Table) -> str:
+    return (
+        "<h1>Evaluations and iterations</h1>"
+        + table(runs, links={"eval_id": "/eval/"})
+        + table(rounds)
+    )
+
+
+def _score(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def eval_body(eval_id: str, pairs: Sequence[EvalPair]) -> str:
+    rows = []
+    for pair in pairs:
+
+        def side(cid: str | None) -> str:
+            return f"<a href='/c/{esc(cid)}'>{esc(cid)}</a>" if cid else "—"
+
+        delta = (
+            f"{pair.candidate_score - pair.baseline_score:+.3f}"
+            if pair.candidate_score is not None and pair.baseline_score is not None
+            else ""
+        )
+        parted = "same replies" if pair.parted_at is None else f"exchange {pair.parted_at}"
+        rows.append(
+            f"<tr class='pair'><td>{pair.scenario_index}</td><td>{esc(pair.scenario_id)}</td>"
+            f"<td>{side(pair.baseline_id)}</td><td>{_score(pair.baseline_score)}</td>"
+            f"<td>{esc(pair.baseline_passes)}</td>"
+            f"<td>{side(pair.candidate_id)}</td><td>{_score(pair.candidate_score)}</td>"
+            f"<td>{esc(pair.candidate_passes)}</td><td>{delta}</td><td>{parted}</td></tr>"
+        )
+    return (
+        f"<h1>Evaluation {esc(eval_id)}</h1><table id='pairs'><thead><tr><th>#</th>"
+        "<th>held-out scenario</th><th>baseline</th><th>score</th><th>judges passing</th>"
+        "<th>candidate</th><th>score</th><th>judges passing</th><th>difference</th>"
+        f"<th>replies part at</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
