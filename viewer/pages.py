@@ -219,6 +219,8 @@ def _chat(detail: ConversationDetail) -> str:
 def _judging(detail: ConversationDetail) -> str:
     if not detail.assessments and not detail.verdicts:
         return "<section id='judging'><h2>Judges</h2><p>not judged yet</p></section>"
+    # Folded until opened: a person reviewing first, unswayed by the judges, is what the
+    # judge-vs-people agreement measures.
     verdict = {True: "passed", False: "failed", None: "not judged"}[detail.passed]
     score = "" if detail.mean_score is None else f"mean score {detail.mean_score:.3f} · "
     parts = [f"<p id='judgement'>{score}<b class='{verdict}'>{verdict}</b> (pass rule)</p>"]
@@ -247,7 +249,10 @@ def _judging(detail: ConversationDetail) -> str:
             f"<p class='failure'>{esc(failure.judge_id)} could not answer "
             f"{esc(failure.criterion_id)}: {esc(failure.error)}</p>"
         )
-    return f"<section id='judging'><h2>Judges</h2>{''.join(parts)}</section>"
+    return (
+        "<details id='judging'><summary><h2>Judges</h2> (open after your own review: "
+        f"seeing their verdicts first sways it)</summary>{''.join(parts)}</details>"
+    )
 
 
 def _review_form(detail: ConversationDetail, csrf: str) -> str:
@@ -303,8 +308,8 @@ def conversation_body(detail: ConversationDetail, csrf: str) -> str:
         + "<div class='columns'>"
         + _chat(detail)
         + "<div>"
-        + _judging(detail)
         + _review_form(detail, csrf)
+        + _judging(detail)
         + "</div></div>"
     )
 
