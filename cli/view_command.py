@@ -71,7 +71,7 @@ def sample(
         typer.Option(
             "--stratify",
             help="Spread the queue evenly over these, comma-separated: "
-            f"{', '.join(sorted(STRATA))}.",
+            f"{', '.join(sorted(STRATA))} (topic and flaw: the scenario's first).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,

@@ -5,6 +5,9 @@ and the database is opened read-only except for reviews."""
 from __future__ import annotations
 
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import duckdb
 import pytest
@@ -197,6 +200,23 @@ def test_a_post_without_the_token_is_refused_and_stores_nothing(viewer, corpus):
     assert sql(db, "SELECT count(*) FROM human_verdicts WHERE reviewer = 'mallory'") == [(0,)]
 
 
+def test_a_post_from_another_origin_is_refused_even_with_the_token(viewer, corpus):
+    db, hostile_id = corpus
+    data = urllib.parse.urlencode(
+        {"csrf": viewer.token(), "reviewer": "mallory", "overall": "NO"}
+    ).encode()
+    request = urllib.request.Request(
+        f"{viewer.base}/c/{hostile_id}/review", data=data, headers={"Origin": "http://evil.example"}
+    )
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        status = 200
+    except urllib.error.HTTPError as error:
+        status = error.code
+    assert status == 403
+    assert sql(db, "SELECT count(*) FROM human_verdicts WHERE reviewer = 'mallory'") == [(0,)]
+
+
 def test_the_page_never_writes_outside_reviews(viewer, corpus):
     db, _ = corpus
     before = sql(db, "SELECT count(*), max(created_at) FROM messages")
@@ -221,8 +241,6 @@ def test_another_host_than_loopback_is_warned_about(corpus):
 
 def test_a_request_for_another_host_name_is_refused(viewer):
     """A page elsewhere that rebinds its name to 127.0.0.1 sends its own name as Host."""
-    import urllib.request
-
     request = urllib.request.Request(viewer.base + "/", headers={"Host": "evil.example:8765"})
     try:
         urllib.request.urlopen(request, timeout=10)

@@ -19,6 +19,7 @@ from contextlib import closing
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import duckdb
 import msgspec
@@ -40,7 +41,7 @@ SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # a same-origin form POST then names its Origin
 }
 
 
@@ -176,6 +177,9 @@ async def review(request: web.Request) -> web.Response:
     state = request.app[STATE]
     cid = _conversation_id(request)
     form = await request.post()
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        raise web.HTTPForbidden(text=f"a form from {origin} cannot post here")
     token = str(form.get("csrf", "")) or request.headers.get("X-CSRF-Token", "")
     if not hmac.compare_digest(token.encode(), state.csrf.encode()):
         raise web.HTTPForbidden(text="missing or wrong form token: reload the page")
