@@ -60,6 +60,7 @@ class ListQuery(msgspec.Struct, frozen=True):
     judge: str | None = None  # judged by this judge
     failed: str | None = None  # a criterion answered NO, or a gate that failed
     text: str | None = None  # in any message, case-insensitive
+    reviewed: bool | None = None  # by a person in `rapport view`
     sort: str = "id"
     descending: bool = False
     page: int = 1
@@ -77,6 +78,7 @@ class ListRow(msgspec.Struct, frozen=True):
     mean_score: float | None
     passed: bool | None
     cost_usd: float | None
+    reviewers: int = 0  # people who reviewed it
 
 
 class ListPage(msgspec.Struct, frozen=True):
@@ -183,9 +185,13 @@ def overview(conn: duckdb.DuckDBPyConnection) -> list[Table]:
 # cost) are summed for the page's rows alone, unless the list is sorted by them.
 _LIST_BASE = """
 SELECT c.conversation_id, c.status, s.topic_categories, s.flaw_names, s.writing_style,
-       j.judges, j.mean_score, j.passed
+       j.judges, j.mean_score, j.passed, coalesce(h.reviewers, 0) AS reviewers
 FROM corpus_conversations c JOIN scenarios s USING (scenario_id)
 LEFT JOIN conversation_judgement j USING (conversation_id)
+LEFT JOIN (
+    SELECT conversation_id, count(DISTINCT reviewer) AS reviewers FROM human_verdicts
+    GROUP BY conversation_id
+) h USING (conversation_id)
 """
 _LIST_BY_MESSAGES = """
 SELECT b.*, coalesce(m.exchanges, 0) AS exchanges, m.cost_usd
@@ -241,6 +247,9 @@ def _where(query: ListQuery) -> tuple[list[str], list[Any]]:
             "UNION SELECT conversation_id FROM assessments WHERE list_contains(failed_gates, ?))"
         )
         params.extend([query.failed, query.failed])
+    if query.reviewed is not None:
+        clauses.append("(reviewers > 0) = ?")
+        params.append(query.reviewed)
     if query.text:
         clauses.append(
             "conversation_id IN "

@@ -56,6 +56,10 @@ def test_a_review_is_stored_replaced_and_moves_the_agreement(corpus):
             ("CQ1", "YES", None),
             ("overall", disagreeing, None),
         ]
+        assert viewer.get("/conversations?reviewed=yes")[1].count("<tr class='conversation'") == 1
+        unreviewed = viewer.get("/conversations?reviewed=no&per_page=500")[1]
+        assert unreviewed.count("<tr class='conversation'") == 9 and cid not in unreviewed
+        assert viewer.get("/conversations?reviewed=maybe")[0] == 400
         second = viewer.get("/agreement")[1]
         assert "<tr><td>overall</td><td>(pass rule)</td><td>1</td><td>1</td><td>0</td>" in second
 

@@ -100,6 +100,7 @@ def _query_args(query: ListQuery, **changes: Any) -> dict[str, str]:
         "judge": query.judge,
         "failed": query.failed,
         "q": query.text,
+        "reviewed": None if query.reviewed is None else ("yes" if query.reviewed else "no"),
         "sort": query.sort,
         "order": "desc" if query.descending else "asc",
         "page": query.page,
@@ -125,6 +126,11 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
         + _select("judge", pairs(facets.judges), query.judge)
         + _select("failed", pairs(facets.failures), query.failed)
         + _input("q", query.text, 20)
+        + _select(
+            "reviewed",
+            [("yes", "by someone"), ("no", "by nobody")],
+            None if query.reviewed is None else ("yes" if query.reviewed else "no"),
+        )
         + _select("sort", pairs(SORTS), query.sort)
         + _select(
             "order",
@@ -146,7 +152,7 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
             f"<td class='{verdict.replace(' ', '-')}'>{verdict}</td><td>{score}</td>"
             f"<td>{esc(', '.join(row.topic_categories))}</td>"
             f"<td>{esc(', '.join(row.flaw_names))}</td><td>{esc(row.writing_style)}</td>"
-            f"<td>{cost}</td></tr>"
+            f"<td>{cost}</td><td>{row.reviewers or ''}</td></tr>"
         )
     pages = max(1, -(-page.total // query.per_page))
     nav = []
@@ -161,7 +167,8 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
         f"<h1>Conversations</h1>{form}<p id='total'>{page.total:,} conversations match</p>"
         "<table id='conversations'><thead><tr><th>conversation</th><th>status</th>"
         "<th>exchanges</th><th>verdict</th><th>score</th><th>topics</th><th>flaws</th>"
-        f"<th>style</th><th>cost (USD)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<th>style</th><th>cost (USD)</th><th>reviewers</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
         f"<p class='paging'>{' '.join(nav)}</p>"
     )
 

@@ -14,7 +14,7 @@ MAX_TEXT = 200
 KNOWN = frozenset(
     {
         "status", "passed", "score_min", "score_max", "topic", "flaw", "persona", "judge",
-        "failed", "q", "sort", "order", "page", "per_page",
+        "failed", "q", "reviewed", "sort", "order", "page", "per_page",
     }
 )  # fmt: skip
 
@@ -64,6 +64,9 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
     passed = _text(query, "passed")
     if passed not in (None, "yes", "no"):
         raise BadParameter("passed: must be yes or no")
+    reviewed = _text(query, "reviewed")
+    if reviewed not in (None, "yes", "no"):
+        raise BadParameter("reviewed: must be yes or no")
     persona = _text(query, "persona")
     if persona is not None and "=" not in persona:
         raise BadParameter("persona: must be attribute=value")
@@ -89,6 +92,7 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
         judge=_text(query, "judge"),
         failed=_text(query, "failed"),
         text=_text(query, "q"),
+        reviewed=None if reviewed is None else reviewed == "yes",
         sort=sort,
         descending=order == "desc",
         page=_whole(query, "page", 1, MAX_PAGE, 1),
