@@ -25,7 +25,10 @@ from pathlib import Path
 
 import duckdb
 
+from rapport.store.database import connect_for_reading
+
 SEED_CONVERSATIONS = 50
+REVIEWED = 1_000
 PAGES = (
     ("overview", "/"),
     ("list, first page", "/conversations"),
@@ -59,6 +62,7 @@ def build_corpus(db: Path, conversations: int, turns: int) -> None:
     _rapport("judge", "--db", str(seed), "--config", str(config))
     seed.rename(db)
     copies = -(-conversations // SEED_CONVERSATIONS) - 1
+    connect_for_reading(db).close()  # the schema of this checkout (human_verdicts) first
     with duckdb.connect(str(db)) as conn:
         conn.execute("CREATE TEMP TABLE copies AS SELECT range AS k FROM range(1, ?)", [copies + 1])
         for table in COPIED:
@@ -70,6 +74,25 @@ def build_corpus(db: Path, conversations: int, turns: int) -> None:
             }
             select = ", ".join(renamed.get(column, column) for column in columns)
             conn.execute(f"INSERT INTO {table} SELECT {select} FROM {table}, copies")
+        # people's reviews of the first REVIEWED conversations: judge a's answers, one in five
+        # turned, and a pass/fail, so the judge-vs-people page has figures to compute
+        conn.execute(
+            """
+            INSERT INTO human_verdicts
+            SELECT conversation_id, 'bench', criterion_id,
+                   CASE WHEN hash(conversation_id || criterion_id) % 5 = 0 THEN
+                        CASE answer WHEN 'YES' THEN 'NO' ELSE 'YES' END ELSE answer END,
+                   NULL, now()
+            FROM verdicts WHERE judge_id = 'a'
+              AND conversation_id IN (SELECT conversation_id FROM conversations
+                                      ORDER BY conversation_id LIMIT ?)
+            UNION ALL
+            (SELECT conversation_id, 'bench', 'overall',
+                    CASE WHEN hash(conversation_id) % 4 = 0 THEN 'NO' ELSE 'YES' END, NULL, now()
+             FROM conversations ORDER BY conversation_id LIMIT ?)
+            """,
+            [REVIEWED, REVIEWED],
+        )
         conn.execute("CHECKPOINT")
 
 
@@ -152,11 +175,13 @@ def main() -> None:
             "(SELECT count(*) FROM verdicts)"
         ).fetchone()
     print(f"{conversations:,} conversations, {messages:,} messages, {verdicts:,} verdicts")
+    reviewed = REVIEWED
     pages = measure(db, args.repeat)
     record = {
         "conversations": conversations,
         "messages": messages,
         "verdicts": verdicts,
+        "reviewed": reviewed,
         "file_mb": round(db.stat().st_size / 2**20, 1),
         "repeat": args.repeat,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
