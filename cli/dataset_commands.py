@@ -66,6 +66,18 @@ def build(
     license: Annotated[
         str, typer.Option("--license", help="The dataset card's license (a Hub license id).")
     ] = "unknown",
+    human_overrides: Annotated[
+        bool,
+        typer.Option(
+            "--human-overrides",
+            help="A person's pass/fail from `rapport view` decides over the judges' "
+            "(more reviewers passing than failing: passed).",
+        ),
+    ] = False,
+    reviewed_only: Annotated[
+        bool,
+        typer.Option("--reviewed-only", help="Only conversations a person reviewed."),
+    ] = False,
 ) -> None:
     """Slice passing conversations into examples and write them with a dataset card."""
     if output_format not in ("hf", "parquet", "jsonl"):
@@ -77,7 +89,8 @@ def build(
         min_score=min_score, seed=seed, fractions=SplitFractions(validation, test),
         slicing=slicing, min_exchanges=min_exchanges, drop_repetitive=drop_repetitive,
         push_to_hub=push_to_hub, overwrite=overwrite, license=license,
-        keep_truncated=keep_truncated,
+        keep_truncated=keep_truncated, human_overrides=human_overrides,
+        reviewed_only=reviewed_only,
     )  # fmt: skip
     summary = build_dataset(request)
     console = Console(soft_wrap=True)

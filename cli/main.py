@@ -41,6 +41,8 @@ from rapport.cli.training_commands import export as export_command
 from rapport.cli.training_commands import model_app
 from rapport.cli.training_commands import serve as serve_command
 from rapport.cli.training_commands import train as train_command
+from rapport.cli.view_command import review_app
+from rapport.cli.view_command import view as view_command
 from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, SQL_TABLE_ROWS
 from rapport.config.errors import RapportError
 from rapport.config.prices import load_prices
@@ -73,6 +75,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(domain_app, name="domain")
 app.add_typer(model_app, name="model")
+app.add_typer(review_app, name="review")
 app.command("train")(train_command)
 app.command("export")(export_command)
 app.command("serve")(serve_command)
@@ -80,6 +83,7 @@ app.command("chat")(chat_command)
 app.command("eval")(evaluate)
 app.command("iterate")(iterate)
 app.command("merge")(merge)
+app.command("view")(view_command)
 
 DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
 

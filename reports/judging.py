@@ -9,7 +9,13 @@ from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.judges.repetition import describe, repetition_report
 from rapport.store.output_folder import staged_output
 from rapport.store.query import QueryResult, query
-from rapport.store.stats import JUDGING_SECTIONS, SECTIONS, complete_transcripts, plot_rows
+from rapport.store.stats import (
+    HUMAN_SECTIONS,
+    JUDGING_SECTIONS,
+    SECTIONS,
+    complete_transcripts,
+    plot_rows,
+)
 
 
 class Plot(NamedTuple):
@@ -73,6 +79,9 @@ def write_report(
     lines = [f"# Rapport corpus report\n\nDatabase: `{db}`\n"]
     for title, sql in (*SECTIONS, *JUDGING_SECTIONS):
         lines += [f"## {title}\n", markdown_table(query(db, sql)), ""]
+    if query(db, "SELECT count(*) FROM human_verdicts").rows[0][0]:  # people reviewed some
+        for title, sql in HUMAN_SECTIONS:
+            lines += [f"## {title}\n", markdown_table(query(db, sql)), ""]
     plots = [(plot, plot_rows(db, plot.filename.removesuffix(".png"))) for plot in PLOTS]
     with staged_output(out, OUTPUT_KIND, overwrite=overwrite, keep=(db,)) as staging:
         lines.append("## Plots\n")

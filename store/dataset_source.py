@@ -23,21 +23,30 @@ class SourceConversation(msgspec.Struct, frozen=True):
 
 
 def passing_conversations(
-    conn: duckdb.DuckDBPyConnection, min_score: float | None
+    conn: duckdb.DuckDBPyConnection,
+    min_score: float | None,
+    *,
+    human_overrides: bool = False,
+    reviewed_only: bool = False,
 ) -> list[SourceConversation]:
     """Complete conversations that pass by the stored pass rule (and `min_score`), except
-    scenarios held out for evaluation."""
+    scenarios held out for evaluation. With `human_overrides`, people's pass/fail
+    (`human_judgement`) decides wherever someone reviewed the conversation, judged or not;
+    with `reviewed_only`, only reviewed conversations are kept."""
     rows = conn.execute(
         """
-        SELECT c.conversation_id, c.plan_id, j.mean_score
+        SELECT c.conversation_id, c.plan_id, coalesce(j.mean_score, 0.0)
         FROM corpus_conversations c
-        JOIN conversation_judgement j USING (conversation_id)
         JOIN scenarios s USING (scenario_id)
-        WHERE c.status = 'complete' AND j.passed AND NOT coalesce(s.held_out, false)
-          AND j.mean_score >= coalesce(?, 0)
+        LEFT JOIN conversation_judgement j USING (conversation_id)
+        LEFT JOIN human_judgement h USING (conversation_id)
+        WHERE c.status = 'complete' AND NOT coalesce(s.held_out, false)
+          AND CASE WHEN ? AND h.passed IS NOT NULL THEN h.passed
+                   ELSE coalesce(j.passed AND j.mean_score >= coalesce(?, 0), false) END
+          AND (NOT ? OR h.conversation_id IS NOT NULL)
         ORDER BY c.conversation_id
         """,
-        [min_score],
+        [human_overrides, min_score, reviewed_only],
     ).fetchall()
     if not rows:
         return []
@@ -96,6 +105,7 @@ def provenance(conn: duckdb.DuckDBPyConnection) -> dict[str, object]:
     judged = conn.execute(
         "SELECT count(*), sum(passed::INTEGER) FROM conversation_judgement"
     ).fetchone()
+    reviewed = conn.execute("SELECT count(*), sum(passed::INTEGER) FROM human_judgement").fetchone()
     return {
         "runs": runs,
         "judges": judges,
@@ -103,4 +113,6 @@ def provenance(conn: duckdb.DuckDBPyConnection) -> dict[str, object]:
         "domains": [d[0] for d in domains],
         "judged": int(judged[0] or 0),
         "passed": int(judged[1] or 0),
+        "reviewed": int(reviewed[0] or 0),
+        "reviewed_passed": int(reviewed[1] or 0),
     }

@@ -295,3 +295,24 @@ CREATE TABLE IF NOT EXISTS shards (
     PRIMARY KEY (plan_id, shard_index, shard_count)
 );
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS shard VARCHAR;  -- K/N of `generate --shard`, else NULL
+
+-- Issue 17: people reading the corpus in `rapport view`. One answer per conversation, reviewer
+-- and criterion (a rubric criterion, or `overall` for the reviewer's pass/fail: YES = pass);
+-- a re-review replaces the reviewer's earlier answers.
+CREATE TABLE IF NOT EXISTS human_verdicts (
+    conversation_id VARCHAR NOT NULL,
+    reviewer VARCHAR NOT NULL,
+    criterion_id VARCHAR NOT NULL,
+    answer VARCHAR NOT NULL,         -- YES | NO | NA
+    note VARCHAR,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (conversation_id, reviewer, criterion_id)
+);
+
+-- `rapport review sample`: the conversations the page walks through, in `position` order.
+CREATE TABLE IF NOT EXISTS review_queue (
+    conversation_id VARCHAR PRIMARY KEY,
+    position INTEGER NOT NULL,
+    stratum VARCHAR,                 -- the --stratify values it was drawn for
+    created_at TIMESTAMPTZ NOT NULL
+);

@@ -135,6 +135,26 @@ ESTIMATE_SECTION = (
 )
 
 
+# Judge vs people (`rapport view`'s reviews): shown once someone has reviewed a conversation.
+HUMAN_SECTIONS: tuple[tuple[str, str], ...] = (
+    (
+        "Judge vs people per criterion (overall: pass/fail)",
+        "SELECT * FROM human_judge_agreement "
+        "ORDER BY criterion_id = 'overall' DESC, criterion_id, judge_id",
+    ),
+    (
+        "Judge vs people: confusion (overall)",
+        "SELECT judge_id, human_answer AS person, judge_answer AS judge, items "
+        "FROM human_judge_confusion WHERE criterion_id = 'overall' ORDER BY ALL",
+    ),
+    (
+        "Reviewers' agreement with each other",
+        "SELECT * FROM reviewer_agreement "
+        "ORDER BY criterion_id = 'overall' DESC, criterion_id, reviewer_a, reviewer_b",
+    ),
+)
+
+
 class Section(msgspec.Struct, frozen=True):
     title: str
     result: QueryResult
@@ -148,6 +168,8 @@ def corpus_stats(path: Path) -> list[Section]:
     judged = query(path, "SELECT count(*) FROM conversation_judgement").rows[0][0]
     if judged:
         sections += [Section(title, query(path, sql)) for title, sql in JUDGING_SECTIONS]
+    if query(path, "SELECT count(*) FROM human_verdicts").rows[0][0]:
+        sections += [Section(title, query(path, sql)) for title, sql in HUMAN_SECTIONS]
     return sections
 
 

@@ -485,6 +485,23 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--out", "{corpus}", "{corpus}"],
         ["--out", "{corpus}", "{text}"],
     ],
+    ("view",): [
+        ["--db", "{missing}/c.duckdb"],
+        ["--db", "{text}"],
+        ["--db", "{empty}"],
+        ["--db", "{corpus}", "--port", "70000"],
+        ["--db", "{corpus}", "--port", "http"],
+        [],
+    ],
+    ("review", "sample"): [
+        ["--db", "{missing}/c.duckdb", "--n", "5"],
+        ["--db", "{text}", "--n", "5"],
+        ["--db", "{corpus}", "--n", "0"],
+        ["--db", "{corpus}", "--n", "some"],
+        ["--db", "{corpus}", "--n", "5", "--stratify", "colour"],
+        ["--db", "{corpus}", "--n", "5", "--seed", "-1"],
+        ["--db", "{corpus}"],
+    ],
     ("domain", "new"): [["{full}"], ["{fresh_dir}", "--from", "{missing}"], []],
     ("domain", "check"): [["{missing}"], ["{text}"], ["{tiny}", "--samples", "few"]],
     ("domain", "draft"): [

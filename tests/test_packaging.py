@@ -45,7 +45,8 @@ def test_the_wheel_installs_exactly_one_top_level_package(wheel: Path):
     assert top_level == {"rapport"}
     assert "License-Expression: Apache-2.0" in text
     for data in ("rapport/store/schema.sql", "rapport/store/views.sql", "rapport/config/prices.yaml",
-                 "rapport/config/domains/therapy/domain.yaml", "rapport/engine/backends/__init__.py"):  # fmt: skip
+                 "rapport/config/domains/therapy/domain.yaml", "rapport/engine/backends/__init__.py", "rapport/viewer/static/viewer.js",
+                 "rapport/viewer/static/viewer.css"):  # fmt: skip
         assert data in names
 
 

@@ -90,6 +90,16 @@ def _cut_replies_line(count: int, kept: bool) -> str:
     )
 
 
+def _human_use(request: msgspec.Struct) -> str:
+    """How the build used people's reviews (`--human-overrides`, `--reviewed-only`)."""
+    overrides = getattr(request, "human_overrides", False)
+    used = "people's pass/fail " + ("overrides" if overrides else "does not override")
+    reviewed_only = "; only reviewed conversations kept"
+    return (
+        used + " the judges'" + (reviewed_only if getattr(request, "reviewed_only", False) else "")
+    )
+
+
 def dataset_card(
     *,
     request: msgspec.Struct,
@@ -137,6 +147,8 @@ def dataset_card(
         f"- pass rule across judges: {provenance['pass_rule']}",
         f"- conversations judged: {provenance['judged']}, passed: {provenance['passed']}, "
         f"kept: {len(sources) - dropped} (dropped as repetitive: {dropped})",
+        f"- reviewed by people: {provenance.get('reviewed', 0)}, passed by them: "
+        f"{provenance.get('reviewed_passed', 0)}; {_human_use(request)}",
         "",
         "Generation runs:",
         "",

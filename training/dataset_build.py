@@ -66,6 +66,8 @@ class DatasetRequest(msgspec.Struct, frozen=True):
     overwrite: bool = False  # replace an --out folder that is not this format's previous output
     license: str = "unknown"  # the card's license (a Hub license id)
     keep_truncated: bool = False  # keep examples with an assistant turn cut by its token budget
+    human_overrides: bool = False  # a person's pass/fail (rapport view) before the judges'
+    reviewed_only: bool = False  # only conversations a person reviewed
 
 
 class DatasetSummary(msgspec.Struct, frozen=True):
@@ -155,11 +157,23 @@ def build_dataset(
     redactor = database_redactor(request.db, environ)
     sources = [
         _redacted(source, redactor)
-        for source in database.run_sync(lambda conn: passing_conversations(conn, request.min_score))
+        for source in database.run_sync(
+            lambda conn: passing_conversations(
+                conn,
+                request.min_score,
+                human_overrides=request.human_overrides,
+                reviewed_only=request.reviewed_only,
+            )
+        )
     ]
     domains = database.run_sync(plan_domains)
     if not sources:
-        raise RapportError(f"{request.db}: no passing conversations (run `rapport judge` first?)")
+        hint = (
+            "review some in `rapport view` first?"
+            if request.reviewed_only
+            else "run `rapport judge` first?"
+        )
+        raise RapportError(f"{request.db}: no passing conversations ({hint})")
     transcripts = {s.conversation_id: s.messages for s in sources}
     dropped: set[str] = set()
     if request.drop_repetitive is not None:

@@ -1,0 +1,84 @@
+"""`rapport view` (the corpus in a local web page) and `rapport review sample` (its queue)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from rapport.config.errors import RapportError
+from rapport.engine.interrupts import Interrupted
+from rapport.store.database import connect_for_reading
+from rapport.store.reviews import STRATA, sample_queue
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+DEFAULT_PORT = 8765
+
+DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.")]
+
+review_app = typer.Typer(help="People's review of the corpus (the queue `rapport view` walks).")
+
+
+def view(
+    db: DbOption,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = DEFAULT_PORT,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="Where to listen; anything but 127.0.0.1 shows the corpus to others."
+        ),
+    ] = "127.0.0.1",
+) -> None:
+    """Read the corpus in the browser: overview, conversations with filters, one conversation
+    with its verdicts, and people's reviews (the only thing the page writes)."""
+    from aiohttp import web  # the server only when it is asked for
+
+    from rapport.viewer.app import make_app
+
+    connect_for_reading(db).close()  # a missing or foreign file: one line, before listening
+    console = Console(soft_wrap=True, highlight=False)
+    if host not in LOOPBACK:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"warning: listening on {host}: anyone who can reach this address reads the corpus "
+            "and can store reviews"
+        )
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"rapport view: http://{shown}:{port}/ (Ctrl+C stops)")
+    try:
+        web.run_app(
+            make_app(db, loopback_only=host in LOOPBACK),
+            host=host,
+            port=port,
+            print=None,
+            handle_signals=True,
+            access_log=None,
+        )
+    except OSError as error:
+        raise RapportError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    except (KeyboardInterrupt, Interrupted, asyncio.CancelledError):
+        pass
+
+
+@review_app.command("sample")
+def sample(
+    db: DbOption,
+    n: Annotated[int, typer.Option("--n", min=1, max=100_000, help="Conversations to queue.")],
+    stratify: Annotated[
+        str | None,
+        typer.Option(
+            "--stratify",
+            help="Spread the queue evenly over these, comma-separated: "
+            f"{', '.join(sorted(STRATA))} (topic and flaw: the scenario's first).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
+) -> None:
+    """Draw a review queue (replacing the current one) for `rapport view` to walk."""
+    names = tuple(name.strip() for name in (stratify or "").split(",") if name.strip())
+    summary = sample_queue(db, n, stratify=names, seed=seed)
+    console = Console(soft_wrap=True, highlight=False)
+    spread = " · ".join(f"{key} {count}" for key, count in sorted(summary.strata.items()))
+    console.print(f"{summary.queued} conversations queued for review ({spread})")

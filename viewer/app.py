@@ -1,0 +1,255 @@
+"""`rapport view`: the corpus in a local web page (aiohttp, server-rendered HTML).
+
+Each request opens the file read-only through `connect_for_reading`, which asks a running
+`generate` for its turn, and closes it before answering, so the run never fails and never
+waits long. The only write is a review (store.reviews). One lock serialises the page's own
+connections: DuckDB refuses a read-only and a writing connection to one file in one process.
+POSTs carry a token made when the process starts; every value from the database is escaped and
+the Content-Security-Policy allows no inline script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import duckdb
+import msgspec
+from aiohttp import web
+
+from rapport.store import viewer_reads
+from rapport.store.database import connect_for_reading
+from rapport.store.errors import StoreError
+from rapport.store.reviews import ANSWERS, OVERALL, Review, next_unreviewed, queue, save_review
+from rapport.viewer import pages
+from rapport.viewer.params import BadParameter, list_query
+
+T = TypeVar("T")
+MAX_REVIEWER = 80
+MAX_NOTE = 4000
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # a same-origin form POST then names its Origin
+}
+
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class ViewerState(msgspec.Struct):
+    """What every handler shares: the file, the token and the lock of this process, and whether
+    only requests naming a loopback host are answered (a page on another site that rebinds its
+    name to 127.0.0.1 names its own host, and is refused)."""
+
+    db: Path
+    csrf: str
+    lock: threading.Lock
+    loopback_only: bool = True
+
+
+STATE = web.AppKey("state", ViewerState)
+
+
+def make_app(db: Path, *, csrf: str | None = None, loopback_only: bool = True) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=256 * 1024)
+    app[STATE] = ViewerState(db, csrf or secrets.token_urlsafe(32), threading.Lock(), loopback_only)
+    static = resources.files("rapport.viewer") / "static"
+    app.router.add_get("/", overview)
+    app.router.add_get("/overview.part", overview_part)
+    app.router.add_get("/conversations", conversation_list)
+    app.router.add_get("/c/{conversation_id}", conversation)
+    app.router.add_post("/c/{conversation_id}/review", review)
+    app.router.add_get("/queue", review_queue)
+    app.router.add_get("/queue/next", queue_next)
+    app.router.add_get("/agreement", agreement)
+    app.router.add_get("/eval", eval_list)
+    app.router.add_get("/eval/{eval_id}", eval_page)
+    app.router.add_static("/static", Path(str(static)))
+    return app
+
+
+async def _read(request: web.Request, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """`work` on a connection of its own, off the event loop, one at a time."""
+    state = request.app[STATE]
+
+    def run() -> T:
+        with state.lock, closing(connect_for_reading(state.db)) as conn:
+            return work(conn)
+
+    return await asyncio.to_thread(run)
+
+
+def _page(request: web.Request, title: str, body: str, **kwargs: str) -> web.Response:
+    html = pages.layout(title, body, request.app[STATE].csrf, **kwargs)
+    return web.Response(text=html, content_type="text/html", headers=SECURITY_HEADERS)
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A bad parameter is a 400, a missing conversation a 404, a store problem a 503: each a
+    page saying so, never a traceback."""
+    if request.app[STATE].loopback_only and _host_name(request.host) not in LOOPBACK_NAMES:
+        return _error(
+            request, 421, f"this viewer answers requests for 127.0.0.1, not {request.host}"
+        )
+    try:
+        response = await handler(request)
+    except BadParameter as error:
+        return _error(request, 400, str(error))
+    except StoreError as error:
+        return _error(request, 503, str(error))
+    except web.HTTPException as error:
+        if error.status >= 400:
+            return _error(request, error.status, error.text or error.reason)
+        raise
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _host_name(host: str) -> str:
+    """The Host header without its port."""
+    if host.startswith("["):
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _error(request: web.Request, status: int, message: str) -> web.Response:
+    html = pages.layout(str(status), pages.error_body(status, message), request.app[STATE].csrf)
+    return web.Response(
+        status=status, text=html, content_type="text/html", headers=SECURITY_HEADERS
+    )
+
+
+async def overview(request: web.Request) -> web.Response:
+    tables = await _read(request, viewer_reads.overview)
+    body = pages.overview_body(str(request.app[STATE].db), tables)
+    return _page(request, "Overview", body, refresh="/overview.part")
+
+
+async def overview_part(request: web.Request) -> web.Response:
+    """The overview's content alone: the page's script swaps it in every few seconds."""
+    tables = await _read(request, viewer_reads.overview)
+    return web.Response(
+        text=pages.overview_body(str(request.app[STATE].db), tables), content_type="text/html"
+    )
+
+
+async def conversation_list(request: web.Request) -> web.Response:
+    query = list_query(request.query)
+
+    def work(conn: duckdb.DuckDBPyConnection):
+        return viewer_reads.conversation_page(conn, query), viewer_reads.facets(conn)
+
+    found, facets = await _read(request, work)
+    return _page(request, "Conversations", pages.list_body(query, found, facets))
+
+
+def _conversation_id(request: web.Request) -> str:
+    cid = request.match_info["conversation_id"]
+    if len(cid) > 200 or "\x00" in cid:
+        raise BadParameter("conversation id: not one Rapport makes")
+    return cid
+
+
+async def conversation(request: web.Request) -> web.Response:
+    cid = _conversation_id(request)
+    detail = await _read(request, lambda conn: viewer_reads.conversation_detail(conn, cid))
+    if detail is None:
+        raise web.HTTPNotFound(text=f"no conversation {cid!r}")
+    return _page(request, cid, pages.conversation_body(detail, request.app[STATE].csrf))
+
+
+async def review(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    cid = _conversation_id(request)
+    form = await request.post()
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        raise web.HTTPForbidden(text=f"a form from {origin} cannot post here")
+    token = str(form.get("csrf", "")) or request.headers.get("X-CSRF-Token", "")
+    if not hmac.compare_digest(token.encode(), state.csrf.encode()):
+        raise web.HTTPForbidden(text="missing or wrong form token: reload the page")
+    reviewer = str(form.get("reviewer", "")).strip()
+    if not reviewer or len(reviewer) > MAX_REVIEWER:
+        raise BadParameter(f"reviewer: a name of 1 to {MAX_REVIEWER} characters")
+    note = str(form.get("note", "")).strip()[:MAX_NOTE] or None
+    detail = await _read(request, lambda conn: viewer_reads.conversation_detail(conn, cid))
+    if detail is None:
+        raise web.HTTPNotFound(text=f"no conversation {cid!r}")
+    criteria = {criterion.id for criterion in detail.criteria}
+    answers: dict[str, str] = {}
+    for name, value in form.items():
+        if name.startswith("c:"):
+            criterion, answer = name[2:], str(value)
+            if criterion not in criteria or answer not in ANSWERS:
+                raise BadParameter(f"{name}: not a criterion of this rubric, or not YES/NO/NA")
+            answers[criterion] = answer
+    overall = str(form.get(OVERALL, ""))
+    if overall not in ("YES", "NO"):
+        raise BadParameter("overall: pass (YES) or fail (NO) is needed")
+    answers[OVERALL] = overall
+    saved = Review(cid, reviewer, answers, note)
+
+    def write() -> str | None:
+        with state.lock:
+            save_review(state.db, saved)
+        if form.get("then") != "next":
+            return None
+        with state.lock, closing(connect_for_reading(state.db)) as conn:
+            return next_unreviewed(conn, reviewer, after=cid)
+
+    following = await asyncio.to_thread(write)
+    target = f"/c/{following}" if following else f"/c/{cid}"
+    raise web.HTTPSeeOther(target)
+
+
+async def review_queue(request: web.Request) -> web.Response:
+    items = await _read(request, queue)
+    return _page(request, "Review queue", pages.queue_body(items))
+
+
+async def queue_next(request: web.Request) -> web.Response:
+    reviewer = request.query.get("reviewer", "").strip()
+    if len(reviewer) > MAX_REVIEWER:
+        raise BadParameter(f"reviewer: a name of 1 to {MAX_REVIEWER} characters")
+    following = await _read(request, lambda conn: next_unreviewed(conn, reviewer))
+    if following is None:
+        raise web.HTTPNotFound(text="nothing left to review in the queue")
+    raise web.HTTPSeeOther(f"/c/{following}")
+
+
+async def agreement(request: web.Request) -> web.Response:
+    tables = await _read(request, viewer_reads.agreement)
+    return _page(request, "Judge vs people", pages.agreement_body(tables))
+
+
+async def eval_list(request: web.Request) -> web.Response:
+    def work(conn: duckdb.DuckDBPyConnection):
+        return viewer_reads.evaluations(conn), viewer_reads.iterations(conn)
+
+    runs, rounds = await _read(request, work)
+    return _page(request, "Evaluations", pages.eval_list_body(runs, rounds))
+
+
+async def eval_page(request: web.Request) -> web.Response:
+    eval_id = request.match_info["eval_id"]
+    if len(eval_id) > 200 or "\x00" in eval_id:
+        raise BadParameter("eval id: not one Rapport makes")
+    pairs = await _read(request, lambda conn: viewer_reads.eval_pairs(conn, eval_id))
+    if pairs is None:
+        raise web.HTTPNotFound(text=f"no evaluation {eval_id!r}")
+    return _page(request, f"Evaluation {eval_id}", pages.eval_body(eval_id, pairs))

@@ -1,0 +1,386 @@
+"""The viewer's pages as HTML strings. Every value that comes from the database (model text,
+names, ids) goes through `esc`; the pages carry no inline script (the CSP forbids it), only
+/static/viewer.js."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from rapport.store.reviews import OVERALL, QueueItem
+from rapport.store.viewer_reads import (
+    SORTS,
+    ConversationDetail,
+    EvalPair,
+    Facets,
+    ListPage,
+    ListQuery,
+    Table,
+)
+
+
+def esc(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    return "" if value is None else str(value)
+
+
+def layout(title: str, body: str, csrf: str, *, refresh: str | None = None) -> str:
+    refreshing = f' data-refresh="{esc(refresh)}"' if refresh else ""
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{esc(title)} · rapport view</title>"
+        f"<meta name='csrf-token' content='{esc(csrf)}'>"
+        "<link rel='stylesheet' href='/static/viewer.css'>"
+        "<script src='/static/viewer.js' defer></script></head><body>"
+        "<nav><b>rapport view</b> <a href='/'>Overview</a> <a href='/conversations'>"
+        "Conversations</a> <a href='/queue'>Review queue</a> <a href='/agreement'>"
+        "Judge vs people</a> <a href='/eval'>Eval</a> <span id='reviewer-name'></span></nav>"
+        f"<main id='content'{refreshing}>{body}</main></body></html>"
+    )
+
+
+def table(section: Table, links: Mapping[str, str] | None = None) -> str:
+    """A table; `links` turns a column's values into links (column → URL prefix)."""
+    links = links or {}
+    head = "".join(f"<th>{esc(column)}</th>" for column in section.columns)
+    rows = []
+    for row in section.rows:
+        cells = []
+        for column, value in zip(section.columns, row, strict=True):
+            text = esc(_cell(value))
+            if column in links and value is not None:
+                text = f"<a href='{esc(links[column] + str(value))}'>{text}</a>"
+            cells.append(f"<td>{text}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    empty = "" if section.rows else "<p class='empty'>(none)</p>"
+    return (
+        f"<section><h2>{esc(section.title)}</h2><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>{empty}</section>"
+    )
+
+
+def overview_body(path: str, tables: Sequence[Table]) -> str:
+    return f"<h1>Overview of {esc(path)}</h1>" + "".join(table(section) for section in tables)
+
+
+def _select(name: str, options: Iterable[tuple[str, str]], chosen: str | None) -> str:
+    items = ["<option value=''>any</option>"]
+    for value, label in options:
+        selected = " selected" if value == chosen else ""
+        items.append(f"<option value='{esc(value)}'{selected}>{esc(label)}</option>")
+    return f"<label>{esc(name)} <select name='{esc(name)}'>{''.join(items)}</select></label>"
+
+
+def _input(name: str, value: Any, size: int = 6) -> str:
+    return (
+        f"<label>{esc(name)} <input name='{esc(name)}' size='{size}' "
+        f"value='{esc('' if value is None else value)}'></label>"
+    )
+
+
+def _query_args(query: ListQuery, **changes: Any) -> dict[str, str]:
+    values: dict[str, Any] = {
+        "status": query.status,
+        "passed": None if query.passed is None else ("yes" if query.passed else "no"),
+        "score_min": query.score_min,
+        "score_max": query.score_max,
+        "topic": query.topic,
+        "flaw": query.flaw,
+        "persona": "=".join(query.persona) if query.persona else None,
+        "judge": query.judge,
+        "failed": query.failed,
+        "q": query.text,
+        "reviewed": None if query.reviewed is None else ("yes" if query.reviewed else "no"),
+        "sort": query.sort,
+        "order": "desc" if query.descending else "asc",
+        "page": query.page,
+        "per_page": query.per_page,
+    }
+    values.update(changes)
+    return {key: str(value) for key, value in values.items() if value is not None}
+
+
+def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
+    pairs = lambda values: [(value, value) for value in values]  # noqa: E731
+    persona = "=".join(query.persona) if query.persona else None
+    passed = None if query.passed is None else ("yes" if query.passed else "no")
+    form = (
+        "<form method='get' action='/conversations' class='filters'>"
+        + _select("status", pairs(facets.statuses), query.status)
+        + _select("passed", [("yes", "passed"), ("no", "failed")], passed)
+        + _input("score_min", query.score_min)
+        + _input("score_max", query.score_max)
+        + _select("topic", pairs(facets.topics), query.topic)
+        + _select("flaw", pairs(facets.flaws), query.flaw)
+        + _select("persona", [(f"{k}={v}", f"{k}: {v}") for k, v in facets.personas], persona)
+        + _select("judge", pairs(facets.judges), query.judge)
+        + _select("failed", pairs(facets.failures), query.failed)
+        + _input("q", query.text, 20)
+        + _select(
+            "reviewed",
+            [("yes", "by someone"), ("no", "by nobody")],
+            None if query.reviewed is None else ("yes" if query.reviewed else "no"),
+        )
+        + _select("sort", pairs(SORTS), query.sort)
+        + _select(
+            "order",
+            [("asc", "ascending"), ("desc", "descending")],
+            "desc" if query.descending else "asc",
+        )
+        + f"<input type='hidden' name='per_page' value='{query.per_page}'>"
+        + "<button type='submit'>Filter</button></form>"
+    )
+    rows = []
+    for row in page.rows:
+        verdict = {True: "passed", False: "failed", None: "not judged"}[row.passed]
+        score = "" if row.mean_score is None else f"{row.mean_score:.3f}"
+        cost = "" if row.cost_usd is None else f"{row.cost_usd:.4f}"
+        rows.append(
+            f"<tr class='conversation' data-id='{esc(row.conversation_id)}'>"
+            f"<td><a href='/c/{esc(row.conversation_id)}'>{esc(row.conversation_id)}</a></td>"
+            f"<td>{esc(row.status)}</td><td>{row.exchanges}</td>"
+            f"<td class='{verdict.replace(' ', '-')}'>{verdict}</td><td>{score}</td>"
+            f"<td>{esc(', '.join(row.topic_categories))}</td>"
+            f"<td>{esc(', '.join(row.flaw_names))}</td><td>{esc(row.writing_style)}</td>"
+            f"<td>{cost}</td><td>{row.reviewers or ''}</td></tr>"
+        )
+    pages = max(1, -(-page.total // query.per_page))
+    nav = []
+    if query.page > 1:
+        args = urlencode(_query_args(query, page=query.page - 1))
+        nav.append(f"<a rel='prev' href='/conversations?{esc(args)}'>← previous</a>")
+    nav.append(f"<span id='page'>page {query.page:,} of {pages:,}</span>")
+    if query.page < pages:
+        args = urlencode(_query_args(query, page=query.page + 1))
+        nav.append(f"<a rel='next' href='/conversations?{esc(args)}'>next →</a>")
+    return (
+        f"<h1>Conversations</h1>{form}<p id='total'>{page.total:,} conversations match</p>"
+        "<table id='conversations'><thead><tr><th>conversation</th><th>status</th>"
+        "<th>exchanges</th><th>verdict</th><th>score</th><th>topics</th><th>flaws</th>"
+        "<th>style</th><th>cost (USD)</th><th>reviewers</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<p class='paging'>{' '.join(nav)}</p>"
+    )
+
+
+def _scenario(detail: ConversationDetail) -> str:
+    persona = detail.persona
+    attributes = persona.get("attributes", {})
+    items = [
+        f"<li><b>persona</b> {esc(persona.get('name'))}: "
+        f"{esc(', '.join(f'{k} {v}' for k, v in attributes.items()))}; traits "
+        f"{esc(', '.join(map(str, persona.get('traits', []))))}</li>",
+        f"<li><b>writing style</b> {esc(detail.writing_style)} · <b>target</b> "
+        f"{detail.target_turns} exchanges · <b>status</b> {esc(detail.status)} "
+        f"({esc(detail.end_reason)})</li>",
+    ]
+    for topic in detail.topics:
+        items.append(
+            f"<li><b>topic</b> {esc(topic.get('category'))}/{esc(topic.get('subtopic'))} "
+            f"({esc(topic.get('difficulty'))}): {esc(topic.get('description'))}</li>"
+        )
+    for flaw in detail.flaws:
+        items.append(
+            f"<li><b>flaw</b> {esc(flaw.get('name'))} ({esc(flaw.get('role'))}, "
+            f"frequency {esc(flaw.get('frequency'))})</li>"
+        )
+    if detail.error:
+        items.append(f"<li><b>error</b> {esc(detail.error)}</li>")
+    return f"<section id='scenario'><h2>Scenario</h2><ul>{''.join(items)}</ul></section>"
+
+
+def _chat(detail: ConversationDetail) -> str:
+    turns = []
+    for message in detail.messages:
+        figures = [
+            f"exchange {message.exchange}",
+            f"{message.prompt_tokens or 0:,} in / {message.completion_tokens or 0:,} out tokens",
+        ]
+        if message.latency_ms is not None:
+            figures.append(f"{message.latency_ms:,.0f} ms")
+        if message.cost_usd is not None:
+            figures.append(f"${message.cost_usd:.5f}")
+        if message.model:
+            figures.append(esc(message.model))
+        if message.finish_reason in ("length", "max_tokens"):
+            figures.append("cut by the token budget")
+        speaker = "user simulator" if message.role == "user" else "assistant"
+        turns.append(
+            f"<div class='turn {esc(message.role)}'><div class='who'>{speaker}</div>"
+            f"<div class='text'>{esc(message.content)}</div>"
+            f"<div class='figures'>{' · '.join(figures)}</div></div>"
+        )
+    return f"<section id='chat'><h2>Transcript</h2>{''.join(turns)}</section>"
+
+
+def _judging(detail: ConversationDetail) -> str:
+    if not detail.assessments and not detail.verdicts:
+        return "<section id='judging'><h2>Judges</h2><p>not judged yet</p></section>"
+    # Folded until opened: a person reviewing first, unswayed by the judges, is what the
+    # judge-vs-people agreement measures.
+    verdict = {True: "passed", False: "failed", None: "not judged"}[detail.passed]
+    score = "" if detail.mean_score is None else f"mean score {detail.mean_score:.3f} · "
+    parts = [f"<p id='judgement'>{score}<b class='{verdict}'>{verdict}</b> (pass rule)</p>"]
+    for assessment in detail.assessments:
+        categories = ", ".join(f"{k} {v:.2f}" for k, v in assessment.category_scores.items())
+        gates = ", ".join(assessment.failed_gates) or "none"
+        parts.append(
+            f"<p><b>{esc(assessment.judge_id)}</b>: score {assessment.score:.3f} "
+            f"(threshold {assessment.pass_threshold:g}), "
+            f"{'passed' if assessment.passed else 'failed'}; failed gates: {esc(gates)}; "
+            f"{esc(categories)}</p>"
+        )
+    questions = {criterion.id: criterion.question for criterion in detail.criteria}
+    rows = "".join(
+        f"<tr><td title='{esc(questions.get(v.criterion_id, ''))}'>{esc(v.criterion_id)}</td>"
+        f"<td>{esc(v.judge_id)}</td><td class='answer {esc(v.answer)}'>{esc(v.answer)}</td>"
+        f"<td>{esc(v.reasoning)}</td></tr>"
+        for v in detail.verdicts
+    )
+    parts.append(
+        "<table id='verdicts'><thead><tr><th>criterion</th><th>judge</th><th>answer</th>"
+        f"<th>reasoning</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    for failure in detail.failures:
+        parts.append(
+            f"<p class='failure'>{esc(failure.judge_id)} could not answer "
+            f"{esc(failure.criterion_id)}: {esc(failure.error)}</p>"
+        )
+    return (
+        "<details id='judging'><summary><h2>Judges</h2> (open after your own review: "
+        f"seeing their verdicts first sways it)</summary>{''.join(parts)}</details>"
+    )
+
+
+def _review_form(detail: ConversationDetail, csrf: str) -> str:
+    rows = []
+    for criterion in detail.criteria:
+        options = "".join(
+            f"<label><input type='radio' name='c:{esc(criterion.id)}' value='{answer}'>"
+            f"{answer}</label>"
+            for answer in ("YES", "NO", "NA")
+        )
+        rows.append(
+            f"<tr><td><b>{esc(criterion.id)}</b></td><td>{esc(criterion.question)}</td>"
+            f"<td class='options'>{options}</td></tr>"
+        )
+    overall = "".join(
+        f"<label><input type='radio' name='{OVERALL}' value='{value}' required>{label}</label>"
+        for value, label in (("YES", "pass"), ("NO", "fail"))
+    )
+    reviews: dict[str, dict[str, str]] = {}
+    notes: dict[str, str | None] = {}
+    for answer in detail.human:
+        reviews.setdefault(answer.reviewer, {})[answer.criterion_id] = answer.answer
+        notes[answer.reviewer] = answer.note
+    done = "".join(
+        f"<li><b>{esc(reviewer)}</b>: "
+        f"{'pass' if answers.get(OVERALL) == 'YES' else 'fail'} · "
+        f"{esc(', '.join(f'{k} {v}' for k, v in sorted(answers.items()) if k != OVERALL))}"
+        f"{' · ' + esc(notes[reviewer]) if notes[reviewer] else ''}</li>"
+        for reviewer, answers in sorted(reviews.items())
+    )
+    # The reviewer's earlier answers, for the script to fill the form in with (as data).
+    earlier = esc(json.dumps(reviews))
+    return (
+        "<section id='review'><h2>Your review</h2>"
+        f"<ul id='reviews'>{done or '<li>nobody yet</li>'}</ul>"
+        f"<form method='post' action='/c/{esc(detail.conversation_id)}/review' "
+        f"id='review-form' data-earlier='{earlier}'>"
+        f"<input type='hidden' name='csrf' value='{esc(csrf)}'>"
+        "<input type='hidden' name='reviewer' id='reviewer' value=''>"
+        f"<table><tbody>{''.join(rows)}</tbody></table>"
+        f"<p>Overall: {overall}</p>"
+        "<p><label>Note <textarea name='note' rows='2' cols='60'></textarea></label></p>"
+        "<p><button type='submit' name='then' value='stay'>Save</button> "
+        "<button type='submit' name='then' value='next'>Save and next unreviewed</button></p>"
+        "</form></section>"
+    )
+
+
+def conversation_body(detail: ConversationDetail, csrf: str) -> str:
+    return (
+        f"<h1>Conversation {esc(detail.conversation_id)}</h1>"
+        + _scenario(detail)
+        + "<div class='columns'>"
+        + _chat(detail)
+        + "<div>"
+        + _review_form(detail, csrf)
+        + _judging(detail)
+        + "</div></div>"
+    )
+
+
+def queue_body(items: Sequence[QueueItem]) -> str:
+    rows = "".join(
+        f"<tr><td>{item.position + 1}</td><td><a href='/c/{esc(item.conversation_id)}'>"
+        f"{esc(item.conversation_id)}</a></td><td>{esc(item.stratum)}</td>"
+        f"<td>{esc(', '.join(item.reviewers)) or '—'}</td></tr>"
+        for item in items
+    )
+    empty = (
+        "" if items else "<p>No queue yet: <code>rapport review sample --db PATH --n 50</code></p>"
+    )
+    return (
+        "<h1>Review queue</h1><p><a id='next-unreviewed' href='/queue/next'>"
+        "Next unreviewed →</a></p><table id='queue'><thead><tr><th>#</th><th>conversation</th>"
+        f"<th>stratum</th><th>reviewed by</th></tr></thead><tbody>{rows}</tbody></table>{empty}"
+    )
+
+
+def agreement_body(tables: Sequence[Table]) -> str:
+    return "<h1>Judge vs people</h1>" + "".join(table(section) for section in tables)
+
+
+def error_body(status: int, message: str) -> str:
+    return f"<h1>{status}</h1><p class='error'>{esc(message)}</p>"
+
+
+def eval_list_body(runs: Table, rounds: Table) -> str:
+    return (
+        "<h1>Evaluations and iterations</h1>"
+        + table(runs, links={"eval_id": "/eval/"})
+        + table(rounds)
+    )
+
+
+def _score(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def eval_body(eval_id: str, pairs: Sequence[EvalPair]) -> str:
+    rows = []
+    for pair in pairs:
+
+        def side(cid: str | None) -> str:
+            return f"<a href='/c/{esc(cid)}'>{esc(cid)}</a>" if cid else "—"
+
+        delta = (
+            f"{pair.candidate_score - pair.baseline_score:+.3f}"
+            if pair.candidate_score is not None and pair.baseline_score is not None
+            else ""
+        )
+        parted = "same replies" if pair.parted_at is None else f"exchange {pair.parted_at}"
+        rows.append(
+            f"<tr class='pair'><td>{pair.scenario_index}</td><td>{esc(pair.scenario_id)}</td>"
+            f"<td>{side(pair.baseline_id)}</td><td>{_score(pair.baseline_score)}</td>"
+            f"<td>{esc(pair.baseline_passes)}</td>"
+            f"<td>{side(pair.candidate_id)}</td><td>{_score(pair.candidate_score)}</td>"
+            f"<td>{esc(pair.candidate_passes)}</td><td>{delta}</td><td>{parted}</td></tr>"
+        )
+    return (
+        f"<h1>Evaluation {esc(eval_id)}</h1><table id='pairs'><thead><tr><th>#</th>"
+        "<th>held-out scenario</th><th>baseline</th><th>score</th><th>judges passing</th>"
+        "<th>candidate</th><th>score</th><th>judges passing</th><th>difference</th>"
+        f"<th>replies part at</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
