@@ -3,12 +3,11 @@ Structs the engine uses in one process, so nothing is re-shaped on the way."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from rapport.config.domain import Domain
 from rapport.config.run import RunConfig
+from rapport.engine.gateway import GatewayStats
 from rapport.store.plans import UnfinishedConversation
 from rapport.store.rows import StoreEvent
 
@@ -57,12 +56,12 @@ def decode_jobs(data: bytes) -> list[UnfinishedConversation]:
     return msgspec.msgpack.decode(data, type=list[UnfinishedConversation])
 
 
-def latency_count(stats: Any) -> int:
+def latency_count(stats: GatewayStats) -> int:
     """Latencies recorded so far (one per success, one per timeout)."""
-    return stats.succeeded + getattr(stats, "timeouts", 0)
+    return stats.succeeded + stats.timeouts
 
 
-def counters(stats: Any, reported: int) -> GatewayCounters:
+def counters(stats: GatewayStats, reported: int) -> GatewayCounters:
     """The counters of a GatewayStats or ReplicaStats, with the latencies recorded since
     `reported` of them were sent."""
     totals = {

@@ -9,7 +9,7 @@ from datetime import datetime
 import msgspec
 
 from rapport.config.prices import PriceTable
-from rapport.engine.gateway import Gateway
+from rapport.engine.gateway import Gateway, GatewayStats
 
 
 class GatewaySnapshot(msgspec.Struct, frozen=True):
@@ -57,8 +57,6 @@ def snapshot_gateways(
     for key, gateway in by_id.items():
         stats = gateway.stats
         limits = gateway.effective_limits
-        p50 = stats.latency_percentile(0.50)
-        p99 = stats.latency_percentile(0.99)
         model = gateway.backend.model
         cost = None
         if gateway.price is not None:  # summed per call, each at its own price
@@ -78,24 +76,13 @@ def snapshot_gateways(
                 roles=roles[key],
                 provider=gateway.backend.provider,
                 model=model,
-                requests=stats.requests,
-                succeeded=stats.succeeded,
-                failed=stats.failed,
-                retries=stats.retries,
-                rate_limited=stats.rate_limited,
-                prompt_tokens=stats.prompt_tokens,
-                completion_tokens=stats.completion_tokens,
-                latency_p50_ms=None if p50 is None else p50 * 1000,
-                latency_p99_ms=None if p99 is None else p99 * 1000,
                 cost_usd=cost,
                 rpm_limit=limits.rpm,
                 tpm_limit=limits.tpm,
                 updated_at=at,
                 max_in_flight=limits.max_in_flight,
                 limits_source=gateway.limits_source,
-                timeouts=stats.timeouts,
-                cache_read_tokens=stats.cache_read_tokens,
-                cache_write_tokens=stats.cache_write_tokens,
+                **_counters(stats),
             )
         )
         snapshots += replica_snapshots(snapshots[-1], gateway, prices)
@@ -113,22 +100,12 @@ def replica_snapshots(
     rows = []
     for replica in replicas:
         stats = replica.stats
-        p50 = stats.latency_percentile(0.50)
-        p99 = stats.latency_percentile(0.99)
         rows.append(
             msgspec.structs.replace(
                 whole,
                 gateway=f"{whole.gateway}@{replica.name}",
                 endpoint=replica.name,
-                requests=stats.requests,
-                succeeded=stats.succeeded,
-                failed=stats.failed,
-                retries=0,
-                rate_limited=stats.rate_limited,
-                prompt_tokens=stats.prompt_tokens,
-                completion_tokens=stats.completion_tokens,
-                latency_p50_ms=None if p50 is None else p50 * 1000,
-                latency_p99_ms=None if p99 is None else p99 * 1000,
+                **_counters(stats),
                 cost_usd=prices.cost(
                     whole.model,
                     stats.prompt_tokens,
@@ -140,9 +117,26 @@ def replica_snapshots(
                 tpm_limit=replica.limits.tpm,
                 max_in_flight=replica.limits.max_in_flight,
                 limits_source="configured" if replica.limits.has_rates else None,
-                timeouts=0,
-                cache_read_tokens=stats.cache_read_tokens,
-                cache_write_tokens=stats.cache_write_tokens,
             )
         )
     return rows
+
+
+def _counters(stats: GatewayStats) -> dict[str, object]:
+    """The snapshot's fields that come straight from a gateway's (or a replica's) counters."""
+    p50 = stats.latency_percentile(0.50)
+    p99 = stats.latency_percentile(0.99)
+    return {
+        "requests": stats.requests,
+        "succeeded": stats.succeeded,
+        "failed": stats.failed,
+        "retries": stats.retries,
+        "rate_limited": stats.rate_limited,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "latency_p50_ms": None if p50 is None else p50 * 1000,
+        "latency_p99_ms": None if p99 is None else p99 * 1000,
+        "timeouts": stats.timeouts,
+        "cache_read_tokens": stats.cache_read_tokens,
+        "cache_write_tokens": stats.cache_write_tokens,
+    }

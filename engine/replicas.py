@@ -11,7 +11,6 @@ first success puts it fully back.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
 import anyio
@@ -20,7 +19,7 @@ import msgspec
 from rapport.engine.backend import Backend
 from rapport.engine.clock import Clock, LoopClock
 from rapport.engine.errors import BackendError
-from rapport.engine.gateway import LATENCY_SAMPLES, GatewayLimits
+from rapport.engine.gateway import GatewayLimits, GatewayStats
 from rapport.engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
@@ -29,26 +28,11 @@ DOWN_BACKOFF_MAX_S = 30.0
 RATE_LIMITED_PAUSE_S = 1.0  # a 429 that names no wait
 
 
-class ReplicaStats(msgspec.Struct):
-    """One replica's counters, stored as its own `gateway_stats` row (`endpoint` names it)."""
+class ReplicaStats(GatewayStats):
+    """One replica's counters (a gateway's, of which it never retries nor times out on its
+    own: the gateway above does), stored as its own `gateway_stats` row (`endpoint`)."""
 
-    requests: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    rate_limited: int = 0
     taken_out: int = 0  # times it was marked down
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    in_flight: int = 0
-    latencies_s: deque[float] = msgspec.field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
-
-    def latency_percentile(self, fraction: float) -> float | None:
-        if not self.latencies_s:
-            return None
-        ordered = sorted(self.latencies_s)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 class Replica:

@@ -76,8 +76,16 @@ def _scenarios(count: int, turns: int):
     return list(sample_scenarios(domain, "plan-1", 7, 0, count, turns))
 
 
-async def _events(receive) -> list[StoreEvent]:
-    return [event async for event in receive]
+def _play(job: UnfinishedConversation, backend: GatedBackend) -> list[StoreEvent]:
+    """Play one conversation to its end; what it sent the store, in order."""
+
+    async def main() -> list[StoreEvent]:
+        send, receive = anyio.create_memory_object_stream(100)
+        async with send:
+            await run_conversation(job, _context(backend, send))
+        return [event async for event in receive]
+
+    return anyio.run(main)
 
 
 def test_a_resumed_goodbye_gets_one_reply_and_the_conversation_ends():
@@ -90,14 +98,7 @@ def test_a_resumed_goodbye_gets_one_reply_and_the_conversation_ends():
     job = UnfinishedConversation(scenario, "running", stored)
     backend = GatedBackend()
     backend.gate.set()
-
-    async def main() -> list[StoreEvent]:
-        send, receive = anyio.create_memory_object_stream(100)
-        async with send:
-            await run_conversation(job, _context(backend, send))
-        return await _events(receive)
-
-    events = anyio.run(main)
+    events = _play(job, backend)
     assert backend.asked == [("assistant", 2)]
     messages = [e.message for e in events if e.message is not None]
     assert [(m.turn_index, m.role, m.content) for m in messages] == [
@@ -115,14 +116,7 @@ def test_turns_alternate_to_the_target_length():
     job = UnfinishedConversation(scenario, "planned", ())
     backend = GatedBackend()
     backend.gate.set()
-
-    async def main() -> list[StoreEvent]:
-        send, receive = anyio.create_memory_object_stream(100)
-        async with send:
-            await run_conversation(job, _context(backend, send))
-        return await _events(receive)
-
-    events = anyio.run(main)
+    events = _play(job, backend)
     assert backend.asked == [
         ("user_sim", 1), ("assistant", 1), ("user_sim", 2), ("assistant", 2),
         ("user_sim", 3), ("assistant", 3),
@@ -171,16 +165,7 @@ def test_a_failed_assistant_turn_fails_only_its_conversation():
 
     backend = Refusing()
     backend.gate.set()
-
-    async def main() -> list[StoreEvent]:
-        send, receive = anyio.create_memory_object_stream(100)
-        async with send:
-            await run_conversation(
-                UnfinishedConversation(scenario, "planned", ()), _context(backend, send)
-            )
-        return await _events(receive)
-
-    events = anyio.run(main)
+    events = _play(UnfinishedConversation(scenario, "planned", ()), backend)
     failed = [e for e in events if e.update is not None and e.update.status == "failed"]
     assert len(failed) == 1
     assert failed[0].error is not None and failed[0].error.role == "assistant"
