@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -31,12 +35,14 @@ class Browser:
         self._ids = itertools.count(1)
 
     def _launch(self) -> None:
+        # Chromium's helpers (zygote, renderer, crashpad) may still write to the profile as they
+        # exit; the profile is removed only once all of them are gone (see _stop).
         self._profile = tempfile.TemporaryDirectory(prefix="rapport-chromium-")
         self.process = subprocess.Popen(
             [self.binary, "--headless=new", "--no-sandbox", "--disable-gpu",
              "--no-first-run", "--no-default-browser-check", "--remote-debugging-port=0",
              f"--user-data-dir={self._profile.name}", "--window-size=1300,1000", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
 
     async def __aenter__(self) -> Browser:
@@ -60,12 +66,22 @@ class Browser:
     async def __aexit__(self, *exc: object) -> None:
         await self._socket.close()
         await self._session.close()
+        await asyncio.to_thread(self._stop)
+
+    def _stop(self) -> None:
+        """End Chromium and every process it started (its own process group), wait until they
+        are gone, then remove the profile: a helper still writing to it as it exits made the
+        removal fail with "Directory not empty"."""
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if _group_running(self.process.pid, within_s=10):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            _group_running(self.process.pid, within_s=10)
         self._profile.cleanup()
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -115,3 +131,22 @@ class Browser:
         """The visible page as PNG."""
         shot = await self.send("Page.captureScreenshot", {"format": "png"})
         return base64.b64decode(shot["data"])
+
+
+def _group_running(group: int, within_s: float) -> bool:
+    """Whether a process of `group` still runs after waiting up to `within_s` (a zombie has
+    exited: it writes nothing, and an orphan's zombie is reaped by whoever adopted it)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        running = False
+        for process in psutil.process_iter(["status"]):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                if (
+                    os.getpgid(process.pid) == group
+                    and process.info["status"] != psutil.STATUS_ZOMBIE
+                ):
+                    running = True
+                    break
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.05)

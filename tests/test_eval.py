@@ -200,7 +200,7 @@ def test_a_killed_eval_resumes_to_exactly_the_uninterrupted_result(tmp_path):
                     stored = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
             except duckdb.Error:
                 stored = 0
-            if stored >= 40:
+            if stored > 0:  # the first commit, however many rows it carries: mid-run, always
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
                 break

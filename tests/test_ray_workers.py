@@ -173,13 +173,15 @@ def _generate_argv(db: Path, config: Path, address: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _stored(db: Path) -> int:
-    """Messages stored so far, read as any reader does while the run writes (it lends the file)."""
+def _complete(db: Path) -> int:
+    """Conversations complete so far, read as any reader does while the run writes (it lends the file)."""
     if not db.exists():
         return 0
     conn = connect(db, read_only=True)
     try:
-        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM conversations WHERE status = 'complete'"
+        ).fetchone()[0]
     except duckdb.CatalogException:
         return 0
     finally:
@@ -193,7 +195,7 @@ def test_a_killed_driver_resumes_with_the_same_command(ray_address, tmp_path):
     argv = _generate_argv(db, config, ray_address)
     driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while _stored(db) < 200:
+    while _complete(db) == 0:  # killed once a conversation is complete: mid-run, whatever the batch
         assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
         assert time.monotonic() < deadline, "the run never reached the kill point"
         time.sleep(0.1)
