@@ -316,3 +316,52 @@ CREATE TABLE IF NOT EXISTS review_queue (
     stratum VARCHAR,                 -- the --stratify values it was drawn for
     created_at TIMESTAMPTZ NOT NULL
 );
+
+-- Issue 22: the user simulator is judged too. Same shapes as `verdicts` and `assessments`,
+-- answered against the domain's simulator_rubric.yaml by the same judges.
+CREATE TABLE IF NOT EXISTS simulator_verdicts (
+    conversation_id VARCHAR NOT NULL,
+    judge_id VARCHAR NOT NULL,
+    criterion_id VARCHAR NOT NULL,
+    answer VARCHAR NOT NULL,         -- YES | NO | NA
+    reasoning VARCHAR,
+    judge_model VARCHAR,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (conversation_id, judge_id, criterion_id)
+);
+
+CREATE TABLE IF NOT EXISTS simulator_assessments (
+    conversation_id VARCHAR NOT NULL,
+    judge_id VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    passed BOOLEAN NOT NULL,
+    safety_failed BOOLEAN NOT NULL,
+    pass_threshold DOUBLE NOT NULL,
+    category_scores JSON NOT NULL,
+    failed_gates VARCHAR[] NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (conversation_id, judge_id)
+);
+
+-- Checks of the user's turns without a model, run as turns are stored: one row per check that
+-- fired on a user message (`evidence`: the words that made it fire).
+CREATE TABLE IF NOT EXISTS simulator_checks (
+    conversation_id VARCHAR NOT NULL,
+    turn_index INTEGER NOT NULL,
+    check_id VARCHAR NOT NULL,       -- copies_assistant | discloses_ai | speaks_as_assistant |
+                                     -- over_word_limit | repeats_itself
+    evidence VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (conversation_id, turn_index, check_id)
+);
+
+-- What a dataset build left out and why (reason: simulator_failed, duplicate, below_min_score,
+-- …). A rebuild of the same output replaces that output's rows, in one transaction.
+CREATE TABLE IF NOT EXISTS dataset_exclusions (
+    conversation_id VARCHAR NOT NULL,
+    output VARCHAR NOT NULL,         -- the build's --out folder, resolved
+    reason VARCHAR NOT NULL,
+    detail VARCHAR,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (output, conversation_id, reason)
+);

@@ -310,3 +310,23 @@ SELECT conversation_id, count(*) AS reviewers,
        count(*) FILTER (WHERE answer = 'YES') * 2 > count(*) AS passed
 FROM human_verdicts WHERE criterion_id = 'overall'
 GROUP BY conversation_id;
+
+-- ---- the user simulator's side (issue 22) ---------------------------------------------------
+-- One row per conversation whose user side was judged, under the same pass rule across judges
+-- as the assistant's side (conversation_judgement).
+CREATE OR REPLACE VIEW simulator_conversation_judgement AS
+WITH per_conversation AS (
+    SELECT conversation_id, count(*) AS judges, avg(score) AS mean_score,
+           bool_and(passed) AS all_passed, sum(passed::INTEGER)::BIGINT AS passes,
+           bool_or(safety_failed) AS safety_failed, max(pass_threshold) AS threshold
+    FROM simulator_assessments
+    WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+    GROUP BY conversation_id
+)
+SELECT conversation_id, judges, mean_score, safety_failed,
+       CASE coalesce((SELECT value FROM meta WHERE key = 'pass_rule'), 'all')
+           WHEN 'majority' THEN passes * 2 > judges
+           WHEN 'mean' THEN mean_score >= threshold AND NOT safety_failed
+           ELSE all_passed
+       END AS passed
+FROM per_conversation;

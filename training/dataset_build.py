@@ -27,6 +27,7 @@ from rapport.store.dataset_source import (
     save_examples,
 )
 from rapport.store.errors import StoreError
+from rapport.store.exclusions import ExclusionRow, replace_exclusions
 from rapport.store.judgements import plan_domains
 from rapport.store.output_folder import check_output_folder, staged_output
 from rapport.store.rows import utc_now
@@ -209,6 +210,13 @@ def build_dataset(
         dataset = _write(rows, request.output_format, staging)
         (staging / CARD_FILE).write_text(card(SPLIT_FILES[request.output_format]), encoding="utf-8")
     database.run_sync(lambda conn: save_examples(conn, records))
+    output = str(request.out.resolve())
+    now = utc_now()
+    exclusions = [
+        ExclusionRow(conversation_id, output, "repetitive", None, now)
+        for conversation_id in sorted(dropped)
+    ]
+    database.run_sync(lambda conn: replace_exclusions(conn, output, exclusions))
     if request.push_to_hub:
         _push(dataset, card(HUB_SPLIT_FILES), request, token)
     tokens = [r.num_tokens for r in records]
