@@ -151,7 +151,10 @@ class Personas(Strict):
 
 
 class Criterion(Strict):
-    """One binary rubric question; a gate has no category and fails the conversation on NO."""
+    """One binary rubric question; a gate has no category and fails the conversation on NO.
+
+    `per_flaw` (simulator_rubric.yaml only): a template asked once per flaw the scenario
+    planned, as criterion `<id>:<flaw>`, with that flaw's description and examples appended."""
 
     id: str
     question: str
@@ -161,10 +164,12 @@ class Criterion(Strict):
     na_when: str = ""
     min_turns: PositiveInt = 1
     enabled: bool = True
+    per_flaw: bool = False
 
 
 class Rubric(Strict):
-    """Weighted categories of binary criteria plus safety gates (rubric.yaml)."""
+    """Weighted categories of binary criteria plus safety gates (rubric.yaml for the assistant,
+    simulator_rubric.yaml for the simulated user)."""
 
     pass_threshold: Probability
     categories: dict[str, Weight]
@@ -222,6 +227,8 @@ class Domain(Strict):
     rubric: Rubric
     simulator: SimulatorPhrases
     prompts: Prompts
+    # simulator_rubric.yaml, optional: without it the user side is not judged.
+    simulator_rubric: Rubric | None = None
 
     @property
     def name(self) -> str:
