@@ -235,5 +235,12 @@ class Domain(Strict):
         return self.info.name
 
     def fingerprint(self) -> str:
-        """A short content hash: a changed domain is a new plan."""
-        return hashlib.blake2b(msgspec.json.encode(self), digest_size=6).hexdigest()
+        """A short content hash: a changed domain is a new plan. The user side's rubric plays
+        nothing, so it is left out (adding one keeps the plan and its conversations), as is a
+        criterion's `per_flaw` when false (the fingerprints of domains from before it stay)."""
+        data = msgspec.to_builtins(self)
+        data.pop("simulator_rubric", None)
+        for criterion in data["rubric"]["criteria"]:
+            if not criterion["per_flaw"]:
+                del criterion["per_flaw"]
+        return hashlib.blake2b(msgspec.json.encode(data), digest_size=6).hexdigest()

@@ -527,3 +527,13 @@ def test_domain_new_scaffolds_a_simulator_rubric(tmp_path):
     result = _cli("domain", "new", str(target))
     assert result.returncode == 0, result.stderr
     assert load_domain(target).simulator_rubric is not None
+
+
+def test_adding_a_simulator_rubric_keeps_the_plan(therapy):
+    """The user side's rubric plays nothing: a domain with or without it is the same plan."""
+    without = msgspec.structs.replace(therapy, simulator_rubric=None)
+    assert without.fingerprint() == therapy.fingerprint()
+    changed = msgspec.structs.replace(
+        therapy, rubric=msgspec.structs.replace(therapy.rubric, pass_threshold=0.5)
+    )
+    assert changed.fingerprint() != therapy.fingerprint()
