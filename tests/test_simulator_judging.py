@@ -527,6 +527,9 @@ def test_domain_new_scaffolds_a_simulator_rubric(tmp_path):
     result = _cli("domain", "new", str(target))
     assert result.returncode == 0, result.stderr
     assert load_domain(target).simulator_rubric is not None
+    assert "user side (simulator_rubric.yaml): 2 weighted criteria + 1 asked per planned flaw" in (
+        result.stdout
+    )
 
 
 def test_adding_a_simulator_rubric_keeps_the_plan(therapy):
