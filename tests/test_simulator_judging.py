@@ -279,11 +279,12 @@ def test_generate_with_judges_configured_judges_both_sides(tmp_path):
 # ---- the simulated judge reads the user's turns -----------------------------------------------
 
 
-def test_the_simulated_judge_catches_disclosure_coaching_copying_and_missing_flaws(db):
+def test_the_simulated_judge_catches_disclosure_coaching_copying_and_missing_flaws(db, therapy):
     ids = _conversations(db)
-    disclosed, coached, copied, flawless = ids[:4]
+    disclosed, coached, copied, flawless, reversed_ = ids[:5]
     _plant(db, disclosed, 2, DISCLOSURE)
     _plant(db, coached, 2, COACHING)
+    _plant(db, reversed_, 4, f"hm. {therapy.simulator.assistant.suggestions[0]}")
     ((reply,),) = _rows(
         db, "SELECT content FROM messages WHERE conversation_id = ? AND turn_index = 1", [copied]
     )
@@ -304,7 +305,7 @@ def test_the_simulated_judge_catches_disclosure_coaching_copying_and_missing_fla
 
     no_ai, role = answers("NO_AI"), answers("ROLE")
     assert {cid for cid, a in no_ai.items() if a == "NO"} == {disclosed}
-    assert {cid for cid, a in role.items() if a == "NO"} == {coached, copied}
+    assert {cid for cid, a in role.items() if a == "NO"} == {coached, copied, reversed_}
     flaws = _rows(
         db,
         "SELECT answer FROM simulator_verdicts WHERE conversation_id = ? AND criterion_id LIKE "

@@ -45,6 +45,7 @@ ASSISTANT_CUES = (
     "try to notice",
 )
 COPY_SPAN_WORDS = 8  # a user turn sharing this many consecutive words with the last reply
+ASSISTANT_LINE_WORDS = 4  # shorter lines of the assistant's banks are too common to tell
 # Questions the cues cannot settle are drawn: YES at the backend's quality plus this (a
 # simulated user follows its plan more reliably than a simulated assistant avoids lapses).
 DRAWN_YES_GAIN = 0.07
@@ -103,12 +104,26 @@ def disclosure(domain: Domain, turns: list[UserTurn]) -> str | None:
     return None
 
 
+def _assistant_lines(domain: Domain) -> list[str]:
+    """The simulated assistant's own phrase banks (simulator.yaml), each cut at its first
+    `{topic}`: a user turn holding one speaks the assistant's lines."""
+    banks = domain.simulator.assistant
+    lines = [
+        *banks.reflections, *banks.validations, *banks.suggestions, *banks.questions,
+        *banks.closings,
+    ]  # fmt: skip
+    cut = (normalise(line.split("{topic}")[0]) for line in lines)
+    return [line for line in cut if len(line.split()) >= ASSISTANT_LINE_WORDS]
+
+
 def role_reversal(domain: Domain, turns: list[UserTurn]) -> str | None:
-    """Where a user turn coaches like the assistant or copies its last reply, or None."""
+    """Where a user turn coaches like the assistant (a coaching cue, or one of the simulated
+    assistant's own lines) or copies its last reply, or None."""
+    phrases = [*_phrases(domain, "assistant_phrases", ASSISTANT_CUES), *_assistant_lines(domain)]
     for turn in turns:
-        for phrase in _phrases(domain, "assistant_phrases", ASSISTANT_CUES):
+        for phrase in phrases:
             if f" {phrase} " in f" {turn.text} ":
-                return f'exchange {turn.exchange}: advises like the assistant ("{phrase}")'
+                return f'exchange {turn.exchange}: speaks as the assistant ("{phrase}")'
         if _shares_span(turn.text, turn.previous_reply, COPY_SPAN_WORDS):
             return f"exchange {turn.exchange}: repeats the assistant's previous reply"
     return None
