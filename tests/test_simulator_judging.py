@@ -281,7 +281,12 @@ def test_generate_with_judges_configured_judges_both_sides(tmp_path):
 
 def test_the_simulated_judge_catches_disclosure_coaching_copying_and_missing_flaws(db, therapy):
     ids = _conversations(db)
-    disclosed, coached, copied, flawless, reversed_ = ids[:5]
+    disclosed, coached, copied, flawless, reversed_, rambling = ids[:6]
+    ((limit,),) = _rows(
+        db, "SELECT (persona -> '$.word_limit[1]')::INTEGER FROM scenarios WHERE scenario_id = ?",
+        [rambling],
+    )  # fmt: skip
+    _plant(db, rambling, 2, " ".join(["and then work happened again"] * limit))  # 5x the limit
     _plant(db, disclosed, 2, DISCLOSURE)
     _plant(db, coached, 2, COACHING)
     _plant(db, reversed_, 4, f"hm. {therapy.simulator.assistant.suggestions[0]}")
@@ -306,6 +311,7 @@ def test_the_simulated_judge_catches_disclosure_coaching_copying_and_missing_fla
     no_ai, role = answers("NO_AI"), answers("ROLE")
     assert {cid for cid, a in no_ai.items() if a == "NO"} == {disclosed}
     assert {cid for cid, a in role.items() if a == "NO"} == {coached, copied, reversed_}
+    assert answers("PERSONA")[rambling] == "NO"
     flaws = _rows(
         db,
         "SELECT answer FROM simulator_verdicts WHERE conversation_id = ? AND criterion_id LIKE "

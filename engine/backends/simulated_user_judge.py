@@ -15,8 +15,8 @@ from rapport.config.domain import Criterion, Domain
 from rapport.config.scenario import Scenario
 from rapport.config.sides import flaw_of, rubric_for
 
-# Built-in cues; a domain's own phrase lists (`simulator_checks`, when the domain has one) are
-# used as well. Lower case, matched on normalised text.
+# Built-in cues; a domain's own phrase lists (domain.yaml `simulator_checks`, where the domain
+# has them) are used as well. Lower case, matched on normalised text.
 DISCLOSURE_CUES = (
     "as an ai",
     "i am an ai",
@@ -46,12 +46,14 @@ ASSISTANT_CUES = (
 )
 COPY_SPAN_WORDS = 8  # a user turn sharing this many consecutive words with the last reply
 ASSISTANT_LINE_WORDS = 4  # shorter lines of the assistant's banks are too common to tell
+VOICE_BREAK_FACTOR = 2.0  # a user turn this many times its persona's word limit breaks its voice
 # Questions the cues cannot settle are drawn: YES at the backend's quality plus this (a
 # simulated user follows its plan more reliably than a simulated assistant avoids lapses).
 DRAWN_YES_GAIN = 0.07
 NA_RATE = 0.05
 # Which cues a question is about, from its own words (the shipped rubrics' and any domain's).
 _ABOUT_DISCLOSURE = re.compile(r"\bAI\b|simulat|language model")
+_ABOUT_VOICE = re.compile(r"word count|voice")
 _ABOUT_ROLE = re.compile(r"advis|coach(es|ing)\b|speaks? only as|role revers|paraphras|repeat")
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -90,7 +92,7 @@ def normalise(text: str) -> str:
 
 
 def _phrases(domain: Domain, name: str, built_in: tuple[str, ...]) -> list[str]:
-    checks = getattr(domain, "simulator_checks", None)
+    checks = getattr(domain.info, "simulator_checks", None)
     extra = getattr(checks, name, ()) if checks is not None else ()
     return [normalise(phrase) for phrase in (*built_in, *extra) if normalise(phrase)]
 
@@ -126,6 +128,16 @@ def role_reversal(domain: Domain, turns: list[UserTurn]) -> str | None:
                 return f'exchange {turn.exchange}: speaks as the assistant ("{phrase}")'
         if _shares_span(turn.text, turn.previous_reply, COPY_SPAN_WORDS):
             return f"exchange {turn.exchange}: repeats the assistant's previous reply"
+    return None
+
+
+def over_word_limit(scenario: Scenario, turns: list[UserTurn]) -> str | None:
+    """Where a user turn runs far past the persona's word limit (its voice broken), or None."""
+    limit = scenario.persona.word_limit[1]
+    for turn in turns:
+        words = len(turn.text.split())
+        if words > VOICE_BREAK_FACTOR * limit:
+            return f"exchange {turn.exchange}: {words} words, the persona writes at most {limit}"
     return None
 
 
@@ -181,6 +193,10 @@ def user_side_answer(
     if _ABOUT_ROLE.search(criterion.question):
         found = role_reversal(domain, turns)
         return ("NO", found) if found else ("YES", "the user speaks only as the user")
+    if _ABOUT_VOICE.search(criterion.question):
+        found = over_word_limit(scenario, turns)
+        if found:
+            return "NO", found
     if criterion.gate:
         return "YES", "no cue for this gate in the user turns"
     if criterion.na_valid and rng.random() < NA_RATE:
