@@ -10,6 +10,7 @@ from typing import TypeVar
 import anyio
 import msgspec
 
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.config.domain import Criterion, Domain
 from rapport.config.run import JudgeConfig
 from rapport.config.scenario import Scenario
@@ -128,7 +129,8 @@ def questions(
     config = judge.config
     budget = None
     if config.context_tokens is not None:
-        budget = max(200, config.context_tokens - config.max_tokens - PROMPT_OVERHEAD_TOKENS)
+        overhead = PROMPT_OVERHEAD_TOKENS + int(len(plan) / CHARS_PER_TOKEN_ESTIMATE)
+        budget = max(200, config.context_tokens - config.max_tokens - overhead)
     parts = windows(messages, budget)
     stats = transcript_stats(messages)
     groups: list[list[Criterion]] = (

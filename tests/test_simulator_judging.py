@@ -547,3 +547,37 @@ def test_adding_a_simulator_rubric_keeps_the_plan(therapy):
         therapy, rubric=msgspec.structs.replace(therapy.rubric, pass_threshold=0.5)
     )
     assert changed.fingerprint() != therapy.fingerprint()
+
+
+def test_a_long_user_side_is_judged_in_windows_each_with_the_plan(tmp_path):
+    db = tmp_path / "long.duckdb"
+    made = _cli(
+        "generate", "--db", str(db), "--count", "1", "--turns", "8", "--backend", "simulated",
+        "--quiet",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    config = tmp_path / "judges.yaml"
+    with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, state):
+        config.write_text(
+            "judges:\n  - id: http\n    context_tokens: 1400\n    backend:\n"
+            f"      provider: openai\n      model: judge\n      base_url: {base_url}\n"
+            "      api_key_env: OPENAI_API_KEY\n      max_retries: 0\n"
+        )
+        summary = judge_corpus(JudgeRequest(db=db, config=config, sides=("user",)), KEY_ENV)
+    criteria = len(_expected_user_criteria_of(db, 8))
+    assert summary.simulator_assessed == 1
+    assert state.completed > criteria  # several windows per criterion
+    windowed = [p for p in state.prompts if "judged in windows" in p]
+    assert windowed and all("## The client the plan asked for" in p for p in windowed)
+
+
+def _expected_user_criteria_of(db: Path, exchanges: int) -> set[str]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        domains = plan_domains(conn)
+        row = conn.execute(
+            f"SELECT c.plan_id, {SCENARIO_COLUMNS} FROM conversations c "
+            "JOIN scenarios s USING (scenario_id)"
+        ).fetchone()
+    rubric = rubric_for(domains[row[0]], scenario_from_row(row[0], row[1:]), "user")
+    assert rubric is not None
+    return {c.id for c in active_criteria(rubric, exchanges)}
