@@ -16,7 +16,7 @@ from rapport.config.sides import FLAW_SEPARATOR, Side
 from rapport.store.reads import _structs
 from rapport.store.rows import VerdictRow
 from rapport.store.sides import SIDE_TABLES
-from rapport.store.stats import HUMAN_SECTIONS, JUDGING_SECTIONS, SECTIONS
+from rapport.store.stats import HUMAN_SECTIONS, JUDGING_SECTIONS, SECTIONS, SIMULATOR_SECTIONS
 
 # The columns a list can be sorted by (the key the URL carries → the SQL column).
 SORTS: dict[str, str] = {
@@ -41,6 +41,10 @@ JUDGING_TITLES = (
     "Pass rate by flaw",
     "Pass rate by persona attribute",
 )  # judges' agreement with each other: in `rapport stats` (a second over 100,000)
+SIMULATOR_TITLES = (
+    "User side: pass rate (across judges, by the pass rule)",
+    "User side: planned flaws shown (flaw realisation)",
+)
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -194,6 +198,10 @@ def overview(conn: duckdb.DuckDBPyConnection) -> list[Table]:
     if judged:
         judging = dict(JUDGING_SECTIONS)
         tables += [_table(conn, title, judging[title]) for title in JUDGING_TITLES]
+    (users,) = conn.execute("SELECT count(*) FROM simulator_conversation_judgement").fetchone()
+    if users:  # the simulated user's side was judged too
+        simulator = dict(SIMULATOR_SECTIONS)
+        tables += [_table(conn, title, simulator[title]) for title in SIMULATOR_TITLES]
     return tables
 
 

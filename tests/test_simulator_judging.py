@@ -448,6 +448,8 @@ def test_the_viewer_shows_both_sides_and_filters_failed_simulators(db, tmp_path)
         assert user_part.count("<td class='answer ") == rows
         assert "FLAW:" in user_part or "NO_AI" in user_part
         assert viewer.get("/conversations?simulator=maybe")[0] == 400
+        overview = viewer.get("/")[1]
+        assert "User side: pass rate" in overview and "flaw realisation" in overview
 
 
 # ---- rapport eval -------------------------------------------------------------------------------
