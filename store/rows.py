@@ -85,6 +85,16 @@ class AssessmentRow(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
+class SimulatorCheckRow(msgspec.Struct, frozen=True):
+    """A model-free check that fired on a user turn (judges/simulator_checks.py)."""
+
+    conversation_id: str
+    turn_index: int
+    check_id: str
+    evidence: str
+    created_at: datetime
+
+
 class StoreEvent(msgspec.Struct, frozen=True):
     """What one actor step writes, applied in a single transaction with its batch.
 
@@ -98,3 +108,4 @@ class StoreEvent(msgspec.Struct, frozen=True):
     verdicts: tuple[VerdictRow, ...] = ()
     judge_failures: tuple[JudgeFailureRow, ...] = ()
     assessment: AssessmentRow | None = None
+    checks: tuple[SimulatorCheckRow, ...] = ()  # on `message`, a user turn: stored with it
