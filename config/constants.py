@@ -123,6 +123,12 @@ REPEAT_MIN_WORDS = 8
 # Turns whose lengths (in characters) differ more than this ratio are not compared: so unequal
 # a pair cannot reach REPEAT_SIMILARITY, and skipping them keeps long conversations cheap.
 REPEAT_LENGTH_RATIO = 0.6
+# Before comparing words, a turn is probed for in each earlier one: this many slices of its
+# text, this long; an earlier turn missing more than this share of them is no repeat of it
+# (one that only names the same topic holds some, a repeat nearly all).
+REPEAT_PROBES = 6
+REPEAT_PROBE_CHARS = 10
+REPEAT_PROBE_MISSES = 0.25
 # The simulated user, in character, writes a turn again (from the same seeded draws) when it
 # would repeat one of its earlier turns, at most this many times.
 SIMULATED_USER_REDRAWS = 5

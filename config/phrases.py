@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 # A phrase starts and ends at a word boundary (letters, digits and apostrophes make words).
 _EDGE_BEFORE = r"(?<![a-z0-9'])"
 _EDGE_AFTER = r"(?![a-z0-9'])"
@@ -14,7 +14,7 @@ _EDGE_AFTER = r"(?![a-z0-9'])"
 
 def normalise(text: str) -> str:
     """Lower case, apostrophes straight, runs of white space as one space."""
-    return " ".join(text.lower().translate(_APOSTROPHES).split())
+    return " ".join(text.lower().translate(APOSTROPHES).split())
 
 
 @functools.lru_cache(maxsize=64)

@@ -5,22 +5,25 @@ by the simulated user, which must not trip them when it plays in character."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from rapport.config.constants import (
     REPEAT_LENGTH_RATIO,
     REPEAT_MIN_WORDS,
+    REPEAT_PROBE_CHARS,
+    REPEAT_PROBE_MISSES,
+    REPEAT_PROBES,
     REPEAT_SHINGLE_WORDS,
     REPEAT_SIMILARITY,
 )
-from rapport.config.phrases import normalise
+from rapport.config.phrases import APOSTROPHES
 
 _WORD = re.compile(r"[a-z0-9']+")
 
 
 def words(text: str) -> list[str]:
     """The text's words, lower case, apostrophes straight, punctuation dropped."""
-    return _WORD.findall(normalise(text))
+    return _WORD.findall(text.lower().translate(APOSTROPHES))
 
 
 def shared_span(mine: list[str], theirs: list[str], at_least: int) -> tuple[int, int] | None:
@@ -30,8 +33,10 @@ def shared_span(mine: list[str], theirs: list[str], at_least: int) -> tuple[int,
     if len(theirs) < n or len(mine) < n:
         return None
     starts: dict[tuple[str, ...], int] = {}
-    for i in range(len(theirs) - n + 1):
-        starts.setdefault(tuple(theirs[i : i + n]), i)
+    for i, gram in enumerate(_grams(theirs, n)):
+        starts.setdefault(gram, i)
+    if starts.keys().isdisjoint(_grams(mine, n)):  # the usual case, decided in C
+        return None
     best: tuple[int, int] | None = None
     i = 0
     while i <= len(mine) - n:
@@ -52,21 +57,31 @@ def shared_span(mine: list[str], theirs: list[str], at_least: int) -> tuple[int,
     return best
 
 
-def repeated_turn(text: str, mine: list[str], earlier: Iterable[str]) -> int | None:
-    """Which of `earlier` (1-based) the turn `text` (its `words`: `mine`) repeats: word
-    3-shingles overlapping by REPEAT_SIMILARITY (Jaccard) or more. Turns shorter than
-    REPEAT_MIN_WORDS never count, and turns of very different lengths are not compared (such a
-    pair cannot reach the similarity), so a long conversation stays cheap to check."""
-    if len(mine) < REPEAT_MIN_WORDS:
+def repeated_turn(text: str, earlier: Iterable[str]) -> int | None:
+    """Which of `earlier` (1-based) the turn `text` repeats: word 3-shingles overlapping by
+    REPEAT_SIMILARITY (Jaccard) or more. Turns shorter than REPEAT_MIN_WORDS never count. Cheap
+    on a long conversation: turns of very different lengths cannot reach the similarity and
+    are skipped, the others are probed with slices of this turn's text (substring search, in
+    C), and only a turn holding most of them has its words compared."""
+    if len(text.split()) < REPEAT_MIN_WORDS:
         return None
-    shingles = _shingles(mine)
     size = len(text)
+    lowered = text.lower()
+    step = max(1, (size - REPEAT_PROBE_CHARS) // REPEAT_PROBES)
+    probes = {lowered[i : i + REPEAT_PROBE_CHARS] for i in range(0, size, step)}
+    allowed_misses = int(len(probes) * REPEAT_PROBE_MISSES)
+    shingles: set[tuple[str, ...]] | None = None
     for number, other in enumerate(earlier, start=1):
-        if min(size, len(other)) < REPEAT_LENGTH_RATIO * max(size, len(other)):
+        length = len(other)
+        if length < REPEAT_LENGTH_RATIO * size or size < REPEAT_LENGTH_RATIO * length:
+            continue
+        if not _holds_most(other.lower(), probes, allowed_misses):
             continue
         theirs = words(other)
         if len(theirs) < REPEAT_MIN_WORDS:
             continue
+        if shingles is None:
+            shingles = _shingles(words(text))
         other_shingles = _shingles(theirs)
         shared = len(shingles & other_shingles)
         if shared and shared >= REPEAT_SIMILARITY * len(shingles | other_shingles):
@@ -74,6 +89,20 @@ def repeated_turn(text: str, mine: list[str], earlier: Iterable[str]) -> int | N
     return None
 
 
+def _holds_most(text: str, probes: set[str], allowed_misses: int) -> bool:
+    misses = 0
+    for probe in probes:
+        if probe not in text:
+            misses += 1
+            if misses > allowed_misses:
+                return False
+    return True
+
+
+def _grams(found: list[str], n: int) -> Iterator[tuple[str, ...]]:
+    """The runs of `n` words, in order (built in C by zip)."""
+    return zip(*(found[i:] for i in range(n)), strict=False)
+
+
 def _shingles(found: list[str]) -> set[tuple[str, ...]]:
-    n = REPEAT_SHINGLE_WORDS
-    return {tuple(found[i : i + n]) for i in range(len(found) - n + 1)}
+    return set(_grams(found, REPEAT_SHINGLE_WORDS))

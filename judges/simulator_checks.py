@@ -69,7 +69,7 @@ def check_user_turn(
         hits.append(
             CheckHit("over_word_limit", f"{count} words; the persona's limit is {word_limit}")
         )
-    repeated = repeated_turn(text, mine, earlier_turns)
+    repeated = repeated_turn(text, earlier_turns)
     if repeated is not None:
         evidence = f"user turn {repeated} again: " + " ".join(mine)
         hits.append(CheckHit("repeats_itself", _short(evidence)))

@@ -18,7 +18,7 @@ from rapport.engine.backends.simulated_judge import write_verdicts
 from rapport.engine.backends.simulated_text import write_assistant_turn, write_user_turn
 from rapport.engine.errors import BackendError
 from rapport.engine.seeding import derive_seed
-from rapport.engine.text_overlap import repeated_turn, words
+from rapport.engine.text_overlap import repeated_turn
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, SimulationHints
 
 SIMULATED_MODEL = "rapport-simulator"
@@ -110,7 +110,7 @@ class SimulatedBackend:
             text = write_user_turn(
                 self._domain, hints.scenario, hints.exchange, hints.final, rng, show_flaws
             )
-            if repeated_turn(text, words(text), said) is None:
+            if repeated_turn(text, said) is None:
                 break
         return text
 
