@@ -17,6 +17,7 @@ import pytest
 from rapport.config.constants import WORD_LIMIT_BREAK_FACTOR
 from rapport.config.domain import SimulatorChecks
 from rapport.config.loader import load_domain
+from rapport.config.shards import Shard
 from rapport.engine.backends.simulated import SimulatedBackend
 from rapport.engine.backends.simulated_faults import UserFaults
 from rapport.engine.errors import BackendError
@@ -427,3 +428,31 @@ def test_domain_check_refuses_a_disclosure_phrase_its_own_simulated_user_says(tm
     assert "simulator_checks.disclosure_phrases[2]: empty phrase" in result.stdout + result.stderr
     loaded = load_domain(TINY_DOMAIN)  # without the key: the generic lists
     assert loaded.info.simulator_checks == SimulatorChecks()
+
+
+# ---- shards ---------------------------------------------------------------------------------
+
+
+def test_merged_shards_carry_the_checks_a_single_run_stores(tmp_path):
+    def play(db: Path, shard: Shard | None) -> None:
+        generate(
+            GenerateRequest(
+                db=db, count=12, seed=5, domain=TINY_DOMAIN, shard=shard,
+                user_backend="simulated:user_breaks=0.5", assistant_backend="simulated",
+            )
+        )  # fmt: skip
+
+    single = tmp_path / "single.duckdb"
+    play(single, None)
+    shards = [tmp_path / f"shard-{k}.duckdb" for k in range(2)]
+    for k, path in enumerate(shards):
+        play(path, Shard(k, 2))
+    merged = tmp_path / "merged.duckdb"
+    result = rapport_in_process("merge", "--out", str(merged), *map(str, shards))
+    assert result.returncode == 0, result.stderr
+    with (
+        duckdb.connect(str(single), read_only=True) as a,
+        duckdb.connect(str(merged), read_only=True) as b,
+    ):
+        expected = a.execute(CHECKS_SQL).fetchall()
+        assert expected and b.execute(CHECKS_SQL).fetchall() == expected
