@@ -456,3 +456,13 @@ def test_merged_shards_carry_the_checks_a_single_run_stores(tmp_path):
     ):
         expected = a.execute(CHECKS_SQL).fetchall()
         assert expected and b.execute(CHECKS_SQL).fetchall() == expected
+
+
+def test_a_corpus_whose_every_user_broke_character_builds_nothing_and_says_why(tmp_path):
+    db = tmp_path / "broken.duckdb"
+    _judged(db, "simulated:user_discloses=1", count=10)
+    result = rapport_in_process("dataset", "build", "--db", str(db), "--out", str(tmp_path / "o"))
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1 and "--keep-simulator-failures keeps them" in lines[0]
+    assert not (tmp_path / "o").exists()

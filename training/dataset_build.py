@@ -202,8 +202,8 @@ def build_dataset(
     if not kept and failed_users and not request.keep_simulator_failures:
         raise RapportError(
             f"{request.db}: every passing conversation left is one whose user side failed "
-            f"({len(failed_users)}; see dataset_exclusions after a build, or "
-            "--keep-simulator-failures to keep them)"
+            f"({len(failed_users)}: its simulator rubric or a model-free check, see `rapport "
+            "stats`); --keep-simulator-failures keeps them"
         )
     kept_ids = [s.conversation_id for s in kept]
     user_side = _user_side(
