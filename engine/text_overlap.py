@@ -32,11 +32,11 @@ def shared_span(mine: list[str], theirs: list[str], at_least: int) -> tuple[int,
     n = at_least
     if len(theirs) < n or len(mine) < n:
         return None
+    if set(_grams(theirs, n)).isdisjoint(_grams(mine, n)):  # the usual case, decided in C
+        return None
     starts: dict[tuple[str, ...], int] = {}
     for i, gram in enumerate(_grams(theirs, n)):
         starts.setdefault(gram, i)
-    if starts.keys().isdisjoint(_grams(mine, n)):  # the usual case, decided in C
-        return None
     best: tuple[int, int] | None = None
     i = 0
     while i <= len(mine) - n:
