@@ -79,6 +79,8 @@ def check_user_turn(
 def _speaks_as_assistant(normalised: str, phrases: SimulatorChecks) -> str | None:
     """The assistant's wording plus the assistant's shape: a question to the other side and
     advice. One phrase alone is not enough ("have you tried turning it off?" is a user's)."""
+    if "?" not in normalised:  # no question to the other side: decided without a pattern
+        return None
     phrase = find_phrase(phrases.assistant_phrases, normalised)
     if phrase is None:
         return None
