@@ -22,7 +22,14 @@ from rapport.engine.errors import TurnFailed
 from rapport.engine.gateway import Gateway
 from rapport.engine.seeding import derive_seed
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, SimulationHints, Speaker
-from rapport.store.rows import ConversationUpdate, MessageRow, StoreEvent, utc_now
+from rapport.judges.simulator_checks import check_user_turn
+from rapport.store.rows import (
+    ConversationUpdate,
+    MessageRow,
+    SimulatorCheckRow,
+    StoreEvent,
+    utc_now,
+)
 
 T = TypeVar("T")
 
@@ -194,9 +201,32 @@ class UserSimulator(Actor):
         final = last or said_goodbye
         reason = ("target_reached" if last else "goodbye") if final else None
         utterance = Utterance(turn_index, exchange, text, final, reason)
+        row = self.row(utterance, "user", completion)
+        checks = self.checks(row)
         self.said(text)
-        await self.store(StoreEvent(message=self.row(utterance, "user", completion)))
+        await self.store(StoreEvent(message=row, checks=checks))
         return utterance
+
+    def checks(self, row: MessageRow) -> tuple[SimulatorCheckRow, ...]:
+        """The model-free checks that fire on this turn (before it joins the history), stored
+        in the same event, so a turn and its checks are never apart (a resumed conversation's
+        history is its stored turns: the checks read the same)."""
+        history = self.history
+        last = history[-1] if history else None
+        hits = check_user_turn(
+            row.content,
+            previous_reply=last.content if last is not None and last.role == "user" else None,
+            # own turns are `assistant` in this actor's view
+            earlier_turns=(m.content for m in history if m.role == "assistant"),
+            word_limit=self.scenario.persona.word_limit[1],
+            phrases=self.domain.info.simulator_checks,
+        )
+        return tuple(
+            SimulatorCheckRow(
+                row.conversation_id, row.turn_index, hit.check_id, hit.evidence, row.created_at
+            )
+            for hit in hits
+        )
 
     async def _ask(self, exchange: int, target: int, final: bool) -> Completion:
         return await self.speak(self.prompt(exchange, target, final), exchange, final)

@@ -78,6 +78,14 @@ def build(
         bool,
         typer.Option("--reviewed-only", help="Only conversations a person reviewed."),
     ] = False,
+    keep_simulator_failures: Annotated[
+        bool,
+        typer.Option(
+            "--keep-simulator-failures",
+            help="Keep conversations whose user side failed (its simulator rubric, or a "
+            "model-free check of its turns); by default they are dropped.",
+        ),
+    ] = False,
 ) -> None:
     """Slice passing conversations into examples and write them with a dataset card."""
     if output_format not in ("hf", "parquet", "jsonl"):
@@ -90,7 +98,7 @@ def build(
         slicing=slicing, min_exchanges=min_exchanges, drop_repetitive=drop_repetitive,
         push_to_hub=push_to_hub, overwrite=overwrite, license=license,
         keep_truncated=keep_truncated, human_overrides=human_overrides,
-        reviewed_only=reviewed_only,
+        reviewed_only=reviewed_only, keep_simulator_failures=keep_simulator_failures,
     )  # fmt: skip
     summary = build_dataset(request)
     console = Console(soft_wrap=True)
@@ -102,6 +110,15 @@ def build(
         f"{summary.cut_replies:,} with a reply cut by its token budget "
         f"{'kept' if keep_truncated else 'left out'})"
     )
+    user_dropped = summary.dropped_simulator_failed + summary.dropped_simulator_check
+    if user_dropped or summary.kept_simulator_failures:
+        console.print(
+            f"user side failed: {summary.dropped_simulator_failed:,} by its rubric, "
+            f"{summary.dropped_simulator_check:,} by a model-free check"
+            if user_dropped
+            else f"user side failed: {summary.kept_simulator_failures:,} conversations, kept "
+            "(--keep-simulator-failures)"
+        )
     console.print(
         f"tokens per example: mean {summary.tokens_mean:,.0f}, max {summary.tokens_max:,} "
         f"({summary.tokenizer}) · written to {summary.out}"

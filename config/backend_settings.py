@@ -19,6 +19,7 @@ from rapport.config.urls import url_problem
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
 DEFAULT_PROVIDER = "llamacpp"
 
 
@@ -137,16 +138,54 @@ class CommandConfig(BackendBase, tag="command"):
     endpoint_fields: ClassVar[tuple[str, ...]] = ("model", "command")
 
 
+# The simulated user's per-turn fault shares (SimulatedConfig): together at most 1.
+TURN_FAULTS = (
+    "user_breaks",
+    "user_copies",
+    "user_discloses",
+    "user_coaches",
+    "user_repeats",
+    "user_rambles",
+)
+
+
 class SimulatedConfig(BackendBase, tag="simulated"):
-    """The offline simulator. Different quality or latency make different "models"."""
+    """The offline simulator. Different quality or latency make different "models".
+
+    As the user simulator it can break character on request, to test what catches a broken
+    user (engine/backends/simulated_faults.py): `user_breaks` is the share of user turns that
+    break it in any of the ways, the finer `user_*` shares one way each (per turn, drawn from
+    the turn's seed); `user_ignores_flaw` is the share of conversations whose user never
+    shows its planned flaws. All 0 by default."""
 
     model: str = ""
     latency_ms: NonNegativeFloat = 0.0
     # as assistant, the share of real (not generic) replies; as judge, of YES verdicts
     quality: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.85
+    user_breaks: Share = 0.0  # any of the ways below, spread evenly
+    user_copies: Share = 0.0  # echoes the assistant's last turn
+    user_discloses: Share = 0.0  # says it is an AI, a simulated user, or quotes its instructions
+    user_coaches: Share = 0.0  # role reversal: gives the assistant a coach's advice
+    user_repeats: Share = 0.0  # repeats one of its earlier turns word for word
+    user_rambles: Share = 0.0  # writes more than twice its persona's word limit
+    user_ignores_flaw: Share = 0.0  # of conversations: the user never shows its flaws
 
-    endpoint_fields: ClassVar[tuple[str, ...]] = ("model", "quality", "latency_ms")
+    endpoint_fields: ClassVar[tuple[str, ...]] = (
+        "model",
+        "quality",
+        "latency_ms",
+        *TURN_FAULTS,
+        "user_ignores_flaw",
+    )
     adaptive: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        total = sum(getattr(self, name) for name in TURN_FAULTS)
+        if total > 1 + constants.WEIGHT_SUM_TOLERANCE:
+            raise ValueError(
+                f"{', '.join(TURN_FAULTS)} are shares of the same user turns: they add up to "
+                f"{total:g}, at most 1"
+            )
 
 
 class NullConfig(BackendBase, tag="null"):

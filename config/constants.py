@@ -108,3 +108,28 @@ WORKER_QUEUED_PER_SLOT = 2  # jobs handed to a worker ahead, per conversation it
 WORKER_REPORT_EVENTS = 2_000  # store events a worker sends back per pull at most
 WORKER_CLOSE_S = 2.0  # workers closing their clients at the end, before they are killed
 CLUSTER_PROBE_TIMEOUT_S = 5.0  # a --ray HOST:PORT that does not answer within this is refused
+
+# Model-free checks of the user simulator's turns (judges/simulator_checks.py), run as turns are
+# stored. A user turn copies the assistant when it shares a span of this many words in a row
+# with the assistant's previous turn (a short quote is normal; a sentence or more is an echo).
+COPY_SPAN_WORDS = 10
+# A user turn breaks its persona's word limit when it is longer than this many times the limit.
+WORD_LIMIT_BREAK_FACTOR = 2.0
+# A user turn repeats an earlier one of the same conversation when their word 3-shingles overlap
+# this much (Jaccard); turns shorter than REPEAT_MIN_WORDS ("ok", "thanks") may recur freely.
+REPEAT_SHINGLE_WORDS = 3
+REPEAT_SIMILARITY = 0.8
+REPEAT_MIN_WORDS = 8
+# Turns whose lengths (in characters) differ more than this ratio are not compared: so unequal
+# a pair cannot reach REPEAT_SIMILARITY, and skipping them keeps long conversations cheap.
+REPEAT_LENGTH_RATIO = 0.6
+# Before comparing words, a turn is probed for in each earlier one: this many slices of its
+# text, this long; an earlier turn missing more than this share of them is no repeat of it
+# (one that only names the same topic holds some, a repeat nearly all).
+REPEAT_PROBES = 6
+REPEAT_PROBE_CHARS = 10
+REPEAT_PROBE_MISSES = 0.25
+# The simulated user, in character, writes a turn again (from the same seeded draws) when it
+# would repeat one of its earlier turns, at most this many times.
+SIMULATED_USER_REDRAWS = 5
+CHECK_EVIDENCE_CHARS = 120  # the evidence stored with a check: the words that made it fire

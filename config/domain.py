@@ -54,6 +54,74 @@ class Ending(Strict):
     marker: str = "[END]"
 
 
+# Phrases the model-free checks of the user's turns look for (judges/simulator_checks.py),
+# lower case, matched as whole words. These defaults (English, generic) serve a domain that
+# names none; a domain lists its own under `simulator_checks:` in domain.yaml.
+DISCLOSURE_PHRASES = (
+    "as an ai",
+    "i am an ai",
+    "i'm an ai",
+    "ai language model",
+    "as a language model",
+    "i am a language model",
+    "i'm a language model",
+    "simulated user",
+    "user simulator",
+    "i am simulating",
+    "i'm simulating",
+    "my instructions",
+    "my system prompt",
+    "my persona",
+    "i was instructed",
+    "i've been instructed",
+    "in this simulation",
+    "stepping out of character",
+)
+ASSISTANT_PHRASES = (
+    "it sounds like you",
+    "have you considered",
+    "have you tried",
+    "i would suggest",
+    "i'd suggest",
+    "i recommend",
+    "it might help to",
+    "it may help to",
+    "what i'm hearing",
+    "how does that make you feel",
+    "i'm here for you",
+    "i'm here to help",
+    "how can i help you",
+    "is there anything else i can help",
+    "thank you for sharing",
+)
+ADVICE_PHRASES = (
+    "you could",
+    "you might",
+    "you should",
+    "try to",
+    "try writing",
+    "consider",
+    "it might help",
+    "it may help",
+    "i suggest",
+    "i would suggest",
+    "i recommend",
+    "make sure",
+    "why not",
+)
+
+
+class SimulatorChecks(Strict):
+    """What the model-free checks of the user's turns look for (domain.yaml `simulator_checks`):
+    a user turn holding a disclosure phrase mentions being an AI, a simulation or its
+    instructions; one holding an assistant phrase, a question to the other side and an advice
+    phrase speaks as the assistant (role reversal)."""
+
+    disclosure_phrases: tuple[str, ...] = DISCLOSURE_PHRASES
+    assistant_phrases: tuple[str, ...] = ASSISTANT_PHRASES
+    advice_phrases: tuple[str, ...] = ADVICE_PHRASES
+
+
 class DomainInfo(Strict):
     """The domain's identity and conversation shape (domain.yaml)."""
 
@@ -68,6 +136,7 @@ class DomainInfo(Strict):
         continuing="Exchange {exchange} of about {target_exchanges}. Reply to the last message.",
         closing="This is your last message: wrap up and say goodbye in your own words.",
     )
+    simulator_checks: SimulatorChecks = SimulatorChecks()
 
 
 # ---- topics.yaml -------------------------------------------------------------------------

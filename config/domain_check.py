@@ -24,7 +24,7 @@ from rapport.config.loader import (
 from rapport.config.validation import problems as consistency_problems
 
 # Consistency checks that read one file and report in another: (reported in, depends on).
-_CROSS_FILE = (("simulator", "personas"),)
+_CROSS_FILE = (("simulator", "personas"), ("simulator", "info"))
 
 
 class DomainCheck(msgspec.Struct, frozen=True):

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from rapport.config.constants import WEIGHT_SUM_TOLERANCE
 from rapport.config.domain import Domain, Rubric
 from rapport.config.errors import ConfigError
+from rapport.config.phrases import find_phrase, normalise
 
 USER_SIMULATOR_FIELDS = frozenset(
     {
@@ -40,6 +41,7 @@ def problems(domain: Domain, files: Mapping[str, str]) -> list[ConfigError]:
     found += _ranges(domain, files)
     found += _references(domain, files)
     found += _templates(domain, files)
+    found += _simulator_checks(domain, files)
     return found
 
 
@@ -225,4 +227,38 @@ def _templates(domain: Domain, files: Mapping[str, str]) -> list[ConfigError]:
                 "model unfilled (placeholders go in assistant.md)",
             )
         )
+    return found
+
+
+def _simulator_checks(domain: Domain, files: Mapping[str, str]) -> list[ConfigError]:
+    """Phrase lists that can match (none empty) and that the domain's own simulated user never
+    says: a disclosure phrase in its phrase bank would fail ordinary turns."""
+    found: list[ConfigError] = []
+    checks = domain.info.simulator_checks
+    lists = {
+        "disclosure_phrases": checks.disclosure_phrases,
+        "assistant_phrases": checks.assistant_phrases,
+        "advice_phrases": checks.advice_phrases,
+    }
+    for name, phrases in lists.items():
+        for i, phrase in enumerate(phrases):
+            if not normalise(phrase):
+                found.append(
+                    ConfigError(files["info"], f"simulator_checks.{name}[{i}]", "empty phrase")
+                )
+    user = domain.simulator.user
+    bank = [*user.openers, *user.topic_lines, *user.closings]
+    bank += [line for lines in user.reactions.values() for line in lines]
+    for line in bank:
+        phrase = find_phrase(checks.disclosure_phrases, normalise(line))
+        if phrase is not None:
+            found.append(
+                ConfigError(
+                    files["simulator"],
+                    "user",
+                    f"{line!r} holds the disclosure phrase {phrase!r} (domain.yaml "
+                    "simulator_checks.disclosure_phrases): ordinary simulated turns would fail "
+                    "the discloses_ai check",
+                )
+            )
     return found

@@ -157,9 +157,23 @@ class BuildContext(msgspec.Struct, frozen=True):
 
 def _simulated(settings: SimulatedConfig, at: BuildContext) -> Backend:
     from rapport.engine.backends.simulated import SimulatedBackend
+    from rapport.engine.backends.simulated_faults import UserFaults
 
+    faults = UserFaults(
+        breaks=settings.user_breaks,
+        copies=settings.user_copies,
+        discloses=settings.user_discloses,
+        coaches=settings.user_coaches,
+        repeats=settings.user_repeats,
+        rambles=settings.user_rambles,
+        ignores_flaw=settings.user_ignores_flaw,
+    )
     return SimulatedBackend(
-        at.domain, latency_ms=settings.latency_ms, model=settings.model, quality=settings.quality
+        at.domain,
+        latency_ms=settings.latency_ms,
+        model=settings.model,
+        quality=settings.quality,
+        faults=faults,
     )
 
 

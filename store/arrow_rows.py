@@ -10,13 +10,29 @@ import msgspec
 import pyarrow as pa
 
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
-from rapport.store.rows import AssessmentRow, ErrorRow, JudgeFailureRow, MessageRow, VerdictRow
+from rapport.store.rows import (
+    AssessmentRow,
+    ErrorRow,
+    JudgeFailureRow,
+    MessageRow,
+    SimulatorCheckRow,
+    VerdictRow,
+)
 
 # The columns that can carry text from a provider, a proxy or a config (model replies, judge
 # reasoning, error bodies, endpoint names, settings): every write passes them through the
 # redactor, so an echoed API key never reaches the file.
 REDACTED_COLUMNS = frozenset(
-    {"content", "reasoning", "message", "error", "gateway", "judge_model", "settings"}
+    {
+        "content",
+        "reasoning",
+        "message",
+        "error",
+        "gateway",
+        "judge_model",
+        "settings",
+        "evidence",
+    }
 )
 
 
@@ -94,6 +110,7 @@ ERRORS = arrow_schema(ErrorRow)
 VERDICTS = arrow_schema(VerdictRow)
 JUDGE_FAILURES = arrow_schema(JudgeFailureRow)
 ASSESSMENTS = arrow_schema(AssessmentRow)
+SIMULATOR_CHECKS = arrow_schema(SimulatorCheckRow)
 
 
 def columns_sql(schema: pa.Schema) -> str:

@@ -20,6 +20,7 @@ from rapport.store.arrow_rows import (
     ERRORS,
     JUDGE_FAILURES,
     MESSAGES,
+    SIMULATOR_CHECKS,
     VERDICTS,
     arrow_schema,
     insert_table,
@@ -33,6 +34,7 @@ FINISHED = frozenset({"complete", "failed"})
 # Table name → the verb its rows are written with; applied in this order.
 _VERBS = {
     "messages": "INSERT OR IGNORE",
+    "simulator_checks": "INSERT OR IGNORE",
     "errors": "INSERT",
     "conversation_changes": "UPDATE",
     "verdicts": "INSERT OR IGNORE",
@@ -66,6 +68,7 @@ def encode_batch(batch: Sequence[StoreEvent], redactor: Redactor = PATTERNS_ONLY
     """The batch's rows as Arrow tables by destination, only the non-empty ones."""
     rows: dict[str, tuple[list[msgspec.Struct], pa.Schema]] = {
         "messages": ([e.message for e in batch if e.message is not None], MESSAGES),
+        "simulator_checks": ([row for e in batch for row in e.checks], SIMULATOR_CHECKS),
         "errors": ([e.error for e in batch if e.error is not None], ERRORS),
         "conversation_changes": (
             fold_updates(e.update for e in batch if e.update is not None),

@@ -214,6 +214,10 @@ def _copy_shard(conn: duckdb.DuckDBPyConnection, plan_id: str, shown: str) -> Sh
                             AND s.turn_index = m.turn_index)
         """
     )
+    # The checks of a taken conversation's user turns come with its turns, from the same shard.
+    winners = "WHERE conversation_id IN (SELECT id FROM merge_winners)"
+    conn.execute(f"DELETE FROM main.simulator_checks {winners}")
+    _insert(conn, "simulator_checks", keyed, winners)
     same_playing = f"""WHERE conversation_id IN (
         SELECT s.conversation_id FROM {ALIAS}.conversations s
         JOIN main.conversations m USING (conversation_id)

@@ -87,6 +87,16 @@ class AssessmentRow(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
+class SimulatorCheckRow(msgspec.Struct, frozen=True):
+    """A model-free check that fired on a user turn (judges/simulator_checks.py)."""
+
+    conversation_id: str
+    turn_index: int
+    check_id: str
+    evidence: str
+    created_at: datetime
+
+
 class StoreEvent(msgspec.Struct, frozen=True):
     """What one actor step writes, applied in a single transaction with its batch.
 
@@ -101,3 +111,4 @@ class StoreEvent(msgspec.Struct, frozen=True):
     judge_failures: tuple[JudgeFailureRow, ...] = ()
     assessment: AssessmentRow | None = None
     side: Side = "assistant"  # whose verdicts: the user side's go to the simulator_ tables
+    checks: tuple[SimulatorCheckRow, ...] = ()  # on `message`, a user turn: stored with it

@@ -91,6 +91,11 @@ SECTIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
+        "Simulator checks (the user's turns, no model: copies, AI disclosure, role reversal, "
+        "word limit, repeats)",
+        "SELECT * FROM simulator_check_counts ORDER BY check_id = '(any)', check_id",
+    ),
+    (
         "Errors by kind",
         "SELECT kind, count(*) AS errors, any_value(message) AS example FROM errors "
         "GROUP BY kind ORDER BY errors DESC",

@@ -359,3 +359,22 @@ FROM simulator_verdicts
 WHERE contains(criterion_id, ':')
   AND conversation_id IN (SELECT conversation_id FROM corpus_conversations)
 GROUP BY 1;
+
+-- The model-free checks of the user's turns (simulator_checks, written as turns are stored):
+-- per check, the user turns and corpus conversations it fired on, and one example; the row
+-- `(any)` counts conversations with at least one, so an empty table still says "none".
+CREATE OR REPLACE VIEW simulator_check_counts AS
+WITH fired AS (
+    SELECT * FROM simulator_checks
+    WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+), corpus AS (SELECT count(*) AS conversations FROM corpus_conversations)
+SELECT check_id, count(*) AS user_turns, count(DISTINCT conversation_id) AS conversations,
+       round(count(DISTINCT conversation_id) / nullif((SELECT conversations FROM corpus), 0), 4)
+           AS share_of_conversations,
+       arg_min(evidence, (conversation_id, turn_index)) AS example
+FROM fired GROUP BY check_id
+UNION ALL
+SELECT '(any)', count(*), count(DISTINCT conversation_id),
+       round(count(DISTINCT conversation_id) / nullif((SELECT conversations FROM corpus), 0), 4),
+       NULL
+FROM fired;

@@ -30,6 +30,7 @@ from rapport.store.rows import (
     ErrorRow,
     JudgeFailureRow,
     MessageRow,
+    SimulatorCheckRow,
     StoreEvent,
     VerdictRow,
     utc_now,
@@ -377,13 +378,15 @@ def test_the_writer_redacts_every_text_column_a_provider_can_fill(tmp_path: Path
         error=ErrorRow("r", "c", 0, "assistant", "http_401", leak, now),
         verdicts=(VerdictRow("c", "j", "k", "YES", leak, leak, now),),
         judge_failures=(JudgeFailureRow("c", "j", "k2", leak, now),),
+        checks=(SimulatorCheckRow("c", 0, "copies_assistant", leak, now),),
     )
     redactor = Redactor.from_environ(ENV, [PROXY_KEY_ENV])
     database.run_sync(lambda conn: write_batch(conn, [event], redactor))
     stored = _all_stored_text(database.path)
     assert MARKER not in stored
-    # messages.content, errors.message, verdicts.reasoning and .judge_model, judge_failures.error
-    assert stored.count(f"echo: {REDACTED}") == 5
+    # messages.content, errors.message, verdicts.reasoning and .judge_model, judge_failures.error,
+    # simulator_checks.evidence (a user turn's words)
+    assert stored.count(f"echo: {REDACTED}") == 6
 
 
 # --- the redactor ---------------------------------------------------------------------------------

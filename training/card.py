@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from rapport.store.dataset_source import SourceConversation
+from rapport.store.simulator_failures import FlawRealisation
 
 # The Hub's size categories, by upper bound of the example count.
 SIZE_CATEGORIES = (
@@ -81,6 +82,54 @@ def published_settings(request: msgspec.Struct) -> dict[str, object]:
     return settings
 
 
+class UserSide(msgspec.Struct, frozen=True):
+    """The user simulator's side of the passing conversations, as the card states it."""
+
+    failed: int = 0  # its rubric failed (a gate or the pass rule)
+    checked: int = 0  # a model-free check fired on one of its turns
+    either: int = 0  # conversations with either (each counted once)
+    by_check: dict[str, int] = {}  # check id -> conversations it fired on
+    kept_failures: bool = False  # --keep-simulator-failures
+    flaws: tuple[FlawRealisation, ...] = ()  # of the kept conversations
+
+
+def _user_side_lines(side: UserSide) -> list[str]:
+    """How many conversations were dropped (or kept) because their user side failed, and
+    whether the kept ones show the flaws the plan gave their users."""
+    checks = ", ".join(f"{check} {n}" for check, n in side.by_check.items()) or "none"
+    fate = (
+        "kept anyway (--keep-simulator-failures)"
+        if side.kept_failures
+        else "dropped (recorded in dataset_exclusions)"
+    )
+    lines = [
+        "## The user side",
+        "",
+        "The user simulator is checked too: judged against the domain's simulator rubric, and "
+        "checked without a model as each turn is stored (copying the assistant, saying it is an "
+        "AI, speaking as the assistant, breaking its word limit, repeating itself).",
+        "",
+        f"- conversations whose user side failed: {side.either}, {fate}",
+        f"- its rubric failed (a gate or the pass rule): {side.failed}",
+        f"- a model-free check fired: {side.checked} (by check: {checks})",
+        "",
+        "Planned flaws of the kept conversations (shown: most of a conversation's judges found "
+        "the flaw in the user's turns):",
+        "",
+    ]
+    rows = [
+        (
+            f.flaw,
+            f.conversations,
+            f.judged,
+            f"{f.shown} ({f.shown / f.judged:.0%})" if f.judged else "not judged",
+        )
+        for f in side.flaws
+    ]
+    lines.append(_table(["flaw", "conversations kept", "judged", "shown"], rows))
+    return lines
+
+
 def _cut_replies_line(count: int, kept: bool) -> str:
     """How many examples had an assistant reply cut by its token budget, and their fate."""
     fate = "kept (--keep-truncated)" if kept else "left out"
@@ -113,6 +162,8 @@ def dataset_card(
     provenance: Mapping[str, object],
     disclaimers: Sequence[str],
     cut_replies: int = 0,
+    kept: int | None = None,
+    user_side: UserSide | None = None,
 ) -> str:
     scores = [s.mean_score for s in sources]
     bins: dict[str, int] = {}
@@ -122,6 +173,9 @@ def dataset_card(
     runs = provenance["runs"]
     judges = provenance["judges"]
     total = sum(summary_counts.values())
+    side = user_side or UserSide()
+    kept = len(sources) - dropped if kept is None else kept
+    user_dropped = 0 if side.kept_failures else side.either
     settings = published_settings(request)
     domains = ", ".join(provenance["domains"])  # type: ignore[arg-type]
     lines = [
@@ -146,7 +200,8 @@ def dataset_card(
         f"- domains: {domains}",
         f"- pass rule across judges: {provenance['pass_rule']}",
         f"- conversations judged: {provenance['judged']}, passed: {provenance['passed']}, "
-        f"kept: {len(sources) - dropped} (dropped as repetitive: {dropped})",
+        f"kept: {kept} (dropped as repetitive: {dropped}; as their user side failed: "
+        f"{user_dropped})",
         f"- reviewed by people: {provenance.get('reviewed', 0)}, passed by them: "
         f"{provenance.get('reviewed_passed', 0)}; {_human_use(request)}",
         "",
@@ -157,6 +212,8 @@ def dataset_card(
         "Judges:",
         "",
         _table(["judge", "backend and model"], judges),  # type: ignore[arg-type]
+        "",
+        *_user_side_lines(side),
         "",
         "## Examples",
         "",

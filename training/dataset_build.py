@@ -32,7 +32,15 @@ from rapport.store.judgements import plan_domains
 from rapport.store.output_folder import check_output_folder, staged_output
 from rapport.store.rows import utc_now
 from rapport.store.run_secrets import database_redactor
-from rapport.training.card import dataset_card
+from rapport.store.simulator_failures import (
+    SIMULATOR_CHECK,
+    SIMULATOR_FAILED,
+    FlawRealisation,
+    SimulatorFailure,
+    flaw_realisation,
+    simulator_failures,
+)
+from rapport.training.card import UserSide, dataset_card
 from rapport.training.slicing import SlicingPolicy, pair_exchanges, slice_points
 from rapport.training.splits import SPLITS, SplitFractions, split_of
 from rapport.training.truncation import TokenCounter, fit_to_budget, tokenizer_counter
@@ -69,6 +77,8 @@ class DatasetRequest(msgspec.Struct, frozen=True):
     keep_truncated: bool = False  # keep examples with an assistant turn cut by its token budget
     human_overrides: bool = False  # a person's pass/fail (rapport view) before the judges'
     reviewed_only: bool = False  # only conversations a person reviewed
+    # keep conversations whose user side failed (its rubric, or a model-free check)
+    keep_simulator_failures: bool = False
 
 
 class DatasetSummary(msgspec.Struct, frozen=True):
@@ -82,6 +92,9 @@ class DatasetSummary(msgspec.Struct, frozen=True):
     tokens_max: int
     tokenizer: str
     out: str
+    dropped_simulator_failed: int = 0  # the user side failed its rubric (a gate or the rule)
+    dropped_simulator_check: int = 0  # a model-free check fired on a user turn
+    kept_simulator_failures: int = 0  # failed, kept by --keep-simulator-failures
 
 
 def _token_counter(tokenizer: str | None) -> tuple[TokenCounter, str]:
@@ -182,8 +195,24 @@ def build_dataset(
         dropped = dominated_conversations(
             transcripts, report, request.repetitive_share, request.drop_repetitive
         )
+    failures = database.run_sync(lambda conn: simulator_failures(conn, list(transcripts)))
+    failed_users = {f.conversation_id for f in failures}
+    left_out = dropped | (set() if request.keep_simulator_failures else failed_users)
+    kept = [s for s in sources if s.conversation_id not in left_out]
+    if not kept and failed_users and not request.keep_simulator_failures:
+        raise RapportError(
+            f"{request.db}: every passing conversation left is one whose user side failed "
+            f"({len(failed_users)}: its simulator rubric or a model-free check, see `rapport "
+            "stats`); --keep-simulator-failures keeps them"
+        )
+    kept_ids = [s.conversation_id for s in kept]
+    user_side = _user_side(
+        failures,
+        request.keep_simulator_failures,
+        database.run_sync(lambda conn: flaw_realisation(conn, kept_ids)),
+    )
     records, rows, truncated, too_long, cut_replies = _examples(
-        [s for s in sources if s.conversation_id not in dropped], domains, request, count_tokens
+        kept, domains, request, count_tokens
     )
     counts = {split: len(rows[split]) for split in SPLITS}
     origin = database.run_sync(provenance)
@@ -198,6 +227,8 @@ def build_dataset(
                 summary_counts=counts,
                 sources=sources,
                 dropped=len(dropped),
+                kept=len(kept),
+                user_side=user_side,
                 cut_replies=cut_replies,
                 token_counts=[r.num_tokens for r in records],
                 tokenizer=tokenizer_label,
@@ -216,12 +247,16 @@ def build_dataset(
         ExclusionRow(conversation_id, output, "repetitive", None, now)
         for conversation_id in sorted(dropped)
     ]
+    if not request.keep_simulator_failures:
+        exclusions += [
+            ExclusionRow(f.conversation_id, output, f.reason, f.detail, now) for f in failures
+        ]
     database.run_sync(lambda conn: replace_exclusions(conn, output, exclusions))
     if request.push_to_hub:
         _push(dataset, card(HUB_SPLIT_FILES), request, token)
     tokens = [r.num_tokens for r in records]
     return DatasetSummary(
-        conversations=len(sources) - len(dropped),
+        conversations=len(kept),
         dropped_repetitive=len(dropped),
         examples={split: len(rows[split]) for split in SPLITS},
         truncated=truncated,
@@ -231,6 +266,27 @@ def build_dataset(
         tokens_max=max(tokens, default=0),
         tokenizer=tokenizer_label,
         out=str(request.out),
+        dropped_simulator_failed=0 if user_side.kept_failures else user_side.failed,
+        dropped_simulator_check=0 if user_side.kept_failures else user_side.checked,
+        kept_simulator_failures=len(failed_users) if user_side.kept_failures else 0,
+    )
+
+
+def _user_side(
+    failures: list[SimulatorFailure], keep: bool, flaws: list[FlawRealisation]
+) -> UserSide:
+    """The card's figures on the user side: failures by way (judged, checked, per check id)."""
+    by_check: dict[str, int] = {}
+    for failure in failures:
+        for check_id in failure.check_ids:
+            by_check[check_id] = by_check.get(check_id, 0) + 1
+    return UserSide(
+        failed=sum(f.reason == SIMULATOR_FAILED for f in failures),
+        checked=sum(f.reason == SIMULATOR_CHECK for f in failures),
+        either=len({f.conversation_id for f in failures}),
+        by_check=dict(sorted(by_check.items())),
+        kept_failures=keep,
+        flaws=tuple(flaws),
     )
 
 

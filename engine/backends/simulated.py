@@ -10,12 +10,15 @@ from collections.abc import Sequence
 import anyio
 import anyio.lowlevel
 
+from rapport.config.constants import SIMULATED_USER_REDRAWS
 from rapport.config.domain import Domain
 from rapport.engine.backend import usage_or_estimate
+from rapport.engine.backends.simulated_faults import UserFaults, write_fault_turn
 from rapport.engine.backends.simulated_judge import write_verdicts
 from rapport.engine.backends.simulated_text import write_assistant_turn, write_user_turn
 from rapport.engine.errors import BackendError
 from rapport.engine.seeding import derive_seed
+from rapport.engine.text_overlap import repeated_turn
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, SimulationHints
 
 SIMULATED_MODEL = "rapport-simulator"
@@ -31,18 +34,29 @@ class SimulatedBackend:
     as a judge, the base share of YES verdicts (lowered by lapses it reads in the transcript).
     The model name seeds the draws too: two differently named simulators are two "models".
     Labelled as a simulator wherever it shows: provider `simulated`, model `rapport-simulator`.
+
+    `faults`, as the user simulator, plants turns that break character (simulated_faults): a
+    share of turns copying the assistant, disclosing an AI, coaching, repeating or rambling,
+    and a share of conversations whose user ignores its flaws; none by default.
     """
 
     provider = "simulated"
     simulated = True
 
     def __init__(
-        self, domain: Domain, *, latency_ms: float = 0.0, model: str = "", quality: float = 0.85
+        self,
+        domain: Domain,
+        *,
+        latency_ms: float = 0.0,
+        model: str = "",
+        quality: float = 0.85,
+        faults: UserFaults | None = None,
     ) -> None:
         self.model = model or SIMULATED_MODEL
         self._domain = domain
         self._latency_s = latency_ms / 1000.0
         self._quality = quality
+        self._faults = faults or UserFaults()
         self._unseeded = random.Random()  # seeded from the OS: unseeded calls differ per run
 
     async def complete(
@@ -56,7 +70,8 @@ class SimulatedBackend:
             await anyio.sleep(self._latency_s)
         else:
             await anyio.lowlevel.checkpoint()
-        rng = random.Random(self._draw_seed(params, hints))
+        seed = self._draw_seed(params, hints)
+        rng = random.Random(seed)
         if hints.speaker == "judge":
             prompt = "\n".join(m.content for m in messages)
             text = write_verdicts(
@@ -64,13 +79,41 @@ class SimulatedBackend:
                 hints.side,
             )  # fmt: skip
         elif hints.speaker == "user_sim":
-            text = write_user_turn(self._domain, hints.scenario, hints.exchange, hints.final, rng)
+            text = self._user_turn(messages, hints, seed, rng)
         else:
             last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
             text = write_assistant_turn(
                 self._domain, hints.scenario, last_user, hints.final, rng, self._quality
             )
         return simulated_completion(text, messages, started, self.model, self.provider)
+
+    def _user_turn(
+        self,
+        messages: Sequence[ChatMessage],
+        hints: SimulationHints,
+        seed: int,
+        rng: random.Random,
+    ) -> str:
+        """A user turn: in character, or (on request) one of the planted faults."""
+        faults = self._faults
+        if faults.any_turn_fault:
+            fault = faults.draw(seed)
+            if fault is not None:
+                text = write_fault_turn(
+                    fault, self._domain, hints.scenario, messages, hints.final, rng
+                )
+                if text is not None:
+                    return text
+        show_flaws = not faults.ignores_flaws(hints.scenario, self.model)
+        said = [m.content for m in messages if m.role == "assistant"]  # its own earlier turns
+        for _ in range(SIMULATED_USER_REDRAWS):
+            # In character, a user does not send one of its messages again: drawn anew if so.
+            text = write_user_turn(
+                self._domain, hints.scenario, hints.exchange, hints.final, rng, show_flaws
+            )
+            if repeated_turn(text, said) is None:
+                break
+        return text
 
     def _draw_seed(self, params: CompletionParams, hints: SimulationHints) -> int:
         """Where this call's draws come from. With a sampling seed, that seed (never the

@@ -35,14 +35,20 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text else text
 
 
-def _fill(template: str, topic: str) -> str:
+def fill_topic(template: str, topic: str) -> str:
     return template.replace("{topic}", topic)
 
 
 def write_user_turn(
-    domain: Domain, scenario: Scenario, exchange: int, final: bool, rng: random.Random
+    domain: Domain,
+    scenario: Scenario,
+    exchange: int,
+    final: bool,
+    rng: random.Random,
+    show_flaws: bool = True,
 ) -> str:
-    """A user message: a reaction or opener, some of the user's topics, flaws at their rates."""
+    """A user message: a reaction or opener, some of the user's topics, flaws at their rates
+    (none with `show_flaws` off: a user that ignores its planned flaws)."""
     phrases = domain.simulator.user
     persona = scenario.persona
     parts: list[str] = []
@@ -55,14 +61,16 @@ def write_user_turn(
         most = _FIRST_USER_TOPICS if exchange == 1 else _LATER_USER_TOPICS
         count = rng.randint(1, min(most, len(scenario.topics)))
         for topic in rng.sample(scenario.topics, count):
-            parts.append(_fill(rng.choice(phrases.topic_lines), _lower_first(topic.description)))
+            parts.append(
+                fill_topic(rng.choice(phrases.topic_lines), _lower_first(topic.description))
+            )
     for assignment in scenario.flaws:
         flaw = domain.flaws.categories[assignment.category][assignment.name]
-        if flaw.examples and rng.random() < assignment.frequency:
+        if show_flaws and flaw.examples and rng.random() < assignment.frequency:
             parts.insert(rng.randint(1, len(parts)), rng.choice(flaw.examples))
-    body = _styled(" ".join(_sentence(part) for part in parts), persona.word_limit[1])
+    body = _styled(" ".join(sentence(part) for part in parts), persona.word_limit[1])
     if final:
-        body = f"{body} {_sentence(rng.choice(phrases.closings))}"
+        body = f"{body} {sentence(rng.choice(phrases.closings))}"
     return _casual(body) if persona.writing_style in _CASUAL_STYLES else body
 
 
@@ -83,23 +91,23 @@ def write_assistant_turn(
     if not raised and scenario.topics:
         raised = [rng.choice(scenario.topics)]
     labels = [topic_label(t) for t in raised] or ["this"]
-    parts = [_fill(rng.choice(phrases.reflections), labels[0])]
+    parts = [fill_topic(rng.choice(phrases.reflections), labels[0])]
     if rng.random() < _VALIDATION_RATE:
         parts.append(rng.choice(phrases.validations))
     if len(labels) >= 2:
         for label_text in labels:
-            suggestion = _lower_first(_fill(rng.choice(phrases.suggestions), label_text))
+            suggestion = _lower_first(fill_topic(rng.choice(phrases.suggestions), label_text))
             parts.append(f"On the {label_text}: {suggestion}.")
     else:
-        parts.append(_fill(rng.choice(phrases.suggestions), labels[0]))
+        parts.append(fill_topic(rng.choice(phrases.suggestions), labels[0]))
     if final:
         parts.append(rng.choice(phrases.closings))
     elif rng.random() < _QUESTION_RATE:
-        parts.append(_fill(rng.choice(phrases.questions), labels[0]))
-    return " ".join(_sentence(part) for part in parts)
+        parts.append(fill_topic(rng.choice(phrases.questions), labels[0]))
+    return " ".join(sentence(part) for part in parts)
 
 
-def _sentence(text: str) -> str:
+def sentence(text: str) -> str:
     text = text.strip().rstrip(",;—-").rstrip()
     if not text:
         return text
