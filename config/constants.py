@@ -108,3 +108,18 @@ WORKER_QUEUED_PER_SLOT = 2  # jobs handed to a worker ahead, per conversation it
 WORKER_REPORT_EVENTS = 2_000  # store events a worker sends back per pull at most
 WORKER_CLOSE_S = 2.0  # workers closing their clients at the end, before they are killed
 CLUSTER_PROBE_TIMEOUT_S = 5.0  # a --ray HOST:PORT that does not answer within this is refused
+
+# Near-duplicates (`rapport stats --duplicates`, `rapport dataset build --dedup`): MinHash
+# (datasketch) over word shingles of each side's text, LSH for the candidate pairs.
+DEDUP_THRESHOLD = 0.8  # estimated Jaccard at or above which two sides are near-duplicates
+DEDUP_SHINGLE_WORDS = 5  # words per shingle
+DEDUP_NUM_PERM = 128  # MinHash permutations: the estimate's standard error is ≤ 0.045
+DEDUP_SEED = 1  # the permutations' seed: fixed, so stored signatures stay comparable
+DEDUP_BATCH_CONVERSATIONS = 2_000  # conversations read from DuckDB and hashed at a time
+DEDUP_WORKERS = 2  # processes hashing batches at once (at most the CPUs; one batch: none)
+# LSH bands chosen for few missed pairs (false negatives weigh 0.95): a candidate only costs a
+# comparison of signatures. With the default threshold a pair at 0.85 is a candidate 99.4 % of
+# the time (datasketch's even weights: 69 %).
+DEDUP_LSH_WEIGHTS = (0.05, 0.95)
+DEDUP_LSH_MAX_THRESHOLD = 0.95  # LSH needs two bands or more: above this, candidates at 0.95
+DEDUP_SHARED_TEXT_CHARS = 80  # the start of a cluster's shared text shown by stats
