@@ -24,6 +24,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from rapport.config.constants import DEDUP_WORKERS
 from rapport.judges.near_duplicates import DedupSettings
 from rapport.stages.dedup import DedupSummary
 from rapport.store.arrow_rows import TIMESTAMP, insert_table
@@ -53,7 +54,9 @@ class PassFigures(msgspec.Struct, frozen=True):
     conversations: int
     hashed: int
     wall_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the pass's process and its hashing workers together (each at its peak)
+    main_peak_rss_mb: float
+    worker_peak_rss_mb: float  # the largest worker's
     clusters: dict[str, int]  # per side
     in_clusters: dict[str, int]
 
@@ -190,6 +193,7 @@ _CHILD = """
 import resource, sys, time
 from pathlib import Path
 import msgspec
+from rapport.config.constants import DEDUP_WORKERS
 from rapport.judges.near_duplicates import DedupSettings
 from rapport.stages.dedup import dedup_corpus
 settings = msgspec.json.decode(sys.argv[2], type=DedupSettings)
@@ -197,7 +201,9 @@ started = time.monotonic()
 summary = dedup_corpus(Path(sys.argv[1]), settings)
 wall = time.monotonic() - started
 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(msgspec.json.encode({"summary": summary, "wall_s": wall, "peak_rss_mb": peak_mb}).decode())
+workers_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(msgspec.json.encode({"summary": summary, "wall_s": wall, "peak_rss_mb": peak_mb,
+                           "worker_peak_rss_mb": workers_mb}).decode())
 """
 
 
@@ -205,6 +211,7 @@ class _ChildResult(msgspec.Struct):
     summary: DedupSummary
     wall_s: float
     peak_rss_mb: float
+    worker_peak_rss_mb: float
 
 
 def run_pass(db: Path, settings: DedupSettings, conversations: int) -> PassFigures:
@@ -223,7 +230,9 @@ def run_pass(db: Path, settings: DedupSettings, conversations: int) -> PassFigur
         conversations=conversations,
         hashed=result.summary.hashed,
         wall_s=result.wall_s,
-        peak_rss_mb=result.peak_rss_mb,
+        peak_rss_mb=result.peak_rss_mb + DEDUP_WORKERS * result.worker_peak_rss_mb,
+        main_peak_rss_mb=result.peak_rss_mb,
+        worker_peak_rss_mb=result.worker_peak_rss_mb,
         clusters={c.side: c.clusters for c in sides},
         in_clusters={c.side: c.in_clusters for c in sides},
     )

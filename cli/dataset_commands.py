@@ -45,6 +45,15 @@ def build(
             "over-used phrases.",
         ),
     ] = None,
+    dedup: Annotated[
+        float | None,
+        typer.Option(
+            "--dedup",
+            help="Keep one conversation per near-duplicate cluster at this estimated Jaccard "
+            "similarity (0 < t ≤ 1, e.g. 0.8), on either side: the highest score, then the "
+            "lowest id; the others are recorded in dataset_exclusions.",
+        ),
+    ] = None,
     keep_truncated: Annotated[
         bool,
         typer.Option(
@@ -90,7 +99,7 @@ def build(
         slicing=slicing, min_exchanges=min_exchanges, drop_repetitive=drop_repetitive,
         push_to_hub=push_to_hub, overwrite=overwrite, license=license,
         keep_truncated=keep_truncated, human_overrides=human_overrides,
-        reviewed_only=reviewed_only,
+        reviewed_only=reviewed_only, dedup=dedup,
     )  # fmt: skip
     summary = build_dataset(request)
     console = Console(soft_wrap=True)

@@ -123,3 +123,4 @@ DEDUP_WORKERS = 2  # processes hashing batches at once (at most the CPUs; one ba
 DEDUP_LSH_WEIGHTS = (0.05, 0.95)
 DEDUP_LSH_MAX_THRESHOLD = 0.95  # LSH needs two bands or more: above this, candidates at 0.95
 DEDUP_SHARED_TEXT_CHARS = 80  # the start of a cluster's shared text shown by stats
+DEDUP_CLUSTERS_SHOWN = 50  # largest clusters per side that `rapport stats --duplicates` lists

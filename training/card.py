@@ -90,6 +90,17 @@ def _cut_replies_line(count: int, kept: bool) -> str:
     )
 
 
+def _dedup_line(threshold: object, duplicates: int, candidates: int) -> str:
+    """How near-duplicates were handled (`--dedup`)."""
+    if threshold is None:
+        return "- near-duplicates: not removed (no --dedup)"
+    return (
+        f"- near-duplicates: {duplicates} of {candidates} conversations left out (--dedup "
+        f"{threshold}: MinHash over word shingles of each side; one conversation kept per "
+        "cluster on either side, the highest score, then the lowest id)"
+    )
+
+
 def _human_use(request: msgspec.Struct) -> str:
     """How the build used people's reviews (`--human-overrides`, `--reviewed-only`)."""
     overrides = getattr(request, "human_overrides", False)
@@ -113,6 +124,7 @@ def dataset_card(
     provenance: Mapping[str, object],
     disclaimers: Sequence[str],
     cut_replies: int = 0,
+    duplicates: int = 0,
 ) -> str:
     scores = [s.mean_score for s in sources]
     bins: dict[str, int] = {}
@@ -146,7 +158,9 @@ def dataset_card(
         f"- domains: {domains}",
         f"- pass rule across judges: {provenance['pass_rule']}",
         f"- conversations judged: {provenance['judged']}, passed: {provenance['passed']}, "
-        f"kept: {len(sources) - dropped} (dropped as repetitive: {dropped})",
+        f"kept: {len(sources) - dropped - duplicates} (dropped as repetitive: {dropped}, "
+        f"as near-duplicates: {duplicates})",
+        _dedup_line(settings.get("dedup"), duplicates, len(sources) - dropped),
         f"- reviewed by people: {provenance.get('reviewed', 0)}, passed by them: "
         f"{provenance.get('reviewed_passed', 0)}; {_human_use(request)}",
         "",

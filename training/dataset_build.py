@@ -17,7 +17,9 @@ import msgspec
 from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.config.errors import RapportError
 from rapport.config.secrets import Redactor
+from rapport.judges.near_duplicates import ClusterMember, DedupSettings
 from rapport.judges.repetition import dominated_conversations, repetition_report
+from rapport.stages.dedup import check_threshold, duplicates_among
 from rapport.store.database import Database
 from rapport.store.dataset_source import (
     ExampleRecord,
@@ -69,6 +71,7 @@ class DatasetRequest(msgspec.Struct, frozen=True):
     keep_truncated: bool = False  # keep examples with an assistant turn cut by its token budget
     human_overrides: bool = False  # a person's pass/fail (rapport view) before the judges'
     reviewed_only: bool = False  # only conversations a person reviewed
+    dedup: float | None = None  # keep one conversation per near-duplicate cluster at this Jaccard
 
 
 class DatasetSummary(msgspec.Struct, frozen=True):
@@ -82,6 +85,7 @@ class DatasetSummary(msgspec.Struct, frozen=True):
     tokens_max: int
     tokenizer: str
     out: str
+    dropped_duplicates: int = 0
 
 
 def _token_counter(tokenizer: str | None) -> tuple[TokenCounter, str]:
@@ -149,6 +153,8 @@ def build_dataset(
         raise RapportError("--push-to-hub needs HF_TOKEN in the environment (a write token)")
     if not request.db.exists():
         raise StoreError(f"{request.db}: no such database")
+    if request.dedup is not None:
+        check_threshold(request.dedup, "--dedup")
     output_kind = f"dataset:{request.output_format}"
     keep = (request.db, *([Path(request.tokenizer)] if request.tokenizer else []))
     check_output_folder(request.out, output_kind, overwrite=request.overwrite, keep=keep)
@@ -182,8 +188,16 @@ def build_dataset(
         dropped = dominated_conversations(
             transcripts, report, request.repetitive_share, request.drop_repetitive
         )
+    duplicates: list[ClusterMember] = []
+    if request.dedup is not None:  # among what the other rules keep: a kept member is kept
+        duplicates = duplicates_among(
+            request.db,
+            [s.conversation_id for s in sources if s.conversation_id not in dropped],
+            DedupSettings(threshold=request.dedup),
+        )
+    left_out = dropped | {m.conversation_id for m in duplicates}
     records, rows, truncated, too_long, cut_replies = _examples(
-        [s for s in sources if s.conversation_id not in dropped], domains, request, count_tokens
+        [s for s in sources if s.conversation_id not in left_out], domains, request, count_tokens
     )
     counts = {split: len(rows[split]) for split in SPLITS}
     origin = database.run_sync(provenance)
@@ -198,6 +212,7 @@ def build_dataset(
                 summary_counts=counts,
                 sources=sources,
                 dropped=len(dropped),
+                duplicates=len(duplicates),
                 cut_replies=cut_replies,
                 token_counts=[r.num_tokens for r in records],
                 tokenizer=tokenizer_label,
@@ -216,13 +231,24 @@ def build_dataset(
         ExclusionRow(conversation_id, output, "repetitive", None, now)
         for conversation_id in sorted(dropped)
     ]
+    exclusions += [
+        ExclusionRow(
+            m.conversation_id,
+            output,
+            "duplicate",
+            f"kept {m.cluster_id} ({m.side} side, similarity {m.similarity:.3f})",
+            now,
+        )
+        for m in duplicates
+    ]
     database.run_sync(lambda conn: replace_exclusions(conn, output, exclusions))
     if request.push_to_hub:
         _push(dataset, card(HUB_SPLIT_FILES), request, token)
     tokens = [r.num_tokens for r in records]
     return DatasetSummary(
-        conversations=len(sources) - len(dropped),
+        conversations=len(sources) - len(left_out),
         dropped_repetitive=len(dropped),
+        dropped_duplicates=len(duplicates),
         examples={split: len(rows[split]) for split in SPLITS},
         truncated=truncated,
         skipped_too_long=too_long,
