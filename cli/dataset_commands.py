@@ -108,6 +108,7 @@ def build(
         f"{summary.conversations:,} conversations → {counts} examples "
         f"({summary.truncated:,} truncated from the oldest turns, {summary.skipped_too_long:,} "
         f"too long, {summary.dropped_repetitive:,} conversations dropped as repetitive, "
+        f"{summary.dropped_duplicates:,} as near-duplicates, "
         f"{summary.cut_replies:,} with a reply cut by its token budget "
         f"{'kept' if keep_truncated else 'left out'})"
     )

@@ -10,7 +10,7 @@ never the old conversations' text. With 128 permutations its standard error is a
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import msgspec
 import numpy as np
@@ -60,14 +60,25 @@ def shingles(text: str, size: int) -> list[bytes]:
 
 def signatures(texts: Iterable[str], settings: DedupSettings) -> list[np.ndarray | None]:
     """Each text's MinHash hash values (uint32, `num_perm` of them); None for a text without
-    words. CRC-32 (C, in the standard library) hashes the shingles: SHA-1, datasketch's
+    words. Texts are shingled one at a time (a batch's shingles at once would take hundreds of
+    megabytes). CRC-32 (C, in the standard library) hashes the shingles: SHA-1, datasketch's
     default, is 1.7× slower end to end, and the affine32 scheme mixes the input hash with
     MurmurHash3's finalizer before permuting it anyway."""
-    sets = [shingles(text, settings.shingle_size) for text in texts]
-    hashed = MinHash.generator(
-        (s for s in sets if s), num_perm=settings.num_perm, seed=DEDUP_SEED, hashfunc=zlib.crc32
-    )
-    return [next(hashed).hashvalues.astype(SIGNATURE_DTYPE) if s else None for s in sets]
+    found: list[np.ndarray | None] = []
+
+    def shingle_sets() -> Iterator[list[bytes]]:
+        for text in texts:
+            words = shingles(text, settings.shingle_size)
+            if words:
+                yield words
+            else:  # in order: the generator below appends each sketch after its text's turn
+                found.append(None)
+
+    for sketch in MinHash.generator(
+        shingle_sets(), num_perm=settings.num_perm, seed=DEDUP_SEED, hashfunc=zlib.crc32
+    ):
+        found.append(sketch.hashvalues.astype(SIGNATURE_DTYPE))
+    return found
 
 
 def _lean(values: np.ndarray) -> LeanMinHash:
@@ -84,13 +95,12 @@ def similar_pairs(matrix: np.ndarray, threshold: float) -> list[tuple[int, int, 
         num_perm=num_perm,
         weights=DEDUP_LSH_WEIGHTS,
     )
-    sketches = [_lean(row) for row in matrix]
     with lsh.insertion_session() as session:
-        for index, sketch in enumerate(sketches):
-            session.insert(index, sketch, check_duplication=False)
+        for index, row in enumerate(matrix):
+            session.insert(index, _lean(row), check_duplication=False)
     pairs = []
-    for i, sketch in enumerate(sketches):
-        candidates = [j for j in lsh.query(sketch) if j > i]
+    for i, row in enumerate(matrix):  # sketches made again rather than held: less memory
+        candidates = [j for j in lsh.query(_lean(row)) if j > i]
         if not candidates:
             continue
         estimates = (matrix[candidates] == matrix[i]).mean(axis=1)

@@ -54,6 +54,8 @@ class DedupSummary(msgspec.Struct, frozen=True):
     hashed: int  # conversations hashed by this pass (the others' signatures were stored)
     sides: tuple[SideCount, ...]
     elapsed_s: float
+    hashing_s: float = 0.0  # reading the new conversations' text, hashing, storing signatures
+    clustering_s: float = 0.0  # LSH and clusters over every stored signature
 
 
 def check_threshold(value: float, flag: str) -> float:
@@ -172,10 +174,12 @@ def dedup_corpus(
     database = _writable(db)
     with exclusive_run(db):
         hashed = hash_unhashed(database, settings, say)
+        hashing_s = time.monotonic() - started
         members = find_clusters(database, settings)
         database.run_sync(lambda conn: replace_clusters(conn, members, settings))
         sides = _side_counts(database, settings, members)
-    return DedupSummary(settings, hashed, sides, time.monotonic() - started)
+    elapsed_s = time.monotonic() - started
+    return DedupSummary(settings, hashed, sides, elapsed_s, hashing_s, elapsed_s - hashing_s)
 
 
 def duplicates_among(db: Path, ids: Sequence[str], settings: DedupSettings) -> list[ClusterMember]:

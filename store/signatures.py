@@ -118,9 +118,12 @@ def load_signatures(
         params=[side, settings.shingle_size, settings.num_perm, *([list(ids)] if ids else [])],
     ).to_arrow_table()
     found = table.column("conversation_id").to_pylist()
-    blobs = b"".join(table.column("signature").to_pylist())
-    matrix = np.frombuffer(blobs, dtype=SIGNATURE_DTYPE).reshape(len(found), settings.num_perm)
-    return found, matrix
+    width = settings.num_perm * SIGNATURE_DTYPE.itemsize
+    fixed = table.column("signature").combine_chunks().cast(pa.binary(width))  # no copy per row
+    values = np.frombuffer(
+        fixed.buffers()[1], dtype=SIGNATURE_DTYPE, count=len(found) * settings.num_perm
+    )
+    return found, values.reshape(len(found), settings.num_perm)
 
 
 def judged_scores(conn: duckdb.DuckDBPyConnection) -> dict[str, float]:
