@@ -335,3 +335,23 @@ def test_threshold_without_duplicates_is_refused(planted):
     db, _, _ = planted
     outcome = rapport_in_process("stats", "--db", str(db), "--threshold", "0.8")
     assert outcome.returncode == 2 and "--threshold goes with --duplicates" in outcome.stderr
+
+
+@pytest.mark.slow
+def test_bench_dedup_smoke_finds_every_planted_group_and_hashes_only_the_growth(tmp_path):
+    from tests.conftest import rapport
+
+    outcome = rapport("bench", "dedup", "--smoke", "--out", str(tmp_path))
+    assert outcome.returncode == 0, outcome.stderr
+    report = json.loads((tmp_path / "dedup.json").read_text())
+    recovery = report["recovery"]
+    assert recovery["planted"] > 0
+    assert recovery["found_exactly"] == {
+        "assistant": recovery["planted"],
+        "user": recovery["planted"],
+    }
+    assert recovery["other_clusters"] == {"assistant": 0, "user": 0}
+    full, grown = report["full"], report["incremental"]
+    assert full["hashed"] == full["conversations"]
+    assert grown["hashed"] == grown["conversations"] - full["conversations"] > 0
+    assert full["peak_rss_mb"] > 0 and "rapport bench dedup" in outcome.stdout
