@@ -9,7 +9,7 @@ never a cluster at 0.8). The pass runs in a fresh process (its peak RSS is the p
 `rapport stats --duplicates` would have), then the corpus grows by a tenth and it runs again:
 only the new conversations are hashed. The peak RSS is sampled every 50 ms over the pass's
 process and its hashing workers together (a worker's own high-water mark would count the
-parent's pages it started beside).
+parent's pages it started beside), or is the process's own high-water mark where higher.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class PassFigures(msgspec.Struct, frozen=True):
     conversations: int
     hashed: int
     wall_s: float
-    peak_rss_mb: float  # the pass's process and its hashing workers together, sampled
+    peak_rss_mb: float  # the process and its workers sampled together, or the process's own
+    # high-water mark when higher (after hashing the workers are gone; a sample can miss a peak)
     main_peak_rss_mb: float  # the pass's process alone (its own high-water mark)
     hashing_s: float
     clustering_s: float
@@ -247,7 +248,7 @@ def run_pass(db: Path, settings: DedupSettings, conversations: int) -> PassFigur
         conversations=conversations,
         hashed=result.summary.hashed,
         wall_s=result.wall_s,
-        peak_rss_mb=result.peak_rss_mb,
+        peak_rss_mb=max(result.peak_rss_mb, result.main_peak_rss_mb),  # a sample can miss it
         main_peak_rss_mb=result.main_peak_rss_mb,
         hashing_s=result.summary.hashing_s,
         clustering_s=result.summary.clustering_s,
