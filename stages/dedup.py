@@ -9,9 +9,9 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import msgspec
@@ -152,16 +152,19 @@ def _side_counts(database: Database, settings: DedupSettings, members: Sequence[
     )
 
 
-def _writable(db: Path) -> Database:
-    """The database to write signatures into: a missing, empty or foreign file is refused (one
-    line), never created or changed."""
+@contextmanager
+def _locked(db: Path) -> Iterator[Database]:
+    """The database to write signatures into, under the run lock (a run writing to it refuses
+    the pass at once, in one line); a missing, empty or foreign file is refused, never created
+    or changed."""
     if not db.exists():
         raise StoreError(f"{db}: no such database")
-    with closing(connect_for_reading(db)):  # refuses an empty or foreign file
-        pass
-    database = Database(db)
-    database.initialise()
-    return database
+    with exclusive_run(db):
+        with closing(connect_for_reading(db)):  # refuses an empty or foreign file
+            pass
+        database = Database(db)
+        database.initialise()
+        yield database
 
 
 def dedup_corpus(
@@ -171,8 +174,7 @@ def dedup_corpus(
     `duplicate_clusters` (replacing the last pass's); refused while a run writes to `db`."""
     started = time.monotonic()
     check_threshold(settings.threshold, "--threshold")
-    database = _writable(db)
-    with exclusive_run(db):
+    with _locked(db) as database:
         hashed = hash_unhashed(database, settings, say)
         hashing_s = time.monotonic() - started
         members = find_clusters(database, settings)
@@ -186,8 +188,7 @@ def duplicates_among(db: Path, ids: Sequence[str], settings: DedupSettings) -> l
     """The members to leave out when keeping one conversation per cluster among `ids`: a
     conversation is left out if it is a non-kept member of a cluster on either side (one
     member each, the assistant side's when it is one on both)."""
-    database = _writable(db)
-    with exclusive_run(db):
+    with _locked(db) as database:
         hash_unhashed(database, settings)
         members = find_clusters(database, settings, ids)
     left_out: dict[str, ClusterMember] = {}
