@@ -1,4 +1,4 @@
-"""`rapport bench provider | throughput | cost | scale`."""
+"""`rapport bench provider | throughput | cost | scale | dedup`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from rapport.bench.throughput import (
     summary_rows,
     unknown_limit_rows,
 )
-from rapport.config.constants import MAX_PORT
+from rapport.config.constants import DEDUP_THRESHOLD, MAX_PORT
 from rapport.config.errors import RapportError
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
@@ -239,3 +239,53 @@ def scale(
             f"for {settings.plan_conversations:,} × {settings.plan_exchanges} exchanges"
         )
     console.print(f"written: {out / 'scale.json'}, {out / 'scale.md'}")
+
+
+@bench_app.command("dedup")
+def dedup(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where dedup.json goes (default bench/results, or its smoke/)."),
+    ] = None,
+    conversations: Annotated[
+        int, typer.Option("--conversations", min=100, max=1_000_000)
+    ] = 100_000,
+    exchanges: Annotated[int, typer.Option("--exchanges", min=1, max=200)] = 20,
+    threshold: Annotated[float, typer.Option("--threshold")] = DEDUP_THRESHOLD,
+    smoke: Annotated[
+        bool,
+        typer.Option("--smoke", help="2,000 conversations: runs in seconds, means little."),
+    ] = False,
+) -> None:
+    """The near-duplicate pass (`rapport stats --duplicates`) over a corpus of planted
+    near-copies: wall time, peak RSS, clusters found vs planted, then the incremental pass
+    after the corpus grows by a tenth."""
+    from rapport.bench.dedup import (
+        SMOKE_SETTINGS,
+        DedupBenchSettings,
+        run_dedup_bench,
+        summary_rows,
+    )
+    from rapport.judges.near_duplicates import DedupSettings
+    from rapport.stages.dedup import check_threshold
+
+    console = Console()
+    settings = DedupBenchSettings(
+        conversations=conversations,
+        exchanges=exchanges,
+        pool_turns=max(10_000, conversations),
+    )
+    if smoke:
+        settings = SMOKE_SETTINGS
+    if out is None:
+        out = RESULTS / "smoke" if smoke else RESULTS
+    dedup_settings = DedupSettings(threshold=check_threshold(threshold, "--threshold"))
+    log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
+    report = run_dedup_bench(settings, out, dedup_settings, log=log)
+    table = Table(title="rapport bench dedup", title_justify="left")
+    for column in ("figure", "measured", "target"):
+        table.add_column(column)
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"written: {out / 'dedup.json'}")

@@ -45,6 +45,15 @@ def build(
             "over-used phrases.",
         ),
     ] = None,
+    dedup: Annotated[
+        float | None,
+        typer.Option(
+            "--dedup",
+            help="Keep one conversation per near-duplicate cluster at this estimated Jaccard "
+            "similarity (0 < t ≤ 1, e.g. 0.8), on either side: the highest score, then the "
+            "lowest id; the others are recorded in dataset_exclusions.",
+        ),
+    ] = None,
     keep_truncated: Annotated[
         bool,
         typer.Option(
@@ -99,6 +108,7 @@ def build(
         push_to_hub=push_to_hub, overwrite=overwrite, license=license,
         keep_truncated=keep_truncated, human_overrides=human_overrides,
         reviewed_only=reviewed_only, keep_simulator_failures=keep_simulator_failures,
+        dedup=dedup,
     )  # fmt: skip
     summary = build_dataset(request)
     console = Console(soft_wrap=True)
@@ -107,6 +117,7 @@ def build(
         f"{summary.conversations:,} conversations → {counts} examples "
         f"({summary.truncated:,} truncated from the oldest turns, {summary.skipped_too_long:,} "
         f"too long, {summary.dropped_repetitive:,} conversations dropped as repetitive, "
+        f"{summary.dropped_duplicates:,} as near-duplicates, "
         f"{summary.cut_replies:,} with a reply cut by its token budget "
         f"{'kept' if keep_truncated else 'left out'})"
     )

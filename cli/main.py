@@ -18,6 +18,7 @@ from rapport.cli import options as shared
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
 from rapport.cli.domain_commands import domain_app
+from rapport.cli.duplicates_display import print_duplicates
 from rapport.cli.estimate_table import print_estimate
 from rapport.cli.eval_command import evaluate
 from rapport.cli.exit_codes import (
@@ -43,7 +44,7 @@ from rapport.cli.training_commands import serve as serve_command
 from rapport.cli.training_commands import train as train_command
 from rapport.cli.view_command import review_app
 from rapport.cli.view_command import view as view_command
-from rapport.config.constants import MAX_ACTIVE, MAX_COUNT, SQL_TABLE_ROWS
+from rapport.config.constants import DEDUP_THRESHOLD, MAX_ACTIVE, MAX_COUNT, SQL_TABLE_ROWS
 from rapport.config.errors import RapportError
 from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
@@ -54,6 +55,7 @@ from rapport.engine.errors import ProviderUnusable
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
 from rapport.judges.repetition import describe, repetition_report
 from rapport.reports.judging import write_report
+from rapport.stages.dedup import check_threshold
 from rapport.stages.estimate import estimate_run
 from rapport.stages.generate import Generation, generate_settings
 from rapport.stages.generate import generate as run_generation
@@ -319,10 +321,33 @@ def stats(
     repetition: Annotated[
         bool, typer.Option("--repetition", help="Over-used phrases and diversity instead.")
     ] = False,
+    duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--duplicates",
+            help="Near-duplicate conversations instead (MinHash/LSH per side): computes or "
+            "refreshes the clusters (writes duplicate_clusters; only new conversations are "
+            "hashed).",
+        ),
+    ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            help=f"With --duplicates: the estimated Jaccard similarity (0 < t ≤ 1) from which "
+            f"two conversations' sides are near-duplicates (default {DEDUP_THRESHOLD:g}).",
+        ),
+    ] = None,
 ) -> None:
     """Corpus overview: conversations by status, length and token distributions, by topic,
     flaw and backend, and the judging figures once conversations are judged."""
     console = Console()
+    if threshold is not None and not duplicates:
+        raise RapportError("--threshold goes with --duplicates")
+    if duplicates:
+        limit = check_threshold(DEDUP_THRESHOLD if threshold is None else threshold, "--threshold")
+        print_duplicates(db, limit, console, database_redactor(db, os.environ))
+        return
     redactor = database_redactor(db, os.environ)
     if repetition:
         for title, result in describe(repetition_report(complete_transcripts(db))):

@@ -133,3 +133,18 @@ REPEAT_PROBE_MISSES = 0.25
 # would repeat one of its earlier turns, at most this many times.
 SIMULATED_USER_REDRAWS = 5
 CHECK_EVIDENCE_CHARS = 120  # the evidence stored with a check: the words that made it fire
+# Near-duplicates (`rapport stats --duplicates`, `rapport dataset build --dedup`): MinHash
+# (datasketch) over word shingles of each side's text, LSH for the candidate pairs.
+DEDUP_THRESHOLD = 0.8  # estimated Jaccard at or above which two sides are near-duplicates
+DEDUP_SHINGLE_WORDS = 5  # words per shingle
+DEDUP_NUM_PERM = 128  # MinHash permutations: the estimate's standard error is ≤ 0.045
+DEDUP_SEED = 1  # the permutations' seed: fixed, so stored signatures stay comparable
+DEDUP_BATCH_CONVERSATIONS = 2_000  # conversations read from DuckDB and hashed at a time
+DEDUP_WORKERS = 2  # processes hashing batches at once (at most the CPUs; one batch: none)
+# LSH bands chosen for few missed pairs (false negatives weigh 0.95): a candidate only costs a
+# comparison of signatures. With the default threshold a pair at 0.85 is a candidate 99.4 % of
+# the time (datasketch's even weights: 69 %).
+DEDUP_LSH_WEIGHTS = (0.05, 0.95)
+DEDUP_LSH_MAX_THRESHOLD = 0.95  # LSH needs two bands or more: above this, candidates at 0.95
+DEDUP_SHARED_TEXT_CHARS = 80  # the start of a cluster's shared text shown by stats
+DEDUP_CLUSTERS_SHOWN = 50  # largest clusters per side that `rapport stats --duplicates` lists

@@ -375,3 +375,29 @@ CREATE TABLE IF NOT EXISTS simulator_judge_failures (
     error VARCHAR NOT NULL,
     created_at TIMESTAMPTZ NOT NULL
 );
+
+-- Issue 22: near-duplicates. The MinHash signature of each side's text (word shingles), kept so
+-- a pass over a grown corpus hashes only the conversations it has not seen (stages/dedup.py).
+CREATE TABLE IF NOT EXISTS minhash_signatures (
+    conversation_id VARCHAR NOT NULL,
+    side VARCHAR NOT NULL,           -- assistant | user
+    shingle_size INTEGER NOT NULL,   -- words per shingle
+    num_perm INTEGER NOT NULL,
+    signature BLOB,                  -- num_perm little-endian uint32 hash values; NULL: no words
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (conversation_id, side, shingle_size, num_perm)
+);
+
+-- The corpus's near-duplicate clusters per side as `rapport stats --duplicates` last computed
+-- them (replaced whole by each pass): only conversations in a cluster of two or more.
+CREATE TABLE IF NOT EXISTS duplicate_clusters (
+    conversation_id VARCHAR NOT NULL,
+    side VARCHAR NOT NULL,           -- assistant | user
+    cluster_id VARCHAR NOT NULL,     -- the kept member's conversation_id
+    similarity DOUBLE NOT NULL,      -- estimated Jaccard to the kept member (1 for itself)
+    threshold DOUBLE NOT NULL,       -- the threshold the clusters were computed for
+    shingle_size INTEGER NOT NULL,
+    num_perm INTEGER NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (conversation_id, side)
+);

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 
+from rapport.config.constants import DEDUP_SHARED_TEXT_CHARS
 from rapport.store.database import connect_for_reading
 from rapport.store.query import QueryResult, query
 from rapport.store.reads import Turn, transcripts
@@ -230,3 +231,26 @@ PLOT_SQL = {
 def plot_rows(path: Path, name: str) -> QueryResult:
     """The rows of one of the report's plots."""
     return query(path, PLOT_SQL[name])
+
+
+def duplicate_sections(path: Path, shown: int) -> list[Section]:
+    """The largest near-duplicate clusters per side (as the last pass stored them in
+    `duplicate_clusters`): size, the kept member, the lowest similarity to it and the start of
+    the kept member's first turn on that side (the text the members share)."""
+    sections = []
+    for side in ("assistant", "user"):
+        sql = f"""
+            WITH top AS (
+                SELECT cluster_id, count(*) AS size, min(similarity) AS lowest
+                FROM duplicate_clusters WHERE side = '{side}'
+                GROUP BY cluster_id ORDER BY size DESC, cluster_id LIMIT {int(shown)}
+            )
+            SELECT t.size, t.cluster_id AS kept, round(t.lowest, 3) AS lowest_similarity,
+                   replace(left(arg_min(m.content, m.turn_index), {DEDUP_SHARED_TEXT_CHARS}),
+                           chr(10), ' ') AS shared_text_start
+            FROM top t JOIN messages m ON m.conversation_id = t.cluster_id AND m.role = '{side}'
+            GROUP BY ALL ORDER BY t.size DESC, kept
+        """
+        title = f"Near-duplicate clusters, {side} side (largest {shown:,})"
+        sections.append(Section(title, query(path, sql)))
+    return sections

@@ -418,13 +418,24 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--db", "{corpus}"],
         ["--db", "{text}", "SELECT 1"],
     ],
-    ("stats",): [["--db", "{missing}/c.duckdb"], ["--db", "{text}"], ["--db", "{empty}"], []],
+    ("stats",): [
+        ["--db", "{missing}/c.duckdb"],
+        ["--db", "{text}"],
+        ["--db", "{empty}"],
+        [],
+        ["--db", "{corpus}", "--duplicates", "--threshold", "0"],
+        ["--db", "{corpus}", "--duplicates", "--threshold", "1.5"],
+        ["--db", "{corpus}", "--duplicates", "--threshold", "most"],
+        ["--db", "{text}", "--duplicates"],
+    ],
     ("report",): [["--db", "{missing}/c.duckdb", "--out", "{fresh_dir}"], ["--db", "{corpus}"]],
     ("dataset", "build"): [
         ["--db", "{missing}/c.duckdb", "--out", "{fresh_dir}"],
         ["--db", "{corpus}", "--out", "{fresh_dir}", "--format", "xml"],
         ["--db", "{corpus}", "--out", "{fresh_dir}", "--validation", "2"],
         ["--db", "{corpus}", "--out", "{fresh_dir}", "--max-tokens", "lots"],
+        ["--db", "{corpus}", "--out", "{fresh_dir}", "--dedup", "-0.2"],
+        ["--db", "{corpus}", "--out", "{fresh_dir}", "--dedup", "some"],
     ],
     ("eval",): [
         [
@@ -546,6 +557,11 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--out", "{fresh_dir}", "--api", "gemini"],
     ],
     ("bench", "scale"): [["--duration-s", "1"], ["--rpm", "fast"], ["--workers", "1"]],
+    ("bench", "dedup"): [
+        ["--out", "{fresh_dir}", "--conversations", "5"],
+        ["--out", "{fresh_dir}", "--threshold", "0"],
+        ["--out", "{fresh_dir}", "--exchanges", "many"],
+    ],
 }
 
 

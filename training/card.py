@@ -139,6 +139,17 @@ def _cut_replies_line(count: int, kept: bool) -> str:
     )
 
 
+def _dedup_line(threshold: object, duplicates: int, candidates: int) -> str:
+    """How near-duplicates were handled (`--dedup`)."""
+    if threshold is None:
+        return "- near-duplicates: not removed (no --dedup)"
+    return (
+        f"- near-duplicates: {duplicates} of {candidates} conversations left out (--dedup "
+        f"{threshold}: MinHash over word shingles of each side; one conversation kept per "
+        "cluster on either side, the highest score, then the lowest id)"
+    )
+
+
 def _human_use(request: msgspec.Struct) -> str:
     """How the build used people's reviews (`--human-overrides`, `--reviewed-only`)."""
     overrides = getattr(request, "human_overrides", False)
@@ -164,6 +175,7 @@ def dataset_card(
     cut_replies: int = 0,
     kept: int | None = None,
     user_side: UserSide | None = None,
+    duplicates: int = 0,
 ) -> str:
     scores = [s.mean_score for s in sources]
     bins: dict[str, int] = {}
@@ -201,7 +213,8 @@ def dataset_card(
         f"- pass rule across judges: {provenance['pass_rule']}",
         f"- conversations judged: {provenance['judged']}, passed: {provenance['passed']}, "
         f"kept: {kept} (dropped as repetitive: {dropped}; as their user side failed: "
-        f"{user_dropped})",
+        f"{user_dropped}; as near-duplicates: {duplicates})",
+        _dedup_line(settings.get("dedup"), duplicates, kept + duplicates),
         f"- reviewed by people: {provenance.get('reviewed', 0)}, passed by them: "
         f"{provenance.get('reviewed_passed', 0)}; {_human_use(request)}",
         "",

@@ -17,7 +17,9 @@ import msgspec
 from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.config.errors import RapportError
 from rapport.config.secrets import Redactor
+from rapport.judges.near_duplicates import ClusterMember, DedupSettings
 from rapport.judges.repetition import dominated_conversations, repetition_report
+from rapport.stages.dedup import check_threshold, duplicates_among
 from rapport.store.database import Database
 from rapport.store.dataset_source import (
     ExampleRecord,
@@ -79,6 +81,7 @@ class DatasetRequest(msgspec.Struct, frozen=True):
     reviewed_only: bool = False  # only conversations a person reviewed
     # keep conversations whose user side failed (its rubric, or a model-free check)
     keep_simulator_failures: bool = False
+    dedup: float | None = None  # keep one conversation per near-duplicate cluster at this Jaccard
 
 
 class DatasetSummary(msgspec.Struct, frozen=True):
@@ -95,6 +98,7 @@ class DatasetSummary(msgspec.Struct, frozen=True):
     dropped_simulator_failed: int = 0  # the user side failed its rubric (a gate or the rule)
     dropped_simulator_check: int = 0  # a model-free check fired on a user turn
     kept_simulator_failures: int = 0  # failed, kept by --keep-simulator-failures
+    dropped_duplicates: int = 0
 
 
 def _token_counter(tokenizer: str | None) -> tuple[TokenCounter, str]:
@@ -162,6 +166,8 @@ def build_dataset(
         raise RapportError("--push-to-hub needs HF_TOKEN in the environment (a write token)")
     if not request.db.exists():
         raise StoreError(f"{request.db}: no such database")
+    if request.dedup is not None:
+        check_threshold(request.dedup, "--dedup")
     output_kind = f"dataset:{request.output_format}"
     keep = (request.db, *([Path(request.tokenizer)] if request.tokenizer else []))
     check_output_folder(request.out, output_kind, overwrite=request.overwrite, keep=keep)
@@ -198,6 +204,14 @@ def build_dataset(
     failures = database.run_sync(lambda conn: simulator_failures(conn, list(transcripts)))
     failed_users = {f.conversation_id for f in failures}
     left_out = dropped | (set() if request.keep_simulator_failures else failed_users)
+    duplicates: list[ClusterMember] = []
+    if request.dedup is not None:  # among what the other rules keep: a kept member is kept
+        duplicates = duplicates_among(
+            request.db,
+            [s.conversation_id for s in sources if s.conversation_id not in left_out],
+            DedupSettings(threshold=request.dedup),
+        )
+        left_out |= {m.conversation_id for m in duplicates}
     kept = [s for s in sources if s.conversation_id not in left_out]
     if not kept and failed_users and not request.keep_simulator_failures:
         raise RapportError(
@@ -229,6 +243,7 @@ def build_dataset(
                 dropped=len(dropped),
                 kept=len(kept),
                 user_side=user_side,
+                duplicates=len(duplicates),
                 cut_replies=cut_replies,
                 token_counts=[r.num_tokens for r in records],
                 tokenizer=tokenizer_label,
@@ -251,6 +266,16 @@ def build_dataset(
         exclusions += [
             ExclusionRow(f.conversation_id, output, f.reason, f.detail, now) for f in failures
         ]
+    exclusions += [
+        ExclusionRow(
+            m.conversation_id,
+            output,
+            "duplicate",
+            f"kept {m.cluster_id} ({m.side} side, similarity {m.similarity:.3f})",
+            now,
+        )
+        for m in duplicates
+    ]
     database.run_sync(lambda conn: replace_exclusions(conn, output, exclusions))
     if request.push_to_hub:
         _push(dataset, card(HUB_SPLIT_FILES), request, token)
@@ -258,6 +283,7 @@ def build_dataset(
     return DatasetSummary(
         conversations=len(kept),
         dropped_repetitive=len(dropped),
+        dropped_duplicates=len(duplicates),
         examples={split: len(rows[split]) for split in SPLITS},
         truncated=truncated,
         skipped_too_long=too_long,
