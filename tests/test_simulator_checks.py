@@ -338,7 +338,7 @@ def test_a_conversation_whose_user_tripped_a_check_is_dropped_and_counted(
     hit = sum(check_id in ids for ids in failed.values())
     assert f"- conversations whose user side failed: {len(failed)}, dropped" in card
     assert f"{check_id} {hit}" in card
-    assert f"as their user side failed: {len(failed)})" in card
+    assert f"as their user side failed: {len(failed)};" in card
 
 
 def test_keep_simulator_failures_keeps_them_and_the_card_says_so(tmp_path):
