@@ -144,6 +144,9 @@ class SimulatedConfig(BackendBase, tag="simulated"):
     latency_ms: NonNegativeFloat = 0.0
     # as assistant, the share of real (not generic) replies; as judge, of YES verdicts
     quality: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.85
+    # as judge, the quality for conversations whose first topic is of a category (others:
+    # `quality`): yields that differ by topic, as `generate --until-passing` must cope with
+    topic_quality: dict[str, Annotated[float, msgspec.Meta(ge=0, le=1)]] = {}
 
     endpoint_fields: ClassVar[tuple[str, ...]] = ("model", "quality", "latency_ms")
     adaptive: ClassVar[bool] = False

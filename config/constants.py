@@ -108,3 +108,8 @@ WORKER_QUEUED_PER_SLOT = 2  # jobs handed to a worker ahead, per conversation it
 WORKER_REPORT_EVENTS = 2_000  # store events a worker sends back per pull at most
 WORKER_CLOSE_S = 2.0  # workers closing their clients at the end, before they are killed
 CLUSTER_PROBE_TIMEOUT_S = 5.0  # a --ray HOST:PORT that does not answer within this is refused
+
+# `generate --until-passing N`
+UNTIL_PASSING_DRAW_FACTOR = 10  # --count left out: at most this many scenarios per passing one
+UNTIL_PASSING_REFRESH_S = 0.25  # how often the run rereads where its conversations stand
+UNTIL_PASSING_MIN_JUDGED = 5  # judged in a stratum before its own yield is trusted (estimate)

@@ -159,7 +159,11 @@ def _simulated(settings: SimulatedConfig, at: BuildContext) -> Backend:
     from rapport.engine.backends.simulated import SimulatedBackend
 
     return SimulatedBackend(
-        at.domain, latency_ms=settings.latency_ms, model=settings.model, quality=settings.quality
+        at.domain,
+        latency_ms=settings.latency_ms,
+        model=settings.model,
+        quality=settings.quality,
+        topic_quality=settings.topic_quality,
     )
 
 

@@ -59,6 +59,24 @@ class JudgingProgress(msgspec.Struct):
     answered: int = 0  # criteria asked and answered
 
 
+class PassingProgress(msgspec.Struct):
+    """`generate --until-passing`: where the target stands, kept by its admission as it
+    rereads the store; shown live beside the conversations."""
+
+    target: int
+    passing: int = 0  # counted toward the target (at most each stratum's quota)
+    passed: int = 0  # every judged conversation that passes (surplus included)
+    judged: int = 0
+    in_flight: int = 0  # admitted, not yet judged (or failed)
+    drawn: int = 0  # scenarios of the plan looked at (played or skipped)
+    strata: int = 0
+    strata_full: int = 0  # strata at their quota: no longer started
+
+    @property
+    def yield_share(self) -> float | None:
+        return self.passed / self.judged if self.judged else None
+
+
 class RunProgress(msgspec.Struct):
     """What the progress display shows; updated by conversations on the event loop."""
 
@@ -75,6 +93,7 @@ class RunProgress(msgspec.Struct):
     tokens_window: RateWindow = msgspec.field(default_factory=RateWindow)
     store_wait: StoreWait | None = None  # set by the store while its file is held elsewhere
     judging: JudgingProgress | None = None  # set when the run judges
+    passing: PassingProgress | None = None  # set by `--until-passing`
 
     def record_turn(self, tokens: int, truncated: bool = False) -> None:
         self.turns += 1

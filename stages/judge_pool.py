@@ -43,6 +43,7 @@ class JudgePool:
         self.sink = sink
         self.max_active = max_active
         self.counts = counts if counts is not None else JudgingProgress()
+        self.judge_failed: set[str] = set()  # conversations a judge failed on (this run)
         self._inboxes: list[
             tuple[MemoryObjectSendStream[JudgeJob], MemoryObjectReceiveStream[JudgeJob]]
         ] = [
@@ -131,5 +132,7 @@ class JudgePool:
                 counts.judged += 1
                 counts.failed += len(event.judge_failures)
                 counts.failed_conversations += bool(event.judge_failures)
+                if event.judge_failures:
+                    self.judge_failed.add(job.scenario.scenario_id)
                 counts.answered += len(event.verdicts)
                 await self.sink.send(event)

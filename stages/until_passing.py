@@ -1,0 +1,256 @@
+"""`rapport generate --until-passing N`: play and judge until N conversations pass, with the
+passing set in the plan's mix (see `engine.strata`).
+
+Admission is strict, so the target is never overshot: a scenario starts only when its
+stratum's passing conversations plus those of it in flight (admitted, not yet judged or
+failed: each might pass) are below the stratum's quota. A scenario of a stratum at its quota,
+or with enough in flight, is skipped in plan order; low-yield strata are therefore drawn more,
+by reading further into the plan (scenario i still depends only on the seed and i). When no
+stratum has room the job stream waits for the conversations in flight to be judged. Where a
+conversation stands is read from the store (the view `conversation_passes`, the one pass
+rule), every UNTIL_PASSING_REFRESH_S; a judge that failed on it frees its place (it does not
+pass in this run). A stratum's passing conversations beyond its quota (judged after a kill
+when a smaller target was asked, say) are surplus: not counted toward N.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import anyio
+import msgspec
+
+from rapport.config.constants import UNTIL_PASSING_REFRESH_S
+from rapport.config.shards import Shard
+from rapport.engine.budget import SpendGuard
+from rapport.engine.progress import PassingProgress
+from rapport.stages.jobs import plan_chunks
+from rapport.store.database import Database
+from rapport.store.passing import (
+    awaiting_judgement,
+    load_candidates,
+    open_conversations,
+    standings,
+    stratum_counts,
+)
+from rapport.store.plans import ScenarioDecoder, UnfinishedConversation
+from rapport.store.rows import utc_now
+
+# Stores plan indices [start, stop) of the run's shard (scenarios only), before they are read.
+StoreChunk = Callable[[int, int], Awaitable[None]]
+# Opens the conversation of an admitted scenario that has none yet.
+OpenConversation = Callable[[UnfinishedConversation], Awaitable[None]]
+
+
+class StratumOutcome(msgspec.Struct, frozen=True):
+    stratum: str
+    weight: float
+    quota: int
+    passing: int  # counted toward the target: at most the quota
+    judged: int
+    surplus: int  # passing beyond the quota, not counted
+
+    @property
+    def yield_share(self) -> float | None:
+        return (self.passing + self.surplus) / self.judged if self.judged else None
+
+
+class PassingSummary(msgspec.Struct, frozen=True):
+    """Where a run's target stands at its end."""
+
+    target: int
+    passing: int  # counted: exactly `target` when reached
+    judged: int
+    max_draw: int  # --count: the most scenarios of the plan it may draw
+    strata: tuple[StratumOutcome, ...]
+
+    @property
+    def reached(self) -> bool:
+        return self.passing >= self.target
+
+    @property
+    def short(self) -> tuple[StratumOutcome, ...]:
+        return tuple(s for s in self.strata if s.passing < s.quota)
+
+
+def passing_summary(
+    counts: Mapping[str, tuple[int, int]],
+    weights: Mapping[str, float],
+    quotas: Mapping[str, int],
+    max_draw: int,
+) -> PassingSummary:
+    """The summary from per-stratum (judged, passing) counts."""
+    strata = []
+    for name in sorted(quotas, key=lambda n: (-weights.get(n, 0.0), n)):
+        judged, passing = counts.get(name, (0, 0))
+        counted = min(passing, quotas[name])
+        strata.append(
+            StratumOutcome(
+                name, weights.get(name, 0.0), quotas[name], counted, judged, passing - counted
+            )
+        )
+    return PassingSummary(
+        target=sum(quotas.values()),
+        passing=sum(s.passing for s in strata),
+        judged=sum(judged for judged, _ in counts.values()),
+        max_draw=max_draw,
+        strata=tuple(strata),
+    )
+
+
+def short_line(summary: PassingSummary, max_cost: float | None) -> str:
+    """The strata that did not reach their quota, and how far each got."""
+    limits = f"--count {summary.max_draw:,}" + (
+        f" and --max-cost {max_cost:,.2f}" if max_cost is not None else ""
+    )
+    parts = []
+    for s in summary.short:
+        share = "no yield measured" if s.yield_share is None else f"yield {s.yield_share:.0%}"
+        parts.append(f"{s.stratum} {s.passing:,} of {s.quota:,} ({share}, {s.judged:,} judged)")
+    return (
+        f"{summary.passing:,} of {summary.target:,} passing conversations: "
+        f"{len(parts)} strata could not reach their quota within {limits}: " + "; ".join(parts)
+    )
+
+
+class PassingTarget:
+    """The admission of one `--until-passing` run (see the module docstring). `jobs()` is the
+    run's job stream; `judge_failed` is the judge pool's set of conversations a judge failed."""
+
+    def __init__(
+        self,
+        database: Database,
+        plan_id: str,
+        shard: Shard,
+        weights: Mapping[str, float],
+        quotas: Mapping[str, int],
+        max_draw: int,
+        judges: int,
+        *,
+        judge_failed: set[str],
+        store_chunk: StoreChunk,
+        open_conversation: OpenConversation,
+        include_failed: bool = False,
+        guard: SpendGuard | None = None,
+    ) -> None:
+        self.database = database
+        self.plan_id = plan_id
+        self.shard = shard
+        self.weights = dict(weights)
+        self.quotas = dict(quotas)
+        self.max_draw = max_draw
+        self.judges = judges
+        self.judge_failed = judge_failed
+        self.store_chunk = store_chunk
+        self.open_conversation = open_conversation
+        self.include_failed = include_failed
+        self.guard = guard
+        self.counts: dict[str, tuple[int, int]] = {}  # stratum: (judged, passing)
+        self.in_flight: dict[str, str] = {}  # conversation id: stratum
+        self.progress = PassingProgress(target=sum(self.quotas.values()), strata=len(quotas))
+        self._refreshed = 0.0
+
+    def passing(self, stratum: str) -> int:
+        return self.counts.get(stratum, (0, 0))[1]
+
+    def full(self, stratum: str) -> bool:
+        return self.passing(stratum) >= self.quotas.get(stratum, 0)
+
+    def has_room(self, stratum: str) -> bool:
+        flying = sum(1 for s in self.in_flight.values() if s == stratum)
+        return self.passing(stratum) + flying < self.quotas.get(stratum, 0)
+
+    def reached(self) -> bool:
+        return all(self.full(stratum) for stratum in self.quotas)
+
+    async def start(self) -> None:
+        """What earlier runs left: their judged counts, and their complete conversations still
+        unjudged (judged first by this run's pool) as in flight."""
+        self.in_flight = await self.database.run(
+            lambda conn: awaiting_judgement(conn, self.plan_id, self.max_draw, self.shard)
+        )
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        """Reread the per-stratum counts and where each conversation in flight stands."""
+        ids = list(self.in_flight)
+
+        def read(conn):
+            counts = stratum_counts(conn, self.plan_id, self.max_draw, self.shard)
+            return counts, standings(conn, ids) if ids else []
+
+        self.counts, now = await self.database.run(read)
+        for standing in now:
+            cid = standing.conversation_id
+            judged = standing.judges is not None and standing.judges >= self.judges
+            judge_failed = standing.status == "complete" and cid in self.judge_failed
+            if standing.status == "failed" or judged or judge_failed:
+                self.in_flight.pop(cid, None)
+        self._refreshed = time.monotonic()
+        self._show()
+
+    def _show(self) -> None:
+        progress = self.progress
+        progress.passing = sum(min(self.passing(s), q) for s, q in self.quotas.items())
+        progress.passed = sum(passing for _, passing in self.counts.values())
+        progress.judged = sum(judged for judged, _ in self.counts.values())
+        progress.in_flight = len(self.in_flight)
+        progress.strata_full = sum(self.full(s) for s in self.quotas)
+
+    def _stopped(self) -> bool:
+        return self.reached() or (self.guard is not None and self.guard.reached)
+
+    async def jobs(self) -> AsyncIterator[tuple[int, UnfinishedConversation]]:
+        """The scenarios to play, in plan order, each admitted as described above; ends when
+        the target is reached, the budget stops the run, or `max_draw` scenarios were drawn."""
+        await self.start()
+        decoder = ScenarioDecoder()
+        done = ("complete",) if self.include_failed else ("complete", "failed")
+        for start, stop in plan_chunks(self.max_draw):
+            if self._stopped():
+                return
+            await self.store_chunk(start, stop)
+            candidates = await self.database.run(
+                lambda conn, start=start, stop=stop: load_candidates(
+                    conn, self.plan_id, start, stop, self.shard, decoder
+                )
+            )
+            for candidate in candidates:
+                self.progress.drawn += 1
+                if candidate.status in done:
+                    continue
+                if not await self._admit(candidate.stratum):
+                    if self._stopped():
+                        return
+                    continue
+                job = candidate.job
+                if candidate.status is None:
+                    await self.open_conversation(job)
+                self.in_flight[job.scenario.scenario_id] = candidate.stratum
+                self.progress.in_flight = len(self.in_flight)
+                yield 0, job
+
+    async def _admit(self, stratum: str) -> bool:
+        """Whether a scenario of `stratum` starts now: waits while no stratum has room (the
+        conversations in flight decide), skips it while others have."""
+        while True:
+            if time.monotonic() - self._refreshed >= UNTIL_PASSING_REFRESH_S:
+                await self.refresh()
+            if self._stopped() or self.full(stratum):
+                return False
+            if self.has_room(stratum):
+                return True
+            if any(self.has_room(s) for s in self.quotas):
+                return False  # others have room: draw on, this stratum has enough in flight
+            await anyio.sleep(UNTIL_PASSING_REFRESH_S)
+
+
+def new_conversation_opener(database: Database) -> OpenConversation:
+    """Open an admitted scenario's pending conversation (see store.passing)."""
+
+    async def open_one(job: UnfinishedConversation) -> None:
+        now = utc_now()
+        await database.run(lambda conn: open_conversations(conn, [job.scenario], now))
+
+    return open_one
