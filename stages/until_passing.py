@@ -3,10 +3,11 @@ passing set in the plan's mix (see `engine.strata`).
 
 Admission is strict, so the target is never overshot: a scenario starts only when its
 stratum's passing conversations plus those of it in flight (admitted, not yet judged or
-failed: each might pass) are below the stratum's quota. A scenario of a stratum at its quota,
-or with enough in flight, is skipped in plan order; low-yield strata are therefore drawn more,
-by reading further into the plan (scenario i still depends only on the seed and i). When no
-stratum has room the job stream waits for the conversations in flight to be judged. Where a
+failed: each might pass) are below the stratum's quota. A scenario of a stratum at its quota
+is skipped; one of a stratum with enough in flight waits, in plan order, while the other
+strata's scenarios go on. Low-yield strata are therefore drawn more, by reading further into
+the plan (scenario i still depends only on the seed and i). When no stratum has room the job
+stream waits for the conversations in flight to be judged. Where a
 conversation stands is read from the store (the view `conversation_passes`, the one pass
 rule), every UNTIL_PASSING_REFRESH_S; a judge that failed on it frees its place (it does not
 pass in this run). A stratum's passing conversations beyond its quota (judged after a kill
@@ -16,18 +17,21 @@ when a smaller target was asked, say) are surplus: not counted toward N.
 from __future__ import annotations
 
 import time
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 
 import anyio
 import msgspec
 
-from rapport.config.constants import UNTIL_PASSING_REFRESH_S
+from rapport.config.constants import UNTIL_PASSING_DEFERRED_MAX, UNTIL_PASSING_REFRESH_S
 from rapport.config.shards import Shard
 from rapport.engine.budget import SpendGuard
 from rapport.engine.progress import PassingProgress
 from rapport.stages.jobs import plan_chunks
 from rapport.store.database import Database
 from rapport.store.passing import (
+    Candidate,
     awaiting_judgement,
     load_candidates,
     open_conversations,
@@ -203,27 +207,47 @@ class PassingTarget:
 
     async def jobs(self) -> AsyncIterator[tuple[int, UnfinishedConversation]]:
         """The scenarios to play, in plan order, each admitted as described above; ends when
-        the target is reached, the budget stops the run, or `max_draw` scenarios were drawn."""
+        the target is reached, the budget stops the run, or the first `max_draw` scenarios of
+        the plan are used up. A scenario whose stratum has enough in flight waits (deferred,
+        in order) for room instead of being skipped, while other strata's go on."""
         await self.start()
-        decoder = ScenarioDecoder()
-        done = ("complete",) if self.include_failed else ("complete", "failed")
-        for start, stop in plan_chunks(self.max_draw):
-            if self._stopped():
-                return
-            await self.store_chunk(start, stop)
-            candidates = await self.database.run(
-                lambda conn, start=start, stop=stop: load_candidates(
-                    conn, self.plan_id, start, stop, self.shard, decoder
+        async with aclosing(self._candidates()) as source:
+            deferred: dict[str, deque[Candidate]] = defaultdict(deque)
+            exhausted = False
+            while True:
+                if time.monotonic() - self._refreshed >= UNTIL_PASSING_REFRESH_S:
+                    await self.refresh()
+                if self._stopped():
+                    return
+                if not any(self.has_room(s) for s in self.quotas):
+                    await self._wait()  # the conversations in flight decide
+                    continue
+                candidate = next(
+                    (
+                        queue.popleft()
+                        for s, queue in deferred.items()
+                        if queue and self.has_room(s)
+                    ),
+                    None,
                 )
-            )
-            for candidate in candidates:
-                self.progress.drawn += 1
-                if candidate.status in done:
-                    continue
-                if not await self._admit(candidate.stratum):
-                    if self._stopped():
-                        return
-                    continue
+                if candidate is None:
+                    if exhausted:
+                        if not any(deferred.values()):
+                            return  # nothing left to draw: the run ends with what it has
+                        await self._wait()
+                        continue
+                    candidate = await anext(source, None)
+                    if candidate is None:
+                        exhausted = True
+                        continue
+                    self.progress.drawn += 1
+                    if self.full(candidate.stratum):
+                        continue  # skipped: its stratum is at its quota
+                    if not self.has_room(candidate.stratum):
+                        queue = deferred[candidate.stratum]
+                        if len(queue) < UNTIL_PASSING_DEFERRED_MAX:
+                            queue.append(candidate)
+                        continue
                 job = candidate.job
                 if candidate.status is None:
                     await self.open_conversation(job)
@@ -231,19 +255,27 @@ class PassingTarget:
                 self.progress.in_flight = len(self.in_flight)
                 yield 0, job
 
-    async def _admit(self, stratum: str) -> bool:
-        """Whether a scenario of `stratum` starts now: waits while no stratum has room (the
-        conversations in flight decide), skips it while others have."""
-        while True:
-            if time.monotonic() - self._refreshed >= UNTIL_PASSING_REFRESH_S:
-                await self.refresh()
-            if self._stopped() or self.full(stratum):
-                return False
-            if self.has_room(stratum):
-                return True
-            if any(self.has_room(s) for s in self.quotas):
-                return False  # others have room: draw on, this stratum has enough in flight
-            await anyio.sleep(UNTIL_PASSING_REFRESH_S)
+    async def _wait(self) -> None:
+        await anyio.sleep(UNTIL_PASSING_REFRESH_S)
+        await self.refresh()
+
+    async def _candidates(self) -> AsyncIterator[Candidate]:
+        """The plan's scenarios below `max_draw` (of this shard) still to play, in order, the
+        plan stored chunk by chunk as it is read."""
+        decoder = ScenarioDecoder()
+        done = ("complete",) if self.include_failed else ("complete", "failed")
+        for start, stop in plan_chunks(self.max_draw):
+            await self.store_chunk(start, stop)
+            candidates = await self.database.run(
+                lambda conn, start=start, stop=stop: load_candidates(
+                    conn, self.plan_id, start, stop, self.shard, decoder
+                )
+            )
+            for candidate in candidates:
+                if candidate.status in done:
+                    self.progress.drawn += 1
+                    continue
+                yield candidate
 
 
 def new_conversation_opener(database: Database) -> OpenConversation:
