@@ -169,11 +169,6 @@ def generate(
             settings.budget_usd,
         )
         return
-    if ray is not None and until_passing is not None:
-        raise RapportError(
-            "--until-passing is not supported with --ray yet: run it without --ray, or as "
-            "shards with --shard K/N (each shard plays to its part of the target)"
-        )
     if ray is not None and generate_settings(request).budget_usd is not None:
         raise RapportError(
             "--max-cost / budget_usd is not supported with --ray yet (each worker would need "

@@ -104,6 +104,7 @@ LEASE_S = 0.1  # a lease is this many seconds of the rate (at least what one cal
 LEASE_TTL_S = 1.0  # what is left of a lease after this is void: no hoarding across a pause
 LEASE_TIMEOUT_S = 60.0  # a budget keeper silent this long counts as unreachable (static share)
 WORKER_PULL_WAIT_S = 0.2  # a pull returns at once with what is ready, else after this
+WORKER_IDLE_POLL_S = 0.02  # a worker with nothing in flight polls the job stream this often
 WORKER_QUEUED_PER_SLOT = 2  # jobs handed to a worker ahead, per conversation it plays at once
 WORKER_REPORT_EVENTS = 2_000  # store events a worker sends back per pull at most
 WORKER_CLOSE_S = 2.0  # workers closing their clients at the end, before they are killed

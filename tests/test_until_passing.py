@@ -212,7 +212,6 @@ def test_the_command_line_prints_the_reached_line_and_exits_0(tmp_path):
         (["--until-passing", "0"], "--until-passing 0: the target must be at least 1"),
         (["--until-passing", "-3"], "--until-passing -3: the target must be at least 1"),
         (["--until-passing", "5", "--no-judges"], "--until-passing needs judges"),
-        (["--until-passing", "5", "--ray", "auto"], "--until-passing is not supported with --ray"),
     ],
 )
 def test_bad_targets_are_one_line_errors(tmp_path, flags, needle):
@@ -357,3 +356,35 @@ def test_a_run_killed_mid_way_resumes_to_exactly_the_target(tmp_path):
             "AND conversation_id NOT IN (SELECT conversation_id FROM conversation_passes)"
         ).fetchone()[0]
     assert unjudged == 0
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:  # one local cluster, as tests/test_ray_workers.py starts it
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=100 * 1024 * 1024,
+            log_to_driver=False,
+        )
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_workers_reach_exactly_the_target_with_the_same_admission(ray_cluster, tmp_path):
+    """The driver's job stream is the admission: workers play what it admits, and it waits
+    for their conversations to be judged without stopping their results from coming in."""
+    from rapport.cluster.driver import ClusterRequest, ray_player
+
+    db = tmp_path / "ray.duckdb"
+    play = ray_player(ClusterRequest(address=None, workers=2))
+    summary = generate(_request(db, _config(tmp_path), 30), play=play)
+    assert summary.passing is not None and summary.passing.passing == 30
+    assert sum(p for _, p in _passing_by_stratum(db).values()) == 30
