@@ -47,6 +47,7 @@ from rapport.stages.until_passing import (
     PassingTarget,
     new_conversation_opener,
     passing_summary,
+    short_of_quota,
 )
 from rapport.store.database import Database
 from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
@@ -383,7 +384,7 @@ async def simulate(
         database.run_sync(lambda conn: finish_run(conn, session.run_id, "interrupted", utc_now()))
         done = f"{statuses.get('complete', 0):,} of {generation.planned:,} conversations complete"
         if passing is not None:
-            done = f"{passing.passing:,} of {passing.target:,} passing conversations"
+            done = short_of_quota(passing)
         raise BudgetReached(budget.budget_usd, budget.total_spent_usd, done)
     judging = None
     if judges:

@@ -103,18 +103,31 @@ def passing_summary(
     )
 
 
+def _shortfalls(summary: PassingSummary) -> str:
+    parts = []
+    for s in summary.short:
+        share = "no yield measured" if s.yield_share is None else f"yield {s.yield_share:.0%}"
+        parts.append(f"{s.stratum} {s.passing:,} of {s.quota:,} ({share}, {s.judged:,} judged)")
+    return "; ".join(parts)
+
+
 def short_line(summary: PassingSummary, max_cost: float | None) -> str:
     """The strata that did not reach their quota, and how far each got."""
     limits = f"--count {summary.max_draw:,}" + (
         f" and --max-cost {max_cost:,.2f}" if max_cost is not None else ""
     )
-    parts = []
-    for s in summary.short:
-        share = "no yield measured" if s.yield_share is None else f"yield {s.yield_share:.0%}"
-        parts.append(f"{s.stratum} {s.passing:,} of {s.quota:,} ({share}, {s.judged:,} judged)")
     return (
         f"{summary.passing:,} of {summary.target:,} passing conversations: "
-        f"{len(parts)} strata could not reach their quota within {limits}: " + "; ".join(parts)
+        f"{len(summary.short)} strata could not reach their quota within {limits}: "
+        + _shortfalls(summary)
+    )
+
+
+def short_of_quota(summary: PassingSummary) -> str:
+    """Where a run stopped by its budget left the target, for the budget's line."""
+    return (
+        f"{summary.passing:,} of {summary.target:,} passing conversations; "
+        f"short of quota: {_shortfalls(summary)}"
     )
 
 

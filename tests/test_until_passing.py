@@ -280,6 +280,7 @@ def test_the_budget_stops_cleanly_and_a_larger_one_reaches_the_target(tmp_path):
     assert stopped.returncode == 5, stopped.stderr
     (line,) = error_lines(stopped)
     assert "budget of $4.00 reached" in line and "of 8 passing conversations" in line
+    assert "short of quota: brakes/vague " in line and line.endswith("to continue")
     assert "failed" not in statuses
     assert finished.returncode == 0, finished.stderr
     assert "8 passing conversations reached" in finished.stdout
@@ -346,6 +347,12 @@ def test_a_run_killed_mid_way_resumes_to_exactly_the_target(tmp_path):
     process.wait()
     killed_at = _passing_by_stratum(db)
     assert sum(p for _, p in killed_at.values()) < 40
+    with duckdb.connect(str(db), read_only=True) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM conversations WHERE status <> 'complete' "
+            "OR conversation_id NOT IN (SELECT conversation_id FROM conversation_passes)"
+        ).fetchone()[0]
+    assert left > 0  # conversations in flight at the kill: resumed, or judged, by the next run
     resumed = rapport_in_process(*args)
     assert resumed.returncode == 0, resumed.stderr
     assert "40 passing conversations reached" in resumed.stdout
@@ -388,3 +395,34 @@ def test_ray_workers_reach_exactly_the_target_with_the_same_admission(ray_cluste
     summary = generate(_request(db, _config(tmp_path), 30), play=play)
     assert summary.passing is not None and summary.passing.passing == 30
     assert sum(p for _, p in _passing_by_stratum(db).values()) == 30
+
+
+def test_a_user_side_judged_failing_does_not_count_and_is_replaced(tmp_path):
+    """The pass rule is both sides': a conversation whose simulated user failed its rubric
+    (simulator_assessments) no longer counts, and the next run plays another in its place."""
+    db, config = tmp_path / "corpus.duckdb", _config(tmp_path)
+    generate(_request(db, config, 20))
+    with duckdb.connect(str(db)) as conn:
+        failed = [
+            row[0]
+            for row in conn.execute(
+                "SELECT conversation_id FROM conversation_passes WHERE passed "
+                "ORDER BY conversation_id LIMIT 3"
+            ).fetchall()
+        ]
+        conn.executemany(
+            "INSERT INTO simulator_assessments VALUES "
+            "(?, 'sim', 0.2, false, false, 0.7, '{}', [], now())",
+            [[cid] for cid in failed],
+        )
+    assert sum(p for _, p in _passing_by_stratum(db).values()) == 17
+    again = generate(_request(db, config, 20))
+    assert again.passing is not None and again.passing.passing == 20
+    assert sum(p for _, p in _passing_by_stratum(db).values()) == 20
+    with duckdb.connect(str(db), read_only=True) as conn:
+        still_failed = conn.execute(
+            "SELECT count(*) FROM conversation_passes WHERE NOT passed "
+            "AND list_contains(?, conversation_id)",
+            [failed],
+        ).fetchone()[0]
+    assert still_failed == 3
