@@ -245,9 +245,9 @@ class PassingTarget:
                 )
                 if candidate is None:
                     if exhausted:
-                        if not any(deferred.values()):
+                        if not any(q and not self.full(s) for s, q in deferred.items()):
                             return  # nothing left to draw: the run ends with what it has
-                        await self._wait()
+                        await self._wait()  # a stratum's conversations in flight may fail
                         continue
                     candidate = await anext(source, None)
                     if candidate is None:
