@@ -17,7 +17,7 @@ when a smaller target was asked, say) are surplus: not counted toward N.
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 
@@ -165,6 +165,7 @@ class PassingTarget:
         self.guard = guard
         self.counts: dict[str, tuple[int, int]] = {}  # stratum: (judged, passing)
         self.in_flight: dict[str, str] = {}  # conversation id: stratum
+        self._flying: Counter[str] = Counter()  # in flight per stratum
         self.progress = PassingProgress(target=sum(self.quotas.values()), strata=len(quotas))
         self._refreshed = 0.0
 
@@ -175,8 +176,17 @@ class PassingTarget:
         return self.passing(stratum) >= self.quotas.get(stratum, 0)
 
     def has_room(self, stratum: str) -> bool:
-        flying = sum(1 for s in self.in_flight.values() if s == stratum)
+        flying = self._flying[stratum]
         return self.passing(stratum) + flying < self.quotas.get(stratum, 0)
+
+    def _fly(self, conversation_id: str, stratum: str) -> None:
+        self.in_flight[conversation_id] = stratum
+        self._flying[stratum] += 1
+
+    def _land(self, conversation_id: str) -> None:
+        stratum = self.in_flight.pop(conversation_id, None)
+        if stratum is not None:
+            self._flying[stratum] -= 1
 
     def reached(self) -> bool:
         return all(self.full(stratum) for stratum in self.quotas)
@@ -184,9 +194,11 @@ class PassingTarget:
     async def start(self) -> None:
         """What earlier runs left: their judged counts, and their complete conversations still
         unjudged (judged first by this run's pool) as in flight."""
-        self.in_flight = await self.database.run(
+        awaiting = await self.database.run(
             lambda conn: awaiting_judgement(conn, self.plan_id, self.max_draw, self.shard)
         )
+        for conversation_id, stratum in awaiting.items():
+            self._fly(conversation_id, stratum)
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -194,8 +206,10 @@ class PassingTarget:
         ids = list(self.in_flight)
 
         def read(conn):
-            counts = stratum_counts(conn, self.plan_id, self.max_draw, self.shard)
-            return counts, standings(conn, ids) if ids else []
+            # Standings first: a judgement stored between the two reads is then counted as
+            # passing and still in flight (too cautious for a moment), never as neither.
+            now = standings(conn, ids) if ids else []
+            return stratum_counts(conn, self.plan_id, self.max_draw, self.shard), now
 
         self.counts, now = await self.database.run(read)
         for standing in now:
@@ -203,7 +217,7 @@ class PassingTarget:
             judged = standing.judges is not None and standing.judges >= self.judges
             judge_failed = standing.status == "complete" and cid in self.judge_failed
             if standing.status == "failed" or judged or judge_failed:
-                self.in_flight.pop(cid, None)
+                self._land(cid)
         self._refreshed = time.monotonic()
         self._show()
 
@@ -264,7 +278,7 @@ class PassingTarget:
                 job = candidate.job
                 if candidate.status is None:
                     await self.open_conversation(job)
-                self.in_flight[job.scenario.scenario_id] = candidate.stratum
+                self._fly(job.scenario.scenario_id, candidate.stratum)
                 self.progress.in_flight = len(self.in_flight)
                 yield 0, job
 
