@@ -14,7 +14,7 @@ from rapport.cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
 from rapport.cli.progress_display import live_display
 from rapport.config.constants import MAX_COUNT, MAX_SEED
 from rapport.config.prices import load_prices
-from rapport.evaluation.report import OUTPUT_KIND, write_eval_report
+from rapport.evaluation.report import OUTPUT_KIND, user_side_failed, write_eval_report
 from rapport.evaluation.run import EvalRequest, PreparedEval
 from rapport.evaluation.summary import EvalSummary
 from rapport.stages.evaluate import run_eval
@@ -129,9 +129,11 @@ def print_summary(summary: EvalSummary, out: Console) -> None:
         interval = f" [{ci.low:.3f}, {ci.high:.3f}]" if ci else ""
         mean = "—" if side.mean_score is None else f"{side.mean_score:.3f}"
         rate = "—" if side.pass_rate is None else f"{side.pass_rate:.1%}"
+        user = "" if side.user_judged is None else f" · user side failed {user_side_failed(side)}"
         out.print(
             f"{side.side:9} {side.backend}: mean score {mean}{interval} · pass rate {rate} · "
             f"{side.safety_failures} safety-gate failures · {side.judged}/{side.planned} judged"
+            f"{user}"
         )
     wilcoxon = "—" if paired.wilcoxon_p is None else f"{paired.wilcoxon_p:.3g}"
     ttest = "—" if paired.t_p is None else f"{paired.t_p:.3g}"

@@ -54,6 +54,7 @@ from rapport.config.errors import RapportError
 from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
 from rapport.config.shards import WHOLE_PLAN
+from rapport.config.sides import parse_sides
 from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
@@ -285,11 +286,25 @@ def judge(
             "results within hours; a killed run re-attaches to its batches.",
         ),
     ] = False,
+    side: Annotated[
+        str,
+        typer.Option(
+            "--side",
+            help="assistant (rubric.yaml), user (the simulated user, simulator_rubric.yaml) "
+            "or both.",
+        ),
+    ] = "both",
 ) -> None:
-    """Judge every complete, unjudged conversation against the domain's rubric; re-running
-    is idempotent and resumes after a kill."""
+    """Judge every complete, unjudged conversation against the domain's rubric and, where the
+    domain has a simulator_rubric.yaml, its simulated user's side; re-running is idempotent
+    and resumes after a kill."""
     request = JudgeRequest(
-        db=db, config=config, judges=tuple(judge_specs or ()), max_active=max_active, batch=batch
+        db=db,
+        config=config,
+        judges=tuple(judge_specs or ()),
+        max_active=max_active,
+        batch=batch,
+        sides=parse_sides(side),
     )
     console = Console(stderr=True)
 
@@ -307,6 +322,8 @@ def judge(
         f"judged {summary.judged:,} conversation-judge pairs in {summary.elapsed_s:,.1f}s · "
         f"{summary.assessed:,} assessments stored · {summary.failed_criteria:,} criteria failed"
     )
+    if summary.simulator_assessed:
+        out.print(f"user side: {summary.simulator_assessed:,} assessments stored")
     if summary.batches is not None:
         done = summary.batches
         out.print(

@@ -151,7 +151,10 @@ class Personas(Strict):
 
 
 class Criterion(Strict):
-    """One binary rubric question; a gate has no category and fails the conversation on NO."""
+    """One binary rubric question; a gate has no category and fails the conversation on NO.
+
+    `per_flaw` (simulator_rubric.yaml only): a template asked once per flaw the scenario
+    planned, as criterion `<id>:<flaw>`, with that flaw's description and examples appended."""
 
     id: str
     question: str
@@ -161,10 +164,12 @@ class Criterion(Strict):
     na_when: str = ""
     min_turns: PositiveInt = 1
     enabled: bool = True
+    per_flaw: bool = False
 
 
 class Rubric(Strict):
-    """Weighted categories of binary criteria plus safety gates (rubric.yaml)."""
+    """Weighted categories of binary criteria plus safety gates (rubric.yaml for the assistant,
+    simulator_rubric.yaml for the simulated user)."""
 
     pass_threshold: Probability
     categories: dict[str, Weight]
@@ -222,11 +227,20 @@ class Domain(Strict):
     rubric: Rubric
     simulator: SimulatorPhrases
     prompts: Prompts
+    # simulator_rubric.yaml, optional: without it the user side is not judged.
+    simulator_rubric: Rubric | None = None
 
     @property
     def name(self) -> str:
         return self.info.name
 
     def fingerprint(self) -> str:
-        """A short content hash: a changed domain is a new plan."""
-        return hashlib.blake2b(msgspec.json.encode(self), digest_size=6).hexdigest()
+        """A short content hash: a changed domain is a new plan. The user side's rubric plays
+        nothing, so it is left out (adding one keeps the plan and its conversations), as is a
+        criterion's `per_flaw` when false (the fingerprints of domains from before it stay)."""
+        data = msgspec.to_builtins(self)
+        data.pop("simulator_rubric", None)
+        for criterion in data["rubric"]["criteria"]:
+            if not criterion["per_flaw"]:
+                del criterion["per_flaw"]
+        return hashlib.blake2b(msgspec.json.encode(data), digest_size=6).hexdigest()

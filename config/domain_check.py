@@ -14,6 +14,7 @@ from rapport.config.domain import Domain, Prompts
 from rapport.config.errors import ConfigError
 from rapport.config.loader import (
     DOMAIN_PARTS,
+    OPTIONAL_PARTS,
     PROMPT_NAMES,
     TEMPLATE_DOMAIN,
     domain_files,
@@ -55,6 +56,11 @@ def check_domain(directory: Path) -> DomainCheck:
         decoded = _decode_part(files[part], type_, found)
         if decoded is not None:
             parts[part] = decoded
+    for part, (_, type_) in OPTIONAL_PARTS.items():
+        if Path(files[part]).is_file():
+            decoded = _decode_part(files[part], type_, found)
+            if decoded is not None:
+                parts[part] = decoded
     prompts: dict[str, str] = {}
     for name in PROMPT_NAMES:
         shown_as = files[f"prompt:{name}"]
@@ -63,6 +69,7 @@ def check_domain(directory: Path) -> DomainCheck:
         except ConfigError as error:
             found.append(error)
     failed = {part for part in DOMAIN_PARTS if part not in parts}
+    failed |= {part for part in OPTIONAL_PARTS if Path(files[part]).is_file() and part not in parts}
     failed |= {f"prompt:{name}" for name in PROMPT_NAMES if name not in prompts}
     domain = (
         _with_stand_ins(parts, prompts) if failed else Domain(prompts=Prompts(**prompts), **parts)

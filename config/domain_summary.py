@@ -22,6 +22,7 @@ class DomainSummary(msgspec.Struct, frozen=True):
     names: int
     traits: int
     writing_styles: int
+    user_rubric: str = ""  # simulator_rubric.yaml at a glance; empty: the user is not judged
 
 
 def summarize(domain: Domain) -> DomainSummary:
@@ -41,6 +42,22 @@ def summarize(domain: Domain) -> DomainSummary:
         names=len(domain.personas.names),
         traits=len(domain.personas.traits.pool),
         writing_styles=len(domain.personas.writing_style.weights),
+        user_rubric=_user_rubric(domain),
+    )
+
+
+def _user_rubric(domain: Domain) -> str:
+    rubric = domain.simulator_rubric
+    if rubric is None:
+        return ""
+    enabled = [c for c in rubric.criteria if c.enabled]
+    per_flaw = sum(c.per_flaw for c in enabled)
+    gates = sum(c.gate for c in enabled)
+    fixed = len(enabled) - per_flaw - gates
+    flaws = f" + {per_flaw} asked per planned flaw" if per_flaw else ""
+    return (
+        f"user side (simulator_rubric.yaml): {fixed} weighted criteria{flaws} + {gates} "
+        f"gate{'s' * (gates != 1)}, pass at {rubric.pass_threshold:.2f}"
     )
 
 
@@ -55,4 +72,5 @@ def describe(summary: DomainSummary) -> list[str]:
         f"pass at {summary.pass_threshold:.2f}",
         f"personas: {summary.persona_attributes} attributes, {summary.names} names, "
         f"{summary.traits} traits, {summary.writing_styles} writing styles",
+        *([summary.user_rubric] if summary.user_rubric else []),
     ]

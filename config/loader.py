@@ -30,6 +30,8 @@ DOMAIN_PARTS = {
     "rubric": ("rubric.yaml", Rubric),
     "simulator": ("simulator.yaml", SimulatorPhrases),
 }
+# Parts a domain may leave out: without simulator_rubric.yaml the user side is not judged.
+OPTIONAL_PARTS = {"simulator_rubric": ("simulator_rubric.yaml", Rubric)}
 PROMPT_NAMES = ("user_simulator", "assistant", "judge", "system_prompt")
 
 
@@ -50,7 +52,8 @@ def shipped_domain_names() -> list[str]:
 
 def domain_files(directory: Path) -> dict[str, str]:
     """Which file each part of a domain comes from, as shown in error messages."""
-    files = {part: str(directory / filename) for part, (filename, _) in DOMAIN_PARTS.items()}
+    parts = DOMAIN_PARTS | OPTIONAL_PARTS
+    files = {part: str(directory / filename) for part, (filename, _) in parts.items()}
     files |= {f"prompt:{name}": str(directory / "prompts" / f"{name}.md") for name in PROMPT_NAMES}
     return files
 
@@ -66,6 +69,11 @@ def load_domain(directory: Path | None = None) -> Domain:
     parts = {
         part: load_file(Path(files[part]), type_, files[part])
         for part, (_, type_) in DOMAIN_PARTS.items()
+    }
+    parts |= {
+        part: load_file(Path(files[part]), type_, files[part])
+        for part, (_, type_) in OPTIONAL_PARTS.items()
+        if Path(files[part]).is_file()
     }
     prompts = Prompts(
         **{

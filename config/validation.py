@@ -7,7 +7,7 @@ import string
 from collections.abc import Iterable, Mapping
 
 from rapport.config.constants import WEIGHT_SUM_TOLERANCE
-from rapport.config.domain import Domain
+from rapport.config.domain import Domain, Rubric
 from rapport.config.errors import ConfigError
 
 USER_SIMULATOR_FIELDS = frozenset(
@@ -74,6 +74,10 @@ def _weights(domain: Domain, files: Mapping[str, str]) -> list[ConfigError]:
         found += _sum_problem(personas, f"writing_style.overrides.{value}", weights.values())
     found += _sum_problem(personas, "cooperation", domain.personas.cooperation.values())
     found += _sum_problem(files["rubric"], "categories", domain.rubric.categories.values())
+    if domain.simulator_rubric is not None:
+        found += _sum_problem(
+            files["simulator_rubric"], "categories", domain.simulator_rubric.categories.values()
+        )
     return found
 
 
@@ -152,19 +156,37 @@ def _references(domain: Domain, files: Mapping[str, str]) -> list[ConfigError]:
                     "missing phrases for this cooperation mode",
                 )
             )
+    found += _rubric_problems(domain.rubric, rubric, simulator=False)
+    if domain.simulator_rubric is not None:
+        found += _rubric_problems(
+            domain.simulator_rubric, files["simulator_rubric"], simulator=True
+        )
+    return found
+
+
+def _rubric_problems(rubric: Rubric, file: str, *, simulator: bool) -> list[ConfigError]:
+    """Ids unique, gates without a category, categories known; `per_flaw` templates only in
+    simulator_rubric.yaml (their ids become `<id>:<flaw>`, so an id holds no colon)."""
+    found: list[ConfigError] = []
     seen: set[str] = set()
-    for i, criterion in enumerate(domain.rubric.criteria):
+    for i, criterion in enumerate(rubric.criteria):
         key = f"criteria[{i}]"
         if criterion.id in seen:
-            found.append(
-                ConfigError(rubric, f"{key}.id", f"duplicate criterion id {criterion.id!r}")
-            )
+            found.append(ConfigError(file, f"{key}.id", f"duplicate criterion id {criterion.id!r}"))
         seen.add(criterion.id)
+        if ":" in criterion.id:
+            found.append(ConfigError(file, f"{key}.id", "a criterion id holds no colon"))
         if criterion.gate and criterion.category is not None:
-            found.append(ConfigError(rubric, f"{key}.category", "a safety gate has no category"))
-        if not criterion.gate and criterion.category not in domain.rubric.categories:
+            found.append(ConfigError(file, f"{key}.category", "a safety gate has no category"))
+        if not criterion.gate and criterion.category not in rubric.categories:
             found.append(
-                ConfigError(rubric, f"{key}.category", f"unknown category {criterion.category!r}")
+                ConfigError(file, f"{key}.category", f"unknown category {criterion.category!r}")
+            )
+        if criterion.per_flaw and not simulator:
+            found.append(
+                ConfigError(
+                    file, f"{key}.per_flaw", "per_flaw is for simulator_rubric.yaml (the user side)"
+                )
             )
     return found
 

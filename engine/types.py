@@ -28,6 +28,7 @@ class SimulationHints(msgspec.Struct, frozen=True):
     target_exchanges: int
     final: bool
     criteria: tuple[str, ...] = ()  # judge calls: the criteria asked about
+    side: str = "assistant"  # judge calls: the side judged (assistant | user)
 
 
 class CompletionParams(msgspec.Struct, frozen=True):

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from rapport.evaluation.statistics import Interval
-from rapport.evaluation.summary import Delta, EvalSummary
+from rapport.evaluation.summary import Delta, EvalSummary, SideFigures
 from rapport.store.output_folder import staged_output
 
 OUTPUT_KIND = "eval-report"
@@ -52,6 +52,14 @@ def _delta_table(deltas: Sequence[Delta], label: str) -> list[str]:
     return lines
 
 
+def user_side_failed(side: SideFigures) -> str:
+    """`failed / judged (share)` of the simulated user's side, or — when it is not judged."""
+    share = side.user_failed_share
+    if share is None:
+        return "—"
+    return f"{side.user_failed} / {side.user_judged} ({share:.0%})"
+
+
 def render_markdown(summary: EvalSummary) -> str:
     paired = summary.paired
     base, cand = summary.sides
@@ -74,14 +82,14 @@ def render_markdown(summary: EvalSummary) -> str:
         "## Scores per side",
         "",
         "| side | judged / planned | mean score | 95 % CI (bootstrap) | pass rate | 95 % CI "
-        "| safety-gate failures |",
-        "| --- | ---: | ---: | --- | ---: | --- | ---: |",
+        "| safety-gate failures | user side failed |",
+        "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |",
     ]
     for side in summary.sides:
         lines.append(
             f"| {side.side} | {side.judged} / {side.planned} | {_num(side.mean_score)} "
             f"| {_ci(side.mean_score_ci)} | {_num(side.pass_rate)} | {_ci(side.pass_rate_ci)} "
-            f"| {side.safety_failures} |"
+            f"| {side.safety_failures} | {user_side_failed(side)} |"
         )
     relative = "—" if paired.relative_change is None else f"{paired.relative_change * 100:+.1f} %"
     lines += [

@@ -34,6 +34,7 @@ from rapport.evaluation.held_out import (
     side_scenario,
 )
 from rapport.evaluation.summary import (
+    ConversationScore,
     EvalSummary,
     category_deltas,
     combine_judges,
@@ -243,13 +244,18 @@ def summarise(prepared: PreparedEval) -> EvalSummary:
             status_counts(conn, prepared.eval_id, count),
             judged_sides(conn, prepared.eval_id, judge_ids, count),
             criterion_answers(conn, prepared.eval_id, judge_ids, count),
+            judged_sides(conn, prepared.eval_id, judge_ids, count, "user"),
         )
 
-    statuses, assessments, answers = prepared.database.run_sync(read)
-    combined = combine_judges(
-        assessments, len(judge_ids), prepared.settings.pass_rule, domain.rubric.pass_threshold
-    )
+    statuses, assessments, answers, user_assessments = prepared.database.run_sync(read)
+    rule = prepared.settings.pass_rule
+    combined = combine_judges(assessments, len(judge_ids), rule, domain.rubric.pass_threshold)
     by_side = {side: {i: s for (sd, i), s in combined.items() if sd == side} for side in SIDES}
+    users: dict[str, dict[int, ConversationScore]] | None = None
+    if domain.simulator_rubric is not None:  # the user side is judged: how often it failed
+        threshold = domain.simulator_rubric.pass_threshold
+        user_combined = combine_judges(user_assessments, len(judge_ids), rule, threshold)
+        users = {s: {i: c for (sd, i), c in user_combined.items() if sd == s} for s in SIDES}
     base, cand = by_side["baseline"], by_side["candidate"]
     specs = {"baseline": request.baseline, "candidate": request.candidate}
     sides = [
@@ -261,6 +267,7 @@ def summarise(prepared: PreparedEval) -> EvalSummary:
             statuses[side],
             by_side[side],
             prepared.seed,
+            None if users is None else users[side],
         )
         for side in SIDES
     ]

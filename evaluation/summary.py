@@ -33,6 +33,17 @@ class SideFigures(msgspec.Struct, frozen=True):
     pass_rate_ci: Interval | None
     safety_failures: int  # judged conversations where a judge saw a gate fail
     gate_failures: dict[str, int]  # gate criterion -> conversations
+    # The simulated user's side (simulator_rubric.yaml), when the domain judges it: its
+    # conversations judged by every judge, and those where the user failed its pass rule or a
+    # gate (a comparison on broken users is not a comparison).
+    user_judged: int | None = None
+    user_failed: int | None = None
+
+    @property
+    def user_failed_share(self) -> float | None:
+        if not self.user_judged or self.user_failed is None:
+            return None
+        return self.user_failed / self.user_judged
 
 
 class Delta(msgspec.Struct, frozen=True):
@@ -119,6 +130,7 @@ def side_figures(
     statuses: Mapping[str, int],
     scores: Mapping[int, ConversationScore],
     seed: int,
+    user_scores: Mapping[int, ConversationScore] | None = None,
 ) -> SideFigures:
     values = [s.score for s in scores.values()]
     passes = [float(s.passed) for s in scores.values()]
@@ -140,7 +152,16 @@ def side_figures(
         pass_rate_ci=bootstrap_mean_ci(passes, seed),
         safety_failures=sum(s.safety_failed for s in scores.values()),
         gate_failures=dict(sorted(gates.items())),
+        user_judged=None if user_scores is None else len(user_scores),
+        user_failed=None
+        if user_scores is None
+        else sum(user_failed(s) for s in user_scores.values()),
     )
+
+
+def user_failed(score: ConversationScore) -> bool:
+    """The user side failed: its pass rule, or a gate (even where a majority passed it)."""
+    return not score.passed or score.safety_failed
 
 
 def category_deltas(
@@ -295,6 +316,14 @@ def honesty_warnings(
             found.append(
                 f"A judge is of the {judge_family} family, like the {' and '.join(shared)}: "
                 "judges tend to favour their own family's writing."
+            )
+    for side in sides:
+        share = side.user_failed_share
+        if share:
+            found.append(
+                f"{side.side}: the simulated user failed its own rubric in {side.user_failed} of "
+                f"{side.user_judged} judged conversations ({share:.0%}): those pairs compare "
+                "assistants on users the plan did not ask for."
             )
     if same_backend:
         found.append("Baseline and candidate are the same backend: any difference is noise.")

@@ -10,15 +10,18 @@ from typing import TypeVar
 import anyio
 import msgspec
 
+from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.config.domain import Criterion, Domain
 from rapport.config.run import JudgeConfig
 from rapport.config.scenario import Scenario
+from rapport.config.sides import Side, rubric_for
 from rapport.engine.errors import TurnFailed
 from rapport.engine.gateway import Gateway
 from rapport.engine.types import ChatMessage, CompletionParams, SimulationHints
 from rapport.judges.prompting import (
     PROMPT_OVERHEAD_TOKENS,
     RETRY_INSTRUCTION,
+    describe_plan,
     judge_messages,
     windows,
 )
@@ -110,19 +113,24 @@ def questions(
     scenario: Scenario,
     messages: Sequence[Turn],
     only: set[str] | None = None,
+    side: Side = "assistant",
 ) -> list[Question]:
-    """The questions for every applicable criterion (or those in `only`), in the rubric's
-    order: the same prompts whether they are asked live or through a batch API."""
+    """The questions for every applicable criterion of `side`'s rubric (or those in `only`),
+    in the rubric's order: the same prompts whether they are asked live or through a batch
+    API."""
     exchanges = sum(turn.role == "assistant" for turn in messages)
-    criteria = [
-        c for c in active_criteria(domain.rubric, exchanges) if only is None or c.id in only
-    ]
+    rubric = rubric_for(domain, scenario, side)
+    if rubric is None:
+        return []
+    criteria = [c for c in active_criteria(rubric, exchanges) if only is None or c.id in only]
     if not criteria:
         return []
+    plan = describe_plan(domain, scenario, messages) if side == "user" else ""
     config = judge.config
     budget = None
     if config.context_tokens is not None:
-        budget = max(200, config.context_tokens - config.max_tokens - PROMPT_OVERHEAD_TOKENS)
+        overhead = PROMPT_OVERHEAD_TOKENS + int(len(plan) / CHARS_PER_TOKEN_ESTIMATE)
+        budget = max(200, config.context_tokens - config.max_tokens - overhead)
     parts = windows(messages, budget)
     stats = transcript_stats(messages)
     groups: list[list[Criterion]] = (
@@ -135,9 +143,11 @@ def questions(
             max_tokens=config.max_tokens * (len(group) if len(group) > 1 else 1),
             temperature=JUDGE_TEMPERATURE,
             json_schema=batched_schema(list(ids)) if len(group) > 1 else criterion_schema(),
-            hints=SimulationHints("judge", scenario, exchanges, exchanges, True, ids),
+            hints=SimulationHints("judge", scenario, exchanges, exchanges, True, ids, side),
         )
-        prompts = tuple(judge_messages(domain, group, stats, part, exchanges) for part in parts)
+        prompts = tuple(
+            judge_messages(domain, group, stats, part, exchanges, side, plan) for part in parts
+        )
         asked.append(Question(ids, params, prompts))
     return asked
 
@@ -161,9 +171,11 @@ async def judge_conversation(
     scenario: Scenario,
     messages: Sequence[Turn],
     only: set[str] | None = None,
+    side: Side = "assistant",
 ) -> list[Verdict]:
-    """Verdicts for every applicable criterion (or those in `only`), failures included."""
-    asked = questions(judge, domain, scenario, messages, only)
+    """Verdicts for every applicable criterion of `side` (or those in `only`), failures
+    included."""
+    asked = questions(judge, domain, scenario, messages, only, side)
     answered: list[list[Verdict]] = [[] for _ in asked]
 
     async def ask(position: int, question: Question) -> None:

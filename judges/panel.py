@@ -12,6 +12,7 @@ from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
 from rapport.config.prices import PriceTable
 from rapport.config.run import JudgeConfig, RunConfig
+from rapport.config.sides import rubric_for
 from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.factory import build_gateway, limits_of, price_of
@@ -60,9 +61,11 @@ def build_judges(
 
 
 def missing_criteria(domain: Domain, job: JudgeJob) -> tuple[int, set[str]]:
-    """The transcript's exchanges, and the applicable criteria this judge has not answered."""
+    """The transcript's exchanges, and the applicable criteria of the job's side this judge
+    has not answered."""
     exchanges = sum(turn.role == "assistant" for turn in job.messages)
-    wanted = {c.id for c in active_criteria(domain.rubric, exchanges)}
+    rubric = rubric_for(domain, job.scenario, job.side)
+    wanted = {c.id for c in active_criteria(rubric, exchanges)} if rubric is not None else set()
     return exchanges, wanted - set(job.existing)
 
 
@@ -73,7 +76,9 @@ async def assess(judge: Judge, domain: Domain, job: JudgeJob) -> StoreEvent:
     still stops the run."""
     exchanges, missing = missing_criteria(domain, job)
     try:
-        new = await judge_conversation(judge, domain, job.scenario, job.messages, only=missing)
+        new = await judge_conversation(
+            judge, domain, job.scenario, job.messages, only=missing, side=job.side
+        )
     except Exception as error:  # the criteria are asked in a task group: errors come grouped
         if _holds(error, BudgetReached):  # nothing stored: judged next run, never failed
             return StoreEvent()
@@ -104,20 +109,21 @@ def assessment_event(
     answers = {c: Verdict(c, a, r) for c, (a, r) in job.existing.items()}  # type: ignore[arg-type]
     answers |= {v.criterion_id: v for v in new if v.answer is not None}
     assessment = None
-    if not failures:
-        result = score(domain.rubric, answers, exchanges)
+    rubric = rubric_for(domain, job.scenario, job.side)
+    if not failures and rubric is not None:
+        result = score(rubric, answers, exchanges)
         assessment = AssessmentRow(
             conversation_id=cid,
             judge_id=judge.id,
             score=result.score,
             passed=result.passed,
             safety_failed=result.safety_failed,
-            pass_threshold=domain.rubric.pass_threshold,
+            pass_threshold=rubric.pass_threshold,
             category_scores=msgspec.json.encode(result.category_scores).decode(),
             failed_gates=list(result.failed_gates),
             created_at=now,
         )
-    return StoreEvent(verdicts=rows, judge_failures=failures, assessment=assessment)
+    return StoreEvent(verdicts=rows, judge_failures=failures, assessment=assessment, side=job.side)
 
 
 def _holds(error: BaseException, kind: type[BaseException]) -> bool:

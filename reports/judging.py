@@ -13,6 +13,7 @@ from rapport.store.stats import (
     HUMAN_SECTIONS,
     JUDGING_SECTIONS,
     SECTIONS,
+    SIMULATOR_SECTIONS,
     complete_transcripts,
     plot_rows,
 )
@@ -31,6 +32,7 @@ PLOTS = (
     Plot("pass_rate_by_flaw.png", "Pass rate by flaw", "flaw", "pass rate"),
     Plot("pass_rate_by_length.png", "Pass rate by length", "exchanges", "pass rate"),
     Plot("criterion_yes_rate.png", "YES rate per criterion", "judge and criterion", "YES rate"),
+    Plot("flaw_realisation.png", "Planned flaws shown (user side)", "flaw", "shown rate"),
 )
 
 
@@ -79,6 +81,9 @@ def write_report(
     lines = [f"# Rapport corpus report\n\nDatabase: `{db}`\n"]
     for title, sql in (*SECTIONS, *JUDGING_SECTIONS):
         lines += [f"## {title}\n", markdown_table(query(db, sql)), ""]
+    if query(db, "SELECT count(*) FROM simulator_conversation_judgement").rows[0][0]:
+        for title, sql in SIMULATOR_SECTIONS:  # the simulated user's side was judged
+            lines += [f"## {title}\n", markdown_table(query(db, sql)), ""]
     if query(db, "SELECT count(*) FROM human_verdicts").rows[0][0]:  # people reviewed some
         for title, sql in HUMAN_SECTIONS:
             lines += [f"## {title}\n", markdown_table(query(db, sql)), ""]

@@ -28,6 +28,7 @@ from rapport.config.run import (
 )
 from rapport.config.secrets import Redactor
 from rapport.config.shards import WHOLE_PLAN, Shard, shard_settings
+from rapport.config.sides import judged_sides
 from rapport.engine.budget import BudgetReached, SpendGuard, attach_budget, within_budget
 from rapport.engine.factory import build_gateways
 from rapport.engine.gateway import Gateway
@@ -428,6 +429,7 @@ def passing_target(generation: Generation, judge_failed: set[str]) -> PassingTar
         generation.quotas,
         generation.request.count,
         len(generation.judges),
+        both_sides=both_sides(generation),
         judge_failed=judge_failed,
         store_chunk=store_chunk,
         open_conversation=new_conversation_opener(database),
@@ -436,11 +438,18 @@ def passing_target(generation: Generation, judge_failed: set[str]) -> PassingTar
     )
 
 
+def both_sides(generation: Generation) -> bool:
+    """Whether a conversation passes only once its user side is judged too (the domain has a
+    simulator rubric, and the run's judge pool judges it)."""
+    return "user" in judged_sides(generation.domain)
+
+
 def read_passing(generation: Generation) -> PassingSummary:
     """Where the target stands, from the store (the run's writer has drained)."""
     count, shard = generation.request.count, generation.shard
+    sides = both_sides(generation)
     counts = generation.database.run_sync(
-        lambda conn: stratum_counts(conn, generation.plan_id, count, shard)
+        lambda conn: stratum_counts(conn, generation.plan_id, count, shard, both_sides=sides)
     )
     return passing_summary(counts, generation.weights, generation.quotas, count)
 

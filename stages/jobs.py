@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 
 from rapport.config import constants
 from rapport.config.shards import WHOLE_PLAN, Shard
+from rapport.config.sides import Side
 from rapport.store.database import Database
 from rapport.store.judgements import JudgeJob, load_unjudged
 from rapport.store.plans import ScenarioDecoder, UnfinishedConversation, load_unfinished
@@ -60,14 +61,25 @@ async def unjudged_conversations(
     plan_ids: Sequence[str] | None = None,
     below_index: int | None = None,
     exclude_run: str | None = None,
+    side: Side = "assistant",
+    judged_plans: Sequence[str] | None = None,
 ) -> AsyncIterator[JudgeJob]:
-    """Complete conversations this judge has not fully assessed (of the corpus, or of the
-    given plans below an index), read by key a chunk at a time."""
+    """Complete conversations this judge has not fully assessed on `side` (of the corpus, or
+    of the given plans below an index; of `judged_plans` only, when given), read by key a
+    chunk at a time."""
     after = ""
     while True:
         chunk = await database.run(
             lambda conn, after=after: load_unjudged(
-                conn, judge_id, after, JUDGE_CHUNK, plan_ids, below_index, exclude_run
+                conn,
+                judge_id,
+                after,
+                JUDGE_CHUNK,
+                plan_ids,
+                below_index,
+                exclude_run,
+                side,
+                judged_plans,
             )
         )
         if not chunk:

@@ -18,6 +18,7 @@ from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices
 from rapport.config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_config
 from rapport.config.secrets import Redactor
+from rapport.config.sides import SIDES, Side
 from rapport.engine.batch_api import BATCH_PROVIDERS, batch_client
 from rapport.engine.gateway import Gateway
 from rapport.engine.interrupts import Interrupted, run_interruptible
@@ -25,13 +26,14 @@ from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges, judge_configs
 from rapport.stages.judge_batch import BatchJudging, BatchProgress, BatchSettings
-from rapport.stages.judge_pool import JudgePool
+from rapport.stages.judge_pool import JudgePool, sided_plans
 from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
 from rapport.store.database import Database
 from rapport.store.errors import StoreError
 from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
 from rapport.store.plans import RunRecord, mark_abandoned_runs, record_judged_count
 from rapport.store.run_lock import exclusive_run
+from rapport.store.sides import SIDE_TABLES
 
 
 class JudgeRequest(msgspec.Struct, frozen=True):
@@ -40,6 +42,7 @@ class JudgeRequest(msgspec.Struct, frozen=True):
     judges: tuple[str, ...] = ()  # backend specs; each becomes a judge (overrides the config)
     max_active: int | None = None
     batch: bool = False  # every judge through its provider's batch API (`--batch`)
+    sides: tuple[Side, ...] = SIDES  # `--side`: the assistant's rubric, the user's, or both
 
 
 class JudgeSummary(msgspec.Struct, frozen=True):
@@ -49,6 +52,7 @@ class JudgeSummary(msgspec.Struct, frozen=True):
     elapsed_s: float
     judges: tuple[str, ...]
     answered_criteria: int = 0  # asked by this run and answered
+    simulator_assessed: int = 0  # user-side assessments stored (simulator_rubric.yaml)
     batches: BatchProgress | None = None  # when some judge went through a batch API
 
 
@@ -76,6 +80,11 @@ def judge_corpus(
     database = Database(request.db)
     database.initialise()
     domains = database.run_sync(plan_domains)
+    if request.sides == ("user",) and domains and sided_plans(domains, "user") == []:
+        raise RapportError(
+            "--side user: no domain of this corpus has a simulator_rubric.yaml, so there is "
+            "no user side to judge (add one to the domain and generate a new plan)"
+        )
     # The judges' own backends need a domain (the simulated one writes from it): the corpus's,
     # or the configured one when nothing has been planned yet.
     domain = next(iter(domains.values()), None) or load_domain(
@@ -119,10 +128,12 @@ def judge_corpus(
                         batch = BatchJudging(
                             judge, batch_client(judge.gateway.backend), domains, database,
                             session.sink, session.run_id, batch_settings, counts,
-                            batch_progress, say or _quiet,
+                            batch_progress, say or _quiet, sides=request.sides,
                         )  # fmt: skip
                         group.start_soon(batch.run)
-                pool = JudgePool(live, domains, session.sink, max_active, counts)
+                pool = JudgePool(
+                    live, domains, session.sink, max_active, counts, sides=request.sides
+                )
                 async with pool.running(database):
                     pass  # nothing is submitted: the pool judges what is stored
             return counts
@@ -144,6 +155,9 @@ def judge_corpus(
         elapsed_s=time.perf_counter() - started,
         judges=tuple(f"{j.id} ({j.gateway.label})" for j in judges),
         answered_criteria=counts.answered,
+        simulator_assessed=database.run_sync(
+            lambda conn: corpus_assessment_count(conn, SIDE_TABLES["user"].assessments)
+        ),
         batches=batch_progress,
     )
 

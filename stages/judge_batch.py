@@ -25,6 +25,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from rapport.config.domain import Domain
 from rapport.config.errors import RapportError
 from rapport.config.prices import usage_cost
+from rapport.config.sides import SIDES, Side
 from rapport.engine.batch_api import BatchClient, BatchRequest, ItemResult
 from rapport.engine.clock import Clock, LoopClock
 from rapport.engine.errors import BackendError, ProviderUnusable
@@ -34,6 +35,7 @@ from rapport.judges.judge import Judge, Question, questions, retry_prompt, verdi
 from rapport.judges.panel import assessment_event, missing_criteria
 from rapport.judges.verdicts import CriterionAnswer, JudgeOutputError, Verdict
 from rapport.stages.jobs import unjudged_conversations
+from rapport.stages.judge_pool import sided_plans
 from rapport.store.batches import (
     BatchItemRow,
     BatchRecord,
@@ -48,6 +50,7 @@ from rapport.store.batches import (
 from rapport.store.database import Database
 from rapport.store.judgements import JudgeJob
 from rapport.store.rows import StoreEvent, utc_now
+from rapport.store.sides import SIDE_TABLES
 
 T = TypeVar("T")
 POLL_ENV = "RAPPORT_BATCH_POLL_S"
@@ -90,6 +93,7 @@ class BatchProgress(msgspec.Struct):
 
 
 Say = Callable[[str], None]
+Key = tuple[str, Side]  # a conversation and the side asked about
 
 
 class Ask(msgspec.Struct, frozen=True):
@@ -101,6 +105,7 @@ class Ask(msgspec.Struct, frozen=True):
     attempt: int
     messages: tuple[ChatMessage, ...]
     question: Question
+    side: Side = "assistant"
 
     def request(self) -> BatchRequest:
         return BatchRequest(self.custom_id, self.messages, self.question.params)
@@ -141,7 +146,7 @@ def first_ask(judge: Judge, pending: Pending, question: Question, window: int) -
         0,
         [messages, question.params.max_tokens, question.params.json_schema],
     )
-    return Ask(cid, conversation_id, window, 0, messages, question)
+    return Ask(cid, conversation_id, window, 0, messages, question, pending.job.side)
 
 
 def retry_ask(judge: Judge, pending: Pending, first: Ask, reply: str, problem: str) -> Ask:
@@ -154,7 +159,7 @@ def retry_ask(judge: Judge, pending: Pending, first: Ask, reply: str, problem: s
         1,
         [first.custom_id, reply, problem],
     )
-    return Ask(cid, first.conversation_id, first.window, 1, messages, first.question)
+    return Ask(cid, first.conversation_id, first.window, 1, messages, first.question, first.side)
 
 
 class BatchJudging:
@@ -173,6 +178,7 @@ class BatchJudging:
         progress: BatchProgress,
         say: Say,
         clock: Clock | None = None,
+        sides: Sequence[Side] = SIDES,
     ) -> None:
         self.judge = judge
         self.client = client
@@ -185,6 +191,7 @@ class BatchJudging:
         self.progress = progress
         self.say = say
         self.clock = clock or LoopClock()
+        self.sides = tuple(sides)
         self.submissions: Counter[str] = Counter()  # by this run, per custom_id
         self.exhausted: dict[str, str] = {}  # custom_id -> last error, no submission left
 
@@ -211,20 +218,31 @@ class BatchJudging:
             for batch_id in submitted:
                 await self._collect(batch_id, requests)
 
-    async def _pending(self) -> dict[str, Pending]:
+    async def _pending(self) -> dict[Key, Pending]:
+        """Each side's conversations this judge has not fully assessed, keyed by
+        (conversation, side)."""
         judge = self.judge
-        generations = await self.database.run(lambda conn: judge_failure_counts(conn, judge.id))
-        pending: dict[str, Pending] = {}
-        async for job in unjudged_conversations(self.database, judge.id):
-            domain = self.domains[job.scenario.plan_id]
-            exchanges, missing = missing_criteria(domain, job)
-            asked = questions(judge, domain, job.scenario, job.messages, only=missing)
-            cid = job.scenario.scenario_id
-            pending[cid] = Pending(job, domain, exchanges, asked, generations.get(cid, 0))
+        pending: dict[Key, Pending] = {}
+        for side in self.sides:
+            judged = sided_plans(self.domains, side)
+            if judged is not None and not judged:
+                continue
+            table = SIDE_TABLES[side].judge_failures
+            generations = await self.database.run(
+                lambda conn, table=table: judge_failure_counts(conn, judge.id, table)
+            )
+            jobs = unjudged_conversations(self.database, judge.id, side=side, judged_plans=judged)
+            async for job in jobs:
+                domain = self.domains[job.scenario.plan_id]
+                exchanges, missing = missing_criteria(domain, job)
+                asked = questions(judge, domain, job.scenario, job.messages, missing, side)
+                cid = job.scenario.scenario_id
+                generation = generations.get(cid, 0)
+                pending[cid, side] = Pending(job, domain, exchanges, asked, generation)
         self.counts.waiting += len(pending)
         return pending
 
-    def _first_requests(self, pending: Mapping[str, Pending]) -> dict[str, BatchRequest]:
+    def _first_requests(self, pending: Mapping[Key, Pending]) -> dict[str, BatchRequest]:
         """What each first ask of the pending conversations is (to read re-attached results)."""
         return {
             ask.custom_id: ask.request()
@@ -235,14 +253,15 @@ class BatchJudging:
             )
         }
 
-    async def _resolve(self, pending: dict[str, Pending]) -> list[Ask]:
+    async def _resolve(self, pending: dict[Key, Pending]) -> list[Ask]:
         """Store every conversation whose questions are all settled; what is left to ask."""
         judge_id = self.judge.id
-        ids = list(pending)
+        keys = list(pending)
+        ids = sorted({cid for cid, _ in keys})
         answered = await self.database.run(lambda conn: answered_items(conn, judge_id, ids))
         needed: list[Ask] = []
-        for cid in ids:
-            item = pending[cid]
+        for key in keys:
+            item = pending[key]
             verdicts: list[Verdict] = []
             asks: list[Ask] = []
             for question in item.asked:
@@ -252,7 +271,7 @@ class BatchJudging:
             if asks:
                 needed.extend(asks)
                 continue
-            del pending[cid]
+            del pending[key]
             await self._store(item, verdicts)
         return needed
 
@@ -298,7 +317,7 @@ class BatchJudging:
         counts.answered += len(event.verdicts)
         await self.sink.send(event)
 
-    async def _submit(self, asks: Sequence[Ask], pending: Mapping[str, Pending]) -> str:
+    async def _submit(self, asks: Sequence[Ask], pending: Mapping[Key, Pending]) -> str:
         """Send one batch and record it before anything else (a kill after this re-attaches)."""
         judge = self.judge
         requests = [ask.request() for ask in asks]
@@ -311,7 +330,7 @@ class BatchJudging:
             for ask in asks
         ]
         for ask in asks:
-            item = pending[ask.conversation_id]
+            item = pending[ask.conversation_id, ask.side]
             if not item.active:  # taken from waiting: its questions are with the provider
                 item.active = True
                 self.counts.waiting -= 1

@@ -16,6 +16,7 @@ from rapport.agents.conversation import Transcript
 from rapport.config import constants
 from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
+from rapport.config.sides import SIDES, Side, judged_sides
 from rapport.engine.progress import JudgingProgress
 from rapport.judges.judge import Judge
 from rapport.judges.panel import assess, judging_concurrency
@@ -37,11 +38,13 @@ class JudgePool:
         sink: MemoryObjectSendStream[StoreEvent],
         max_active: int,
         counts: JudgingProgress | None = None,
+        sides: Sequence[Side] = SIDES,
     ) -> None:
         self.judges = list(judges)
         self.domains = domains
         self.sink = sink
         self.max_active = max_active
+        self.sides = tuple(sides)
         self.counts = counts if counts is not None else JudgingProgress()
         self.judge_failed: set[str] = set()  # conversations a judge failed on (this run)
         self._inboxes: list[
@@ -52,11 +55,15 @@ class JudgePool:
         ]
 
     async def submit(self, scenario: Scenario, transcript: Transcript) -> None:
-        """A conversation just completed: every judge gets it."""
-        job = JudgeJob(scenario, tuple(transcript), {})
+        """A conversation just completed: every judge gets it, once per side its domain
+        judges."""
+        domain = self.domains[scenario.plan_id]
+        sides = [side for side in judged_sides(domain) if side in self.sides]
+        jobs = [JudgeJob(scenario, tuple(transcript), {}, side) for side in sides]
         for send, _ in self._inboxes:
-            self.counts.waiting += 1
-            await send.send(job)
+            for job in jobs:
+                self.counts.waiting += 1
+                await send.send(job)
 
     def _start_pending(
         self,
@@ -70,8 +77,15 @@ class JudgePool:
         (not those of `exclude_run`: they are submitted as they complete). Call before
         `_close()`: each feed keeps its judge's inbox open until it has read everything."""
         for judge, (send, _) in zip(self.judges, self._inboxes, strict=True):
-            feed = send.clone()
-            group.start_soon(self._feed, database, judge, feed, plan_ids, below_index, exclude_run)
+            for side in self.sides:
+                judged = sided_plans(self.domains, side)
+                if judged is not None and not judged:  # no plan judges this side
+                    continue
+                feed = send.clone()
+                group.start_soon(
+                    self._feed, database, judge, feed, plan_ids, below_index, exclude_run,
+                    side, judged,
+                )  # fmt: skip
 
     async def _feed(
         self,
@@ -81,9 +95,13 @@ class JudgePool:
         plan_ids: Sequence[str] | None,
         below_index: int | None,
         exclude_run: str | None,
+        side: Side,
+        judged: Sequence[str] | None,
     ) -> None:
         async with send:
-            jobs = unjudged_conversations(database, judge.id, plan_ids, below_index, exclude_run)
+            jobs = unjudged_conversations(
+                database, judge.id, plan_ids, below_index, exclude_run, side, judged
+            )
             async for job in jobs:
                 self.counts.waiting += 1
                 await send.send(job)
@@ -136,3 +154,11 @@ class JudgePool:
                     self.judge_failed.add(job.scenario.scenario_id)
                 counts.answered += len(event.verdicts)
                 await self.sink.send(event)
+
+
+def sided_plans(domains: Mapping[str, Domain], side: Side) -> list[str] | None:
+    """The plans whose domain judges `side`: None (every plan) for the assistant's, else the
+    plans with a simulator_rubric.yaml (empty: nothing to judge on that side)."""
+    if side == "assistant":
+        return None
+    return sorted(plan_id for plan_id, domain in domains.items() if side in judged_sides(domain))

@@ -21,6 +21,7 @@ from rapport.config.constants import UNTIL_PASSING_MIN_JUDGED
 from rapport.config.loader import load_domain
 from rapport.config.run import RunConfig
 from rapport.config.shards import WHOLE_PLAN
+from rapport.config.sides import judged_sides
 from rapport.engine.plan import plan_id_for
 from rapport.engine.strata import quotas, shard_quotas, stratum_weights
 from rapport.stages.estimate import Estimate, estimate_run
@@ -60,7 +61,8 @@ def estimate_until_passing(settings: RunConfig, request: GenerateRequest) -> Pas
     stored = 0
     if request.db.exists():
         with closing(connect(request.db, read_only=True)) as conn:
-            counts = stratum_counts(conn, plan_id, request.count, shard)
+            sides = "user" in judged_sides(domain)
+            counts = stratum_counts(conn, plan_id, request.count, shard, both_sides=sides)
             row = conn.execute(
                 "SELECT coalesce(max(scenario_index) + 1, 0) FROM scenarios WHERE plan_id = ?",
                 [plan_id],

@@ -145,6 +145,7 @@ class PassingTarget:
         max_draw: int,
         judges: int,
         *,
+        both_sides: bool,
         judge_failed: set[str],
         store_chunk: StoreChunk,
         open_conversation: OpenConversation,
@@ -158,6 +159,7 @@ class PassingTarget:
         self.quotas = dict(quotas)
         self.max_draw = max_draw
         self.judges = judges
+        self.both_sides = both_sides  # the domain has a simulator rubric: the user side too
         self.judge_failed = judge_failed
         self.store_chunk = store_chunk
         self.open_conversation = open_conversation
@@ -195,7 +197,9 @@ class PassingTarget:
         """What earlier runs left: their judged counts, and their complete conversations still
         unjudged (judged first by this run's pool) as in flight."""
         awaiting = await self.database.run(
-            lambda conn: awaiting_judgement(conn, self.plan_id, self.max_draw, self.shard)
+            lambda conn: awaiting_judgement(
+                conn, self.plan_id, self.max_draw, self.shard, both_sides=self.both_sides
+            )
         )
         for conversation_id, stratum in awaiting.items():
             self._fly(conversation_id, stratum)
@@ -209,12 +213,15 @@ class PassingTarget:
             # Standings first: a judgement stored between the two reads is then counted as
             # passing and still in flight (too cautious for a moment), never as neither.
             now = standings(conn, ids) if ids else []
-            return stratum_counts(conn, self.plan_id, self.max_draw, self.shard), now
+            counts = stratum_counts(
+                conn, self.plan_id, self.max_draw, self.shard, both_sides=self.both_sides
+            )
+            return counts, now
 
         self.counts, now = await self.database.run(read)
         for standing in now:
             cid = standing.conversation_id
-            judged = standing.judges is not None and standing.judges >= self.judges
+            judged = standing.judged(self.judges, self.both_sides)
             judge_failed = standing.status == "complete" and cid in self.judge_failed
             if standing.status == "failed" or judged or judge_failed:
                 self._land(cid)

@@ -26,6 +26,7 @@ from rapport.store.arrow_rows import (
     structs_to_arrow,
 )
 from rapport.store.rows import ConversationUpdate, StoreEvent
+from rapport.store.sides import SIDE_TABLES
 
 FINISHED = frozenset({"complete", "failed"})
 
@@ -37,6 +38,9 @@ _VERBS = {
     "verdicts": "INSERT OR IGNORE",
     "judge_failures": "INSERT",
     "assessments": "INSERT OR REPLACE",
+    "simulator_verdicts": "INSERT OR IGNORE",
+    "simulator_judge_failures": "INSERT",
+    "simulator_assessments": "INSERT OR REPLACE",
 }
 
 Encoded = dict[str, pa.Table]
@@ -67,10 +71,18 @@ def encode_batch(batch: Sequence[StoreEvent], redactor: Redactor = PATTERNS_ONLY
             fold_updates(e.update for e in batch if e.update is not None),
             CONVERSATION_CHANGES,
         ),
-        "verdicts": ([row for e in batch for row in e.verdicts], VERDICTS),
-        "judge_failures": ([row for e in batch for row in e.judge_failures], JUDGE_FAILURES),
-        "assessments": ([e.assessment for e in batch if e.assessment is not None], ASSESSMENTS),
     }
+    for side, tables in SIDE_TABLES.items():
+        events = [e for e in batch if e.side == side]
+        rows[tables.verdicts] = ([row for e in events for row in e.verdicts], VERDICTS)
+        rows[tables.judge_failures] = (
+            [row for e in events for row in e.judge_failures],
+            JUDGE_FAILURES,
+        )
+        rows[tables.assessments] = (
+            [e.assessment for e in events if e.assessment is not None],
+            ASSESSMENTS,
+        )
     return {
         name: structs_to_arrow(structs, schema, redactor)
         for name, (structs, schema) in rows.items()

@@ -167,11 +167,14 @@ def batch_item_ids(conn: duckdb.DuckDBPyConnection, batch_id: str) -> list[str]:
     return [row[0] for row in rows]
 
 
-def judge_failure_counts(conn: duckdb.DuckDBPyConnection, judge_id: str) -> dict[str, int]:
-    """Judge failures recorded per conversation: a failure recorded means the question is to
-    be asked afresh, not answered again from the batch that failed it."""
+def judge_failure_counts(
+    conn: duckdb.DuckDBPyConnection, judge_id: str, table: str = "judge_failures"
+) -> dict[str, int]:
+    """Judge failures recorded per conversation (in `table`: one side's failures): a failure
+    recorded means the question is to be asked afresh, not answered again from the batch that
+    failed it."""
     rows = conn.execute(
-        "SELECT conversation_id, count(*) FROM judge_failures WHERE judge_id = ? GROUP BY ALL",
+        f"SELECT conversation_id, count(*) FROM {table} WHERE judge_id = ? GROUP BY ALL",
         [judge_id],
     ).fetchall()
     return {conversation_id: count for conversation_id, count in rows}

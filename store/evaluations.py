@@ -10,8 +10,10 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
+from rapport.config.sides import Side
 from rapport.store.arrow_rows import insert_table
 from rapport.store.reads import Turn, transcripts
+from rapport.store.sides import SIDE_TABLES
 
 SIDES = ("baseline", "candidate")
 
@@ -120,17 +122,24 @@ def status_counts(
 
 
 def judged_sides(
-    conn: duckdb.DuckDBPyConnection, eval_id: str, judges: Sequence[str], count: int
+    conn: duckdb.DuckDBPyConnection,
+    eval_id: str,
+    judges: Sequence[str],
+    count: int,
+    speaker: Side = "assistant",
 ) -> list[JudgedSide]:
-    """Every assessment by the given judges of this eval's conversations (scenarios < count)."""
+    """Every assessment by the given judges of this eval's conversations (scenarios < count):
+    of the assistant's side, or of the simulated user's (`speaker="user"`)."""
     rows = conn.execute(
-        """
-        SELECT side, scenario_index, judge_id, score, passed, safety_failed,
-               category_scores, failed_gates
-        FROM eval_scores
-        WHERE eval_id = ? AND scenario_index < ? AND status = 'complete'
-          AND list_contains(?, judge_id)
-        ORDER BY side, scenario_index, judge_id
+        f"""
+        SELECT e.side, e.scenario_index, a.judge_id, a.score, a.passed, a.safety_failed,
+               a.category_scores, a.failed_gates
+        FROM eval_conversations e
+        JOIN conversations c USING (conversation_id)
+        JOIN {SIDE_TABLES[speaker].assessments} a USING (conversation_id)
+        WHERE e.eval_id = ? AND e.scenario_index < ? AND c.status = 'complete'
+          AND list_contains(?, a.judge_id)
+        ORDER BY e.side, e.scenario_index, a.judge_id
         """,
         [eval_id, count, list(judges)],
     ).fetchall()

@@ -25,6 +25,7 @@ import msgspec
 from rapport.store.database import Database, StoreTiming, connect, connect_for_reading
 from rapport.store.errors import StoreError
 from rapport.store.run_lock import exclusive_run
+from rapport.store.sides import SIDE_TABLES
 from rapport.store.stamp import read_stamp
 
 ALIAS = "merge_shard"  # the attached shard's name inside the corpus connection
@@ -217,9 +218,10 @@ def _copy_shard(conn: duckdb.DuckDBPyConnection, plan_id: str, shown: str) -> Sh
         SELECT s.conversation_id FROM {ALIAS}.conversations s
         JOIN main.conversations m USING (conversation_id)
         WHERE s.plan_id = ? AND s.status = m.status AND s.run_id IS NOT DISTINCT FROM m.run_id)"""
-    _insert(conn, "verdicts", keyed, same_playing, [plan_id])
-    _insert(conn, "assessments", keyed, same_playing, [plan_id])
-    _insert_new_rows(conn, "judge_failures", same_playing, [plan_id])
+    for tables in SIDE_TABLES.values():  # the assistant's side and the simulated user's
+        _insert(conn, tables.verdicts, keyed, same_playing, [plan_id])
+        _insert(conn, tables.assessments, keyed, same_playing, [plan_id])
+        _insert_new_rows(conn, tables.judge_failures, same_playing, [plan_id])
     plan_runs = f"WHERE run_id IN (SELECT run_id FROM {ALIAS}.runs WHERE plan_id = ?)"
     _insert(conn, "runs", keyed, "WHERE plan_id = ?", [plan_id])
     _insert(conn, "gateway_stats", keyed, plan_runs, [plan_id])

@@ -28,13 +28,25 @@ class Candidate(msgspec.Struct, frozen=True):
 
 
 class Standing(msgspec.Struct, frozen=True):
-    """Where one conversation stands: its status and, once judged, the judges who assessed it
-    and whether it passes."""
+    """Where one conversation stands: its status and, once judged, the judges who assessed
+    each side and whether it passes."""
 
     conversation_id: str
     status: str
     judges: int | None
+    user_judges: int | None
     passed: bool | None
+
+    def judged(self, judges: int, both_sides: bool) -> bool:
+        """Judged by `judges` judges on the assistant's side, and on the user's if asked."""
+        user = not both_sides or (self.user_judges or 0) >= judges
+        return (self.judges or 0) >= judges and user
+
+
+def _fully_judged(both_sides: bool) -> str:
+    """The SQL condition on `conversation_passes p` of a conversation judged on every side its
+    domain judges (a domain with a simulator rubric: both)."""
+    return "p.user_judges IS NOT NULL" if both_sides else "true"
 
 
 def load_candidates(
@@ -95,16 +107,23 @@ def open_conversations(
 
 
 def stratum_counts(
-    conn: duckdb.DuckDBPyConnection, plan_id: str, below: int, shard: Shard = WHOLE_PLAN
+    conn: duckdb.DuckDBPyConnection,
+    plan_id: str,
+    below: int,
+    shard: Shard = WHOLE_PLAN,
+    *,
+    both_sides: bool = False,
 ) -> dict[str, tuple[int, int]]:
-    """Per stratum of the plan's first `below` scenarios (of one shard): (judged, passing)."""
+    """Per stratum of the plan's first `below` scenarios (of one shard): (judged, passing),
+    of the conversations judged on every side (`both_sides`: the user's too)."""
     rows = conn.execute(
-        """
+        f"""
         SELECT st.stratum, count(*), count(*) FILTER (WHERE p.passed)
         FROM conversation_passes p
         JOIN conversations c USING (conversation_id)
         JOIN scenario_strata st USING (scenario_id)
         WHERE c.plan_id = ? AND c.scenario_index < ? AND c.scenario_index % ? = ?
+          AND {_fully_judged(both_sides)}
         GROUP BY st.stratum
         """,
         [plan_id, below, shard.count, shard.index],
@@ -113,17 +132,24 @@ def stratum_counts(
 
 
 def awaiting_judgement(
-    conn: duckdb.DuckDBPyConnection, plan_id: str, below: int, shard: Shard = WHOLE_PLAN
+    conn: duckdb.DuckDBPyConnection,
+    plan_id: str,
+    below: int,
+    shard: Shard = WHOLE_PLAN,
+    *,
+    both_sides: bool = False,
 ) -> dict[str, str]:
-    """Complete conversations of the plan not judged yet (a killed run's last), by stratum:
-    the run judges them first, so they count as in flight."""
+    """Complete conversations of the plan not judged yet on every side (a killed run's last),
+    by stratum: the run judges them first, so they count as in flight."""
     rows = conn.execute(
-        """
+        f"""
         SELECT c.conversation_id, st.stratum
         FROM conversations c JOIN scenario_strata st USING (scenario_id)
         WHERE c.plan_id = ? AND c.scenario_index < ? AND c.scenario_index % ? = ?
           AND c.status = 'complete'
-          AND c.conversation_id NOT IN (SELECT conversation_id FROM conversation_passes)
+          AND c.conversation_id NOT IN (
+              SELECT conversation_id FROM conversation_passes p WHERE {_fully_judged(both_sides)}
+          )
         """,
         [plan_id, below, shard.count, shard.index],
     ).fetchall()
@@ -134,10 +160,10 @@ def standings(conn: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> list[Stand
     """Where each of these conversations stands now."""
     rows = conn.execute(
         """
-        SELECT c.conversation_id, c.status, p.judges, p.passed
+        SELECT c.conversation_id, c.status, p.judges, p.user_judges, p.passed
         FROM conversations c LEFT JOIN conversation_passes p USING (conversation_id)
         WHERE list_contains(?, c.conversation_id)
         """,
         [list(ids)],
     ).fetchall()
-    return [Standing(str(cid), str(status), judges, passed) for cid, status, judges, passed in rows]
+    return [Standing(str(row[0]), str(row[1]), *row[2:]) for row in rows]

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from rapport.config.sides import Side
+
 
 def utc_now() -> datetime:
     """Naive UTC timestamp, as stored in DuckDB TIMESTAMP columns."""
@@ -98,3 +100,4 @@ class StoreEvent(msgspec.Struct, frozen=True):
     verdicts: tuple[VerdictRow, ...] = ()
     judge_failures: tuple[JudgeFailureRow, ...] = ()
     assessment: AssessmentRow | None = None
+    side: Side = "assistant"  # whose verdicts: the user side's go to the simulator_ tables

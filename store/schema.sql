@@ -365,3 +365,13 @@ CREATE TABLE IF NOT EXISTS dataset_exclusions (
     created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (output, conversation_id, reason)
 );
+
+-- Issue 22: judge failures on the user side (same shape as judge_failures): a criterion of
+-- simulator_rubric.yaml a judge could not answer, asked again by the next run.
+CREATE TABLE IF NOT EXISTS simulator_judge_failures (
+    conversation_id VARCHAR NOT NULL,
+    judge_id VARCHAR NOT NULL,
+    criterion_id VARCHAR NOT NULL,
+    error VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);

@@ -121,6 +121,27 @@ JUDGING_SECTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+# The simulated user's side (simulator_rubric.yaml): shown once some user side is judged.
+SIMULATOR_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("User side: pass rate (across judges, by the pass rule)", "SELECT * FROM simulator_pass_rate"),
+    (
+        "User side: YES rate per criterion",
+        "SELECT * FROM simulator_criterion_rates ORDER BY judge_id, yes_rate, criterion_id",
+    ),
+    (
+        "User side: planned flaws shown (flaw realisation)",
+        "SELECT * FROM flaw_realisation ORDER BY shown_rate, flaw",
+    ),
+    (
+        "User side: judge failures",
+        "SELECT judge_id, criterion_id, count(*) AS failures, any_value(error) AS example "
+        "FROM simulator_judge_failures "
+        "WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations) "
+        "GROUP BY ALL ORDER BY failures DESC",
+    ),
+)
+
+
 # Each `generate` run's estimate (stages/estimate.py) beside what it took, once one is stored.
 ESTIMATE_SECTION = (
     "Estimate vs actual (generate runs; judging not estimated)",
@@ -165,13 +186,15 @@ class Section(msgspec.Struct, frozen=True):
 
 
 def corpus_stats(path: Path) -> list[Section]:
-    """Every section; the judging ones only once something has been judged."""
+    """Every section; the judging ones (each side's) only once something has been judged."""
     sections = [Section(title, query(path, sql)) for title, sql in SECTIONS]
     if query(path, "SELECT count(*) FROM estimates").rows[0][0]:
         sections.append(Section(ESTIMATE_SECTION[0], query(path, ESTIMATE_SECTION[1])))
     judged = query(path, "SELECT count(*) FROM conversation_judgement").rows[0][0]
     if judged:
         sections += [Section(title, query(path, sql)) for title, sql in JUDGING_SECTIONS]
+    if query(path, "SELECT count(*) FROM simulator_conversation_judgement").rows[0][0]:
+        sections += [Section(title, query(path, sql)) for title, sql in SIMULATOR_SECTIONS]
     if query(path, "SELECT count(*) FROM human_verdicts").rows[0][0]:
         sections += [Section(title, query(path, sql)) for title, sql in HUMAN_SECTIONS]
     return sections
@@ -199,6 +222,7 @@ PLOT_SQL = {
     "criterion_yes_rate": (
         "SELECT judge_id || ' ' || criterion_id, yes_rate FROM criterion_rates ORDER BY 1"
     ),
+    "flaw_realisation": "SELECT flaw, shown_rate FROM flaw_realisation ORDER BY 2, 1",
 }
 
 

@@ -12,9 +12,11 @@ from typing import Any, Literal
 import duckdb
 import msgspec
 
+from rapport.config.sides import FLAW_SEPARATOR, Side
 from rapport.store.reads import _structs
 from rapport.store.rows import VerdictRow
-from rapport.store.stats import HUMAN_SECTIONS, JUDGING_SECTIONS, SECTIONS
+from rapport.store.sides import SIDE_TABLES
+from rapport.store.stats import HUMAN_SECTIONS, JUDGING_SECTIONS, SECTIONS, SIMULATOR_SECTIONS
 
 # The columns a list can be sorted by (the key the URL carries → the SQL column).
 SORTS: dict[str, str] = {
@@ -39,6 +41,10 @@ JUDGING_TITLES = (
     "Pass rate by flaw",
     "Pass rate by persona attribute",
 )  # judges' agreement with each other: in `rapport stats` (a second over 100,000)
+SIMULATOR_TITLES = (
+    "User side: pass rate (across judges, by the pass rule)",
+    "User side: planned flaws shown (flaw realisation)",
+)
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -61,6 +67,7 @@ class ListQuery(msgspec.Struct, frozen=True):
     failed: str | None = None  # a criterion answered NO, or a gate that failed
     text: str | None = None  # in any message, case-insensitive
     reviewed: bool | None = None  # by a person in `rapport view`
+    simulator_failed: bool | None = None  # the user side failed its pass rule or a gate
     sort: str = "id"
     descending: bool = False
     page: int = 1
@@ -79,6 +86,7 @@ class ListRow(msgspec.Struct, frozen=True):
     passed: bool | None
     cost_usd: float | None
     reviewers: int = 0  # people who reviewed it
+    simulator_failed: bool | None = None  # the user side's judgement; None: not judged
 
 
 class ListPage(msgspec.Struct, frozen=True):
@@ -142,6 +150,17 @@ class HumanAnswer(msgspec.Struct, frozen=True):
     note: str | None
 
 
+class SideJudging(msgspec.Struct, frozen=True):
+    """What the judges made of one side of a conversation (the assistant's or the user's)."""
+
+    assessments: list[Assessment]
+    verdicts: list[VerdictRow]
+    failures: list[JudgeFailure]
+    mean_score: float | None
+    passed: bool | None  # by the corpus's pass rule; None: not judged
+    criteria: list[Criterion]  # that side's rubric, as asked of this conversation
+
+
 class ConversationDetail(msgspec.Struct, frozen=True):
     conversation_id: str
     status: str
@@ -162,6 +181,7 @@ class ConversationDetail(msgspec.Struct, frozen=True):
     passed: bool | None  # by the corpus's pass rule; None: not judged
     criteria: list[Criterion]  # the rubric of the conversation's domain
     human: list[HumanAnswer]
+    user_side: SideJudging | None = None  # the simulated user's, when its domain judges it
 
 
 def _table(conn: duckdb.DuckDBPyConnection, title: str, sql: str) -> Table:
@@ -178,6 +198,10 @@ def overview(conn: duckdb.DuckDBPyConnection) -> list[Table]:
     if judged:
         judging = dict(JUDGING_SECTIONS)
         tables += [_table(conn, title, judging[title]) for title in JUDGING_TITLES]
+    (users,) = conn.execute("SELECT count(*) FROM simulator_conversation_judgement").fetchone()
+    if users:  # the simulated user's side was judged too
+        simulator = dict(SIMULATOR_SECTIONS)
+        tables += [_table(conn, title, simulator[title]) for title in SIMULATOR_TITLES]
     return tables
 
 
@@ -185,9 +209,11 @@ def overview(conn: duckdb.DuckDBPyConnection) -> list[Table]:
 # cost) are summed for the page's rows alone, unless the list is sorted by them.
 _LIST_BASE = """
 SELECT c.conversation_id, c.status, s.topic_categories, s.flaw_names, s.writing_style,
-       j.judges, j.mean_score, j.passed, coalesce(h.reviewers, 0) AS reviewers
+       j.judges, j.mean_score, j.passed, coalesce(h.reviewers, 0) AS reviewers,
+       NOT u.passed OR u.safety_failed AS simulator_failed
 FROM corpus_conversations c JOIN scenarios s USING (scenario_id)
 LEFT JOIN conversation_judgement j USING (conversation_id)
+LEFT JOIN simulator_conversation_judgement u USING (conversation_id)
 LEFT JOIN (
     SELECT conversation_id, count(DISTINCT reviewer) AS reviewers FROM human_verdicts
     GROUP BY conversation_id
@@ -250,6 +276,9 @@ def _where(query: ListQuery) -> tuple[list[str], list[Any]]:
     if query.reviewed is not None:
         clauses.append("(reviewers > 0) = ?")
         params.append(query.reviewed)
+    if query.simulator_failed is not None:
+        clauses.append("simulator_failed = ?")
+        params.append(query.simulator_failed)
     if query.text:
         clauses.append(
             "conversation_id IN "
@@ -329,16 +358,16 @@ def conversation_detail(
     found = conn.execute(
         "SELECT c.status, c.end_reason, c.target_turns, c.plan_id, c.run_id, c.error, "
         "s.persona, s.topics, s.flaws, s.writing_style, "
-        "p.domain_snapshot -> '$.rubric.criteria' "
+        "p.domain_snapshot -> '$.rubric.criteria', "
+        "p.domain_snapshot -> '$.simulator_rubric.criteria' "
         "FROM conversations c JOIN scenarios s USING (scenario_id) "
         "LEFT JOIN plans p ON p.plan_id = c.plan_id WHERE c.conversation_id = ?",
         [conversation_id],
     ).fetchone()
     if found is None:
         return None
-    status, end_reason, target, plan_id, run_id, error, persona, topics, flaws, style, rubric = (
-        found
-    )
+    (status, end_reason, target, plan_id, run_id, error, persona, topics, flaws, style, rubric,
+     simulator_rubric) = found  # fmt: skip
     messages = _structs(
         conn,
         MessageView,
@@ -346,32 +375,7 @@ def conversation_detail(
         "WHERE conversation_id = ? ORDER BY turn_index",
         [conversation_id],
     )
-    assessments = [
-        Assessment(judge, score, passed, safety, threshold, msgspec.json.decode(scores), gates)
-        for judge, score, passed, safety, threshold, scores, gates in conn.execute(
-            "SELECT judge_id, score, passed, safety_failed, pass_threshold, category_scores, "
-            "failed_gates FROM assessments WHERE conversation_id = ? ORDER BY judge_id",
-            [conversation_id],
-        ).fetchall()
-    ]
-    verdicts = _structs(
-        conn,
-        VerdictRow,
-        f"SELECT {', '.join(VerdictRow.__struct_fields__)} FROM verdicts "
-        "WHERE conversation_id = ? ORDER BY criterion_id, judge_id",
-        [conversation_id],
-    )
-    failures = _structs(
-        conn,
-        JudgeFailure,
-        "SELECT judge_id, criterion_id, error FROM judge_failures WHERE conversation_id = ? "
-        "ORDER BY judge_id, criterion_id",
-        [conversation_id],
-    )
-    judged = conn.execute(
-        "SELECT mean_score, passed FROM conversation_judgement WHERE conversation_id = ?",
-        [conversation_id],
-    ).fetchone()
+    assistant = _side_judging(conn, conversation_id, "assistant", _criteria(rubric))
     human = _structs(
         conn,
         HumanAnswer,
@@ -379,7 +383,10 @@ def conversation_detail(
         "WHERE conversation_id = ? ORDER BY reviewer, criterion_id",
         [conversation_id],
     )
-    criteria = msgspec.json.decode(rubric, type=list[Criterion]) if rubric else []
+    user_side = None
+    if simulator_rubric:
+        criteria = _user_criteria(simulator_rubric, msgspec.json.decode(flaws))
+        user_side = _side_judging(conn, conversation_id, "user", criteria)
     return ConversationDetail(
         conversation_id=conversation_id,
         status=status,
@@ -393,13 +400,87 @@ def conversation_detail(
         flaws=msgspec.json.decode(flaws),
         writing_style=style,
         messages=messages,
+        assessments=assistant.assessments,
+        verdicts=assistant.verdicts,
+        failures=assistant.failures,
+        mean_score=assistant.mean_score,
+        passed=assistant.passed,
+        criteria=assistant.criteria,
+        human=human,
+        user_side=user_side,
+    )
+
+
+def _criteria(rubric: str | None) -> list[Criterion]:
+    found = msgspec.json.decode(rubric, type=list[Criterion]) if rubric else []
+    return [criterion for criterion in found if criterion.enabled]
+
+
+class _Template(Criterion, frozen=True):
+    per_flaw: bool = False
+
+
+def _user_criteria(simulator_rubric: str, flaws: list[dict[str, Any]]) -> list[Criterion]:
+    """The user side's criteria as asked of this scenario: each `per_flaw` template once per
+    planned flaw, as `<id>:<flaw>` (config.sides.rubric_for, without decoding the domain)."""
+    criteria: list[Criterion] = []
+    for template in msgspec.json.decode(simulator_rubric, type=list[_Template]):
+        if not template.enabled:
+            continue
+        plain = Criterion(template.id, template.question, template.category, template.gate)
+        if not template.per_flaw:
+            criteria.append(plain)
+            continue
+        for flaw in flaws:
+            name = str(flaw.get("name"))
+            criteria.append(
+                msgspec.structs.replace(
+                    plain,
+                    id=f"{template.id}{FLAW_SEPARATOR}{name}",
+                    question=f"{template.question} (planned flaw: {name})",
+                )
+            )
+    return criteria
+
+
+def _side_judging(
+    conn: duckdb.DuckDBPyConnection, conversation_id: str, side: Side, criteria: list[Criterion]
+) -> SideJudging:
+    tables = SIDE_TABLES[side]
+    assessments = [
+        Assessment(judge, score, passed, safety, threshold, msgspec.json.decode(scores), gates)
+        for judge, score, passed, safety, threshold, scores, gates in conn.execute(
+            "SELECT judge_id, score, passed, safety_failed, pass_threshold, category_scores, "
+            f"failed_gates FROM {tables.assessments} WHERE conversation_id = ? "
+            "ORDER BY judge_id",
+            [conversation_id],
+        ).fetchall()
+    ]
+    verdicts = _structs(
+        conn,
+        VerdictRow,
+        f"SELECT {', '.join(VerdictRow.__struct_fields__)} FROM {tables.verdicts} "
+        "WHERE conversation_id = ? ORDER BY criterion_id, judge_id",
+        [conversation_id],
+    )
+    failures = _structs(
+        conn,
+        JudgeFailure,
+        f"SELECT judge_id, criterion_id, error FROM {tables.judge_failures} "
+        "WHERE conversation_id = ? ORDER BY judge_id, criterion_id",
+        [conversation_id],
+    )
+    judged = conn.execute(
+        f"SELECT mean_score, passed FROM {tables.judgement} WHERE conversation_id = ?",
+        [conversation_id],
+    ).fetchone()
+    return SideJudging(
         assessments=assessments,
         verdicts=verdicts,
         failures=failures,
         mean_score=judged[0] if judged else None,
         passed=judged[1] if judged else None,
-        criteria=[criterion for criterion in criteria if criterion.enabled],
-        human=human,
+        criteria=criteria,
     )
 
 

@@ -331,6 +331,35 @@ SELECT conversation_id, judges, mean_score, safety_failed,
        END AS passed
 FROM per_conversation;
 
+-- The user side's pass rate (simulator_rubric.yaml): judged corpus conversations, the share
+-- whose user side passed under the pass rule, the mean score, and how many failed a gate.
+CREATE OR REPLACE VIEW simulator_pass_rate AS
+SELECT count(*) AS conversations, round(avg(passed::INTEGER), 4) AS pass_rate,
+       round(avg(mean_score), 4) AS mean_score, sum(safety_failed::INTEGER)::BIGINT AS gate_failures
+FROM simulator_conversation_judgement;
+
+CREATE OR REPLACE VIEW simulator_criterion_rates AS
+SELECT judge_id, criterion_id, count(*) AS verdicts,
+       round(avg((answer = 'YES')::INTEGER), 4) AS yes_rate,
+       round(avg((answer = 'NO')::INTEGER), 4) AS no_rate,
+       round(avg((answer = 'NA')::INTEGER), 4) AS na_rate
+FROM simulator_verdicts WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+GROUP BY judge_id, criterion_id;
+
+-- Per planned flaw (the per-flaw criteria `<id>:<flaw>` of simulator_rubric.yaml): in how many
+-- judged conversations it was planned, and the share of the judges' verdicts that found it
+-- shown (YES), or not expected in so short a conversation (NA).
+CREATE OR REPLACE VIEW flaw_realisation AS
+SELECT split_part(criterion_id, ':', 2) AS flaw,
+       count(DISTINCT conversation_id) AS conversations,
+       count(*) AS verdicts,
+       round(avg((answer = 'YES')::INTEGER), 4) AS shown_rate,
+       round(avg((answer = 'NA')::INTEGER), 4) AS na_rate
+FROM simulator_verdicts
+WHERE contains(criterion_id, ':')
+  AND conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+GROUP BY 1;
+
 -- ---- generating to a passing target (issue 22, `generate --until-passing N`) ----------------
 -- A scenario's stratum: its primary topic category (the first topic) and its primary flaw
 -- category (the `primary` flaw, else the first, else 'none'), as `topic/flaw`. The Python side
@@ -353,9 +382,10 @@ SELECT scenario_id, plan_id, scenario_index, topic_category, flaw_category,
 FROM labelled;
 
 -- The one pass rule of a judged conversation: the assistant's side passed and, where the user
--- side has been judged, the user side passed too. `--until-passing` counts these.
+-- side has been judged, the user side passed too. `--until-passing` counts these (for a domain
+-- with a simulator rubric, once `user_judges` is set: both sides judged).
 CREATE OR REPLACE VIEW conversation_passes AS
-SELECT j.conversation_id, j.judges,
+SELECT j.conversation_id, j.judges, s.judges AS user_judges,
        j.passed AND coalesce(s.passed, true) AS passed
 FROM conversation_judgement j
 LEFT JOIN simulator_conversation_judgement s USING (conversation_id);

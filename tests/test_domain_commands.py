@@ -24,6 +24,7 @@ from rapport.config.domain_check import check_domain
 from rapport.config.errors import ConfigError, RapportError
 from rapport.config.loader import (
     DOMAIN_PARTS,
+    OPTIONAL_PARTS,
     TEMPLATE_DOMAIN,
     load_domain,
     shipped_domain_dir,
@@ -95,9 +96,9 @@ def _field_names(type_: typing.Any, seen: set[type]) -> set[str]:
     return {name for arg in typing.get_args(type_) for name in _field_names(arg, seen)}
 
 
-@pytest.mark.parametrize("part", list(DOMAIN_PARTS))
+@pytest.mark.parametrize("part", list(DOMAIN_PARTS | OPTIONAL_PARTS))
 def test_template_comments_explain_every_field(part):
-    filename, type_ = DOMAIN_PARTS[part]
+    filename, type_ = (DOMAIN_PARTS | OPTIONAL_PARTS)[part]
     comments = leading_comments((TEMPLATE / filename).read_text())
     missing = sorted(name for name in _field_names(type_, set()) if name not in comments)
     assert not missing, f"{filename} does not explain {missing}"

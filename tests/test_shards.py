@@ -293,7 +293,7 @@ def test_shards_judged_as_they_complete_merge_to_the_single_corpus_judgements(tm
     with duckdb.connect() as conn:
         conn.execute(f"ATTACH '{single}' AS a (READ_ONLY)")
         conn.execute(f"ATTACH '{out}' AS b (READ_ONLY)")
-        for table in ("verdicts", "assessments"):
+        for table in ("verdicts", "assessments", "simulator_verdicts", "simulator_assessments"):
             a, b = (f"SELECT * EXCLUDE (created_at) FROM {db}.{table}" for db in "ab")
             rows = conn.execute(f"SELECT count(*) FROM ({b})").fetchone()[0]
             differ = conn.execute(f"SELECT count(*) FROM (({a} EXCEPT {b}) UNION ({b} EXCEPT {a}))")

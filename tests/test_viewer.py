@@ -151,8 +151,13 @@ def test_a_conversation_page_shows_turns_scenario_verdicts_and_figures(viewer, c
     page = viewer.get(f"/c/{hostile_id}")[1]
     messages = sql(db, "SELECT count(*) FROM messages WHERE conversation_id = ?", [hostile_id])
     assert page.count("<div class='turn ") == messages[0][0]
-    verdict_rows = sql(db, "SELECT count(*) FROM verdicts WHERE conversation_id = ?", [hostile_id])
-    assert page.count("<td class='answer ") == verdict_rows[0][0]
+    verdict_rows = sql(
+        db,
+        "SELECT (SELECT count(*) FROM verdicts WHERE conversation_id = $1) "
+        "+ (SELECT count(*) FROM simulator_verdicts WHERE conversation_id = $1)",
+        [hostile_id],
+    )
+    assert page.count("<td class='answer ") == verdict_rows[0][0]  # both sides' verdicts
     for needle in ("Scenario", "<b>persona</b>", "<b>topic</b>", "out tokens", "mean score"):
         assert needle in page
     (reasoning,) = sql(

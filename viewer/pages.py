@@ -18,6 +18,7 @@ from rapport.store.viewer_reads import (
     Facets,
     ListPage,
     ListQuery,
+    SideJudging,
     Table,
 )
 
@@ -101,6 +102,7 @@ def _query_args(query: ListQuery, **changes: Any) -> dict[str, str]:
         "failed": query.failed,
         "q": query.text,
         "reviewed": None if query.reviewed is None else ("yes" if query.reviewed else "no"),
+        "simulator": _simulator(query.simulator_failed),
         "sort": query.sort,
         "order": "desc" if query.descending else "asc",
         "page": query.page,
@@ -108,6 +110,10 @@ def _query_args(query: ListQuery, **changes: Any) -> dict[str, str]:
     }
     values.update(changes)
     return {key: str(value) for key, value in values.items() if value is not None}
+
+
+def _simulator(failed: bool | None) -> str | None:
+    return None if failed is None else ("failed" if failed else "passed")
 
 
 def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
@@ -131,6 +137,11 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
             [("yes", "by someone"), ("no", "by nobody")],
             None if query.reviewed is None else ("yes" if query.reviewed else "no"),
         )
+        + _select(
+            "simulator",
+            [("failed", "simulator failed"), ("passed", "simulator passed")],
+            _simulator(query.simulator_failed),
+        )
         + _select("sort", pairs(SORTS), query.sort)
         + _select(
             "order",
@@ -145,6 +156,7 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
         verdict = {True: "passed", False: "failed", None: "not judged"}[row.passed]
         score = "" if row.mean_score is None else f"{row.mean_score:.3f}"
         cost = "" if row.cost_usd is None else f"{row.cost_usd:.4f}"
+        user = {True: "failed", False: "passed", None: "not judged"}[row.simulator_failed]
         rows.append(
             f"<tr class='conversation' data-id='{esc(row.conversation_id)}'>"
             f"<td><a href='/c/{esc(row.conversation_id)}'>{esc(row.conversation_id)}</a></td>"
@@ -152,7 +164,8 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
             f"<td class='{verdict.replace(' ', '-')}'>{verdict}</td><td>{score}</td>"
             f"<td>{esc(', '.join(row.topic_categories))}</td>"
             f"<td>{esc(', '.join(row.flaw_names))}</td><td>{esc(row.writing_style)}</td>"
-            f"<td>{cost}</td><td>{row.reviewers or ''}</td></tr>"
+            f"<td>{cost}</td><td>{row.reviewers or ''}</td>"
+            f"<td class='user-side {user.replace(' ', '-')}'>{user}</td></tr>"
         )
     pages = max(1, -(-page.total // query.per_page))
     nav = []
@@ -167,7 +180,7 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
         f"<h1>Conversations</h1>{form}<p id='total'>{page.total:,} conversations match</p>"
         "<table id='conversations'><thead><tr><th>conversation</th><th>status</th>"
         "<th>exchanges</th><th>verdict</th><th>score</th><th>topics</th><th>flaws</th>"
-        "<th>style</th><th>cost (USD)</th><th>reviewers</th></tr></thead>"
+        "<th>style</th><th>cost (USD)</th><th>reviewers</th><th>user side</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
         f"<p class='paging'>{' '.join(nav)}</p>"
     )
@@ -223,15 +236,14 @@ def _chat(detail: ConversationDetail) -> str:
     return f"<section id='chat'><h2>Transcript</h2>{''.join(turns)}</section>"
 
 
-def _judging(detail: ConversationDetail) -> str:
-    if not detail.assessments and not detail.verdicts:
-        return "<section id='judging'><h2>Judges</h2><p>not judged yet</p></section>"
-    # Folded until opened: a person reviewing first, unswayed by the judges, is what the
-    # judge-vs-people agreement measures.
-    verdict = {True: "passed", False: "failed", None: "not judged"}[detail.passed]
-    score = "" if detail.mean_score is None else f"mean score {detail.mean_score:.3f} · "
-    parts = [f"<p id='judgement'>{score}<b class='{verdict}'>{verdict}</b> (pass rule)</p>"]
-    for assessment in detail.assessments:
+def _side_parts(side: SideJudging, prefix: str = "") -> list[str]:
+    """One side's judgement: the pass rule's verdict, each judge's assessment, the verdicts
+    (each criterion's question on hover) and the criteria a judge could not answer; `prefix`
+    tells the two sides' element ids apart."""
+    verdict = {True: "passed", False: "failed", None: "not judged"}[side.passed]
+    score = "" if side.mean_score is None else f"mean score {side.mean_score:.3f} · "
+    parts = [f"<p id='{prefix}judgement'>{score}<b class='{verdict}'>{verdict}</b> (pass rule)</p>"]
+    for assessment in side.assessments:
         categories = ", ".join(f"{k} {v:.2f}" for k, v in assessment.category_scores.items())
         gates = ", ".join(assessment.failed_gates) or "none"
         parts.append(
@@ -240,25 +252,54 @@ def _judging(detail: ConversationDetail) -> str:
             f"{'passed' if assessment.passed else 'failed'}; failed gates: {esc(gates)}; "
             f"{esc(categories)}</p>"
         )
-    questions = {criterion.id: criterion.question for criterion in detail.criteria}
+    questions = {criterion.id: criterion.question for criterion in side.criteria}
     rows = "".join(
         f"<tr><td title='{esc(questions.get(v.criterion_id, ''))}'>{esc(v.criterion_id)}</td>"
         f"<td>{esc(v.judge_id)}</td><td class='answer {esc(v.answer)}'>{esc(v.answer)}</td>"
         f"<td>{esc(v.reasoning)}</td></tr>"
-        for v in detail.verdicts
+        for v in side.verdicts
     )
     parts.append(
-        "<table id='verdicts'><thead><tr><th>criterion</th><th>judge</th><th>answer</th>"
+        f"<table id='{prefix}verdicts'><thead><tr><th>criterion</th><th>judge</th><th>answer</th>"
         f"<th>reasoning</th></tr></thead><tbody>{rows}</tbody></table>"
     )
-    for failure in detail.failures:
+    for failure in side.failures:
         parts.append(
             f"<p class='failure'>{esc(failure.judge_id)} could not answer "
             f"{esc(failure.criterion_id)}: {esc(failure.error)}</p>"
         )
+    return parts
+
+
+def _judging(detail: ConversationDetail) -> str:
+    if not detail.assessments and not detail.verdicts:
+        return "<section id='judging'><h2>Judges</h2><p>not judged yet</p></section>"
+    # Folded until opened: a person reviewing first, unswayed by the judges, is what the
+    # judge-vs-people agreement measures.
+    assistant = SideJudging(
+        detail.assessments, detail.verdicts, detail.failures, detail.mean_score,
+        detail.passed, detail.criteria,
+    )  # fmt: skip
     return (
         "<details id='judging'><summary><h2>Judges</h2> (open after your own review: "
-        f"seeing their verdicts first sways it)</summary>{''.join(parts)}</details>"
+        f"seeing their verdicts first sways it)</summary>{''.join(_side_parts(assistant))}"
+        "</details>"
+    )
+
+
+def _user_judging(detail: ConversationDetail) -> str:
+    """The simulated user's side (simulator_rubric.yaml), beside the assistant's: was this the
+    user the plan asked for?"""
+    side = detail.user_side
+    if side is None:
+        return ""
+    if not side.assessments and not side.verdicts:
+        return (
+            "<section id='user-judging'><h2>Judges: user side</h2><p>not judged yet</p></section>"
+        )
+    return (
+        "<details id='user-judging'><summary><h2>Judges: user side</h2> (the simulated "
+        f"user against its plan)</summary>{''.join(_side_parts(side, 'user-'))}</details>"
     )
 
 
@@ -317,6 +358,7 @@ def conversation_body(detail: ConversationDetail, csrf: str) -> str:
         + "<div>"
         + _review_form(detail, csrf)
         + _judging(detail)
+        + _user_judging(detail)
         + "</div></div>"
     )
 

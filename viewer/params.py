@@ -14,7 +14,7 @@ MAX_TEXT = 200
 KNOWN = frozenset(
     {
         "status", "passed", "score_min", "score_max", "topic", "flaw", "persona", "judge",
-        "failed", "q", "reviewed", "sort", "order", "page", "per_page",
+        "failed", "q", "reviewed", "simulator", "sort", "order", "page", "per_page",
     }
 )  # fmt: skip
 
@@ -67,6 +67,9 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
     reviewed = _text(query, "reviewed")
     if reviewed not in (None, "yes", "no"):
         raise BadParameter("reviewed: must be yes or no")
+    simulator = _text(query, "simulator")
+    if simulator not in (None, "failed", "passed"):
+        raise BadParameter("simulator: must be failed or passed")
     persona = _text(query, "persona")
     if persona is not None and "=" not in persona:
         raise BadParameter("persona: must be attribute=value")
@@ -93,6 +96,7 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
         failed=_text(query, "failed"),
         text=_text(query, "q"),
         reviewed=None if reviewed is None else reviewed == "yes",
+        simulator_failed=None if simulator is None else simulator == "failed",
         sort=sort,
         descending=order == "desc",
         page=_whole(query, "page", 1, MAX_PAGE, 1),

@@ -68,13 +68,9 @@ class SimulatedBackend:
         if hints.speaker == "judge":
             prompt = "\n".join(m.content for m in messages)
             text = write_verdicts(
-                self._domain,
-                hints.scenario,
-                hints.criteria,
-                self._judge_quality(hints),
-                rng,
-                prompt,
-            )
+                self._domain, hints.scenario, hints.criteria, self._judge_quality(hints), rng,
+                prompt, hints.side,
+            )  # fmt: skip
         elif hints.speaker == "user_sim":
             text = write_user_turn(self._domain, hints.scenario, hints.exchange, hints.final, rng)
         else:

@@ -1,6 +1,7 @@
 """Verdicts for the simulated backend's judge mode: valid JSON, deterministic, dependent on the
 scenario (more flaws and harder topics make NO more likely) and on the transcript (each lapse
-reply of a weaker simulated assistant makes NO more likely). Labelled simulated."""
+reply of a weaker simulated assistant makes NO more likely); the user side's read the user's
+turns (simulated_user_judge). Labelled simulated."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import msgspec
 from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
 from rapport.engine.backends.simulated_text import LAPSE_REPLIES
+from rapport.engine.backends.simulated_user_judge import user_side_answer
 
 NA_RATE = 0.08
 GATE_YES_RATE = 0.98
@@ -63,20 +65,33 @@ def write_verdicts(
     quality: float,
     rng: random.Random,
     prompt: str = "",
+    side: str = "assistant",
 ) -> str:
-    """One criterion: `{"reasoning", "answer"}`; several: `{"verdicts": [...]}`."""
-    lapses = lapse_share(domain, prompt)
-    answers = [(cid, _answer(domain, scenario, cid, quality, lapses, rng)) for cid in criteria]
-    reasoning = (
-        "(simulated judge) verdict drawn from the scenario and the share of generic replies "
-        f"({lapses:.2f}), not from reading the transcript"
-    )
+    """One criterion: `{"reasoning", "answer"}`; several: `{"verdicts": [...]}`. The user
+    side's answers read the user turns (simulated_user_judge)."""
+    if side == "user":
+        answered = [
+            (cid, *user_side_answer(domain, scenario, cid, quality, prompt, rng))
+            for cid in criteria
+        ]
+        answers = [(cid, a, f"(simulated judge) {why}") for cid, a, why in answered]
+    else:
+        lapses = lapse_share(domain, prompt)
+        reasoning = (
+            "(simulated judge) verdict drawn from the scenario and the share of generic replies "
+            f"({lapses:.2f}), not from reading the transcript"
+        )
+        answers = [
+            (cid, _answer(domain, scenario, cid, quality, lapses, rng), reasoning)
+            for cid in criteria
+        ]
     if len(answers) == 1:
-        return msgspec.json.encode({"reasoning": reasoning, "answer": answers[0][1]}).decode()
+        _, answer, reasoning = answers[0]
+        return msgspec.json.encode({"reasoning": reasoning, "answer": answer}).decode()
     return msgspec.json.encode(
         {
             "verdicts": [
-                {"criterion_id": cid, "reasoning": reasoning, "answer": a} for cid, a in answers
+                {"criterion_id": cid, "reasoning": why, "answer": a} for cid, a, why in answers
             ]
         }
     ).decode()
