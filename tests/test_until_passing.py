@@ -22,6 +22,7 @@ from rapport.config.shards import Shard
 from rapport.engine.plan import sample_scenario
 from rapport.engine.strata import quotas, shard_quotas, stratum_label, stratum_weights
 from rapport.stages.generate import GenerateRequest, generate
+from rapport.store.passing import awaiting_judgement, stratum_counts
 from tests.conftest import TESTS, error_lines, rapport, rapport_in_process
 
 STRATA_DOMAIN = TESTS / "domains" / "strata"  # topics 0.7 : 0.3, 30 % without a flaw
@@ -429,3 +430,53 @@ def test_a_user_side_judged_failing_does_not_count_and_is_replaced(tmp_path):
             [failed],
         ).fetchone()[0]
     assert still_failed == 3
+
+
+def test_with_a_simulator_rubric_a_conversation_counts_once_both_sides_are_judged(tmp_path):
+    """Therapy judges the user side too: exactly N pass both sides; a conversation whose user
+    side is not judged yet (a kill between the two judgements) is not counted, is judged by
+    the next run, and counts then."""
+    config = tmp_path / "both.yaml"
+    role = "{provider: simulated}"
+    config.write_text(
+        f"backends:\n  user_sim: {role}\n  assistant: {role}\n"
+        "judges:\n  - id: sim\n    backend: {provider: simulated, quality: 0.9}\n"
+    )
+    db = tmp_path / "therapy.duckdb"
+    request = GenerateRequest(
+        db=db, config=config, count=600, turns=3, max_active=16, judging="configured",
+        until_passing=30,
+    )  # fmt: skip
+    summary = generate(request)
+    assert summary.passing is not None and summary.passing.passing == 30
+    assert len(summary.passing.strata) == 21  # therapy: 7 topic categories × (2 flaw + none)
+    with duckdb.connect(str(db)) as conn:
+        judged, both, passing, user_failed = conn.execute(
+            "SELECT count(*), count(user_judges), count(*) FILTER (WHERE passed), "
+            "(SELECT count(*) FROM simulator_conversation_judgement WHERE NOT passed) "
+            "FROM conversation_passes"
+        ).fetchone()
+        assert judged == both and passing == 30  # every one judged on both sides
+        assert user_failed > 0  # the user side's rubric turned some away
+        unjudged = [
+            row[0]
+            for row in conn.execute(
+                "SELECT conversation_id FROM conversation_passes WHERE passed "
+                "ORDER BY conversation_id LIMIT 3"
+            ).fetchall()
+        ]
+        for table in ("simulator_assessments", "simulator_verdicts"):
+            conn.execute(f"DELETE FROM {table} WHERE list_contains(?, conversation_id)", [unjudged])
+        counted = stratum_counts(conn, summary.plan_id, 600, both_sides=True)
+        waiting = awaiting_judgement(conn, summary.plan_id, 600, both_sides=True)
+    assert sum(p for _, p in counted.values()) == 27
+    assert set(waiting) == set(unjudged)
+    again = generate(request)
+    assert again.passing is not None and again.passing.passing == 30
+    with duckdb.connect(str(db), read_only=True) as conn:
+        rejudged = conn.execute(
+            "SELECT count(*) FROM conversation_passes WHERE user_judges IS NOT NULL "
+            "AND list_contains(?, conversation_id)",
+            [unjudged],
+        ).fetchone()[0]
+    assert rejudged == 3
