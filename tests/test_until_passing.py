@@ -480,3 +480,30 @@ def test_with_a_simulator_rubric_a_conversation_counts_once_both_sides_are_judge
             [unjudged],
         ).fetchone()[0]
     assert rejudged == 3
+
+
+def test_the_live_display_shows_the_target_the_yield_and_the_strata_at_quota(tmp_path):
+    from rich.console import Console
+
+    from rapport.cli.progress_display import progress_table
+    from rapport.config.prices import PriceTable
+
+    seen = []
+
+    def display(generation):
+        async def show(progress):
+            seen.append(progress)
+
+        return show
+
+    summary = generate(_request(tmp_path / "c.duckdb", _config(tmp_path), 12), display=display)
+    (progress,) = seen
+    live = progress.passing
+    assert live is not None and live.passing == 12 and live.in_flight == 0
+    assert live.judged == summary.passing.judged and live.strata_full == 4
+    console = Console(width=200, record=True)
+    console.print(progress_table(progress, {}, PriceTable({})))
+    shown = console.export_text()
+    yield_share = f"{live.passed / live.judged:.0%}"
+    assert f"12/12 passing · yield {yield_share} ({live.passed} of {live.judged} judged)" in shown
+    assert "0 in flight · 4/4 strata at quota" in shown
