@@ -113,5 +113,6 @@ CLUSTER_PROBE_TIMEOUT_S = 5.0  # a --ray HOST:PORT that does not answer within t
 # `generate --until-passing N`
 UNTIL_PASSING_DRAW_FACTOR = 10  # --count left out: at most this many scenarios per passing one
 UNTIL_PASSING_REFRESH_S = 0.25  # how often the run rereads where its conversations stand
+UNTIL_PASSING_REFRESH_FACTOR = 5  # …at least this many times what the last reread took
 UNTIL_PASSING_MIN_JUDGED = 5  # judged in a stratum before its own yield is trusted (estimate)
 UNTIL_PASSING_DEFERRED_MAX = 1_000  # scenarios of one stratum waiting for room; more are skipped

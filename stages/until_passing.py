@@ -7,11 +7,11 @@ failed: each might pass) are below the stratum's quota. A scenario of a stratum 
 is skipped; one of a stratum with enough in flight waits, in plan order, while the other
 strata's scenarios go on. Low-yield strata are therefore drawn more, by reading further into
 the plan (scenario i still depends only on the seed and i). When no stratum has room the job
-stream waits for the conversations in flight to be judged. Where a
-conversation stands is read from the store (the view `conversation_passes`, the one pass
-rule), every UNTIL_PASSING_REFRESH_S; a judge that failed on it frees its place (it does not
-pass in this run). A stratum's passing conversations beyond its quota (judged after a kill
-when a smaller target was asked, say) are surplus: not counted toward N.
+stream waits for the conversations in flight to be judged. Where a conversation stands is
+read from the store (the view `conversation_passes`, the one pass rule), every
+UNTIL_PASSING_REFRESH_S (longer where the read is slow); a judge that failed on it frees its
+place (it does not pass in this run). A stratum's passing conversations beyond its quota (judged
+after a kill when a smaller target was asked, say) are surplus: not counted toward N.
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ from contextlib import aclosing
 import anyio
 import msgspec
 
-from rapport.config.constants import UNTIL_PASSING_DEFERRED_MAX, UNTIL_PASSING_REFRESH_S
+from rapport.config.constants import (
+    UNTIL_PASSING_DEFERRED_MAX,
+    UNTIL_PASSING_REFRESH_FACTOR,
+    UNTIL_PASSING_REFRESH_S,
+)
 from rapport.config.shards import Shard
 from rapport.engine.budget import SpendGuard
 from rapport.engine.progress import PassingProgress
@@ -170,6 +174,7 @@ class PassingTarget:
         self._flying: Counter[str] = Counter()  # in flight per stratum
         self.progress = PassingProgress(target=sum(self.quotas.values()), strata=len(quotas))
         self._refreshed = 0.0
+        self._refresh_every = UNTIL_PASSING_REFRESH_S
 
     def passing(self, stratum: str) -> int:
         return self.counts.get(stratum, (0, 0))[1]
@@ -208,6 +213,7 @@ class PassingTarget:
     async def refresh(self) -> None:
         """Reread the per-stratum counts and where each conversation in flight stands."""
         ids = list(self.in_flight)
+        began = time.monotonic()
 
         def read(conn):
             # Standings first: a judgement stored between the two reads is then counted as
@@ -226,6 +232,10 @@ class PassingTarget:
             if standing.status == "failed" or judged or judge_failed:
                 self._land(cid)
         self._refreshed = time.monotonic()
+        # A large corpus makes the reread slower: it never takes more than a share of the
+        # store's time, which the writer needs.
+        took = self._refreshed - began
+        self._refresh_every = max(UNTIL_PASSING_REFRESH_S, took * UNTIL_PASSING_REFRESH_FACTOR)
         self._show()
 
     def _show(self) -> None:
@@ -249,7 +259,7 @@ class PassingTarget:
             deferred: dict[str, deque[Candidate]] = defaultdict(deque)
             exhausted = False
             while True:
-                if time.monotonic() - self._refreshed >= UNTIL_PASSING_REFRESH_S:
+                if time.monotonic() - self._refreshed >= self._refresh_every:
                     await self.refresh()
                 if self._stopped():
                     return
@@ -290,7 +300,7 @@ class PassingTarget:
                 yield 0, job
 
     async def _wait(self) -> None:
-        await anyio.sleep(UNTIL_PASSING_REFRESH_S)
+        await anyio.sleep(self._refresh_every)
         await self.refresh()
 
     async def _candidates(self) -> AsyncIterator[Candidate]:
