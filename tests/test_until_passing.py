@@ -507,3 +507,55 @@ def test_the_live_display_shows_the_target_the_yield_and_the_strata_at_quota(tmp
     yield_share = f"{live.passed / live.judged:.0%}"
     assert f"12/12 passing · yield {yield_share} ({live.passed} of {live.judged} judged)" in shown
     assert "0 in flight · 4/4 strata at quota" in shown
+
+
+@pytest.mark.parametrize("domain_dir", [None, "customer_support", TESTS / "domains" / "tiny"])
+def test_stratum_weights_match_each_domains_sampling(domain_dir):
+    from rapport.config.loader import shipped_domain_dir
+
+    if isinstance(domain_dir, str):
+        domain_dir = shipped_domain_dir(domain_dir)
+    domain = load_domain(domain_dir)
+    weights = stratum_weights(domain)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    drawn = Counter()
+    for index in range(3000):
+        scenario = sample_scenario(domain, "p", 9, index)
+        primary = next((f.category for f in scenario.flaws if f.role == "primary"), None)
+        flaw = primary or (scenario.flaws[0].category if scenario.flaws else "none")
+        drawn[stratum_label(scenario.topics[0].category, flaw)] += 1
+    assert set(drawn) <= set(weights)
+    for stratum, weight in weights.items():
+        assert drawn[stratum] / 3000 == pytest.approx(weight, abs=0.03), stratum
+
+
+def test_a_smaller_target_plays_nothing_and_reports_the_rest_as_surplus(tmp_path):
+    db, config = tmp_path / "c.duckdb", _config(tmp_path)
+    generate(_request(db, config, 16))
+    smaller = generate(_request(db, config, 8, count=160))  # the same part of the plan
+    assert smaller.passing is not None and smaller.passing.passing == 8
+    assert sum(s.surplus for s in smaller.passing.strata) == 8
+    assert smaller.turns_written == 0  # the target was already reached: nothing played
+
+
+def test_a_judge_that_always_fails_ends_the_run_with_nothing_passing(tmp_path):
+    """Every judgement fails (the null backend's reply is no verdict): each conversation's place
+    is freed as its judge fails, and the run ends at --count instead of waiting forever."""
+    config = tmp_path / "broken.yaml"
+    config.write_text(
+        f"domain: {STRATA_DOMAIN}\nbackends:\n  user_sim: {{provider: simulated}}\n"
+        "  assistant: {provider: simulated}\n"
+        "judges:\n  - id: broken\n    backend: {provider: null, reply: 'not a verdict'}\n"
+    )
+    db = tmp_path / "c.duckdb"
+    args = ["generate", "--db", str(db), "--config", str(config), "--turns", "2"]
+    result = rapport(*args, "--until-passing", "4", "--count", "12", timeout=120)
+    assert result.returncode == 4, result.stderr  # nothing could be done
+    (line,) = error_lines(result)
+    assert line.startswith("0 of 4 passing conversations: ") and "--count 12" in line
+    with duckdb.connect(str(db), read_only=True) as conn:
+        played, failures = conn.execute(
+            "SELECT (SELECT count(*) FROM conversations WHERE status = 'complete'), "
+            "(SELECT count(DISTINCT conversation_id) FROM judge_failures)"
+        ).fetchone()
+    assert played == 12 and failures == 12
