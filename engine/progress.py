@@ -71,10 +71,18 @@ class PassingProgress(msgspec.Struct):
     drawn: int = 0  # scenarios of the plan looked at (played or skipped)
     strata: int = 0
     strata_full: int = 0  # strata at their quota: no longer started
+    passing_at_start: int | None = None  # what earlier runs had made pass (the first reread)
 
     @property
     def yield_share(self) -> float | None:
         return self.passed / self.judged if self.judged else None
+
+    def eta_s(self, elapsed_s: float) -> float | None:
+        """At the pace this run has made conversations pass so far."""
+        gained = self.passing - (self.passing_at_start or 0)
+        if gained <= 0 or elapsed_s <= 0:
+            return None
+        return (self.target - self.passing) * elapsed_s / gained
 
 
 class RunProgress(msgspec.Struct):
@@ -111,6 +119,8 @@ class RunProgress(msgspec.Struct):
 
     def eta_s(self) -> float | None:
         elapsed = time.monotonic() - self.started
+        if self.passing is not None:  # --until-passing: the target, not the plan, decides
+            return self.passing.eta_s(elapsed)
         handled = self.done + self.failed
         remaining = self.total - self.finished
         if handled == 0 or elapsed <= 0:

@@ -245,6 +245,8 @@ class PassingTarget:
         progress.judged = sum(judged for judged, _ in self.counts.values())
         progress.in_flight = len(self.in_flight)
         progress.strata_full = sum(self.full(s) for s in self.quotas)
+        if progress.passing_at_start is None:
+            progress.passing_at_start = progress.passing
 
     def _stopped(self) -> bool:
         return self.reached() or (self.guard is not None and self.guard.reached)

@@ -507,6 +507,9 @@ def test_the_live_display_shows_the_target_the_yield_and_the_strata_at_quota(tmp
     yield_share = f"{live.passed / live.judged:.0%}"
     assert f"12/12 passing · yield {yield_share} ({live.passed} of {live.judged} judged)" in shown
     assert "0 in flight · 4/4 strata at quota" in shown
+    assert live.passing_at_start == 0 and live.eta_s(10.0) == 0.0  # reached: nothing left
+    live.passing, live.passing_at_start = 3, 1  # two made to pass in 10 s, 9 to go
+    assert live.eta_s(10.0) == pytest.approx(45.0)
 
 
 @pytest.mark.parametrize("domain_dir", [None, "customer_support", TESTS / "domains" / "tiny"])
