@@ -390,7 +390,8 @@ SELECT j.conversation_id, j.judges, s.judges AS user_judges,
 FROM conversation_judgement j
 LEFT JOIN simulator_conversation_judgement s USING (conversation_id);
 
--- Yield so far per plan and stratum: judged conversations and those that pass.
+-- Yield so far per plan and stratum: judged conversations and those that pass (one whose user
+-- side is not judged yet counts by its assistant's side; --until-passing waits for both).
 CREATE OR REPLACE VIEW stratum_yield AS
 SELECT st.plan_id, st.stratum, count(*) AS judged,
        count(*) FILTER (WHERE p.passed)::BIGINT AS passing,
