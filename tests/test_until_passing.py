@@ -557,8 +557,11 @@ def test_a_judge_that_always_fails_ends_the_run_with_nothing_passing(tmp_path):
     (line,) = error_lines(result)
     assert line.startswith("0 of 4 passing conversations: ") and "--count 12" in line
     with duckdb.connect(str(db), read_only=True) as conn:
-        played, failures = conn.execute(
+        played, failures, no_quota = conn.execute(
             "SELECT (SELECT count(*) FROM conversations WHERE status = 'complete'), "
-            "(SELECT count(DISTINCT conversation_id) FROM judge_failures)"
+            "(SELECT count(DISTINCT conversation_id) FROM judge_failures), "
+            "(SELECT count(*) FROM scenario_strata WHERE stratum = 'drivetrain/none')"
         ).fetchone()
-    assert played == 12 and failures == 12
+    # Every scenario of the first 12 was played and failed by its judge, but those of
+    # drivetrain/none: at N = 4 its quota (0.09 × 4, rounded) is 0.
+    assert played == failures == 12 - no_quota
