@@ -34,6 +34,7 @@ from rapport.cli.exit_codes import (
 )
 from rapport.cli.iterate_command import iterate
 from rapport.cli.merge_command import merge
+from rapport.cli.passing_table import print_passing_estimate, stratum_table
 from rapport.cli.progress_display import live_display
 from rapport.cli.render import as_table, print_table, write_batches
 from rapport.cli.sql_input import sql_text
@@ -44,7 +45,13 @@ from rapport.cli.training_commands import serve as serve_command
 from rapport.cli.training_commands import train as train_command
 from rapport.cli.view_command import review_app
 from rapport.cli.view_command import view as view_command
-from rapport.config.constants import DEDUP_THRESHOLD, MAX_ACTIVE, MAX_COUNT, SQL_TABLE_ROWS
+from rapport.config.constants import (
+    DEDUP_THRESHOLD,
+    MAX_ACTIVE,
+    MAX_COUNT,
+    SQL_TABLE_ROWS,
+    UNTIL_PASSING_DRAW_FACTOR,
+)
 from rapport.config.errors import RapportError
 from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
@@ -57,9 +64,11 @@ from rapport.judges.repetition import describe, repetition_report
 from rapport.reports.judging import write_report
 from rapport.stages.dedup import check_threshold
 from rapport.stages.estimate import estimate_run
-from rapport.stages.generate import Generation, generate_settings
+from rapport.stages.generate import Generation, RunSummary, generate_settings
 from rapport.stages.generate import generate as run_generation
 from rapport.stages.judge import JudgeRequest, judge_corpus
+from rapport.stages.until_estimate import estimate_until_passing
+from rapport.stages.until_passing import short_line
 from rapport.store.query import query, query_batches
 from rapport.store.run_secrets import database_redactor
 from rapport.store.stats import complete_transcripts, corpus_stats
@@ -95,14 +104,15 @@ DbOption = Annotated[Path, typer.Option("--db", help="The project's DuckDB file.
 def generate(
     db: DbOption,
     count: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--count",
             min=1,
             max=MAX_COUNT,
-            help=f"Conversations in the plan (at most {MAX_COUNT:,}).",
+            help=f"Conversations in the plan (at most {MAX_COUNT:,}); with --until-passing, "
+            f"the most scenarios it may draw (default {UNTIL_PASSING_DRAW_FACTOR} × N).",
         ),
-    ],
+    ] = None,
     seed: shared.SeedOption = None,
     domain: Annotated[
         Path | None, typer.Option("--domain", help="Domain folder (default: shipped therapy).")
@@ -126,12 +136,35 @@ def generate(
     shard: shared.ShardOption = None,
     ray: shared.RayOption = None,
     workers: shared.WorkersOption = 2,
+    until_passing: Annotated[
+        int | None,
+        typer.Option(
+            "--until-passing",
+            help="Play and judge until N conversations pass (needs judges), in the plan's "
+            "topic and flaw mix; --count is then the most scenarios it may draw.",
+        ),
+    ] = None,
+    judge_specs: Annotated[
+        list[str] | None,
+        typer.Option("--judge", help="A judge's backend spec (repeat for several judges)."),
+    ] = None,
 ) -> None:
     """Plan (if this database has no plan for these settings) and simulate; re-running resumes.
-    With `judges:` in the run settings, each conversation is judged as it completes. With
-    --shard K/N, only the plan's scenarios with index % N == K (`rapport merge` joins shards)."""
+    With `judges:` in the run settings (or --judge), each conversation is judged as it
+    completes. With --shard K/N, only the plan's scenarios with index % N == K (`rapport merge`
+    joins shards). With --until-passing N, until N conversations pass."""
     console = Console(stderr=True)
-    request = shared.generate_request(locals(), judging="configured")
+    count = _draw_count(count, until_passing)
+    judges = tuple(judge_specs or ())
+    request = shared.generate_request(
+        locals(), judging="always" if judges else "configured", judges=judges
+    )
+    if until_passing is not None and estimate:
+        settings = generate_settings(request)
+        print_passing_estimate(
+            estimate_until_passing(settings, request), Console(soft_wrap=True), settings.budget_usd
+        )
+        return
     if estimate:
         settings = generate_settings(request)
         print_estimate(
@@ -155,6 +188,9 @@ def generate(
 
     summary = run_generation(request, display=display, play=play)
     out = Console(soft_wrap=True)
+    if summary.passing is not None:
+        _print_passing(summary, out, generate_settings(request).budget_usd)
+        return
     shard = f" · shard {summary.shard}" if summary.shard else ""
     out.print(
         f"run {summary.run_id} · plan {summary.plan_id}{shard} · "
@@ -176,6 +212,43 @@ def generate(
         failures.append(_criteria_failed(judged.failed_criteria, judged.answered_criteria))
         parts.append((judged.answered_criteria, judged.answered_criteria + judged.failed_criteria))
     finish(outcome(*parts), "; ".join(line for line in failures if line))
+
+
+def _draw_count(count: int | None, until_passing: int | None) -> int:
+    """--count as given; with --until-passing alone, UNTIL_PASSING_DRAW_FACTOR × N."""
+    if until_passing is not None and until_passing < 1:
+        raise RapportError(f"--until-passing {until_passing}: the target must be at least 1")
+    if count is not None:
+        return count
+    if until_passing is None:
+        raise RapportError("--count is required (or --until-passing N)")
+    return min(MAX_COUNT, UNTIL_PASSING_DRAW_FACTOR * until_passing)
+
+
+def _print_passing(summary: RunSummary, out: Console, max_cost: float | None) -> None:
+    """An --until-passing run's end: the target reached, or which strata fell short."""
+    passing = summary.passing
+    assert passing is not None
+    shard = f" · shard {summary.shard}" if summary.shard else ""
+    surplus = sum(s.surplus for s in passing.strata)
+    out.print(
+        f"run {summary.run_id} · plan {summary.plan_id}{shard} · "
+        f"{summary.complete:,} complete · {summary.failed:,} failed · "
+        f"{passing.judged:,} judged · {summary.turns_written:,} turns in "
+        f"{summary.elapsed_s:,.1f}s",
+        highlight=False,
+    )
+    out.print(stratum_table(passing), highlight=False)
+    if passing.reached:
+        yield_share = (passing.passing + surplus) / passing.judged if passing.judged else 0.0
+        extra = f", {surplus:,} more passing beyond their strata's quotas" if surplus else ""
+        out.print(
+            f"{passing.target:,} passing conversations reached: {len(passing.strata)} strata at "
+            f"their quotas, yield {yield_share:.0%} over {passing.judged:,} judged{extra}",
+            highlight=False,
+        )
+        return
+    finish(outcome((passing.passing, passing.target)), short_line(passing, max_cost))
 
 
 def _conversations_failed(failed: int, total: int) -> str:

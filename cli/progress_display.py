@@ -16,7 +16,7 @@ from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.engine.accounting import GatewaySnapshot, snapshot_gateways
 from rapport.engine.budget import SpendGuard
 from rapport.engine.gateway import Gateway
-from rapport.engine.progress import JudgingProgress, RunProgress
+from rapport.engine.progress import JudgingProgress, PassingProgress, RunProgress
 from rapport.store.rows import utc_now
 
 
@@ -58,6 +58,18 @@ def judging_line(judging: JudgingProgress) -> str:
     )
 
 
+def passing_line(passing: PassingProgress) -> str:
+    """--until-passing: the target, the yield so far, what is in flight and drawn."""
+    share = passing.yield_share
+    yield_text = "…" if share is None else f"{share:.0%}"
+    return (
+        f"{passing.passing:,}/{passing.target:,} passing · yield {yield_text} "
+        f"({passing.passed:,} of {passing.judged:,} judged) · {passing.in_flight:,} in flight · "
+        f"{passing.strata_full:,}/{passing.strata:,} strata at quota · "
+        f"{passing.drawn:,} scenarios drawn"
+    )
+
+
 def progress_table(
     progress: RunProgress,
     gateways: Mapping[str, Gateway],
@@ -84,6 +96,8 @@ def progress_table(
         )
     if judging is not None:
         table.add_row("judging", judging_line(judging))
+    if progress.passing is not None:
+        table.add_row("passing", passing_line(progress.passing))
     for snapshot in snapshot_gateways("live", gateways, prices, utc_now()):
         latency = "…" if snapshot.latency_p50_ms is None else f"{snapshot.latency_p50_ms:,.0f} ms"
         cost = "" if snapshot.cost_usd is None else f" · ${snapshot.cost_usd:,.4f}"

@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rapport.agents.conversation import ConversationContext
 from rapport.cluster.messages import WorkerReport, WorkerSpec, encode_jobs
@@ -30,6 +31,7 @@ from rapport.cluster.runtime import connect, disconnect, require_ray
 from rapport.cluster.worker import ConversationWorker
 from rapport.config.constants import (
     WORKER_CLOSE_S,
+    WORKER_IDLE_POLL_S,
     WORKER_PULL_WAIT_S,
     WORKER_QUEUED_PER_SLOT,
 )
@@ -173,7 +175,10 @@ class Dispatcher:
         self._workers = workers
         self._source = jobs
         self._source_done = False
-        self._source_lock = anyio.Lock()
+        # The job stream is read by one pump task into this buffer: a worker with conversations
+        # in flight takes what is ready and never waits on the stream (which may itself wait
+        # for those conversations, as `--until-passing` does), so their results keep coming.
+        self._pumped: MemoryObjectReceiveStream[UnfinishedConversation] | None = None
         self._requeued: deque[UnfinishedConversation] = deque()
         self._context = context
         self._target = per_worker * WORKER_QUEUED_PER_SLOT
@@ -187,9 +192,18 @@ class Dispatcher:
         self.carried_turns = 0  # their turns received before it died, not played again
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as group:
-            for index in range(len(self._workers)):
-                group.start_soon(self._serve, index)
+        send, self._pumped = anyio.create_memory_object_stream[UnfinishedConversation](self._target)
+        async with anyio.create_task_group() as group, self._pumped:
+            group.start_soon(self._pump, send)
+            async with anyio.create_task_group() as serving:
+                for index in range(len(self._workers)):
+                    serving.start_soon(self._serve, index)
+            group.cancel_scope.cancel()  # every job was taken: the pump has nothing left
+
+    async def _pump(self, send: MemoryObjectSendStream[UnfinishedConversation]) -> None:
+        async with send:
+            async for _, job in self._source:
+                await send.send(job)
 
     def _finished(self) -> bool:
         return (
@@ -198,18 +212,27 @@ class Dispatcher:
             and not any(assigned for assigned in self._assigned)
         )
 
-    async def _next_jobs(self, room: int) -> list[UnfinishedConversation]:
+    async def _next_jobs(self, room: int, wait: bool) -> list[UnfinishedConversation]:
+        """Up to `room` jobs: the requeued first, then those ready; waits for one (polling, so
+        that a dead worker's requeued jobs are seen too) only when `wait` (the worker has
+        nothing in flight) and none was ready."""
         taken: list[UnfinishedConversation] = []
         while len(taken) < room and self._requeued:
             taken.append(self._requeued.popleft())
-        async with self._source_lock:
-            while len(taken) < room and not self._source_done:
-                try:
-                    _, job = await anext(self._source)
-                except StopAsyncIteration:
-                    self._source_done = True
-                else:
-                    taken.append(job)
+        pumped = self._pumped
+        assert pumped is not None, "run() sets the pump up"
+        while len(taken) < room and not self._source_done:
+            if self._requeued:  # a worker died meanwhile
+                taken.append(self._requeued.popleft())
+                continue
+            try:
+                taken.append(pumped.receive_nowait())
+            except anyio.WouldBlock:
+                if taken or not wait:
+                    break
+                await anyio.sleep(WORKER_IDLE_POLL_S)
+            except anyio.EndOfStream:
+                self._source_done = True
         return taken
 
     async def _serve(self, index: int) -> None:
@@ -219,7 +242,7 @@ class Dispatcher:
             while True:
                 room = self._target - len(assigned)
                 if room >= max(1, self._target // 4):
-                    batch = await self._next_jobs(room)
+                    batch = await self._next_jobs(room, wait=not assigned)
                     if batch:
                         for job in batch:
                             assigned[job.scenario.scenario_id] = InFlight(job)

@@ -169,6 +169,9 @@ class SimulatedConfig(BackendBase, tag="simulated"):
     user_repeats: Share = 0.0  # repeats one of its earlier turns word for word
     user_rambles: Share = 0.0  # writes more than twice its persona's word limit
     user_ignores_flaw: Share = 0.0  # of conversations: the user never shows its flaws
+    # as judge, the quality for conversations whose first topic is of a category (others:
+    # `quality`): yields that differ by topic, as `generate --until-passing` must cope with
+    topic_quality: dict[str, Annotated[float, msgspec.Meta(ge=0, le=1)]] = {}
 
     endpoint_fields: ClassVar[tuple[str, ...]] = (
         "model",

@@ -104,6 +104,7 @@ LEASE_S = 0.1  # a lease is this many seconds of the rate (at least what one cal
 LEASE_TTL_S = 1.0  # what is left of a lease after this is void: no hoarding across a pause
 LEASE_TIMEOUT_S = 60.0  # a budget keeper silent this long counts as unreachable (static share)
 WORKER_PULL_WAIT_S = 0.2  # a pull returns at once with what is ready, else after this
+WORKER_IDLE_POLL_S = 0.02  # a worker with nothing in flight polls the job stream this often
 WORKER_QUEUED_PER_SLOT = 2  # jobs handed to a worker ahead, per conversation it plays at once
 WORKER_REPORT_EVENTS = 2_000  # store events a worker sends back per pull at most
 WORKER_CLOSE_S = 2.0  # workers closing their clients at the end, before they are killed
@@ -148,3 +149,9 @@ DEDUP_LSH_WEIGHTS = (0.05, 0.95)
 DEDUP_LSH_MAX_THRESHOLD = 0.95  # LSH needs two bands or more: above this, candidates at 0.95
 DEDUP_SHARED_TEXT_CHARS = 80  # the start of a cluster's shared text shown by stats
 DEDUP_CLUSTERS_SHOWN = 50  # largest clusters per side that `rapport stats --duplicates` lists
+# `generate --until-passing N`
+UNTIL_PASSING_DRAW_FACTOR = 10  # --count left out: at most this many scenarios per passing one
+UNTIL_PASSING_REFRESH_S = 0.25  # how often the run rereads where its conversations stand
+UNTIL_PASSING_REFRESH_FACTOR = 5  # …at least this many times what the last reread took
+UNTIL_PASSING_MIN_JUDGED = 5  # judged in a stratum before its own yield is trusted (estimate)
+UNTIL_PASSING_DEFERRED_MAX = 1_000  # scenarios of one stratum waiting for room; more are skipped

@@ -174,6 +174,7 @@ def _simulated(settings: SimulatedConfig, at: BuildContext) -> Backend:
         model=settings.model,
         quality=settings.quality,
         faults=faults,
+        topic_quality=settings.topic_quality,
     )
 
 

@@ -59,6 +59,32 @@ class JudgingProgress(msgspec.Struct):
     answered: int = 0  # criteria asked and answered
 
 
+class PassingProgress(msgspec.Struct):
+    """`generate --until-passing`: where the target stands, kept by its admission as it
+    rereads the store; shown live beside the conversations."""
+
+    target: int
+    passing: int = 0  # counted toward the target (at most each stratum's quota)
+    passed: int = 0  # every judged conversation that passes (surplus included)
+    judged: int = 0
+    in_flight: int = 0  # admitted, not yet judged (or failed)
+    drawn: int = 0  # scenarios of the plan looked at (played or skipped)
+    strata: int = 0
+    strata_full: int = 0  # strata at their quota: no longer started
+    passing_at_start: int | None = None  # what earlier runs had made pass (the first reread)
+
+    @property
+    def yield_share(self) -> float | None:
+        return self.passed / self.judged if self.judged else None
+
+    def eta_s(self, elapsed_s: float) -> float | None:
+        """At the pace this run has made conversations pass so far."""
+        gained = self.passing - (self.passing_at_start or 0)
+        if gained <= 0 or elapsed_s <= 0:
+            return None
+        return (self.target - self.passing) * elapsed_s / gained
+
+
 class RunProgress(msgspec.Struct):
     """What the progress display shows; updated by conversations on the event loop."""
 
@@ -75,6 +101,7 @@ class RunProgress(msgspec.Struct):
     tokens_window: RateWindow = msgspec.field(default_factory=RateWindow)
     store_wait: StoreWait | None = None  # set by the store while its file is held elsewhere
     judging: JudgingProgress | None = None  # set when the run judges
+    passing: PassingProgress | None = None  # set by `--until-passing`
 
     def record_turn(self, tokens: int, truncated: bool = False) -> None:
         self.turns += 1
@@ -92,6 +119,8 @@ class RunProgress(msgspec.Struct):
 
     def eta_s(self) -> float | None:
         elapsed = time.monotonic() - self.started
+        if self.passing is not None:  # --until-passing: the target, not the plan, decides
+            return self.passing.eta_s(elapsed)
         handled = self.done + self.failed
         remaining = self.total - self.finished
         if handled == 0 or elapsed <= 0:

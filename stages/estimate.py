@@ -126,13 +126,16 @@ def estimate_run(
     reader: Reader | None = None,
     domain: Domain | None = None,
     shard: Shard = WHOLE_PLAN,
+    indices: range | None = None,
 ) -> Estimate:
     """The estimate of `rapport generate` with these settings. The database is read through
-    `reader` when given (a run's own), else opened read-only when `db` exists."""
+    `reader` when given (a run's own), else opened read-only when `db` exists. `indices`: the
+    plan's scenarios to lay out instead of this shard's below `count` (--until-passing)."""
     if domain is None:
         domain = load_domain(Path(settings.domain) if settings.domain else None)
     plan_id = plan_id_for(domain, settings.seed, settings.turns)
-    corpus = _read_corpus(settings, plan_id, shard.indices(0, count), db, reader)
+    owned = indices if indices is not None else shard.indices(0, count)
+    corpus = _read_corpus(settings, plan_id, owned, db, reader)
     laid_out = corpus.laid_out
     scale = corpus.todo / len(laid_out) if laid_out else 0.0
     prices = load_prices(settings.prices)

@@ -9,12 +9,14 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import msgspec
 
 from rapport.agents.conversation import ConversationContext, run_conversation
 from rapport.agents.prompts import assistant_prompt
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
+from rapport.config.errors import RapportError
 from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices
 from rapport.config.run import (
@@ -26,6 +28,7 @@ from rapport.config.run import (
 )
 from rapport.config.secrets import Redactor
 from rapport.config.shards import WHOLE_PLAN, Shard, shard_settings
+from rapport.config.sides import judged_sides
 from rapport.engine.budget import BudgetReached, SpendGuard, attach_budget, within_budget
 from rapport.engine.factory import build_gateways
 from rapport.engine.gateway import Gateway
@@ -33,14 +36,23 @@ from rapport.engine.interrupts import Interrupted, run_interruptible
 from rapport.engine.plan import plan_id_for, sample_scenario
 from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.engine.scheduler import run_bounded
+from rapport.engine.strata import quotas, shard_quotas, stratum_weights
 from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges, judge_configs
 from rapport.stages.estimate import estimate_run, record_estimate
 from rapport.stages.jobs import plan_chunks, unfinished_conversations
 from rapport.stages.judge_pool import JudgePool
 from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
+from rapport.stages.until_passing import (
+    PassingSummary,
+    PassingTarget,
+    new_conversation_opener,
+    passing_summary,
+    short_of_quota,
+)
 from rapport.store.database import Database
 from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
+from rapport.store.passing import stratum_counts
 from rapport.store.plans import (
     PlanRecord,
     UnfinishedConversation,
@@ -83,6 +95,9 @@ class GenerateRequest(msgspec.Struct, frozen=True):
     judges: tuple[str, ...] = ()  # judges' backend specs (with judging="always")
     max_cost: float | None = None  # US dollars, over every run of the plan (budget_usd)
     shard: Shard | None = None  # play only the plan's scenarios with index % N == K
+    # play and judge until this many conversations pass, in the plan's mix (needs judges);
+    # `count` is then the most scenarios of the plan it may draw
+    until_passing: int | None = None
 
 
 class JudgingSummary(msgspec.Struct, frozen=True):
@@ -106,6 +121,7 @@ class RunSummary(msgspec.Struct, frozen=True):
     assistant_backend: str
     judging: JudgingSummary | None = None
     shard: str | None = None  # K/N when the run played one shard of the plan
+    passing: PassingSummary | None = None  # --until-passing: the target, per stratum
 
 
 class Generation(msgspec.Struct, frozen=True):
@@ -120,6 +136,12 @@ class Generation(msgspec.Struct, frozen=True):
     redactor: Redactor  # built from this run's environment: every text stored or shown
     judges: tuple[Judge, ...] = ()  # judging each conversation as it completes
     budget: SpendGuard | None = None  # --max-cost: shared by every gateway of the run
+    weights: dict[str, float] = {}  # --until-passing: each stratum's share of the plan
+    quotas: dict[str, int] = {}  # --until-passing: passing conversations wanted per stratum
+
+    @property
+    def until_passing(self) -> bool:
+        return self.request.until_passing is not None
 
     @property
     def shard(self) -> Shard:
@@ -152,6 +174,10 @@ def generate_settings(request: GenerateRequest) -> RunConfig:
 def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> Generation:
     """Validate config, keys and database before any work starts (errors are one line)."""
     settings = generate_settings(request)
+    if request.until_passing is not None and request.until_passing < 1:
+        raise RapportError(
+            f"--until-passing {request.until_passing}: the target must be at least 1"
+        )
     domain = load_domain(Path(settings.domain) if settings.domain else None)
     environ = environ if environ is not None else dict(os.environ)
     shown = str(request.config or "run config")
@@ -160,6 +186,11 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
         judge_settings = judge_configs(settings, request.judges)
     elif request.judging == "configured":  # `batch: true` judges wait for `rapport judge`
         judge_settings = tuple(judge for judge in settings.judges if not judge.batch)
+    if request.until_passing is not None and not judge_settings:
+        raise RapportError(
+            "--until-passing needs judges to tell which conversations pass: add `judges:` "
+            "(not batch) to the run config or pass --judge SPEC"
+        )
     prices = load_prices(settings.prices)
     gateways = build_gateways(settings.backends, domain, environ, shown, prices)
     judges = tuple(build_judges(judge_settings, domain, environ, shown, prices))
@@ -176,6 +207,11 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
             lambda conn: plan_spend(conn, plan_id, "generate")
         )
     key_envs = api_key_env_names(settings, *(config.backend for config in judge_settings))
+    weights: dict[str, float] = {}
+    wanted: dict[str, int] = {}
+    if request.until_passing is not None:  # the whole target split, then this shard's part
+        weights = stratum_weights(domain)
+        wanted = shard_quotas(quotas(weights, request.until_passing), request.shard or WHOLE_PLAN)
     return Generation(
         request=request,
         settings=settings,
@@ -186,6 +222,8 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
         redactor=Redactor.from_environ(environ, key_envs),
         judges=judges,
         budget=budget,
+        weights=weights,
+        quotas=wanted,
     )
 
 
@@ -207,7 +245,8 @@ def _backends_from_flags(request: GenerateRequest, settings: RunConfig) -> Backe
 
 def store_plan(generation: Generation) -> None:
     """Sample and store every scenario up to `count` (of this shard) that is not stored yet,
-    chunk by chunk."""
+    chunk by chunk. With --until-passing only the plan's row: the plan grows chunk by chunk
+    as the run draws (see `store_plan_chunk`)."""
     domain, settings, plan_id = generation.domain, generation.settings, generation.plan_id
     shard = generation.shard
     now = utc_now()
@@ -224,18 +263,30 @@ def store_plan(generation: Generation) -> None:
     if generation.request.shard is not None:
         count = generation.request.count
         generation.database.run_sync(lambda conn: save_shard(conn, plan_id, shard, count, now))
+    if generation.until_passing:
+        return
     for start, stop in plan_chunks(generation.request.count):
+        generation.database.run_sync(store_plan_chunk(generation, start, stop))
 
-        def save_chunk(conn, start: int = start, stop: int = stop) -> None:
-            if stored_scenario_count(conn, plan_id, start, stop, shard) == shard.size(start, stop):
-                return
-            scenarios = [
-                sample_scenario(domain, plan_id, settings.seed, index, settings.turns)
-                for index in shard.indices(start, stop)
-            ]
-            save_scenarios(conn, scenarios, now)
 
-        generation.database.run_sync(save_chunk)
+def store_plan_chunk(
+    generation: Generation, start: int, stop: int, *, conversations: bool = True
+) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    """Store the scenarios of plan indices `[start, stop)` (of this shard) not stored yet, with
+    their pending conversations unless told not to (--until-passing opens those it admits)."""
+    domain, settings, plan_id = generation.domain, generation.settings, generation.plan_id
+    shard = generation.shard
+
+    def save_chunk(conn: duckdb.DuckDBPyConnection) -> None:
+        if stored_scenario_count(conn, plan_id, start, stop, shard) == shard.size(start, stop):
+            return
+        scenarios = [
+            sample_scenario(domain, plan_id, settings.seed, index, settings.turns)
+            for index in shard.indices(start, stop)
+        ]
+        save_scenarios(conn, scenarios, utc_now(), conversations=conversations)
+
+    return save_chunk
 
 
 def count_statuses(generation: Generation) -> dict[str, int]:
@@ -303,10 +354,15 @@ async def simulate(
             after_complete=pool.submit if judges else None,
             cache=settings.cache,
         )
-        jobs = unfinished_conversations(
-            database, [generation.plan_id], generation.request.count,
-            include_failed=settings.retry_failed, shard=generation.shard,
-        )  # fmt: skip
+        if generation.until_passing:
+            target = passing_target(generation, pool.judge_failed)
+            progress.passing = target.progress
+            jobs = target.jobs()
+        else:
+            jobs = unfinished_conversations(
+                database, [generation.plan_id], generation.request.count,
+                include_failed=settings.retry_failed, shard=generation.shard,
+            )  # fmt: skip
         async with aclosing(jobs), pool.running(database, exclude_run=session.run_id):
             if play is not None:  # e.g. on Ray workers (rapport.cluster)
                 await play(context, jobs)
@@ -321,16 +377,16 @@ async def simulate(
         database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
     await session.run(work, (lambda: display(progress)) if display is not None else None)
     statuses = count_statuses(generation)
+    passing = read_passing(generation) if generation.until_passing else None
     budget = generation.budget
     if budget is not None and budget.reached:
         # Stopped by the budget, once the calls in flight were stored (the writer drained as at
         # any end): the conversations it left are `interrupted`, resumed by the next run.
         database.run_sync(lambda conn: finish_run(conn, session.run_id, "interrupted", utc_now()))
-        raise BudgetReached(
-            budget.budget_usd,
-            budget.total_spent_usd,
-            f"{statuses.get('complete', 0):,} of {generation.planned:,} conversations complete",
-        )
+        done = f"{statuses.get('complete', 0):,} of {generation.planned:,} conversations complete"
+        if passing is not None:
+            done = short_of_quota(passing)
+        raise BudgetReached(budget.budget_usd, budget.total_spent_usd, done)
     judging = None
     if judges:
         counts = pools[0].counts
@@ -354,7 +410,48 @@ async def simulate(
         assistant_backend=labels["assistant"],
         judging=judging,
         shard=generation.shard_label,
+        passing=passing,
     )
+
+
+def passing_target(generation: Generation, judge_failed: set[str]) -> PassingTarget:
+    """The admission of an --until-passing run (see stages.until_passing)."""
+    database = generation.database
+
+    async def store_chunk(start: int, stop: int) -> None:
+        await database.run(store_plan_chunk(generation, start, stop, conversations=False))
+
+    return PassingTarget(
+        database,
+        generation.plan_id,
+        generation.shard,
+        generation.weights,
+        generation.quotas,
+        generation.request.count,
+        len(generation.judges),
+        both_sides=both_sides(generation),
+        judge_failed=judge_failed,
+        store_chunk=store_chunk,
+        open_conversation=new_conversation_opener(database),
+        include_failed=generation.settings.retry_failed,
+        guard=generation.budget,
+    )
+
+
+def both_sides(generation: Generation) -> bool:
+    """Whether a conversation passes only once its user side is judged too (the domain has a
+    simulator rubric, and the run's judge pool judges it)."""
+    return "user" in judged_sides(generation.domain)
+
+
+def read_passing(generation: Generation) -> PassingSummary:
+    """Where the target stands, from the store (the run's writer has drained)."""
+    count, shard = generation.request.count, generation.shard
+    sides = both_sides(generation)
+    counts = generation.database.run_sync(
+        lambda conn: stratum_counts(conn, generation.plan_id, count, shard, both_sides=sides)
+    )
+    return passing_summary(counts, generation.weights, generation.quotas, count)
 
 
 def generate(

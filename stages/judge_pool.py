@@ -46,6 +46,7 @@ class JudgePool:
         self.max_active = max_active
         self.sides = tuple(sides)
         self.counts = counts if counts is not None else JudgingProgress()
+        self.judge_failed: set[str] = set()  # conversations a judge failed on (this run)
         self._inboxes: list[
             tuple[MemoryObjectSendStream[JudgeJob], MemoryObjectReceiveStream[JudgeJob]]
         ] = [
@@ -149,6 +150,8 @@ class JudgePool:
                 counts.judged += 1
                 counts.failed += len(event.judge_failures)
                 counts.failed_conversations += bool(event.judge_failures)
+                if event.judge_failures:
+                    self.judge_failed.add(job.scenario.scenario_id)
                 counts.answered += len(event.verdicts)
                 await self.sink.send(event)
 

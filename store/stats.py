@@ -120,6 +120,10 @@ JUDGING_SECTIONS: tuple[tuple[str, str], ...] = (
         "SELECT * FROM judge_agreement ORDER BY kappa NULLS LAST, criterion_id",
     ),
     ("Judge failures", "SELECT * FROM judge_failure_counts ORDER BY failures DESC"),
+    (
+        "Yield by stratum (topic/flaw; passing: both sides by the pass rule; --until-passing)",
+        "SELECT * FROM stratum_yield ORDER BY plan_id, stratum",
+    ),
 )
 
 

@@ -378,3 +378,44 @@ SELECT '(any)', count(*), count(DISTINCT conversation_id),
        round(count(DISTINCT conversation_id) / nullif((SELECT conversations FROM corpus), 0), 4),
        NULL
 FROM fired;
+
+-- ---- generating to a passing target (issue 22, `generate --until-passing N`) ----------------
+-- A scenario's stratum: its primary topic category (the first topic) and its primary flaw
+-- category (the `primary` flaw, else the first, else 'none'), as `topic/flaw`. The Python side
+-- (engine/strata.py) gives each stratum its weight under the plan's sampling.
+CREATE OR REPLACE VIEW scenario_strata AS
+WITH labelled AS (
+    SELECT scenario_id, plan_id, scenario_index,
+           json_extract_string(topics, '$[0].category') AS topic_category,
+           coalesce(
+               (SELECT json_extract_string(f, '$.category')
+                FROM unnest(json_extract(flaws, '$[*]')) AS t(f)
+                WHERE json_extract_string(f, '$.role') = 'primary' LIMIT 1),
+               json_extract_string(flaws, '$[0].category'),
+               'none'
+           ) AS flaw_category
+    FROM scenarios
+)
+SELECT scenario_id, plan_id, scenario_index, topic_category, flaw_category,
+       topic_category || '/' || flaw_category AS stratum
+FROM labelled;
+
+-- The one pass rule of a judged conversation: the assistant's side passed and, where the user
+-- side has been judged, the user side passed too. `--until-passing` counts these (for a domain
+-- with a simulator rubric, once `user_judges` is set: both sides judged).
+CREATE OR REPLACE VIEW conversation_passes AS
+SELECT j.conversation_id, j.judges, s.judges AS user_judges,
+       j.passed AND coalesce(s.passed, true) AS passed
+FROM conversation_judgement j
+LEFT JOIN simulator_conversation_judgement s USING (conversation_id);
+
+-- Yield so far per plan and stratum: judged conversations and those that pass (one whose user
+-- side is not judged yet counts by its assistant's side; --until-passing waits for both).
+CREATE OR REPLACE VIEW stratum_yield AS
+SELECT st.plan_id, st.stratum, count(*) AS judged,
+       count(*) FILTER (WHERE p.passed)::BIGINT AS passing,
+       round(avg(p.passed::INTEGER), 4) AS yield
+FROM conversation_passes p
+JOIN corpus_conversations c USING (conversation_id)
+JOIN scenario_strata st USING (scenario_id)
+GROUP BY st.plan_id, st.stratum;

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anyio
 import anyio.lowlevel
@@ -31,7 +31,8 @@ class SimulatedBackend:
     judge's does) and any other temperature draws afresh from this instance's own randomness.
 
     `quality` is, as the assistant, the share of real replies (the rest are generic lapses) and,
-    as a judge, the base share of YES verdicts (lowered by lapses it reads in the transcript).
+    as a judge, the base share of YES verdicts (lowered by lapses it reads in the transcript);
+    `topic_quality` sets that base per first-topic category, so yields differ by topic.
     The model name seeds the draws too: two differently named simulators are two "models".
     Labelled as a simulator wherever it shows: provider `simulated`, model `rapport-simulator`.
 
@@ -51,12 +52,14 @@ class SimulatedBackend:
         model: str = "",
         quality: float = 0.85,
         faults: UserFaults | None = None,
+        topic_quality: Mapping[str, float] | None = None,
     ) -> None:
         self.model = model or SIMULATED_MODEL
         self._domain = domain
         self._latency_s = latency_ms / 1000.0
         self._quality = quality
         self._faults = faults or UserFaults()
+        self._topic_quality = dict(topic_quality or {})
         self._unseeded = random.Random()  # seeded from the OS: unseeded calls differ per run
 
     async def complete(
@@ -75,8 +78,8 @@ class SimulatedBackend:
         if hints.speaker == "judge":
             prompt = "\n".join(m.content for m in messages)
             text = write_verdicts(
-                self._domain, hints.scenario, hints.criteria, self._quality, rng, prompt,
-                hints.side,
+                self._domain, hints.scenario, hints.criteria, self._judge_quality(hints), rng,
+                prompt, hints.side,
             )  # fmt: skip
         elif hints.speaker == "user_sim":
             text = self._user_turn(messages, hints, seed, rng)
@@ -114,6 +117,12 @@ class SimulatedBackend:
             if repeated_turn(text, said) is None:
                 break
         return text
+
+    def _judge_quality(self, hints: SimulationHints) -> float:
+        topics = hints.scenario.topics
+        if not topics:
+            return self._quality
+        return self._topic_quality.get(topics[0].category, self._quality)
 
     def _draw_seed(self, params: CompletionParams, hints: SimulationHints) -> int:
         """Where this call's draws come from. With a sampling seed, that seed (never the
