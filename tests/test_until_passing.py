@@ -328,7 +328,9 @@ def test_a_run_killed_mid_way_resumes_to_exactly_the_target(tmp_path):
     """SIGKILL once the first judgements are stored (an event of the run's, not a row count
     racing the writer's batches): the same command again reaches exactly N."""
     db = tmp_path / "corpus.duckdb"
-    slow = "{provider: simulated, latency_ms: 20}"
+    # slow enough that the run lasts many of the writer's lending periods (lent every 0.3 s
+    # below), so the first judgement a reader can see is stored long before the run's end
+    slow = "{provider: simulated, latency_ms: 60}"
     config = _config(
         tmp_path,
         f"backends:\n  user_sim: {slow}\n  assistant: {slow}\n",
@@ -340,7 +342,7 @@ def test_a_run_killed_mid_way_resumes_to_exactly_the_target(tmp_path):
         [sys.executable, "-m", "rapport", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "RAPPORT_STORE_LEND_EVERY_S": "0.3"},
     )
     deadline = time.monotonic() + 120
     while _assessments(db) == 0:
