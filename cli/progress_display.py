@@ -42,6 +42,17 @@ def _limits(snapshot: GatewaySnapshot) -> str:
     return f" · {', '.join(parts)}{source}"
 
 
+def _timeouts(snapshot: GatewaySnapshot) -> str:
+    """Timeouts taken as backpressure and the timeout in force once raised, e.g.
+    ` · 2 timeouts as backpressure · timeout 24 s (raised)`."""
+    parts = ""
+    if snapshot.backpressure_timeouts:
+        parts += f" · {snapshot.backpressure_timeouts:,} timeouts as backpressure"
+    if snapshot.timeout_notice is not None and snapshot.effective_timeout_s is not None:
+        parts += f" · timeout {snapshot.effective_timeout_s:.0f} s (raised)"
+    return parts
+
+
 def _cache_share(snapshot: GatewaySnapshot) -> str:
     """The share of input tokens read from the provider's prompt cache, e.g. ` · 83% cached`;
     nothing for a backend with no price and no cache reads (simulated, local)."""
@@ -92,8 +103,10 @@ def progress_table(
             ",".join(snapshot.roles),
             f"{redactor(snapshot.gateway)} · {snapshot.requests:,} requests · p50 {latency} · "
             f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
-            f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}",
+            f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}{_timeouts(snapshot)}",
         )
+        if snapshot.timeout_notice is not None:  # one line, from when it was raised on
+            table.add_row("warning", redactor(snapshot.timeout_notice))
     wait = progress.store_wait
     if wait is not None:
         table.add_row(
