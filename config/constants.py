@@ -59,6 +59,7 @@ LEARNED_IN_FLIGHT_START = 1  # start as a one-slot server would need, then doubl
 LEARNED_IN_FLIGHT_MAX = 1024
 LATENCY_WINDOW_MIN_SAMPLES = 3  # a window is max(this, in-flight cap) answers
 LATENCY_TOLERANCE = 1.5  # a window's median latency over the baseline by this much is queueing
+LATENCY_CLEAR_CONGESTION = 2.0  # ... twice in a row (noise is not), or once by this much
 # Per window, divided by the cap: the baseline follows slowly growing prompts, but slower than
 # the queue that one more request per window adds (or the cap would creep up with it).
 LATENCY_BASELINE_DRIFT = 0.1

@@ -61,6 +61,7 @@ class AdaptiveLimits:
         self._window: list[float] = []
         self._baseline_s: float | None = None
         self._flat_windows = 0
+        self._congested_windows = 0  # in a row
         self._window_cap: int | None = None  # the cap a flat window closed at (slow start)
         self._successes: deque[float] = deque()
         self._ceiling: tuple[float, float] | None = None  # (rpm, when) of the last cut
@@ -104,8 +105,10 @@ class AdaptiveLimits:
         that nothing else was in flight from its start to its end (its latency is then the
         server's service time for `completion_tokens`)."""
         now = self._clock.now()
-        if self.timeout is not None and alone and completion_tokens is not None:
-            self.timeout.service.observe(latency_s, completion_tokens)
+        if self.timeout is not None:
+            self.timeout.replied = True
+            if alone and completion_tokens is not None:
+                self.timeout.service.observe(latency_s, completion_tokens)
         if self._first_seen is None:
             self._first_seen = now
         if self.learn_rate:
@@ -210,16 +213,22 @@ class AdaptiveLimits:
         median = statistics.median(self._window)
         self._window.clear()
         assert self.in_flight is not None
-        if self._baseline_s is None:
+        if self._baseline_s is None or median < self._baseline_s:
             self._baseline_s = median
-        else:  # (slower at a higher cap: there, it would follow a queue that grows with it)
-            drift = constants.LATENCY_BASELINE_DRIFT / self.in_flight
-            self._baseline_s = min(median, self._baseline_s * (1 + drift))
         if median > self._baseline_s * constants.LATENCY_TOLERANCE:
+            # Queueing persists, noise does not: twice in a row, or once by far.
             self._flat_windows = 0
-            if self._may_decrease(now):
+            self._congested_windows += 1
+            clear = median >= self._baseline_s * constants.LATENCY_CLEAR_CONGESTION
+            if (clear or self._congested_windows >= 2) and self._may_decrease(now):
+                self._congested_windows = 0
                 self._shrink_in_flight()
             return
+        self._congested_windows = 0
+        # Flat: the baseline follows slowly growing prompts (slower at a higher cap, where it
+        # would follow a queue that grows with the cap).
+        drift = constants.LATENCY_BASELINE_DRIFT / self.in_flight
+        self._baseline_s = min(median, self._baseline_s * (1 + drift))
         self._flat_windows += 1
         if self.slow_start:
             self._window_cap = self.in_flight  # (grown answer by answer in on_success)

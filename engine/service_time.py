@@ -43,7 +43,10 @@ class ServiceTime:
 class TimeoutFit:
     """The timeout requests are sent with: the configured one, unless one request's measured
     service time (or a timeout of a request that was alone) says it cannot fit, then
-    TIMEOUT_FIT_MARGIN × that time, at most TIMEOUT_RAISE_MAX × the configured timeout."""
+    TIMEOUT_FIT_MARGIN × that time, at most TIMEOUT_RAISE_MAX × the configured timeout. Until
+    the first reply, the bound: a cold server's first reply carries its first prefill (a long
+    system prompt took 38 s on a busy 2-core machine), and a request given up on keeps a
+    one-slot server busy anyway, delaying every retry behind it."""
 
     def __init__(self, configured_s: float) -> None:
         self.configured_s = configured_s
@@ -51,12 +54,15 @@ class TimeoutFit:
         self.service = ServiceTime()
         self._max_tokens = 0
         self._floor_s = 0.0  # raised by timeouts of requests alone on the server: never lowered
+        self._ran_past_s = 0.0  # the longest timeout a request alone on the server ran past
+        self.replied = False
 
     def on_request(self, max_tokens: int) -> None:
         self._max_tokens = max(self._max_tokens, max_tokens)
 
     def on_timeout_alone(self, timeout_s: float) -> None:
         """A request with nothing else in flight ran past `timeout_s`: one request needs more."""
+        self._ran_past_s = max(self._ran_past_s, timeout_s)
         self._floor_s = max(self._floor_s, constants.TIMEOUT_RAISE_ON_TIMEOUT * timeout_s)
 
     def longest_service_s(self) -> float | None:
@@ -64,6 +70,8 @@ class TimeoutFit:
 
     @property
     def effective_s(self) -> float:
+        if not self.replied:
+            return self.bound_s
         needed = self._floor_s
         longest = self.longest_service_s()
         if longest is not None and longest > self.configured_s:
@@ -72,7 +80,8 @@ class TimeoutFit:
 
     @property
     def raised(self) -> bool:
-        return self.effective_s > self.configured_s
+        """Raised because of what was measured (not the first request's cold-start bound)."""
+        return self.effective_s > self.configured_s and (self.replied or self._ran_past_s > 0)
 
     def notice(self, label: str) -> str:
         """The one line that says the timeout was raised, and why."""
@@ -80,7 +89,7 @@ class TimeoutFit:
         measured = (
             f"one {self._max_tokens}-token reply takes about {longest:.1f} s here"
             if longest is not None and longest > self.configured_s
-            else "a request alone on the server ran past it"
+            else f"a request alone on the server ran past {self._ran_past_s:.0f} s"
         )
         return (
             f"{label}: timeout_s {self.configured_s:g} s is shorter than one request "
