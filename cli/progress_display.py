@@ -9,6 +9,7 @@ import anyio
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from rapport.config.constants import PROGRESS_REFRESH_PER_S
 from rapport.config.prices import PriceTable
@@ -106,7 +107,7 @@ def progress_table(
             f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}{_timeouts(snapshot)}",
         )
         if snapshot.timeout_notice is not None:  # one line, from when it was raised on
-            table.add_row("warning", redactor(snapshot.timeout_notice))
+            table.add_row("warning", Text(redactor(snapshot.timeout_notice)))  # (no markup)
     wait = progress.store_wait
     if wait is not None:
         table.add_row(

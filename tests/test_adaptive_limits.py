@@ -457,3 +457,21 @@ def test_service_time_is_fitted_from_replies_served_alone():
     for latency in (14.0, 15.0, 16.0):  # every reply cut at 256 tokens: time per token
         cut.observe(latency, 256)
     assert cut.longest_s(256) == pytest.approx(15.0)
+
+
+def test_the_live_display_says_once_that_the_timeout_was_raised():
+    from rich.console import Console
+
+    from rapport.cli.progress_display import progress_table
+    from rapport.config.prices import PriceTable
+    from rapport.engine.progress import RunProgress
+
+    server = QueueingServer(1, per_token_s=14 / 256, overhead_s=1.0, timeout_s=12.0)
+    gateway = Gateway(server, adaptive=True, timeout_s=12.0)
+    run_in_virtual_time(_conversations(gateway, callers=2, calls_each=2))
+    console = Console(width=400, record=True)
+    console.print(progress_table(RunProgress(total=2), {"assistant": gateway}, PriceTable({})))
+    shown = " ".join(console.export_text().split())
+    assert shown.count(gateway.timeout_notice) == 1
+    assert f"timeout {gateway.effective_timeout_s:.0f} s (raised)" in shown
+    assert "1 in flight (learned)" in shown

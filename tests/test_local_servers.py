@@ -53,6 +53,12 @@ def test_a_server_that_times_out_every_request_stops_with_one_line(tmp_path):
     assert timeouts == backpressure == state.hangs
     assert effective == pytest.approx(0.8)  # the bound: 4 × timeout_s
     assert "timeout_s 0.2 s" in notice and "0.8 s" in notice
+    stats = rapport_in_process("stats", "--db", str(db))
+    assert stats.returncode == 0, stats.stderr
+    shown = " ".join(stats.stdout.split())
+    assert "Gateway limits and timeouts" in shown and "backpressure_timeouts" in shown
+    assert "Timeouts raised to fit one request" in shown
+    assert "openai:fake: timeout_s 0.2 s is shorter than one request" in shown
 
 
 COUNT, TURNS = 8, 2
