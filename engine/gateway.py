@@ -496,14 +496,11 @@ class Gateway:
 
     def _timed_out(self, error: BackendError, waited_s: float, *, alone: bool) -> None:
         """While the in-flight cap is learned, a timeout is backpressure (the cap shrinks, the
-        timeout grows when the request was alone), retried as a 429 is; except a request that
-        ran past the bounded timeout alone while others succeed: that one request fails."""
+        timeout grows when the request was alone), retried as a 429 is. A request that always
+        runs past the bounded timeout is retried while others succeed; once nothing succeeds,
+        `no_success_stop_s` stops the run with one line."""
         adaptive = self._adaptive
         if adaptive is None or not adaptive.learn_in_flight:
-            return
-        fit = adaptive.timeout
-        at_bound = fit is not None and fit.effective_s >= fit.bound_s
-        if alone and at_bound and self.stats.succeeded > 0:
             return
         adaptive.on_timeout(waited_s, alone=alone)
         error.backpressure = True
