@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.config.constants import TIMEOUT_RAISE_MAX
 from tests.conftest import rapport, rapport_in_process
 from tests.smollm2_server import smollm2_server
 
@@ -30,8 +31,8 @@ def test_a_server_that_times_out_every_request_stops_with_one_line(tmp_path):
     with running_fake_provider(settings) as (base_url, state):
         role = (
             f"{{provider: openai, model: fake, base_url: '{base_url}', api_key_env: {KEY_ENV}, "
-            "max_retries: 1, backoff_min_s: 0.01, backoff_max_s: 0.05, timeout_s: 0.2, "
-            "no_success_stop_s: 2}"
+            "max_retries: 1, backoff_min_s: 0.01, backoff_max_s: 0.05, timeout_s: 0.1, "
+            "no_success_stop_s: 3}"
         )
         config = tmp_path / "run.yaml"
         config.write_text(f"backends:\n  user_sim: {role}\n  assistant: {role}\n")
@@ -51,14 +52,14 @@ def test_a_server_that_times_out_every_request_stops_with_one_line(tmp_path):
         "FROM gateway_stats",
     )
     assert timeouts == backpressure == state.hangs
-    assert effective == pytest.approx(0.8)  # the bound: 4 × timeout_s
-    assert "timeout_s 0.2 s" in notice and "0.8 s" in notice
+    assert effective == pytest.approx(0.1 * TIMEOUT_RAISE_MAX)  # the bound
+    assert "timeout_s 0.1 s" in notice and f"{0.1 * TIMEOUT_RAISE_MAX:g} s" in notice
     stats = rapport_in_process("stats", "--db", str(db))
     assert stats.returncode == 0, stats.stderr
     shown = " ".join(stats.stdout.split())
     assert "Gateway limits and timeouts" in shown and "backpressure_timeouts" in shown
     assert "Timeouts raised to fit one request" in shown
-    assert "openai:fake: timeout_s 0.2 s is shorter than one request" in shown
+    assert "openai:fake: timeout_s 0.1 s is shorter than one request" in shown
 
 
 COUNT, TURNS = 8, 2
