@@ -51,6 +51,8 @@ class TimedOutTooLong(RateLimitedTooLong):
     """Every request of a gateway whose in-flight cap is learned timed out for a long time
     with no success at all: stopped as RateLimitedTooLong is (a timeout is backpressure)."""
 
+    kind = "timeout"
+
 
 class TurnFailed(Exception):
     """A turn could not be produced after all retries; the conversation is recorded as failed."""

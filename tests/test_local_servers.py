@@ -46,6 +46,7 @@ def test_a_server_that_times_out_every_request_stops_with_one_line(tmp_path):
     assert "429" not in lines[0] and "Traceback" not in result.stderr
     assert state.hangs > 1 + 1  # past max_retries (1): a timeout here is backpressure
     assert _rows(db, "SELECT count(*) FROM conversations WHERE status = 'failed'") == [(0,)]
+    assert _rows(db, "SELECT DISTINCT kind FROM errors") == [("timeout",)]  # why they stopped
     [(timeouts, backpressure, effective, notice)] = _rows(
         db,
         "SELECT timeouts, backpressure_timeouts, effective_timeout_s, timeout_notice "
