@@ -477,4 +477,4 @@ def test_the_live_display_says_once_that_the_timeout_was_raised():
     shown = " ".join(console.export_text().split())
     assert shown.count(gateway.timeout_notice) == 1
     assert f"timeout {gateway.effective_timeout_s:.0f} s (raised)" in shown
-    assert "1 in flight (learned)" in shown
+    assert "in flight (learned)" in shown
