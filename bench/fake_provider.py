@@ -97,6 +97,9 @@ class FakeProviderState(msgspec.Struct):
     batch_items_canceled: int = 0
     batch_prompt_tokens: int = 0
     batch_completion_tokens: int = 0
+    # With `slots`: per request served, (arrived, seconds queued for a slot, seconds in it),
+    # monotonic: how long requests waited in the server's queue beside their service time.
+    slot_times: list[tuple[float, float, float]] = msgspec.field(default_factory=list)
 
 
 class TokenBucket:
@@ -238,8 +241,11 @@ class FakeProvider:
         if self._slots is None:
             await asyncio.sleep(self._latency_s())
         else:
-            async with self._slots:
+            arrived = time.monotonic()
+            async with self._slots:  # queued, never refused: a local server's way
+                began = time.monotonic()
                 await asyncio.sleep(self._latency_s())
+                state.slot_times.append((arrived, began - arrived, time.monotonic() - began))
         if fault == "500":
             state.server_errors += 1
             return web.json_response({"error": {"message": "internal error"}}, status=500)

@@ -1,4 +1,4 @@
-"""`rapport bench provider | throughput | cost | scale | dedup`."""
+"""`rapport bench provider | throughput | cost | scale | dedup | slots`."""
 
 from __future__ import annotations
 
@@ -289,3 +289,38 @@ def dedup(
         table.add_row(*row)
     console.print(table)
     console.print(f"written: {out / 'dedup.json'}")
+
+
+@bench_app.command("slots")
+def slots(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where slots.json goes (default bench/results, or its smoke/)."),
+    ] = None,
+    slot_count: Annotated[int, typer.Option("--slots", min=1)] = 16,
+    service_ms: Annotated[float, typer.Option("--service-ms", min=1.0)] = 400.0,
+    duration_s: Annotated[float, typer.Option("--duration-s", min=5.0)] = 30.0,
+    smoke: Annotated[
+        bool,
+        typer.Option("--smoke", help="A few seconds at toy sizes, to check the benchmark runs."),
+    ] = False,
+) -> None:
+    """A server with many slots that queues instead of answering 429: the throughput against
+    its capacity and the time requests wait in its queue, with no limit configured."""
+    from rapport.bench.slots import SMOKE_SETTINGS, SlotsSettings, run_slots
+    from rapport.bench.slots import summary_rows as slots_rows
+
+    console = Console()
+    settings = SlotsSettings(slots=slot_count, service_ms=service_ms, duration_s=duration_s)
+    if smoke:
+        settings = SMOKE_SETTINGS
+    if out is None:
+        out = RESULTS / "smoke" if smoke else RESULTS
+    report = run_slots(settings, out, log=lambda line: console.print(f"[dim]{line}[/]"))
+    table = Table(title="rapport bench slots", title_justify="left")
+    for column in ("figure", "measured", "target"):
+        table.add_column(column)
+    for row in slots_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"written: {out / 'slots.json'}")

@@ -9,6 +9,7 @@ import anyio
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from rapport.config.constants import PROGRESS_REFRESH_PER_S
 from rapport.config.prices import PriceTable
@@ -40,6 +41,17 @@ def _limits(snapshot: GatewaySnapshot) -> str:
         return ""
     source = f" ({snapshot.limits_source})" if snapshot.limits_source else ""
     return f" · {', '.join(parts)}{source}"
+
+
+def _timeouts(snapshot: GatewaySnapshot) -> str:
+    """Timeouts taken as backpressure and the timeout in force once raised, e.g.
+    ` · 2 timeouts as backpressure · timeout 24 s (raised)`."""
+    parts = ""
+    if snapshot.backpressure_timeouts:
+        parts += f" · {snapshot.backpressure_timeouts:,} timeouts as backpressure"
+    if snapshot.timeout_notice is not None and snapshot.effective_timeout_s is not None:
+        parts += f" · timeout {snapshot.effective_timeout_s:.0f} s (raised)"
+    return parts
 
 
 def _cache_share(snapshot: GatewaySnapshot) -> str:
@@ -106,8 +118,10 @@ def progress_table(
             ",".join(snapshot.roles),
             f"{redactor(snapshot.gateway)} · {snapshot.requests:,} requests · p50 {latency} · "
             f"{snapshot.retries:,} retries · {snapshot.rate_limited:,} × 429 · "
-            f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}",
+            f"{snapshot.failed:,} failed{cost}{_limits(snapshot)}{_timeouts(snapshot)}",
         )
+        if snapshot.timeout_notice is not None:  # one line, from when it was raised on
+            table.add_row("warning", Text(redactor(snapshot.timeout_notice)))  # (no markup)
     wait = progress.store_wait
     if wait is not None:
         table.add_row(

@@ -59,7 +59,10 @@ LEARNED_IN_FLIGHT_START = 1  # start as a one-slot server would need, then doubl
 LEARNED_IN_FLIGHT_MAX = 1024
 LATENCY_WINDOW_MIN_SAMPLES = 3  # a window is max(this, in-flight cap) answers
 LATENCY_TOLERANCE = 1.5  # a window's median latency over the baseline by this much is queueing
-LATENCY_BASELINE_DRIFT = 0.02  # per window: the baseline follows slowly growing prompts
+LATENCY_CLEAR_CONGESTION = 2.0  # ... twice in a row (noise is not), or once by this much
+# Per window, divided by the cap: the baseline follows slowly growing prompts, but slower than
+# the queue that one more request per window adds (or the cap would creep up with it).
+LATENCY_BASELINE_DRIFT = 0.1
 IN_FLIGHT_PROBE_WINDOWS = 2  # after congestion, flat windows before one more request in flight
 IN_FLIGHT_DECREASE = 0.7  # multiplicative decrease on queueing, a 429 or a timeout
 RATE_DECREASE = 0.9  # on a 429: this share of the rate the provider really served
@@ -69,6 +72,21 @@ RATE_STEP_PER_SUCCESS = 1.0  # requests/min added per success while the rate bin
 RATE_PROBE_GAIN = 20.0
 RATE_MEASURE_WINDOW_S = 2.0  # successes counted over this long to know the rate served
 LEARNED_RPM_MIN = 6.0
+# The cap grows or probes only while p95 of the last answers × (cap + 1) / cap fits the timeout.
+FIT_LATENCY_SAMPLES = 20
+FIT_LATENCY_QUANTILE = 0.95
+# A timeout shorter than one request's service time (engine/service_time.py) is raised to this
+# many times the longest reply measured alone (one request behind an abandoned one still fits,
+# and so does a machine whose other jobs slow it: at 2×, a 22 s reply measured alone later ran
+# past 44 s when another job started) or, after a timeout of a request alone on the
+# server, to this many times that timeout; never above TIMEOUT_RAISE_MAX × the configured one
+# (at 4×, 48 s for timeout_s 12, the case still timed out on a busy 2-core machine: a
+# cold 1,400-token prefill took 52–72 s, a 512-token retry of a cut reply 72 s).
+TIMEOUT_FIT_MARGIN = 3.0
+TIMEOUT_RAISE_ON_TIMEOUT = 2.0
+TIMEOUT_RAISE_MAX = 8.0
+SERVICE_TIME_SAMPLES = 32  # replies served alone, fitted as overhead + s/token × tokens
+SERVICE_FIT_MIN_SPREAD_TOKENS = 16  # below it, replies are of one length: time per token
 DECREASE_COOLDOWN_S = 1.0  # one decrease per episode: 429s in flight together are one signal
 # Sporadic 429s ("overloaded", at any rate) never take the rate below this share of the best
 # rate served; that best halves every RATE_CEILING_HALF_LIFE_S, so a limit that really dropped

@@ -37,6 +37,9 @@ class GatewaySnapshot(msgspec.Struct, frozen=True):
     endpoint: str | None = None  # one replica of a backend with several (engine.replicas)
     cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
     cache_write_tokens: int = 0  # of prompt_tokens: written to it
+    backpressure_timeouts: int = 0  # of timeouts: retried as 429s are (learned in-flight cap)
+    effective_timeout_s: float | None = None  # what requests are sent with (None: none known)
+    timeout_notice: str | None = None  # the line said when the timeout was raised to fit
 
 
 def gateway_name(gateway: Gateway) -> str:
@@ -82,6 +85,8 @@ def snapshot_gateways(
                 updated_at=at,
                 max_in_flight=limits.max_in_flight,
                 limits_source=gateway.limits_source,
+                effective_timeout_s=gateway.effective_timeout_s,
+                timeout_notice=gateway.timeout_notice,
                 **_counters(stats),
             )
         )
@@ -137,6 +142,7 @@ def _counters(stats: GatewayStats) -> dict[str, object]:
         "latency_p50_ms": None if p50 is None else p50 * 1000,
         "latency_p99_ms": None if p99 is None else p99 * 1000,
         "timeouts": stats.timeouts,
+        "backpressure_timeouts": stats.backpressure_timeouts,
         "cache_read_tokens": stats.cache_read_tokens,
         "cache_write_tokens": stats.cache_write_tokens,
     }

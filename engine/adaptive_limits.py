@@ -10,7 +10,12 @@ Two controllers, as network congestion control does it:
   flat (doubling until the first sign of congestion, then one more per window), shrink it when
   latency grows (requests queue in the server), on a 429 and on a timeout. A one-slot server
   settles at one request at a time, probing two now and then; a server with many slots at
-  dozens.
+  dozens, a little above its slots (its queue stays short).
+
+With a timeout (`timeout_s`), the cap grows or probes only while the latency seen says one more
+request still fits it (p95 × (cap + 1) / cap below the timeout: on a one-slot server each
+request in flight adds a whole service time to the wait), and the timeout itself is raised when
+one request alone needs more than it (engine/service_time.py).
 
 Pure logic: the gateway reports what happened and reads `rpm` and `in_flight` back. Time comes
 from the gateway's clock, so tests run it in virtual time.
@@ -26,6 +31,7 @@ import msgspec
 
 from rapport.config import constants
 from rapport.engine.clock import Clock
+from rapport.engine.service_time import TimeoutFit
 
 
 class LearnedLimits(msgspec.Struct, frozen=True):
@@ -38,7 +44,14 @@ class LearnedLimits(msgspec.Struct, frozen=True):
 class AdaptiveLimits:
     """Learns a request rate (from 429s) and an in-flight cap (from latency)."""
 
-    def __init__(self, clock: Clock, *, learn_rate: bool = True, learn_in_flight: bool = True):
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        learn_rate: bool = True,
+        learn_in_flight: bool = True,
+        timeout_s: float | None = None,
+    ):
         self._clock = clock
         self.learn_rate = learn_rate
         self.learn_in_flight = learn_in_flight
@@ -48,12 +61,16 @@ class AdaptiveLimits:
         self._window: list[float] = []
         self._baseline_s: float | None = None
         self._flat_windows = 0
+        self._congested_windows = 0  # in a row
         self._window_cap: int | None = None  # the cap a flat window closed at (slow start)
         self._successes: deque[float] = deque()
         self._ceiling: tuple[float, float] | None = None  # (rpm, when) of the last cut
         self._best: tuple[float, float] | None = None  # (rpm served, when): the best seen
         self._first_seen: float | None = None
         self._last_decrease = -math.inf
+        # Latencies of recent answers (timeouts at their full time): will one more fit?
+        self._recent: deque[float] = deque(maxlen=constants.FIT_LATENCY_SAMPLES)
+        self.timeout = TimeoutFit(timeout_s) if timeout_s is not None and learn_in_flight else None
 
     def current(self) -> LearnedLimits:
         return LearnedLimits(
@@ -65,17 +82,33 @@ class AdaptiveLimits:
         """The provider stated its limits: they replace everything learned."""
         self.learn_rate = self.learn_in_flight = False
         self.rpm = self.in_flight = None
+        self.timeout = None
 
     # ---- what the gateway reports ----------------------------------------------------------
 
-    def on_request(self) -> None:
+    def on_request(self, max_tokens: int | None = None) -> None:
         """A request is sent: the rate served is measured from the first one."""
         if self._first_seen is None:
             self._first_seen = self._clock.now()
+        if self.timeout is not None and max_tokens is not None:
+            self.timeout.on_request(max_tokens)
 
-    def on_success(self, latency_s: float, *, rate_bound: bool) -> None:
-        """An answer: `rate_bound` says the request waited for the learned rate."""
+    def on_success(
+        self,
+        latency_s: float,
+        *,
+        rate_bound: bool,
+        completion_tokens: int | None = None,
+        alone: bool = False,
+    ) -> None:
+        """An answer: `rate_bound` says the request waited for the learned rate; `alone`,
+        that nothing else was in flight from its start to its end (its latency is then the
+        server's service time for `completion_tokens`)."""
         now = self._clock.now()
+        if self.timeout is not None:
+            self.timeout.replied = True
+            if alone and completion_tokens is not None:
+                self.timeout.service.observe(latency_s, completion_tokens)
         if self._first_seen is None:
             self._first_seen = now
         if self.learn_rate:
@@ -83,12 +116,15 @@ class AdaptiveLimits:
             if self.rpm is not None and rate_bound:
                 self.rpm += self._rate_step(now)
         if self.learn_in_flight and self.in_flight is not None:
-            if self.slow_start and self._window_cap is not None:
+            self._recent.append(latency_s)
+            if self.slow_start and self._window_cap is not None and self._fits_one_more():
                 # One more per answer, up to double a window: growth spread over the round
                 # trip as TCP's slow start does, never a burst of requests released at once.
                 self.in_flight = min(
                     constants.LEARNED_IN_FLIGHT_MAX, self.in_flight + 1, 2 * self._window_cap
                 )
+            if now - latency_s < self._last_decrease:
+                return  # sent before the last decrease: it says nothing of the cap in force
             self._window.append(latency_s)
             if len(self._window) >= max(constants.LATENCY_WINDOW_MIN_SAMPLES, self.in_flight):
                 self._close_window(now)
@@ -111,10 +147,21 @@ class AdaptiveLimits:
             self._ceiling = (base, now)
         self._shrink_in_flight()
 
-    def on_timeout(self) -> None:
-        """A request that never came back: the server is overloaded, shrink the cap."""
+    def on_timeout(self, waited_s: float | None = None, *, alone: bool = False) -> None:
+        """A request that never came back after `waited_s`: the server is overloaded, shrink
+        the cap. `alone`: it was sent with nothing else in flight, so a shorter cap cannot help
+        and the timeout is too short for one request: raise it."""
+        if waited_s is not None and self.learn_in_flight:
+            self._recent.append(waited_s)
+        if alone and waited_s is not None and self.timeout is not None:
+            self.timeout.on_timeout_alone(waited_s)
         if self._may_decrease(self._clock.now()):
             self._shrink_in_flight()
+
+    @property
+    def effective_timeout_s(self) -> float | None:
+        """The timeout requests are sent with now (None: no timeout known)."""
+        return None if self.timeout is None else self.timeout.effective_s
 
     # ---- the arithmetic --------------------------------------------------------------------
 
@@ -147,6 +194,16 @@ class AdaptiveLimits:
         span = min(constants.RATE_MEASURE_WINDOW_S, now - first)
         return len(self._successes) * 60.0 / span if span > 0 else 0.0
 
+    def _fits_one_more(self) -> bool:
+        """Whether one more request in flight still fits the timeout, by recent latency: on a
+        one-slot server each one more adds a service time to every wait."""
+        timeout = self.effective_timeout_s
+        if timeout is None or not self._recent or self.in_flight is None:
+            return True
+        ordered = sorted(self._recent)
+        p95 = ordered[min(len(ordered) - 1, int(constants.FIT_LATENCY_QUANTILE * len(ordered)))]
+        return p95 * (self.in_flight + 1) / self.in_flight < timeout
+
     def _shrink_in_flight(self) -> None:
         if self.learn_in_flight and self.in_flight is not None:
             self.in_flight = max(1, math.floor(self.in_flight * constants.IN_FLIGHT_DECREASE))
@@ -156,19 +213,26 @@ class AdaptiveLimits:
         median = statistics.median(self._window)
         self._window.clear()
         assert self.in_flight is not None
-        if self._baseline_s is None:
+        if self._baseline_s is None or median < self._baseline_s:
             self._baseline_s = median
-        else:
-            drifted = self._baseline_s * (1 + constants.LATENCY_BASELINE_DRIFT)
-            self._baseline_s = min(median, drifted)
         if median > self._baseline_s * constants.LATENCY_TOLERANCE:
+            # Queueing persists, noise does not: twice in a row, or once by far.
             self._flat_windows = 0
-            if self._may_decrease(now):
+            self._congested_windows += 1
+            clear = median >= self._baseline_s * constants.LATENCY_CLEAR_CONGESTION
+            if (clear or self._congested_windows >= 2) and self._may_decrease(now):
+                self._congested_windows = 0
                 self._shrink_in_flight()
             return
+        self._congested_windows = 0
+        # Flat: the baseline follows slowly growing prompts (slower at a higher cap, where it
+        # would follow a queue that grows with the cap).
+        drift = constants.LATENCY_BASELINE_DRIFT / self.in_flight
+        self._baseline_s = min(median, self._baseline_s * (1 + drift))
         self._flat_windows += 1
         if self.slow_start:
             self._window_cap = self.in_flight  # (grown answer by answer in on_success)
         elif self._flat_windows >= constants.IN_FLIGHT_PROBE_WINDOWS:
             self._flat_windows = 0
-            self.in_flight = min(constants.LEARNED_IN_FLIGHT_MAX, self.in_flight + 1)
+            if self._fits_one_more():
+                self.in_flight = min(constants.LEARNED_IN_FLIGHT_MAX, self.in_flight + 1)

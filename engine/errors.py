@@ -23,6 +23,9 @@ class BackendError(Exception):
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         self.limits = limits  # rate limits stated in the failed response's headers (429s too)
+        # Backpressure is retried with no attempt cap while the gateway makes progress: a 429,
+        # and a timeout on a server whose in-flight cap is learned (the gateway marks those).
+        self.backpressure = kind == "rate_limited"
 
 
 class ProviderUnusable(RapportError):
@@ -42,6 +45,13 @@ class ProviderUnreachable(ProviderUnusable):
 class RateLimitedTooLong(ProviderUnreachable):
     """Every request of a gateway was answered 429 for a long time with no success at all:
     the run stops with one line (a 429 alone never fails a conversation) and resumes next time."""
+
+
+class TimedOutTooLong(RateLimitedTooLong):
+    """Every request of a gateway whose in-flight cap is learned timed out for a long time
+    with no success at all: stopped as RateLimitedTooLong is (a timeout is backpressure)."""
+
+    kind = "timeout"
 
 
 class TurnFailed(Exception):

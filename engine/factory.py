@@ -98,6 +98,7 @@ def build_gateway(
         no_success_stop_s=settings.no_success_stop_s,
         redactor=Redactor.from_environ(environ, [getattr(settings, "api_key_env", None) or ""]),
         price=price,
+        timeout_s=getattr(settings, "timeout_s", None),  # HTTP APIs and commands have one
     )
 
 

@@ -25,7 +25,13 @@ from rapport.engine.adaptive_limits import AdaptiveLimits, LearnedLimits
 from rapport.engine.backend import Backend, label
 from rapport.engine.budget import SpendMeter
 from rapport.engine.clock import Clock, LoopClock
-from rapport.engine.errors import BackendError, ProviderUnreachable, RateLimitedTooLong, TurnFailed
+from rapport.engine.errors import (
+    BackendError,
+    ProviderUnreachable,
+    RateLimitedTooLong,
+    TimedOutTooLong,
+    TurnFailed,
+)
 from rapport.engine.fail_fast import FailFast
 from rapport.engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
@@ -60,6 +66,7 @@ class GatewayStats(msgspec.Struct):
     retries: int = 0
     rate_limited: int = 0
     timeouts: int = 0  # calls given up on at timeout_s: a reply that never came
+    backpressure_timeouts: int = 0  # of those, retried as a 429 is (learned in-flight cap)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
@@ -79,8 +86,8 @@ def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, BackendError) and error.retryable
 
 
-def _is_rate_limited(error: BaseException | None) -> bool:
-    return isinstance(error, BackendError) and error.kind == "rate_limited"
+def _is_backpressure(error: BaseException | None) -> bool:
+    return isinstance(error, BackendError) and error.backpressure
 
 
 class Gateway:
@@ -91,7 +98,9 @@ class Gateway:
     (the event loop's by default), so a test can see every wait asked for.
 
     With `adaptive`, limits nobody configured or stated are learned (engine/adaptive_limits.py):
-    a rate from 429s and an in-flight cap from latency.
+    a rate from 429s and an in-flight cap from latency. While the cap is learned, a timeout is
+    backpressure as a 429 is, and `timeout_s` (the backend's) is raised when one request needs
+    more (said once: `timeout_notice`).
     """
 
     def __init__(
@@ -107,6 +116,7 @@ class Gateway:
         no_success_stop_s: float = NO_SUCCESS_STOP_S,
         redactor: Redactor = PATTERNS_ONLY,
         price: Price | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.backend = backend
         # Each completion's cost comes from it; simulated backends cost nothing known.
@@ -123,7 +133,11 @@ class Gateway:
         self._configured_rates = self.limits.has_rates
         cap = self.limits.max_in_flight
         self._in_flight = anyio.CapacityLimiter(cap) if cap else None
+        self.timeout_s = timeout_s  # the backend's configured timeout (None: none known)
         self._adaptive = self._adaptive_limits() if adaptive else None
+        self.timeout_notice: str | None = None  # set once, when the timeout is first raised
+        self._starts = 0  # requests sent so far: whether another started while one ran
+        self._behind_timeout = False  # a timed-out request may still keep the server busy
         self._learned_rate: MinuteBudget | None = None
         self._no_success_stop_s = no_success_stop_s
         self._last_success_at: float | None = None
@@ -170,12 +184,13 @@ class Gateway:
         started = self._clock.now()
         if self._last_success_at is None:
             self._last_success_at = started
-        counted_failures = 0  # failures that count against max_retries (429s do not)
+        counted_failures = 0  # failures that count against max_retries (backpressure does not)
 
         def give_up(error: BaseException | None) -> bool:
             nonlocal counted_failures
-            if _is_rate_limited(error):
-                self._check_progress()
+            if _is_backpressure(error):
+                assert isinstance(error, BackendError)
+                self._check_progress(error)
                 return False
             counted_failures += 1
             return counted_failures > self._max_retries
@@ -219,15 +234,23 @@ class Gateway:
             raise TurnFailed(error.kind, str(error), attempts) from error
         raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
 
-    def _check_progress(self) -> None:
+    def _check_progress(self, error: BackendError) -> None:
         """Stop the run when the gateway as a whole has had no success for too long."""
         since = self._last_success_at
         waited = 0.0 if since is None else self._clock.now() - since
-        if waited > self._no_success_stop_s:
-            raise RateLimitedTooLong(
-                f"{self.label}: every request answered 429 (rate limited) for {waited:.0f} s "
-                "with no success; stopped (run again to resume)"
+        if waited <= self._no_success_stop_s:
+            return
+        if error.kind == "timeout":
+            timeout = self.effective_timeout_s
+            after = "" if timeout is None else f" after {timeout:g} s"
+            raise TimedOutTooLong(
+                f"{self.label}: every request timed out{after} for {waited:.0f} s with no "
+                "success; stopped (run again to resume)"
             )
+        raise RateLimitedTooLong(
+            f"{self.label}: every request answered 429 (rate limited) for {waited:.0f} s "
+            "with no success; stopped (run again to resume)"
+        )
 
     def _check_reachable(self, error: BackendError, attempts: int) -> None:
         """A provider that has never answered and refuses connections is down: stop the run."""
@@ -241,17 +264,17 @@ class Gateway:
             )
 
     async def _budgeted_call(
-        self, messages: Sequence[ChatMessage], params: CompletionParams
+        self, messages: Sequence[ChatMessage], params: CompletionParams, rate_bound: bool = False
     ) -> Completion:
         """`_call`, held to the run's budget when it has one: the call's worst case is reserved
         before it starts (BudgetReached when it does not fit), then settled to its cost."""
         spend = self.spend
         if spend is None:
-            return await self._call(messages, params)
+            return await self._call(messages, params, rate_bound)
         reservation = spend.reserve(messages, params)
         completion = None
         try:
-            completion = await self._call(messages, params)
+            completion = await self._call(messages, params, rate_bound)
         finally:
             spend.settle(reservation, completion)
         return completion
@@ -283,20 +306,30 @@ class Gateway:
         if self._learned_rate is not None:
             rate_bound = await self._acquire_learned_rate()
         if self._adaptive is not None:
-            self._adaptive.on_request()
-        completion = await self._budgeted_call(messages, params)
+            self._adaptive.on_request(params.max_tokens)
+        completion = await self._budgeted_call(messages, params, rate_bound)
         if metered:
             self._reconcile(estimate, prompt_chars, completion)
         elif self._learn_limits and completion.limits is not None:
             self._adopt(completion.limits)
         if self._adaptive is not None:
-            self._adaptive.on_success(completion.latency_s, rate_bound=rate_bound)
             self._follow_learned()
         return completion
 
-    async def _call(self, messages: Sequence[ChatMessage], params: CompletionParams) -> Completion:
+    async def _call(
+        self, messages: Sequence[ChatMessage], params: CompletionParams, rate_bound: bool = False
+    ) -> Completion:
+        """One request to the backend, counted; what it says feeds the learned limits
+        (`rate_bound`: it waited for the learned rate)."""
         self.stats.requests += 1
         self.stats.in_flight += 1
+        nothing_else = self.stats.in_flight == 1  # in flight from this gateway when it starts
+        behind_timeout, self._behind_timeout = self._behind_timeout, False
+        self._starts += 1
+        starts = self._starts
+        timeout = self._raised_timeout()
+        if timeout is not None:
+            params = msgspec.structs.replace(params, timeout_s=timeout)
         started = self._clock.now()
         try:
             completion = await self.backend.complete(messages, params)
@@ -306,11 +339,23 @@ class Gateway:
                 self._pause(error.retry_after_s)
             elif error.kind == "timeout":  # its full time counts in the latencies
                 self.stats.timeouts += 1
-                self.stats.latencies_s.append(self._clock.now() - started)
+                waited = self._clock.now() - started
+                self.stats.latencies_s.append(waited)
+                self._behind_timeout = True
+                self._timed_out(error, waited, alone=nothing_else)
             self._learn_from_failure(error)
             raise
         finally:
             self.stats.in_flight -= 1
+        if self._adaptive is not None:  # alone: its latency is the server's service time
+            alone = nothing_else and not behind_timeout and self._starts == starts
+            self._adaptive.on_success(
+                completion.latency_s,
+                rate_bound=rate_bound,
+                completion_tokens=completion.completion_tokens,
+                alone=alone,
+            )
+            self._say_if_timeout_raised()
         self._last_success_at = self._clock.now()
         self.stats.succeeded += 1
         self.stats.prompt_tokens += completion.prompt_tokens
@@ -383,7 +428,9 @@ class Gateway:
         learn_in_flight = learn_rate and self.limits.max_in_flight is None
         if not learn_rate:
             return None
-        adaptive = AdaptiveLimits(self._clock, learn_in_flight=learn_in_flight)
+        adaptive = AdaptiveLimits(
+            self._clock, learn_in_flight=learn_in_flight, timeout_s=self.timeout_s
+        )
         if adaptive.in_flight is not None:
             self._in_flight = anyio.CapacityLimiter(adaptive.in_flight)
         return adaptive
@@ -430,9 +477,40 @@ class Gateway:
             return
         if error.kind == "rate_limited":
             self._adaptive.on_rate_limited()
-        elif error.kind == "timeout":
-            self._adaptive.on_timeout()
+        elif error.kind == "timeout" and not error.backpressure:
+            self._adaptive.on_timeout()  # (a backpressure timeout told it already)
         self._follow_learned()
+
+    def _raised_timeout(self) -> float | None:
+        """The timeout to send a request with when it differs from the backend's own."""
+        timeout = self.effective_timeout_s
+        return timeout if timeout is not None and timeout != self.timeout_s else None
+
+    @property
+    def effective_timeout_s(self) -> float | None:
+        """The timeout requests are sent with: the configured one, or raised to fit one request
+        (None: the backend has none this gateway knows of)."""
+        if self._adaptive is not None and self._adaptive.effective_timeout_s is not None:
+            return self._adaptive.effective_timeout_s
+        return self.timeout_s
+
+    def _timed_out(self, error: BackendError, waited_s: float, *, alone: bool) -> None:
+        """While the in-flight cap is learned, a timeout is backpressure (the cap shrinks, the
+        timeout grows when the request was alone), retried as a 429 is. A request that always
+        runs past the bounded timeout is retried while others succeed; once nothing succeeds,
+        `no_success_stop_s` stops the run with one line."""
+        adaptive = self._adaptive
+        if adaptive is None or not adaptive.learn_in_flight:
+            return
+        adaptive.on_timeout(waited_s, alone=alone)
+        error.backpressure = True
+        self.stats.backpressure_timeouts += 1
+        self._say_if_timeout_raised()
+
+    def _say_if_timeout_raised(self) -> None:
+        fit = self._adaptive.timeout if self._adaptive is not None else None
+        if self.timeout_notice is None and fit is not None and fit.raised:
+            self.timeout_notice = fit.notice(self.label)
 
     def _follow_learned(self) -> None:
         """Apply what the controllers hold now to the in-flight cap and the rate budget."""

@@ -40,6 +40,9 @@ class CompletionParams(msgspec.Struct, frozen=True):
     # Stable per conversation and role (e.g. "<scenario_id>:user"); backends that can reuse a
     # prompt prefix use it (OpenAI `prompt_cache_key`, Anthropic `cache_control`). None: off.
     cache_key: str | None = None
+    # This call's timeout, set by the gateway only when it raised the configured one to fit one
+    # request (engine/service_time.py); None: the backend's own. Never part of a request body.
+    timeout_s: float | None = None
 
 
 class ReportedLimits(msgspec.Struct, frozen=True):

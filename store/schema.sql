@@ -401,3 +401,10 @@ CREATE TABLE IF NOT EXISTS duplicate_clusters (
     created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (conversation_id, side)
 );
+
+-- Issue 25: on a server whose in-flight cap is learned, a timeout is backpressure (retried as a
+-- 429 is); the timeout requests were sent with when it was raised to fit one request (NULL: no
+-- timeout known), and the line that said so (NULL: never raised).
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS backpressure_timeouts BIGINT;
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS effective_timeout_s DOUBLE;
+ALTER TABLE gateway_stats ADD COLUMN IF NOT EXISTS timeout_notice VARCHAR;

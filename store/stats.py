@@ -13,6 +13,11 @@ from rapport.store.query import QueryResult, query
 from rapport.store.reads import Turn, transcripts
 from rapport.store.transcripts import TRUNCATED_SQL
 
+LATEST_GATEWAY_ROWS = """
+    SELECT g.* FROM gateway_stats g JOIN runs r USING (run_id)
+    QUALIFY row_number() OVER (PARTITION BY gateway ORDER BY r.started_at DESC) = 1
+"""
+
 SECTIONS: tuple[tuple[str, str], ...] = (
     (
         "Conversations by status",
@@ -97,10 +102,26 @@ SECTIONS: tuple[tuple[str, str], ...] = (
         "SELECT * FROM simulator_check_counts ORDER BY check_id = '(any)', check_id",
     ),
     (
+        "Gateway limits and timeouts (latest run of each)",
+        f"""
+        SELECT gateway, max_in_flight, limits_source, coalesce(timeouts, 0) AS timeouts,
+               coalesce(backpressure_timeouts, 0) AS backpressure_timeouts,
+               round(effective_timeout_s, 1) AS effective_timeout_s
+        FROM ({LATEST_GATEWAY_ROWS}) ORDER BY gateway
+        """,
+    ),
+    (
         "Errors by kind",
         "SELECT kind, count(*) AS errors, any_value(message) AS example FROM errors "
         "GROUP BY kind ORDER BY errors DESC",
     ),
+)
+
+# Said once per gateway when its timeout was raised to fit one request (engine/service_time.py).
+TIMEOUT_NOTICE_SECTION = (
+    "Timeouts raised to fit one request (latest run of each gateway)",
+    f"SELECT timeout_notice AS notice FROM ({LATEST_GATEWAY_ROWS}) "
+    "WHERE timeout_notice IS NOT NULL ORDER BY gateway",
 )
 
 
@@ -194,6 +215,9 @@ class Section(msgspec.Struct, frozen=True):
 def corpus_stats(path: Path) -> list[Section]:
     """Every section; the judging ones (each side's) only once something has been judged."""
     sections = [Section(title, query(path, sql)) for title, sql in SECTIONS]
+    notices = query(path, TIMEOUT_NOTICE_SECTION[1])
+    if notices.rows:
+        sections.append(Section(TIMEOUT_NOTICE_SECTION[0], notices))
     if query(path, "SELECT count(*) FROM estimates").rows[0][0]:
         sections.append(Section(ESTIMATE_SECTION[0], query(path, ESTIMATE_SECTION[1])))
     judged = query(path, "SELECT count(*) FROM conversation_judgement").rows[0][0]

@@ -4,11 +4,14 @@ progress. Everything runs in virtual loop time (tests/clocks.py): exact, repeata
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Sequence
 
 import anyio
 import pytest
 
+from rapport.config.constants import TIMEOUT_RAISE_MAX
 from rapport.engine.adaptive_limits import AdaptiveLimits
 from rapport.engine.clock import LoopClock
 from rapport.engine.errors import BackendError, RateLimitedTooLong
@@ -277,3 +280,201 @@ def test_a_timed_out_attempt_counts_its_full_time_in_the_latencies():
     completion = run_in_virtual_time(gateway.complete, HELLO, PARAMS)
     assert completion.attempts == 2 and completion.latency_s >= 15.1
     assert sorted(gateway.stats.latencies_s) == pytest.approx([0.1, 15.0], abs=1e-3)
+
+
+# ---- local servers as they are (issue 25): slow one-slot servers, many-slot queueing ones ----
+
+
+class QueueingServer:
+    """A local server: `slots` requests served at once, the rest queued in arrival order (never
+    refused). A reply of n tokens takes `overhead_s + per_token_s × n` (times a lognormal jitter
+    of `sigma`); a client that gives up at its timeout leaves the request running, holding its
+    slot, as llama.cpp's server does. Notes each request's queue wait and service time."""
+
+    provider = "local"
+    model = "m"
+    simulated = False
+
+    def __init__(
+        self,
+        slots: int,
+        *,
+        per_token_s: float,
+        overhead_s: float = 0.0,
+        timeout_s: float = 60.0,
+        reply_tokens: Sequence[int] = (256,),
+        sigma: float = 0.0,
+    ) -> None:
+        self.free_at = [0.0] * slots  # when each slot is next free
+        self.per_token_s, self.overhead_s = per_token_s, overhead_s
+        self.timeout_s = timeout_s  # the client's own (the SDK's), unless the call says another
+        self.reply_tokens = reply_tokens
+        self.sigma = sigma
+        self.rng = random.Random(7)
+        self.requests = 0
+        self.served: list[tuple[float, float, float]] = []  # (arrived, queued, service)
+        self.timeouts_sent: list[float] = []  # the timeout each request was sent with
+
+    async def complete(self, messages: Sequence[ChatMessage], params: CompletionParams):
+        arrived = anyio.current_time()
+        tokens = min(self.reply_tokens[self.requests % len(self.reply_tokens)], params.max_tokens)
+        self.requests += 1
+        jitter = math.exp(self.rng.gauss(0.0, self.sigma)) if self.sigma else 1.0
+        service = (self.overhead_s + self.per_token_s * tokens) * jitter
+        slot = min(range(len(self.free_at)), key=self.free_at.__getitem__)
+        begins = max(arrived, self.free_at[slot])
+        self.free_at[slot] = begins + service
+        self.served.append((arrived, begins - arrived, service))
+        timeout = params.timeout_s if params.timeout_s is not None else self.timeout_s
+        self.timeouts_sent.append(timeout)
+        latency = begins + service - arrived
+        if latency > timeout:
+            await anyio.sleep(timeout)
+            raise BackendError("timeout", "request timed out", retryable=True)
+        await anyio.sleep(latency)
+        return Completion("ok", 100, tokens, latency, self.model, self.provider)
+
+    async def aclose(self) -> None:
+        return None
+
+
+LONG = CompletionParams(max_tokens=256, temperature=0.0)
+
+
+def _conversations(gateway: Gateway, callers: int, calls_each: int):
+    """`callers` conversations at once, each asking for `calls_each` replies of 256 tokens."""
+
+    async def go() -> None:
+        async def conversation() -> None:
+            for _ in range(calls_each):
+                await gateway.complete(HELLO, LONG)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(callers):
+                group.start_soon(conversation)
+
+    return go
+
+
+def test_a_one_slot_server_twice_as_slow_as_half_the_timeout_is_never_probed_into_a_timeout():
+    # 256 tokens in 7 s against a 12 s timeout: two at once would wait 14 s.
+    server = QueueingServer(1, per_token_s=7 / 256, timeout_s=12.0)
+    gateway = Gateway(server, max_retries=2, adaptive=True, timeout_s=12.0)
+    run_in_virtual_time(_conversations(gateway, callers=8, calls_each=6))
+    assert gateway.stats.timeouts == 0 and gateway.stats.retries == 0
+    assert gateway.stats.succeeded == 48
+    assert max(queued for _, queued, _ in server.served) == 0  # it settled at one
+    assert gateway.effective_limits.max_in_flight == 1
+    assert gateway.timeout_notice is None and gateway.effective_timeout_s == 12.0
+
+
+def test_a_one_slot_server_with_room_in_the_timeout_is_still_probed():
+    server = QueueingServer(1, per_token_s=2 / 256, timeout_s=12.0)
+    gateway = Gateway(server, adaptive=True, timeout_s=12.0)
+    run_in_virtual_time(_conversations(gateway, callers=8, calls_each=6))
+    assert max(queued for _, queued, _ in server.served) > 0  # two at once, now and then
+    assert gateway.stats.timeouts == 0
+
+
+def test_a_timeout_shorter_than_one_reply_is_raised_to_fit_said_once_and_fails_nothing():
+    # A 256-token reply takes 15 s against a 12 s timeout (the issue's case on a busy machine).
+    server = QueueingServer(1, per_token_s=14 / 256, overhead_s=1.0, timeout_s=12.0)
+    gateway = Gateway(server, max_retries=2, adaptive=True, timeout_s=12.0)
+    run_in_virtual_time(_conversations(gateway, callers=8, calls_each=2))
+    assert gateway.stats.succeeded == 16 and gateway.stats.failed == 0
+    assert gateway.stats.retries <= 2  # the first request alone ran past 12 s, and only it
+    assert gateway.stats.backpressure_timeouts == gateway.stats.timeouts
+    assert 15.0 < gateway.effective_timeout_s <= 12.0 * TIMEOUT_RAISE_MAX
+    assert server.timeouts_sent[-1] == gateway.effective_timeout_s  # it reached the request
+    notice = gateway.timeout_notice
+    bound = f"at most {TIMEOUT_RAISE_MAX:g}× timeout_s = {12.0 * TIMEOUT_RAISE_MAX:g} s"
+    assert notice is not None and "timeout_s 12 s" in notice and bound in notice
+
+
+def test_a_many_slot_server_is_kept_full_without_filling_its_queue():
+    # 16 slots, 400 ms a request (jittered), never a 429: 40 requests/s at most.
+    server = QueueingServer(16, per_token_s=0.4 / 256, sigma=0.25)
+    gateway = Gateway(server, adaptive=True, timeout_s=60.0)
+
+    async def go() -> None:
+        async def conversation() -> None:
+            while True:
+                await gateway.complete(HELLO, LONG)
+
+        with anyio.move_on_after(60.0):
+            async with anyio.create_task_group() as group:
+                for _ in range(64):
+                    group.start_soon(conversation)
+
+    run_in_virtual_time(go)
+    settled = [(queued, service) for arrived, queued, service in server.served if arrived >= 10]
+    throughput = len(settled) / 50.0
+    mean_service = sum(service for _, service in settled) / len(settled)
+    mean_queued = sum(queued for queued, _ in settled) / len(settled)
+    assert throughput >= 0.9 * 16 / mean_service
+    assert mean_queued <= 0.5 * mean_service
+    assert gateway.stats.timeouts == 0
+
+
+def test_a_server_that_times_out_every_request_stops_the_run_saying_so():
+    server = QueueingServer(1, per_token_s=1.0, timeout_s=2.0)  # 256 s a reply: never in time
+    gateway = Gateway(server, max_retries=2, adaptive=True, timeout_s=2.0, no_success_stop_s=60)
+
+    async def go() -> tuple[float, str]:
+        with anyio.move_on_after(3600):
+            try:
+                await gateway.complete(HELLO, LONG)
+            except RateLimitedTooLong as stop:
+                return anyio.current_time(), str(stop)
+        raise AssertionError("a server that never answers in time must stop the run")
+
+    stopped_at, message = run_in_virtual_time(go)
+    bound = 2.0 * TIMEOUT_RAISE_MAX  # every attempt alone: the timeout raised to its bound
+    assert 60.0 <= stopped_at <= 60.0 + 2 * 30.0 + bound  # (a last backoff and attempt)
+    assert f"timed out after {bound:g} s" in message and "429" not in message
+    assert server.requests > 3  # far past max_retries: a timeout here is backpressure
+    assert gateway.stats.failed == 0
+
+
+def test_the_cap_grows_only_while_one_more_request_fits_the_timeout():
+    async def go(timeout_s: float) -> int | None:
+        limits = AdaptiveLimits(LoopClock(), timeout_s=timeout_s)
+        for _ in range(12):
+            limits.on_success(7.0, rate_bound=False)  # flat latency: it would grow
+        return limits.in_flight
+
+    assert run_in_virtual_time(go, 12.0) == 1  # 7 s × 2 / 1 does not fit 12 s
+    grown = run_in_virtual_time(go, 60.0)
+    assert grown is not None and grown > 1
+
+
+def test_service_time_is_fitted_from_replies_served_alone():
+    from rapport.engine.service_time import ServiceTime
+
+    service = ServiceTime()
+    assert service.longest_s(256) is None
+    for tokens in (20, 80, 140, 256, 60):
+        service.observe(0.5 + 0.05 * tokens, tokens)
+    assert service.longest_s(256) == pytest.approx(0.5 + 0.05 * 256)
+    cut = ServiceTime()
+    for latency in (14.0, 15.0, 16.0):  # every reply cut at 256 tokens: time per token
+        cut.observe(latency, 256)
+    assert cut.longest_s(256) == pytest.approx(15.0)
+
+
+def test_the_live_display_says_once_that_the_timeout_was_raised():
+    from rich.console import Console
+
+    from rapport.cli.progress_display import progress_table
+    from rapport.config.prices import PriceTable
+    from rapport.engine.progress import RunProgress
+
+    server = QueueingServer(1, per_token_s=14 / 256, overhead_s=1.0, timeout_s=12.0)
+    gateway = Gateway(server, adaptive=True, timeout_s=12.0)
+    run_in_virtual_time(_conversations(gateway, callers=2, calls_each=2))
+    console = Console(width=400, record=True)
+    console.print(progress_table(RunProgress(total=2), {"assistant": gateway}, PriceTable({})))
+    shown = " ".join(console.export_text().split())
+    assert shown.count(gateway.timeout_notice) == 1
+    assert f"timeout {gateway.effective_timeout_s:.0f} s (raised)" in shown
+    assert "in flight (learned)" in shown

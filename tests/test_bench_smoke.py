@@ -94,3 +94,27 @@ def test_bench_throughput_smoke_runs_every_case_and_writes_its_figures(tmp_path)
         assert figure in result.stdout and measured in result.stdout
     height, width, _ = matplotlib.image.imread(out / "throughput.png").shape
     assert height > 100 and width > 100
+
+
+def test_bench_slots_smoke_measures_throughput_and_queue_wait_from_the_server(tmp_path):
+    from rapport.bench.slots import SMOKE_SETTINGS, SlotsReport
+    from rapport.bench.slots import TARGETS as SLOT_TARGETS
+    from rapport.bench.slots import summary_rows as slots_rows
+
+    out = tmp_path / "results"
+    result = rapport("bench", "slots", "--smoke", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = msgspec.json.decode((out / "slots.json").read_bytes(), type=SlotsReport)
+    assert report.settings == SMOKE_SETTINGS and report.targets == SLOT_TARGETS
+    assert report.requests > 0 and report.served_per_s > 0
+    assert report.capacity_per_s == pytest.approx(
+        SMOKE_SETTINGS.slots / (report.mean_service_ms / 1000)
+    )
+    assert report.capacity_fraction == pytest.approx(report.served_per_s / report.capacity_per_s)
+    assert report.queue_wait_share_of_service == pytest.approx(
+        report.mean_queue_wait_ms / report.mean_service_ms
+    )
+    assert report.rate_limited == 0  # it queues, never refuses
+    assert report.learned_in_flight is not None and report.learned_in_flight > 1
+    for figure, measured, _ in slots_rows(report):  # the table printed is the JSON's
+        assert figure in result.stdout and measured in result.stdout

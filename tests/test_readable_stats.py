@@ -33,6 +33,7 @@ def test_a_timed_out_turn_is_recorded_with_its_turn_index_and_role(db_path, tmp_
         backend = (
             f"    provider: openai\n    model: m\n    base_url: {base_url}\n"
             "    timeout_s: 0.5\n    max_retries: 0\n"
+            "    max_in_flight: 1\n"  # configured: a timeout fails the turn (learned: backpressure)
         )
         config.write_text(
             f"domain: {TINY_DOMAIN}\nbackends:\n  user_sim:\n{backend}  assistant:\n{backend}"

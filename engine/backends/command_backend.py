@@ -71,7 +71,8 @@ class CommandBackend:
     ) -> Completion:
         prompt = render_prompt(messages, params)
         started = time.perf_counter()
-        returncode, stdout, stderr = await self._run(prompt.encode("utf-8"))
+        timeout = params.timeout_s if params.timeout_s is not None else self._timeout_s
+        returncode, stdout, stderr = await self._run(prompt.encode("utf-8"), timeout)
         latency = time.perf_counter() - started
         if returncode != 0:
             lines = stderr.decode("utf-8", errors="replace").strip().splitlines()
@@ -95,7 +96,7 @@ class CommandBackend:
             finish_reason="stop",
         )
 
-    async def _run(self, prompt: bytes) -> tuple[int, bytes, bytes]:
+    async def _run(self, prompt: bytes, timeout_s: float) -> tuple[int, bytes, bytes]:
         """(exit code, stdout, stderr). The command gets its own process group, so a timeout
         or a cancellation kills whatever it spawned as well."""
         try:
@@ -110,7 +111,7 @@ class CommandBackend:
         output: dict[str, bytes] = {}
         finished = False
         try:
-            with anyio.fail_after(self._timeout_s):
+            with anyio.fail_after(timeout_s):
                 async with anyio.create_task_group() as group:
                     group.start_soon(_drain, process.stdout, output, "stdout")
                     group.start_soon(_drain, process.stderr, output, "stderr")
@@ -119,7 +120,7 @@ class CommandBackend:
             finished = True
         except TimeoutError as error:
             raise BackendError(
-                "timeout", f"{self.model} ran past {self._timeout_s:g}s", retryable=True
+                "timeout", f"{self.model} ran past {timeout_s:g}s", retryable=True
             ) from error
         finally:
             if not finished:

@@ -123,6 +123,7 @@ class OpenAIBackend:
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
                 **body,  # type: ignore[arg-type]
+                **_timeout(params),
             )
             response = raw.parse()
         except openai.APIStatusError as error:
@@ -222,6 +223,11 @@ def completion_of(
         limits=limits,
         cache_read_tokens=min(cached_prompt_tokens(usage), prompt_tokens) if usage else 0,
     )
+
+
+def _timeout(params: CompletionParams) -> dict[str, float]:
+    """The SDK's per-call `timeout`, when the gateway raised the client's own to fit."""
+    return {} if params.timeout_s is None else {"timeout": params.timeout_s}
 
 
 def _raise_translated(error: Exception) -> NoReturn:
