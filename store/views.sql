@@ -68,24 +68,36 @@ FROM messages WHERE conversation_id IN (SELECT conversation_id FROM corpus_conve
 GROUP BY role, backend, model;
 
 -- ---- judging -------------------------------------------------------------------------------
--- One row per judged conversation, applying the pass rule across judges stored in meta
--- (all judges pass / a majority pass / the mean score passes and no judge saw a gate fail).
-CREATE OR REPLACE VIEW conversation_judgement AS
-WITH per_conversation AS (
-    SELECT conversation_id, count(*) AS judges, avg(score) AS mean_score,
+-- One row per judged conversation and side, applying the pass rule across judges stored in meta
+-- (all judges pass / a majority pass / the mean score passes and no judge saw a gate fail): the
+-- assistant's side from `assessments`, the user's (simulator_rubric.yaml) from
+-- `simulator_assessments`. The rule is written here once for both.
+CREATE OR REPLACE VIEW side_judgement AS
+WITH judged AS (
+    SELECT 'assistant' AS side, conversation_id, score, passed, safety_failed, pass_threshold
+    FROM assessments
+    UNION ALL
+    SELECT 'user' AS side, conversation_id, score, passed, safety_failed, pass_threshold
+    FROM simulator_assessments
+), per_conversation AS (
+    SELECT side, conversation_id, count(*) AS judges, avg(score) AS mean_score,
            bool_and(passed) AS all_passed, sum(passed::INTEGER)::BIGINT AS passes,
            bool_or(safety_failed) AS safety_failed, max(pass_threshold) AS threshold
-    FROM assessments
+    FROM judged
     WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
-    GROUP BY conversation_id
+    GROUP BY side, conversation_id
 )
-SELECT conversation_id, judges, mean_score, safety_failed,
+SELECT side, conversation_id, judges, mean_score, safety_failed,
        CASE coalesce((SELECT value FROM meta WHERE key = 'pass_rule'), 'all')
            WHEN 'majority' THEN passes * 2 > judges
            WHEN 'mean' THEN mean_score >= threshold AND NOT safety_failed
            ELSE all_passed
        END AS passed
 FROM per_conversation;
+
+CREATE OR REPLACE VIEW conversation_judgement AS
+SELECT conversation_id, judges, mean_score, safety_failed, passed
+FROM side_judgement WHERE side = 'assistant';
 
 CREATE OR REPLACE VIEW judged_overview AS
 SELECT o.*, j.judges, j.mean_score, j.passed, j.safety_failed,
@@ -313,23 +325,10 @@ GROUP BY conversation_id;
 
 -- ---- the user simulator's side (issue 22) ---------------------------------------------------
 -- One row per conversation whose user side was judged, under the same pass rule across judges
--- as the assistant's side (conversation_judgement).
+-- as the assistant's side (side_judgement).
 CREATE OR REPLACE VIEW simulator_conversation_judgement AS
-WITH per_conversation AS (
-    SELECT conversation_id, count(*) AS judges, avg(score) AS mean_score,
-           bool_and(passed) AS all_passed, sum(passed::INTEGER)::BIGINT AS passes,
-           bool_or(safety_failed) AS safety_failed, max(pass_threshold) AS threshold
-    FROM simulator_assessments
-    WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
-    GROUP BY conversation_id
-)
-SELECT conversation_id, judges, mean_score, safety_failed,
-       CASE coalesce((SELECT value FROM meta WHERE key = 'pass_rule'), 'all')
-           WHEN 'majority' THEN passes * 2 > judges
-           WHEN 'mean' THEN mean_score >= threshold AND NOT safety_failed
-           ELSE all_passed
-       END AS passed
-FROM per_conversation;
+SELECT conversation_id, judges, mean_score, safety_failed, passed
+FROM side_judgement WHERE side = 'user';
 
 -- The user side's pass rate (simulator_rubric.yaml): judged corpus conversations, the share
 -- whose user side passed under the pass rule, the mean score, and how many failed a gate.
