@@ -562,6 +562,11 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--out", "{fresh_dir}", "--threshold", "0"],
         ["--out", "{fresh_dir}", "--exchanges", "many"],
     ],
+    ("bench", "slots"): [
+        ["--out", "{fresh_dir}", "--slots", "0"],
+        ["--out", "{fresh_dir}", "--service-ms", "fast"],
+        ["--out", "{fresh_dir}", "--duration-s", "1"],
+    ],
 }
 
 
