@@ -140,13 +140,24 @@ SELECT length_bucket, count(*) AS conversations,
        round(avg(passed::INTEGER), 4) AS pass_rate, round(avg(mean_score), 4) AS mean_score
 FROM judged_overview GROUP BY length_bucket;
 
-CREATE OR REPLACE VIEW criterion_rates AS
-SELECT judge_id, criterion_id, count(*) AS verdicts,
+-- Per side, judge and criterion: the share of each answer (one query for both rubrics).
+CREATE OR REPLACE VIEW side_criterion_rates AS
+WITH answers AS (
+    SELECT 'assistant' AS side, conversation_id, judge_id, criterion_id, answer FROM verdicts
+    UNION ALL
+    SELECT 'user' AS side, conversation_id, judge_id, criterion_id, answer
+    FROM simulator_verdicts
+)
+SELECT side, judge_id, criterion_id, count(*) AS verdicts,
        round(avg((answer = 'YES')::INTEGER), 4) AS yes_rate,
        round(avg((answer = 'NO')::INTEGER), 4) AS no_rate,
        round(avg((answer = 'NA')::INTEGER), 4) AS na_rate
-FROM verdicts WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
-GROUP BY judge_id, criterion_id;
+FROM answers WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
+GROUP BY side, judge_id, criterion_id;
+
+CREATE OR REPLACE VIEW criterion_rates AS
+SELECT judge_id, criterion_id, verdicts, yes_rate, no_rate, na_rate
+FROM side_criterion_rates WHERE side = 'assistant';
 
 CREATE OR REPLACE VIEW score_distribution AS
 SELECT least(floor(mean_score * 10) / 10, 0.9) AS score_from, count(*) AS conversations
@@ -338,12 +349,8 @@ SELECT count(*) AS conversations, round(avg(passed::INTEGER), 4) AS pass_rate,
 FROM simulator_conversation_judgement;
 
 CREATE OR REPLACE VIEW simulator_criterion_rates AS
-SELECT judge_id, criterion_id, count(*) AS verdicts,
-       round(avg((answer = 'YES')::INTEGER), 4) AS yes_rate,
-       round(avg((answer = 'NO')::INTEGER), 4) AS no_rate,
-       round(avg((answer = 'NA')::INTEGER), 4) AS na_rate
-FROM simulator_verdicts WHERE conversation_id IN (SELECT conversation_id FROM corpus_conversations)
-GROUP BY judge_id, criterion_id;
+SELECT judge_id, criterion_id, verdicts, yes_rate, no_rate, na_rate
+FROM side_criterion_rates WHERE side = 'user';
 
 -- Per planned flaw (the per-flaw criteria `<id>:<flaw>` of simulator_rubric.yaml): in how many
 -- judged conversations it was planned, and the share of the judges' verdicts that found it
