@@ -130,7 +130,7 @@ def test_smollm2_served_by_llama_cpp_generates_unconfigured_judges_in_both_modes
     tmp_path,
 ):
     """One real one-slot server: generation with no limits configured is paced to the server
-    (no timeout, no retry, a learned in-flight cap of about one), judging works in both modes
+    (no timeout, no retry, an in-flight cap learned from latency), judging works in both modes
     (structured output stepped down), and a reply cut by max_tokens is marked."""
     db = tmp_path / "served.duckdb"
     generate(GenerateRequest(db=db, count=1, turns=1, backend="simulated", domain=TINY_DOMAIN))
@@ -169,7 +169,10 @@ def test_smollm2_served_by_llama_cpp_generates_unconfigured_judges_in_both_modes
         "SELECT sum(retries), max(max_in_flight), any_value(limits_source) FROM gateway_stats "
         "WHERE run_id = (SELECT max(run_id) FROM gateway_stats)",
     )
-    assert retries == 0 and source == "learned" and in_flight <= 2, (retries, in_flight, source)
+    # Six requests close at most two latency windows: slow start may have doubled the cap twice
+    # by the end (1 → 2 → 4) whatever the machine's load; settling at one on a one-slot server
+    # over a longer run is test_local_servers' case.
+    assert retries == 0 and source == "learned" and in_flight <= 4, (retries, in_flight, source)
     assert _rows(db, "SELECT judge_id, count(*) FROM assessments GROUP BY 1 ORDER BY 1") == [
         ("batched", 1),
         ("openai:smollm2", 1),
