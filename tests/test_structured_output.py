@@ -164,15 +164,15 @@ def test_smollm2_served_by_llama_cpp_generates_unconfigured_judges_in_both_modes
         ("complete", 3)
     ]
     assert _rows(paced, "SELECT count(*) FROM errors") == [(0,)]
-    [(retries, in_flight, source)] = _rows(
+    # A handful of requests is too few for the learned cap to settle: slow
+    # start may double it once or twice whatever the machine's load. That a one-slot server
+    # settles at one is test_local_servers' case; here: paced, never retried.
+    [(retries, source)] = _rows(
         paced,
-        "SELECT sum(retries), max(max_in_flight), any_value(limits_source) FROM gateway_stats "
+        "SELECT sum(retries), any_value(limits_source) FROM gateway_stats "
         "WHERE run_id = (SELECT max(run_id) FROM gateway_stats)",
     )
-    # Six requests close at most two latency windows: slow start may have doubled the cap twice
-    # by the end (1 → 2 → 4) whatever the machine's load; settling at one on a one-slot server
-    # over a longer run is test_local_servers' case.
-    assert retries == 0 and source == "learned" and in_flight <= 4, (retries, in_flight, source)
+    assert retries == 0 and source == "learned", (retries, source)
     assert _rows(db, "SELECT judge_id, count(*) FROM assessments GROUP BY 1 ORDER BY 1") == [
         ("batched", 1),
         ("openai:smollm2", 1),
