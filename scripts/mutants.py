@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MUTANTS_FILE = ROOT / "scripts" / "mutants.toml"
 PYTEST_TESTS_FAILED = 1
 TIMEOUT_S = 600
+WORKERS = 2  # mutants run two at a time, each in its own copy of the source (two cores)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,26 @@ def run_tests(mutant: Mutant, tree: Path) -> tuple[int, str]:
     return result.returncode, result.stdout[-2000:] + result.stderr[-2000:]
 
 
+def _judge_in(mutant: Mutant, pristine: Path, tree: Path) -> bool:
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(pristine, tree)
+    started = time.monotonic()
+    problem = apply(mutant, tree)
+    killed = False
+    if problem is None:
+        code, output = run_tests(mutant, tree)
+        killed = code == PYTEST_TESTS_FAILED
+        if killed:
+            verdict = "killed"
+        else:
+            verdict = "SURVIVED" if code == 0 else f"NOT KILLED (pytest exit {code})"
+            print(output, file=sys.stderr)
+    else:
+        verdict = f"STALE ({problem})"
+    print(f"{verdict:>10}  {time.monotonic() - started:5.1f} s  {mutant.name}", flush=True)
+    return killed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", dest="only", help="run only mutants whose name contains this")
@@ -103,28 +126,24 @@ def main() -> int:
     if not mutants:
         print(f"error: no mutant's name contains {args.only!r}", file=sys.stderr)
         return 2
-    survivors = 0
     with tempfile.TemporaryDirectory(prefix="rapport-mutants-") as scratch:
         pristine = Path(scratch) / "pristine"
         copy_source(pristine)
-        for mutant in mutants:
-            tree = Path(scratch) / "mutant"
-            shutil.rmtree(tree, ignore_errors=True)
-            shutil.copytree(pristine, tree)
-            started = time.monotonic()
-            problem = apply(mutant, tree)
-            if problem is None:
-                code, output = run_tests(mutant, tree)
-                if code == PYTEST_TESTS_FAILED:
-                    verdict = "killed"
-                else:
-                    survivors += 1
-                    verdict = "SURVIVED" if code == 0 else f"NOT KILLED (pytest exit {code})"
-                    print(output, file=sys.stderr)
-            else:
-                survivors += 1
-                verdict = f"STALE ({problem})"
-            print(f"{verdict:>10}  {time.monotonic() - started:5.1f} s  {mutant.name}", flush=True)
+        trees: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        for worker in range(WORKERS):
+            trees.put(Path(scratch) / f"mutant-{worker}")
+
+        def judge(mutant: Mutant) -> bool:
+            """Run one mutant in a free tree; True when it was killed."""
+            tree = trees.get()
+            try:
+                return _judge_in(mutant, pristine, tree)
+            finally:
+                trees.put(tree)
+
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            killed = list(pool.map(judge, mutants))
+    survivors = killed.count(False)
     print(f"mutants: {len(mutants) - survivors} killed, {survivors} not killed")
     return 1 if survivors else 0
 

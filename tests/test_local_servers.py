@@ -68,6 +68,7 @@ MAX_RETRIES_SEEN = 2  # the issue's bar: 8/8 complete with at most 2 retries
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a real model server's latency is what it measures
 def test_a_slow_one_slot_server_completes_every_conversation_with_few_retries(tmp_path):
     """The issue's case: llama-cpp-python's server (one request at a time, n_ctx 4096) as the
     assistant, the simulated user, no limits, timeout_s 12, max_tokens 256."""

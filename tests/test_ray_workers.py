@@ -77,6 +77,7 @@ def _simulated(tmp_path: Path, latency_ms: float) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a Ray cluster of its own: two on two cores starve each other
 def test_two_workers_play_the_same_corpus_as_one_process(ray_address, tmp_path):
     request = GenerateRequest(db=tmp_path / "ray.duckdb", count=24, seed=5, backend="simulated")
     summary = generate(request, play=_player(2))
@@ -92,6 +93,7 @@ def test_two_workers_play_the_same_corpus_as_one_process(ray_address, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a Ray cluster of its own: two on two cores starve each other
 def test_two_workers_share_one_rate_limit(ray_address, tmp_path, monkeypatch):
     rpm = 1_200
     monkeypatch.setenv(KEY_ENV, "test-key")
@@ -121,6 +123,7 @@ def test_two_workers_share_one_rate_limit(ray_address, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a Ray cluster of its own: two on two cores starve each other
 def test_a_killed_worker_loses_and_doubles_nothing(ray_address, tmp_path):
     import ray
 
@@ -189,6 +192,7 @@ def _complete(db: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a Ray cluster of its own: two on two cores starve each other
 def test_a_killed_driver_resumes_with_the_same_command(ray_address, tmp_path):
     config = _simulated(tmp_path, latency_ms=50)
     db = tmp_path / "driver.duckdb"
@@ -238,6 +242,7 @@ def test_the_cli_never_imports_ray_unless_asked():
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a Ray cluster of its own: two on two cores starve each other
 def test_a_provider_down_in_the_workers_stops_the_run_as_in_one_process(
     ray_address, tmp_path, monkeypatch
 ):

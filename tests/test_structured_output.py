@@ -126,6 +126,7 @@ def test_a_judge_run_records_a_runs_row_and_its_gateway_stats(db_path, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a real model server's latency is what it paces to
 def test_smollm2_served_by_llama_cpp_generates_unconfigured_judges_in_both_modes_and_marks_cuts(
     tmp_path,
 ):
