@@ -10,6 +10,7 @@ import msgspec
 from rapport.config import constants
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
+from rapport.config.exception_groups import first_leaf
 from rapport.config.prices import PriceTable
 from rapport.config.run import JudgeConfig, RunConfig
 from rapport.config.sides import rubric_for
@@ -84,7 +85,7 @@ async def assess(judge: Judge, domain: Domain, job: JudgeJob) -> StoreEvent:
             return StoreEvent()
         if _holds(error, ProviderUnusable):
             raise
-        leaf = _first_leaf(error)
+        leaf = first_leaf(error)
         problem = f"internal:{type(leaf).__name__}: {leaf}"
         new = [Verdict(criterion, None, error=problem) for criterion in sorted(missing)]
     return assessment_event(judge, domain, job, new, exchanges)
@@ -130,12 +131,6 @@ def _holds(error: BaseException, kind: type[BaseException]) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return error.subgroup(kind) is not None
     return isinstance(error, kind)
-
-
-def _first_leaf(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
