@@ -1,1 +1,2 @@
-"""Benchmarks and the local OpenAI-compatible fake provider they run against."""
+"""Benchmarks: the code behind the README's measured figures (the fake provider they run
+against lives in fakes/)."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.backend_settings import LlamaCppConfig
 from rapport.config.run import JudgeConfig
 from rapport.engine.gateway import GatewayLimits
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.judges.judge import Judge
 from rapport.judges.panel import judging_concurrency
 from rapport.judges.prompting import windows

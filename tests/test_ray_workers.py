@@ -18,8 +18,8 @@ import duckdb
 import msgspec
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.exception_groups import first_leaf
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.database import connect
 from tests.conftest import error_lines, rapport

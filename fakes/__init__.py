@@ -1,0 +1,6 @@
+"""Stand-ins for the outside world, shared by tests and benchmarks: the local OpenAI- and
+Anthropic-compatible fake provider (real HTTP, real rate limits, latency, faults, prompt
+caching, batch APIs), its canned replies, and the same provider in a process of its own.
+
+May import: config, engine.
+"""
