@@ -26,7 +26,6 @@ from rapport.fakes.provider import FakeProviderSettings, serve_forever
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 
 RESULTS = Path("bench/results")
-Rate = Annotated[float, typer.Option(min=0.0, max=1.0)]
 
 
 @bench_app.command("provider")

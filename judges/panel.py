@@ -142,8 +142,3 @@ def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
         return max_active
     slots = sum(cap for cap in caps if cap is not None)
     return max(1, min(max_active, slots * constants.JUDGE_CONVERSATIONS_PER_SLOT))
-
-
-async def close_judges(judges: Sequence[Judge]) -> None:
-    for judge in judges:
-        await judge.gateway.aclose()

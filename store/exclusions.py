@@ -29,14 +29,3 @@ def replace_exclusions(
     with transaction(conn):
         conn.execute("DELETE FROM dataset_exclusions WHERE output = ?", [output])
         replace_rows(conn, "dataset_exclusions", rows)
-
-
-def exclusion_counts(conn: duckdb.DuckDBPyConnection, output: str) -> dict[str, int]:
-    """Conversations left out of `output`, per reason."""
-    return dict(
-        conn.execute(
-            "SELECT reason, count(*) FROM dataset_exclusions WHERE output = ? "
-            "GROUP BY 1 ORDER BY 1",
-            [output],
-        ).fetchall()
-    )
