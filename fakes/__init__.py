@@ -2,5 +2,7 @@
 Anthropic-compatible fake provider (real HTTP, real rate limits, latency, faults, prompt
 caching, batch APIs), its canned replies, and the same provider in a process of its own.
 
-May import: config, engine.
+Nothing of the product imports it: only bench/, the command line (`rapport bench provider`)
+and the tests.
+May import: config, store, engine.
 """

@@ -29,12 +29,12 @@ import duckdb
 import msgspec
 
 from rapport.config.constants import STORE_LOCK_RETRY_S
-from rapport.engine.progress import StoreWait
 from rapport.store.batch import Encoded, apply_batch
 from rapport.store.errors import StoreError, no_room_to_write
 from rapport.store.rows import utc_now
 from rapport.store.spool import Spool
 from rapport.store.stamp import MIGRATIONS, SCHEMA_VERSION, read_stamp, schema_sql, write_stamp
+from rapport.store.store_wait import StoreWait
 from rapport.store.transaction import transaction
 
 T = TypeVar("T")

@@ -10,8 +10,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from rapport.judges.near_duplicates import SIDES, SIGNATURE_DTYPE, ClusterMember, DedupSettings
 from rapport.store.arrow_rows import TIMESTAMP, insert_table
+from rapport.store.dedup_rows import SIDES, SIGNATURE_DTYPE, ClusterMember, DedupSettings
 from rapport.store.rows import utc_now
 from rapport.store.transaction import transaction
 
