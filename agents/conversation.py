@@ -11,6 +11,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from rapport.agents.actors import Assistant, UserSimulator, Utterance
 from rapport.config.domain import Domain
+from rapport.config.exception_groups import first_leaf
 from rapport.config.run import Backends
 from rapport.config.scenario import Scenario
 from rapport.engine.budget import BudgetReached
@@ -178,14 +179,8 @@ async def _mark_complete(
 
 def _first_cause(group: BaseExceptionGroup) -> BaseException:
     """The failure to record: a failed turn if there is one, else the first error."""
-    errors = list(_leaves(group))
-    return next((e for e in errors if isinstance(e, TurnFailed)), errors[0])
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
+    failed_turns = group.subgroup(TurnFailed)
+    return first_leaf(failed_turns if failed_turns is not None else group)
 
 
 async def _mark_failed(context: ConversationContext, cid: str, error: BaseException) -> None:

@@ -91,10 +91,6 @@ def user_simulator_prompt(domain: Domain, scenario: Scenario) -> str:
     )
 
 
-def turn_instruction(domain: Domain, exchange: int, target: int, final: bool) -> str:
-    return instruction_message(domain, exchange, target, final).content
-
-
 def instruction_message(domain: Domain, exchange: int, target: int, final: bool) -> ChatMessage:
     """The user simulator's instruction for one exchange, as the user message that ends its
     prompt for that exchange (and stays in its later prompts, so each extends the last)."""

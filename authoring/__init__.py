@@ -1,1 +1,4 @@
-"""Domain authoring: drafting a domain folder from a description, previewing it."""
+"""Domain authoring: drafting a domain folder from a description, previewing it.
+
+May import: config, store, engine.
+"""

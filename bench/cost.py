@@ -1,7 +1,7 @@
 """`rapport bench cost`: what prompt caching saves on a multi-turn corpus, measured rather than
 assumed. The same plan runs through each API's fake provider (OpenAI chat completions,
 Anthropic messages) with caching off and on, in one run; the provider's own usage fields (its
-caching emulation, bench/fake_prompt_cache.py) give the input tokens, cache reads and cache
+caching emulation, fakes/prompt_cache.py) give the input tokens, cache reads and cache
 writes, priced with the shipped list prices. "Off" is the run config's `cache: false` against a
 provider that caches nothing (OpenAI would cache automatically anyway, so off is the bill
 without any discount); "on" is `cache: true` against the emulation.
@@ -26,12 +26,12 @@ from typing import Literal
 
 import msgspec
 
-from rapport.bench.fake_provider import (
+from rapport.config.prices import PriceTable, load_prices
+from rapport.fakes.provider import (
     FakeProviderSettings,
     FakeProviderState,
     running_fake_provider,
 )
-from rapport.config.prices import PriceTable, load_prices
 from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.cost_reads import (
     EstimateVsActual,

@@ -23,9 +23,9 @@ from typing import Any
 import anyio
 import msgspec
 
-from rapport.bench.fake_provider import FakeProviderSettings
-from rapport.bench.provider_process import provider_process
 from rapport.engine.progress import RunProgress
+from rapport.fakes.provider import FakeProviderSettings
+from rapport.fakes.provider_process import provider_process
 from rapport.stages.generate import GenerateRequest, prepare, simulate, store_plan
 from rapport.store.database import connect
 from rapport.store.run_lock import exclusive_run

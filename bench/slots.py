@@ -14,8 +14,8 @@ from pathlib import Path
 
 import msgspec
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.bench.throughput import _run_config, _timed_generate
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest
 from rapport.store.reads import ThroughputReadings, throughput_readings
 

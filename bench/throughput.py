@@ -16,10 +16,10 @@ import anyio
 import msgspec
 import psutil
 
-from rapport.bench.fake_provider import FakeProviderSettings
-from rapport.bench.provider_process import provider_process
 from rapport.bench.skeleton import skeleton_turns_per_s
 from rapport.engine.progress import RunProgress
+from rapport.fakes.provider import FakeProviderSettings
+from rapport.fakes.provider_process import provider_process
 from rapport.stages.generate import GenerateRequest, count_statuses, prepare, simulate, store_plan
 from rapport.store.reads import throughput_readings
 from rapport.store.run_lock import exclusive_run

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from rapport.bench.cost import CostSettings, run_cost
 from rapport.bench.cost import summary_rows as cost_rows
-from rapport.bench.fake_provider import FakeProviderSettings, serve_forever
 from rapport.bench.throughput import (
     SMOKE_SETTINGS,
     BenchSettings,
@@ -22,11 +21,11 @@ from rapport.bench.throughput import (
 )
 from rapport.config.constants import DEDUP_THRESHOLD, MAX_PORT
 from rapport.config.errors import RapportError
+from rapport.fakes.provider import FakeProviderSettings, serve_forever
 
 bench_app = typer.Typer(help="Benchmarks and the local fake provider they run against.")
 
 RESULTS = Path("bench/results")
-Rate = Annotated[float, typer.Option(min=0.0, max=1.0)]
 
 
 @bench_app.command("provider")

@@ -53,6 +53,7 @@ from rapport.config.constants import (
     UNTIL_PASSING_DRAW_FACTOR,
 )
 from rapport.config.errors import RapportError
+from rapport.config.exception_groups import first_leaf
 from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
 from rapport.config.shards import WHOLE_PLAN
@@ -498,10 +499,7 @@ def _single_user_error(group: BaseExceptionGroup) -> BaseException:
     user_errors = stops if stops is not None else group.split(RapportError)[0]
     if user_errors is None:
         return group
-    leaf: BaseException = user_errors
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
+    return first_leaf(user_errors)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from rapport.cluster.messages import (
     latency_count,
 )
 from rapport.config import constants
+from rapport.config.exception_groups import first_leaf
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.factory import build_gateways
 from rapport.engine.leases import Grant, lease_budgets
@@ -102,12 +103,10 @@ class ConversationWorker:
                 queued(), self.spec.max_active, lambda job: run_conversation(job, self.context)
             )
         except* ProviderUnusable as stop:
-            leaf: BaseException = stop
-            while isinstance(leaf, BaseExceptionGroup):
-                leaf = leaf.exceptions[0]
+            leaf = first_leaf(stop)
             self._stopped = (getattr(leaf, "kind", ProviderUnusable.kind), str(leaf))
         except* Exception as error:
-            self._crashed = repr(error.exceptions[0])
+            self._crashed = repr(first_leaf(error))
 
     async def pull(self, wait_s: float) -> bytes:
         """What was played since the last pull; waits up to `wait_s` for something to send."""

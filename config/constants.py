@@ -46,7 +46,6 @@ DEFAULT_LLAMACPP_IN_FLIGHT = 1
 # a 1,235-token prompt's state is 28.5 MB). Turns from exchange 2 on took 1.5 s instead of
 # 10.4 s (6 exchanges, 2 threads, bench/llamacpp_prefix_cache.py, bench/results); 0: off.
 DEFAULT_LLAMACPP_PREFIX_CACHE_MB = 512
-DEFAULT_COMMAND_TIMEOUT_S = 300.0
 # A reply cut by the length limit is asked once more with this many times the token budget.
 TRUNCATION_RETRY_FACTOR = 2
 COMPLETION_AVERAGE_WEIGHT = 0.1  # moving average of completion tokens, for TPM estimates

@@ -234,8 +234,3 @@ def lease_budgets(gateways: Mapping[str, Gateway], broker: LeaseBroker, workers:
             replica.backend = PauseReporting(replica.backend, broker, own, own_board)
         if not getattr(gateway.backend, "replicas", ()):
             gateway.backend = PauseReporting(gateway.backend, broker, key, board)
-
-
-def total_rate(spec: BudgetSpec, unit: str = "requests") -> int:
-    """The sum of one unit's per-minute limits (a benchmark's target)."""
-    return sum(units.get(unit, 0) for units in spec.values())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from datetime import datetime
 
 import msgspec
 
 from rapport.config.constants import RATE_WINDOW_S
+from rapport.store.store_wait import StoreWait
 
 
 class RateWindow:
@@ -35,16 +35,6 @@ class RateWindow:
     def _trim(self, second: int) -> None:
         while self._buckets and self._buckets[0][0] <= second - self._window_s:
             self._buckets.popleft()
-
-
-class StoreWait(msgspec.Struct):
-    """The writer waiting for its database file while another process (a reader) holds it:
-    rows wait on disk beside the file meanwhile, nothing is given up."""
-
-    database: str
-    holder: str  # "PID 1234", or "another process" when DuckDB does not say
-    since: datetime  # UTC
-    spooled_batches: int = 0
 
 
 class JudgingProgress(msgspec.Struct):

@@ -7,10 +7,9 @@ from typing import Literal
 import msgspec
 
 from rapport.config.scenario import Scenario
+from rapport.store.transcripts import TRUNCATED_FINISH_REASONS
 
 Role = Literal["system", "user", "assistant"]
-# Finish reasons of a reply cut by its token budget (OpenAI and llama.cpp; Anthropic).
-TRUNCATED_FINISH_REASONS = frozenset({"length", "max_tokens"})
 Speaker = Literal["user_sim", "assistant", "judge"]
 
 

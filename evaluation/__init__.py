@@ -1,1 +1,4 @@
-"""`rapport eval`: two assistants on the same held-out scenarios, judged and compared."""
+"""`rapport eval`: two assistants on the same held-out scenarios, judged and compared.
+
+May import: config, store, engine, judges.
+"""

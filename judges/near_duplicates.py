@@ -12,7 +12,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-import msgspec
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 from scipy.sparse import coo_matrix
@@ -21,32 +20,11 @@ from scipy.sparse.csgraph import connected_components
 from rapport.config.constants import (
     DEDUP_LSH_MAX_THRESHOLD,
     DEDUP_LSH_WEIGHTS,
-    DEDUP_NUM_PERM,
     DEDUP_SEED,
-    DEDUP_SHINGLE_WORDS,
-    DEDUP_THRESHOLD,
 )
+from rapport.store.dedup_rows import SIGNATURE_DTYPE, ClusterMember, DedupSettings
 
-SIDES = ("assistant", "user")
 SCHEME = "affine32"  # datasketch 2's default: uint32 hash values, stored as they are
-SIGNATURE_DTYPE = np.dtype("<u4")
-
-
-class DedupSettings(msgspec.Struct, frozen=True):
-    threshold: float = DEDUP_THRESHOLD
-    shingle_size: int = DEDUP_SHINGLE_WORDS
-    num_perm: int = DEDUP_NUM_PERM
-
-
-class ClusterMember(msgspec.Struct, frozen=True):
-    conversation_id: str
-    side: str
-    cluster_id: str  # the kept member's conversation_id
-    similarity: float  # estimated Jaccard to the kept member
-
-    @property
-    def kept(self) -> bool:
-        return self.conversation_id == self.cluster_id
 
 
 def shingles(text: str, size: int) -> list[bytes]:

@@ -10,6 +10,7 @@ import msgspec
 from rapport.config import constants
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain import Domain
+from rapport.config.exception_groups import first_leaf
 from rapport.config.prices import PriceTable
 from rapport.config.run import JudgeConfig, RunConfig
 from rapport.config.sides import rubric_for
@@ -84,7 +85,7 @@ async def assess(judge: Judge, domain: Domain, job: JudgeJob) -> StoreEvent:
             return StoreEvent()
         if _holds(error, ProviderUnusable):
             raise
-        leaf = _first_leaf(error)
+        leaf = first_leaf(error)
         problem = f"internal:{type(leaf).__name__}: {leaf}"
         new = [Verdict(criterion, None, error=problem) for criterion in sorted(missing)]
     return assessment_event(judge, domain, job, new, exchanges)
@@ -132,12 +133,6 @@ def _holds(error: BaseException, kind: type[BaseException]) -> bool:
     return isinstance(error, kind)
 
 
-def _first_leaf(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
 def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
     """Conversations judged at once: `max_active`, unless every judge sits behind an in-flight
     cap (a local model), whose few slots a handful of conversations keep busy — so each one
@@ -147,8 +142,3 @@ def judging_concurrency(judges: Sequence[Judge], max_active: int) -> int:
         return max_active
     slots = sum(cap for cap in caps if cap is not None)
     return max(1, min(max_active, slots * constants.JUDGE_CONVERSATIONS_PER_SLOT))
-
-
-async def close_judges(judges: Sequence[Judge]) -> None:
-    for judge in judges:
-        await judge.gateway.aclose()

@@ -21,14 +21,6 @@ from rapport.config.domain import SimulatorChecks
 from rapport.config.phrases import find_phrase, normalise
 from rapport.engine.text_overlap import repeated_turn, shared_span, words
 
-CHECK_IDS = (
-    "copies_assistant",
-    "discloses_ai",
-    "speaks_as_assistant",
-    "over_word_limit",
-    "repeats_itself",
-)
-
 _QUESTION = re.compile(r"[^.!?]*\?")
 _TO_THE_OTHER = re.compile(r"(?<![a-z0-9'])(?:you|your|you're|u)(?![a-z0-9'])")
 

@@ -1,1 +1,4 @@
-"""Reports over a judged corpus: the judging report and the figures an iteration compares."""
+"""Reports over a judged corpus: the judging report and the figures an iteration compares.
+
+May import: config, store, engine, judges.
+"""

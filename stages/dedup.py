@@ -19,13 +19,13 @@ import msgspec
 from rapport.config.constants import DEDUP_BATCH_CONVERSATIONS, DEDUP_WORKERS
 from rapport.config.errors import RapportError
 from rapport.judges.near_duplicates import (
-    SIDES,
     ClusterMember,
     DedupSettings,
     clusters,
     signatures,
 )
 from rapport.store.database import Database, connect_for_reading
+from rapport.store.dedup_rows import SIDES
 from rapport.store.errors import StoreError
 from rapport.store.run_lock import exclusive_run
 from rapport.store.signatures import (

@@ -13,6 +13,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
 from rapport.config import constants
+from rapport.config.exception_groups import first_leaf
 from rapport.config.prices import PriceTable
 from rapport.config.run import StoreSettings
 from rapport.config.secrets import Redactor
@@ -186,7 +187,5 @@ def run_record(
 
 def stop_reason(group: BaseExceptionGroup[ProviderUnusable]) -> StopReason:
     """The first provider failure that stopped a run, to store with what it interrupted."""
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
+    leaf = first_leaf(group)
     return StopReason(getattr(leaf, "kind", ProviderUnusable.kind), str(leaf))

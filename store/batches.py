@@ -10,6 +10,8 @@ from datetime import datetime
 import duckdb
 import msgspec
 
+from rapport.store.transaction import transaction
+
 OPEN = "submitted"
 
 
@@ -53,8 +55,7 @@ def record_batch(
 ) -> None:
     """A batch just submitted and its items, in one transaction (before anything else waits
     on it: a kill after this re-attaches to it)."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             "INSERT INTO judge_batches (batch_id, judge_id, provider, model, status, items, "
             "run_id, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -75,10 +76,6 @@ def record_batch(
                 for item in items
             ],
         )  # fmt: skip
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def open_batches(conn: duckdb.DuckDBPyConnection, judge_id: str) -> list[BatchRecord]:
@@ -101,8 +98,7 @@ def record_batch_end(
 ) -> None:
     """A batch has ended (or is given up on, `lost`): each item's outcome and the counts, in
     one transaction. Items the provider did not report stay `pending` and are asked again."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         if outcomes:
             _update_items(conn, batch_id, outcomes, at)
         answered = sum(o.status == "answered" for o in outcomes)
@@ -111,10 +107,6 @@ def record_batch_end(
             "WHERE batch_id = ?",
             [status, answered, len(outcomes) - answered, at, batch_id],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _update_items(

@@ -29,12 +29,13 @@ import duckdb
 import msgspec
 
 from rapport.config.constants import STORE_LOCK_RETRY_S
-from rapport.engine.progress import StoreWait
 from rapport.store.batch import Encoded, apply_batch
 from rapport.store.errors import StoreError, no_room_to_write
 from rapport.store.rows import utc_now
 from rapport.store.spool import Spool
 from rapport.store.stamp import MIGRATIONS, SCHEMA_VERSION, read_stamp, schema_sql, write_stamp
+from rapport.store.store_wait import StoreWait
+from rapport.store.transaction import transaction
 
 T = TypeVar("T")
 
@@ -152,17 +153,12 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection, shown: str = "database") -> N
     stamp = read_stamp(conn, shown)
     if stamp is not None and stamp.is_current:
         return
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         for version in range(stamp.schema_version if stamp else SCHEMA_VERSION, SCHEMA_VERSION):
             MIGRATIONS[version](conn)
         conn.execute(schema_sql("schema.sql"))
         conn.execute(schema_sql("views.sql"))
         write_stamp(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def connect_for_reading(path: Path) -> duckdb.DuckDBPyConnection:
@@ -290,7 +286,8 @@ class Database:
                 self._note_held(None)
                 return False
             try:
-                _in_transaction(conn, lambda: apply_batch(conn, batch))
+                with transaction(conn):
+                    apply_batch(conn, batch)
             except duckdb.Error as error:
                 self._close_after_error()
                 raise _no_room_or(self.path, error) from None
@@ -397,17 +394,6 @@ class Database:
         self.waiting = None
         if self.on_wait is not None:
             self.on_wait(None)
-
-
-def _in_transaction(conn: duckdb.DuckDBPyConnection, work: Callable[[], None]) -> None:
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        work()
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _no_room_or(path: Path, error: duckdb.Error) -> BaseException:

@@ -10,6 +10,7 @@ import duckdb
 import msgspec
 
 from rapport.store.arrow_rows import replace_rows
+from rapport.store.transaction import transaction
 
 
 class ExclusionRow(msgspec.Struct, frozen=True):
@@ -25,22 +26,6 @@ def replace_exclusions(
 ) -> None:
     """The exclusions of `output` become `rows`, in one transaction (a rebuild of the same
     folder never leaves the last build's reasons beside this one's)."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute("DELETE FROM dataset_exclusions WHERE output = ?", [output])
         replace_rows(conn, "dataset_exclusions", rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def exclusion_counts(conn: duckdb.DuckDBPyConnection, output: str) -> dict[str, int]:
-    """Conversations left out of `output`, per reason."""
-    return dict(
-        conn.execute(
-            "SELECT reason, count(*) FROM dataset_exclusions WHERE output = ? "
-            "GROUP BY 1 ORDER BY 1",
-            [output],
-        ).fetchall()
-    )

@@ -27,6 +27,7 @@ from rapport.store.errors import StoreError
 from rapport.store.run_lock import exclusive_run
 from rapport.store.sides import SIDE_TABLES
 from rapport.store.stamp import read_stamp
+from rapport.store.transaction import transaction
 
 ALIAS = "merge_shard"  # the attached shard's name inside the corpus connection
 ATTACH_TRIES = 20  # a shard lent by a run that is still writing it may be taken back meanwhile
@@ -165,13 +166,8 @@ def _difference(identity: PlanIdentity, reference: PlanIdentity, against: str) -
 def _merge_one(conn: duckdb.DuckDBPyConnection, path: Path, plan_id: str) -> ShardMerged:
     _attach(conn, path)
     try:
-        conn.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(conn):
             merged = _copy_shard(conn, plan_id, str(path))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         conn.execute(f"DETACH {ALIAS}")
     return merged

@@ -15,6 +15,7 @@ from rapport.config.secrets import PATTERNS_ONLY, Redactor
 from rapport.config.shards import WHOLE_PLAN, Shard
 from rapport.store.arrow_rows import insert_table, replace_rows
 from rapport.store.reads import Turn, transcripts
+from rapport.store.transaction import transaction
 
 T = TypeVar("T")
 
@@ -127,15 +128,10 @@ def save_scenarios(
             "created_at": pa.array([created_at] * len(scenarios), pa.timestamp("us")),
         }
     )
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         insert_table(conn, "scenarios", scenario_rows, "INSERT OR IGNORE")
         if conversations:
             insert_table(conn, "conversations", conversation_rows, "INSERT OR IGNORE")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def load_unfinished(
@@ -301,8 +297,7 @@ def release_unfinished(
 ) -> None:
     """The conversations a stopped run left `running` become `interrupted` (the next run
     resumes them), each with the reason and an `errors` row when there is one."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         if reason is not None:
             conn.execute(
                 "INSERT INTO errors (run_id, conversation_id, kind, message, created_at) "
@@ -315,10 +310,6 @@ def release_unfinished(
             "WHERE run_id = ? AND status = 'running'",
             [reason.message if reason is not None else None, run_id],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def mark_abandoned_runs(conn: duckdb.DuckDBPyConnection) -> None:

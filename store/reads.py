@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import duckdb
 import msgspec
 
+from rapport.store.conversation_filters import filter_clauses
 from rapport.store.database import connect
 from rapport.store.rows import VerdictRow
 
@@ -87,19 +88,8 @@ def conversations(
     offset: int = 0,
 ) -> list[ConversationSummary]:
     """One page of corpus conversations matching `where`, in conversation_id order."""
-    where = where if where is not None else ConversationFilter()
-    clauses, params = ["true"], []
-    for column in ("status", "run_id", "plan_id"):
-        value = getattr(where, column)
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if where.topic is not None:
-        clauses.append("list_contains(topic_categories, ?)")
-        params.append(where.topic)
-    if where.flaw is not None:
-        clauses.append("list_contains(flaw_names, ?)")
-        params.append(where.flaw)
+    clauses, params = filter_clauses(where if where is not None else ConversationFilter())
+    clauses.insert(0, "true")
     fields = ", ".join(ConversationSummary.__struct_fields__)
     return _structs(
         conn,

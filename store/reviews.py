@@ -19,6 +19,7 @@ import msgspec
 from rapport.store.database import connect, connect_for_reading
 from rapport.store.errors import StoreError
 from rapport.store.rows import utc_now
+from rapport.store.transaction import transaction
 
 ANSWERS = frozenset({"YES", "NO", "NA"})
 OVERALL = "overall"  # the reviewer's pass/fail: YES = pass, NO = fail
@@ -41,29 +42,23 @@ def save_review(path: Path, review: Review, *, wait_s: float = WRITE_WAIT_S) -> 
     if review.answers.get(OVERALL) not in ("YES", "NO"):
         raise StoreError("a review needs an overall pass or fail")
     connect_for_reading(path).close()  # brings an older file's schema up to date first
-    with closing(connect(path, wait_s=wait_s)) as conn:
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            if not conn.execute(
-                "SELECT 1 FROM conversations WHERE conversation_id = ?", [review.conversation_id]
-            ).fetchone():
-                raise StoreError(f"no conversation {review.conversation_id!r}")
-            conn.execute(
-                "DELETE FROM human_verdicts WHERE conversation_id = ? AND reviewer = ?",
-                [review.conversation_id, review.reviewer],
-            )
-            now = utc_now()
-            conn.executemany(
-                "INSERT INTO human_verdicts VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (review.conversation_id, review.reviewer, criterion, answer, review.note, now)
-                    for criterion, answer in sorted(review.answers.items())
-                ],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    with closing(connect(path, wait_s=wait_s)) as conn, transaction(conn):
+        if not conn.execute(
+            "SELECT 1 FROM conversations WHERE conversation_id = ?", [review.conversation_id]
+        ).fetchone():
+            raise StoreError(f"no conversation {review.conversation_id!r}")
+        conn.execute(
+            "DELETE FROM human_verdicts WHERE conversation_id = ? AND reviewer = ?",
+            [review.conversation_id, review.reviewer],
+        )
+        now = utc_now()
+        conn.executemany(
+            "INSERT INTO human_verdicts VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (review.conversation_id, review.reviewer, criterion, answer, review.note, now)
+                for criterion, answer in sorted(review.answers.items())
+            ],
+        )
     return len(review.answers)
 
 
@@ -107,18 +102,12 @@ def sample_queue(
         strata.setdefault(key, []).append(cid)
     drawn = _draw(strata, n, random.Random(seed))
     now = utc_now()
-    with closing(connect(path, wait_s=WRITE_WAIT_S)) as conn:
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            conn.execute("DELETE FROM review_queue")
-            conn.executemany(
-                "INSERT INTO review_queue VALUES (?, ?, ?, ?)",
-                [(cid, position, key, now) for position, (key, cid) in enumerate(drawn)],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    with closing(connect(path, wait_s=WRITE_WAIT_S)) as conn, transaction(conn):
+        conn.execute("DELETE FROM review_queue")
+        conn.executemany(
+            "INSERT INTO review_queue VALUES (?, ?, ?, ?)",
+            [(cid, position, key, now) for position, (key, cid) in enumerate(drawn)],
+        )
     counts: dict[str, int] = {}
     for key, _ in drawn:
         counts[key] = counts.get(key, 0) + 1

@@ -10,9 +10,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from rapport.judges.near_duplicates import SIDES, SIGNATURE_DTYPE, ClusterMember, DedupSettings
 from rapport.store.arrow_rows import TIMESTAMP, insert_table
+from rapport.store.dedup_rows import SIDES, SIGNATURE_DTYPE, ClusterMember, DedupSettings
 from rapport.store.rows import utc_now
+from rapport.store.transaction import transaction
 
 _SIGNATURES = pa.schema(
     [
@@ -151,11 +152,6 @@ def replace_clusters(
         ],
         schema=_CLUSTERS,
     )
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute("DELETE FROM duplicate_clusters")
         insert_table(conn, "duplicate_clusters", table)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise

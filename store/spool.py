@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from rapport.store.batch import Encoded, apply_batch
+from rapport.store.transaction import transaction
 
 _TMP_PREFIX = ".tmp-"
 
@@ -75,18 +76,13 @@ class Spool:
         for folder in self.batches():
             batch_id = folder.name
             batch = read_batch(folder)
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(conn):
                 done = conn.execute(
                     "SELECT 1 FROM spooled_batches WHERE batch_id = ?", [batch_id]
                 ).fetchone()
                 if done is None:
                     apply_batch(conn, batch)
                     conn.execute("INSERT INTO spooled_batches VALUES (?, ?)", [batch_id, now])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             shutil.rmtree(folder)
             replayed += done is None
         return replayed

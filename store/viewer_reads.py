@@ -13,6 +13,7 @@ import duckdb
 import msgspec
 
 from rapport.config.sides import FLAW_SEPARATOR, Side
+from rapport.store.conversation_filters import filter_clauses
 from rapport.store.reads import _structs
 from rapport.store.rows import VerdictRow
 from rapport.store.sides import SIDE_TABLES
@@ -233,65 +234,10 @@ FROM messages WHERE conversation_id IN (SELECT unnest(?)) GROUP BY conversation_
 """
 
 
-def _where(query: ListQuery) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if query.status is not None:
-        clauses.append("status = ?")
-        params.append(query.status)
-    if query.passed is not None:
-        clauses.append("passed = ?")
-        params.append(query.passed)
-    if query.score_min is not None:
-        clauses.append("mean_score >= ?")
-        params.append(query.score_min)
-    if query.score_max is not None:
-        clauses.append("mean_score <= ?")
-        params.append(query.score_max)
-    if query.topic is not None:
-        clauses.append("list_contains(topic_categories, ?)")
-        params.append(query.topic)
-    if query.flaw is not None:
-        clauses.append("list_contains(flaw_names, ?)")
-        params.append(query.flaw)
-    if query.persona is not None:
-        clauses.append(
-            "conversation_id IN (SELECT c.conversation_id FROM conversations c "
-            "JOIN scenarios s USING (scenario_id) "
-            "WHERE s.persona -> '$.attributes' ->> ? = ?)"
-        )
-        params.extend(query.persona)
-    if query.judge is not None:
-        clauses.append(
-            "conversation_id IN (SELECT conversation_id FROM assessments WHERE judge_id = ?)"
-        )
-        params.append(query.judge)
-    if query.failed is not None:
-        clauses.append(
-            "conversation_id IN (SELECT conversation_id FROM verdicts "
-            "WHERE criterion_id = ? AND answer = 'NO' "
-            "UNION SELECT conversation_id FROM assessments WHERE list_contains(failed_gates, ?))"
-        )
-        params.extend([query.failed, query.failed])
-    if query.reviewed is not None:
-        clauses.append("(reviewers > 0) = ?")
-        params.append(query.reviewed)
-    if query.simulator_failed is not None:
-        clauses.append("simulator_failed = ?")
-        params.append(query.simulator_failed)
-    if query.text:
-        clauses.append(
-            "conversation_id IN "
-            "(SELECT conversation_id FROM messages WHERE contains(lower(content), ?))"
-        )
-        params.append(query.text.lower())
-    return clauses, params
-
-
 def conversation_page(conn: duckdb.DuckDBPyConnection, query: ListQuery) -> ListPage:
     """One page of the conversations matching `query`, in its order (ties by id), and how many
     match in all."""
-    clauses, params = _where(query)
+    clauses, params = filter_clauses(query)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     column = SORTS[query.sort]
     direction = "DESC" if query.descending else "ASC"

@@ -6,7 +6,6 @@ into the next; only when `max_pending_rows` wait does it hold senders back until
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -23,6 +22,7 @@ from rapport.store.batch import (
 )
 from rapport.store.database import Database
 from rapport.store.rows import StoreEvent
+from rapport.store.transaction import transaction
 
 __all__ = ["FINISHED", "ConversationChange", "StoreWriter", "fold_updates", "write_batch"]
 
@@ -132,11 +132,5 @@ def write_batch(
 ) -> None:
     """Apply one batch of events in a single transaction, its texts redacted."""
     encoded = encode_batch(batch, redactor)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         apply_batch(conn, encoded)
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
-            conn.execute("ROLLBACK")
-        raise

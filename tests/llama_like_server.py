@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import msgspec
 from aiohttp import web
 
-from rapport.bench.fake_provider import serving_in_thread
+from rapport.fakes.provider import serving_in_thread
 
 WORD = "steady "  # 7 characters: about 2 tokens at 4 characters per token
 SCHEMA_MARKER = "matching this JSON schema: "

@@ -5,7 +5,7 @@ earlier prompt's tokens as cached, in each API's usage fields. A prompt that is 
 extension reads nothing, so cache reads show that prompts really are prefix-stable. Tokens are
 words. Every request body is kept for the tests to inspect.
 
-Kept apart from bench/fake_provider.py (which emulates each API's documented caching rules):
+Kept apart from fakes/provider.py (which emulates each API's documented caching rules):
 this one answers exactly, so tests can assert exact counts."""
 
 from __future__ import annotations

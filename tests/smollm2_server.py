@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from rapport.bench.provider_process import free_port
 from rapport.engine.backends.llamacpp_backend import embedded_model_path
+from rapport.fakes.provider_process import free_port
 
 SMOLLM2_ALIAS = "smollm2"
 SERVER_START_S = 300  # loading is quick alone, slow on a busy 2-core machine

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rapport.agents.actors import _strip_marker
-from rapport.agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
+from rapport.agents.prompts import assistant_prompt, instruction_message, user_simulator_prompt
 from rapport.engine.plan import sample_scenario
 from rapport.engine.types import ChatMessage
 
@@ -57,9 +57,9 @@ def test_assistant_prompt_knows_nothing_of_the_persona(therapy):
 
 
 def test_turn_instructions(tiny):
-    assert turn_instruction(tiny, 1, 4, False) == "Describe your bike problem."
-    assert turn_instruction(tiny, 2, 4, False) == "Message 2 of 4: answer the mechanic."
-    assert turn_instruction(tiny, 4, 4, True) == "Thank the mechanic and sign off."
+    assert instruction_message(tiny, 1, 4, False).content == "Describe your bike problem."
+    assert instruction_message(tiny, 2, 4, False).content == "Message 2 of 4: answer the mechanic."
+    assert instruction_message(tiny, 4, 4, True).content == "Thank the mechanic and sign off."
 
 
 def test_goodbye_marker_is_stripped():

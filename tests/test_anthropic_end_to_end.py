@@ -9,12 +9,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import (
+from rapport.config.loader import load_domain
+from rapport.fakes.provider import (
     FakeProviderSettings,
     FakeProviderState,
     running_fake_provider,
 )
-from rapport.config.loader import load_domain
 from rapport.judges.scoring import active_criteria
 from tests.conftest import TINY_DOMAIN, rapport
 

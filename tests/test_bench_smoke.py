@@ -14,9 +14,9 @@ import msgspec
 import openai
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings
-from rapport.bench.provider_process import free_port, provider_argv
 from rapport.bench.throughput import SMOKE_SETTINGS, TARGETS, ThroughputReport, summary_rows
+from rapport.fakes.provider import FakeProviderSettings
+from rapport.fakes.provider_process import free_port, provider_argv
 from tests.conftest import rapport
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,11 @@ import anyio
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.prices import usage_cost
 from rapport.config.run import Price
 from rapport.engine.budget import BudgetReached, SpendGuard, SpendMeter
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
 from tests.conftest import error_lines, rapport_in_process
 

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from rapport.authoring.domain_draft import DraftRequest, draft_domain
 from rapport.authoring.draft_files import leading_comments
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.cli.domain_commands import domain_app
 from rapport.config.decode_problems import decode_problems
 from rapport.config.domain import Topics
@@ -31,6 +30,7 @@ from rapport.config.loader import (
     shipped_domain_names,
 )
 from rapport.config.scaffold import resolve_source, scaffold_domain
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from tests.conftest import TINY_DOMAIN, rapport, rapport_in_process
 
 TEMPLATE = shipped_domain_dir(TEMPLATE_DOMAIN)

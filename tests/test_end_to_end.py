@@ -16,7 +16,7 @@ import duckdb
 import llama_cpp  # noqa: F401  (a required dependency: without it the suite fails)
 import pytest
 
-from rapport.bench.provider_process import free_port
+from rapport.fakes.provider_process import free_port
 from tests.conftest import TINY_DOMAIN, rapport
 
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README

@@ -10,9 +10,9 @@ import duckdb
 import msgspec
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.engine.budget import BudgetReached
 from rapport.engine.types import ChatMessage
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.estimate import cached_tokens, estimate_run, shared_prefix_chars
 from rapport.stages.generate import GenerateRequest, generate, generate_settings
 from tests.conftest import rapport_in_process

@@ -12,8 +12,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
-from rapport.bench.provider_process import provider_argv, provider_process
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
+from rapport.fakes.provider_process import provider_argv, provider_process
 
 DELAY_S = 60.0
 CHAT = "/v1/chat/completions"

@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 
 TTL_S = 300.0
 EPHEMERAL = {"type": "ephemeral"}

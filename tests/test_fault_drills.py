@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.database import connect
 from tests.conftest import rapport

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.engine.backends.openai_backend import OpenAIBackend
 from rapport.engine.errors import BackendError, ProviderUnreachable
 from rapport.engine.gateway import Gateway, GatewayLimits
 from rapport.engine.limits import MinuteBudget, TokenEstimator
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from tests.clocks import RecordingClock, run_in_virtual_time
 
 PARAMS = CompletionParams(max_tokens=50, temperature=0.0)

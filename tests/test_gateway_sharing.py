@@ -6,12 +6,12 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import running_fake_provider
 from rapport.config.backend_settings import OpenAIConfig
 from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError
 from rapport.config.run import BackendConfig, Backends
 from rapport.engine.factory import build_gateways, build_role_gateways
+from rapport.fakes.provider import running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
 from tests.conftest import rapport
 

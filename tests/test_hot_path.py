@@ -49,7 +49,7 @@ def test_prompts_are_format_maps_text(folder):
         )
         assert prompts.user_simulator_prompt(domain, scenario) == expected
     closing = domain.info.turn_instructions.closing
-    assert prompts.turn_instruction(domain, 4, 4, True) == closing.format_map(
+    assert prompts.instruction_message(domain, 4, 4, True).content == closing.format_map(
         {"exchange": 4, "target_exchanges": 4}
     )
 

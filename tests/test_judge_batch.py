@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.loader import load_domain
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.judges.scoring import active_criteria
 from tests.conftest import TINY_DOMAIN, error_lines, rapport_in_process
 

@@ -1,10 +1,9 @@
-"""Rubric scoring, judge output validation, agreement and transcript statistics."""
+"""Rubric scoring, judge output validation and transcript statistics."""
 
 from __future__ import annotations
 
 import pytest
 
-from rapport.judges.agreement import agreement
 from rapport.judges.scoring import score
 from rapport.judges.transcript_stats import transcript_stats
 from rapport.judges.verdicts import (
@@ -130,17 +129,6 @@ def test_parse_batched_answers_needs_every_criterion_once():
         )
     with pytest.raises(JudgeOutputError, match="unknown criterion"):
         parse_batched_answers(good, ["A1"])
-
-
-def test_cohens_kappa_on_known_labels():
-    # 10 items, agreeing on 8; each judge says YES 6 times and NO 4 times.
-    first = ["YES"] * 6 + ["NO"] * 4
-    second = ["YES"] * 5 + ["NO"] * 1 + ["NO"] * 3 + ["YES"] * 1
-    result = agreement(first, second)
-    assert result.percent_agreement == pytest.approx(0.8)
-    # p_e = (6*6 + 4*4) / 100 = .52 → κ = (.8 - .52) / (1 - .52) = .5833
-    assert result.kappa == pytest.approx(0.28 / 0.48)
-    assert agreement(["YES"] * 4, ["YES"] * 4).kappa is None
 
 
 def test_transcript_statistics():

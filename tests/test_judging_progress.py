@@ -14,10 +14,10 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.cli.progress_display import progress_table
 from rapport.config.prices import PriceTable
 from rapport.engine.progress import JudgingProgress, RunProgress
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import simulate
 from rapport.stages.judge import JudgeRequest, judge_corpus
 from tests.test_judges import KEY_ENV, YES, _corpus, _judge_config

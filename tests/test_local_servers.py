@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.constants import TIMEOUT_RAISE_MAX
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from tests.conftest import rapport, rapport_in_process
 from tests.smollm2_server import smollm2_server
 

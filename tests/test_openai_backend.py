@@ -6,13 +6,13 @@ import anyio
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.errors import ConfigError
 from rapport.engine.backends.http_errors import retry_after_seconds
 from rapport.engine.backends.openai_backend import OpenAIBackend
 from rapport.engine.errors import TurnFailed
 from rapport.engine.gateway import Gateway
 from rapport.engine.types import ChatMessage, CompletionParams
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
 from tests.clocks import RecordingClock
 

@@ -14,7 +14,7 @@ import anyio
 import msgspec
 import pytest
 
-from rapport.agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
+from rapport.agents.prompts import assistant_prompt, instruction_message, user_simulator_prompt
 from rapport.engine.backends.simulated import SimulatedBackend
 from rapport.engine.gateway import Gateway
 from rapport.engine.progress import RunProgress
@@ -102,9 +102,9 @@ def test_each_prompt_of_an_actor_extends_its_previous_prompt(tmp_path):
             assert system.content == user_simulator_prompt(domain, scenario)  # persona alone
             for exchange, prompt in enumerate(prompts, start=1):
                 final = exchange == TURNS
-                instruction = turn_instruction(domain, exchange, TURNS, final)
+                instruction = instruction_message(domain, exchange, TURNS, final).content
                 assert prompt[-1] == ChatMessage("user", instruction)  # this exchange's, last
-                assert prompt[1] == ChatMessage("user", turn_instruction(domain, 1, TURNS, False))
+                assert prompt[1] == instruction_message(domain, 1, TURNS, False)
 
 
 def test_the_actors_send_a_cache_key_per_conversation_and_role(tmp_path):
@@ -126,8 +126,8 @@ def test_the_closing_retry_after_a_bare_goodbye_differs_at_its_last_message_only
     first, second, retry = recording.prompts[(cid, "user_sim")][:3]
     assert _extends(first, second)
     assert retry[:-1] == second[:-1]
-    assert second[-1] == ChatMessage("user", turn_instruction(domain, 2, TURNS, False))
-    assert retry[-1] == ChatMessage("user", turn_instruction(domain, 2, TURNS, True))
+    assert second[-1] == instruction_message(domain, 2, TURNS, False)
+    assert retry[-1] == instruction_message(domain, 2, TURNS, True)
 
 
 def _strip_cache_control(value: object) -> object:

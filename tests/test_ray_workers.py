@@ -18,7 +18,8 @@ import duckdb
 import msgspec
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.config.exception_groups import first_leaf
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.database import connect
 from tests.conftest import error_lines, rapport
@@ -257,9 +258,7 @@ def test_a_provider_down_in_the_workers_stops_the_run_as_in_one_process(
         generate(request, environ={"X_KEY": "k"}, play=_player(2))
     stop = raised.value.subgroup(ProviderUnusable)
     assert stop is not None
-    leaf: BaseException = stop
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
+    leaf = first_leaf(stop)
     assert getattr(leaf, "kind", None) == "connection" and "cannot reach the provider" in str(leaf)
     assert _statuses(request.db) == {"interrupted": 4}  # resumed by the next run
 

@@ -14,7 +14,6 @@ import duckdb
 import pytest
 import yaml
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.backend_settings import OpenAIConfig, Replica
 from rapport.config.errors import ConfigError
 from rapport.config.run import load_run_config
@@ -22,6 +21,7 @@ from rapport.engine.factory import build_gateway, limits_of
 from rapport.engine.gateway import Gateway
 from rapport.engine.replicas import ReplicaSet
 from rapport.engine.types import ChatMessage, CompletionParams
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from tests.conftest import rapport_in_process
 
 PROMPT = [ChatMessage("system", "be brief"), ChatMessage("user", "hello there")]

@@ -13,7 +13,7 @@ import duckdb
 import msgspec
 import pytest
 
-from rapport.agents.prompts import assistant_prompt, turn_instruction, user_simulator_prompt
+from rapport.agents.prompts import assistant_prompt, instruction_message, user_simulator_prompt
 from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
 from rapport.engine.errors import BackendError
@@ -128,10 +128,10 @@ def _user_simulator_sees(
     domain, scenario = resumed.domain, call.scenario
     expected = [ChatMessage("system", user_simulator_prompt(domain, scenario))]
     for exchange in range(1, call.exchange):
-        expected.append(ChatMessage("user", turn_instruction(domain, exchange, TURNS, False)))
+        expected.append(instruction_message(domain, exchange, TURNS, False))
         expected += turns[2 * exchange - 2 : 2 * exchange]
     final = call.exchange == TURNS
-    expected.append(ChatMessage("user", turn_instruction(domain, call.exchange, TURNS, final)))
+    expected.append(instruction_message(domain, call.exchange, TURNS, final))
     assert len(turns) == 2 * (call.exchange - 1)
     return expected
 

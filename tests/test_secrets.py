@@ -16,7 +16,6 @@ import pytest
 from aiohttp import web
 from rich.console import Console
 
-from rapport.bench.fake_provider import serving_in_thread
 from rapport.cli.progress_display import progress_table
 from rapport.config.backend_settings import OpenAIConfig
 from rapport.config.loader import load_domain
@@ -25,6 +24,7 @@ from rapport.config.secrets import PATTERNS_ONLY, REDACTED, Redactor, looks_like
 from rapport.engine.backends.http_errors import short_message
 from rapport.engine.factory import build_gateway, limits_of
 from rapport.engine.progress import RunProgress
+from rapport.fakes.provider import serving_in_thread
 from rapport.store.database import Database
 from rapport.store.rows import (
     ErrorRow,

@@ -14,10 +14,10 @@ import duckdb
 import msgspec
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.loader import load_domain
 from rapport.config.sides import rubric_for
 from rapport.evaluation.run import EvalRequest
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.judges.scoring import active_criteria
 from rapport.stages.evaluate import run_eval
 from rapport.stages.judge import JudgeRequest, judge_corpus

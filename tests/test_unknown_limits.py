@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from tests.conftest import rapport_in_process
 
 KEY_ENV = "RAPPORT_UNKNOWN_LIMITS_KEY"

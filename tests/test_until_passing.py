@@ -16,11 +16,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rapport.bench.fake_provider import FakeProviderSettings, running_fake_provider
 from rapport.config.loader import load_domain
 from rapport.config.shards import Shard
 from rapport.engine.plan import sample_scenario
 from rapport.engine.strata import quotas, shard_quotas, stratum_label, stratum_weights
+from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import GenerateRequest, generate
 from rapport.store.passing import awaiting_judgement, stratum_counts
 from tests.conftest import TESTS, error_lines, rapport, rapport_in_process

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import msgspec
 
-from rapport.bench.fake_provider import FakeProviderSettings
+from rapport.fakes.provider import FakeProviderSettings
 
 STARTUP_TIMEOUT_S = 30.0
 

@@ -27,7 +27,7 @@ from aiohttp import web
 from rapport.engine.seeding import derive_seed, short_hash
 
 if TYPE_CHECKING:
-    from rapport.bench.fake_provider import FakeProvider
+    from rapport.fakes.provider import FakeProvider
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 WINDOW_S = 24 * 3600

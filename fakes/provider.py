@@ -4,8 +4,8 @@ for tests and benchmarks: real HTTP, real rate limits, lognormal latency and inj
 Limits are token buckets refilled continuously (per-minute rate, about a second's burst), the
 way providers enforce them per second. Over the limit it answers 429 with `retry-after-ms`,
 `retry-after` and `x-ratelimit-*` headers. Replies are deterministic given the request; their
-usage reports each API's prompt caching (bench/fake_prompt_cache.py, bench/fake_replies.py).
-Both batch APIs are served beside the live ones (bench/fake_batches.py).
+usage reports each API's prompt caching (fakes/prompt_cache.py, fakes/replies.py).
+Both batch APIs are served beside the live ones (fakes/batches.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from rapport.bench.fake_batches import FakeBatches
-from rapport.bench.fake_prompt_cache import (
+from rapport.fakes.batches import FakeBatches
+from rapport.fakes.prompt_cache import (
     TooManyBreakpoints,
     anthropic_blocks,
     count_tokens,
     render,
 )
-from rapport.bench.fake_replies import (
+from rapport.fakes.replies import (
     Clock,
     FakeReplies,
     anthropic_error,
@@ -88,7 +88,7 @@ class FakeProviderState(msgspec.Struct):
     endpoints: dict[str, int] = msgspec.field(default_factory=dict)  # requests per URL path
     cache_read_tokens: int = 0  # prompt caching, live and batch calls together
     cache_write_tokens: int = 0
-    batches_created: int = 0  # batch APIs (bench/fake_batches.py)
+    batches_created: int = 0  # batch APIs (fakes/batches.py)
     batch_items: int = 0  # items received, all batches together
     batch_submissions: dict[str, int] = msgspec.field(default_factory=dict)  # per custom_id
     batch_items_succeeded: int = 0

@@ -1,6 +1,6 @@
 """The fake provider's replies and their usage, one place for live calls and batch items: the
 same text, the same token counts and the same prompt-cache emulation whichever way a request
-arrives (bench/fake_provider.py serves them live, bench/fake_batches.py in batches)."""
+arrives (fakes/provider.py serves them live, fakes/batches.py in batches)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rapport.bench.fake_prompt_cache import (
+from rapport.engine.seeding import derive_seed
+from rapport.fakes.prompt_cache import (
     CHARS_PER_TOKEN,
     AnthropicBlock,
     AnthropicCacheUsage,
@@ -20,10 +21,9 @@ from rapport.bench.fake_prompt_cache import (
     count_tokens,
     render,
 )
-from rapport.engine.seeding import derive_seed
 
 if TYPE_CHECKING:
-    from rapport.bench.fake_provider import FakeProviderSettings, FakeProviderState
+    from rapport.fakes.provider import FakeProviderSettings, FakeProviderState
 
 Clock = Callable[[], float]
 
