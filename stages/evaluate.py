@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import aclosing
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
 from rapport.agents.conversation import ConversationContext, run_conversation
 from rapport.agents.prompts import assistant_prompt
 from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.constants import MAX_COUNT
 from rapport.config.domain import Domain
 from rapport.config.loader import load_domain
 from rapport.config.run import BackendConfig, Backends, RunConfig
@@ -34,7 +36,13 @@ from rapport.judges.panel import judge_configs
 from rapport.stages.eval_summary import summarise
 from rapport.stages.jobs import unfinished_conversations
 from rapport.stages.judge_pool import JudgePool
-from rapport.stages.preparation import PreparedRun, environment, prepare_run, run_settings
+from rapport.stages.preparation import (
+    PreparedRun,
+    checked_request,
+    environment,
+    prepare_run,
+    run_settings,
+)
 from rapport.stages.progress import Progress
 from rapport.stages.session import RunSession, new_run_id, run_record
 from rapport.stages.shell import run_session, stage_shell
@@ -59,7 +67,7 @@ class EvalRequest(msgspec.Struct, frozen=True):
     """The command line's arguments; None means "from the run config, else the default"."""
 
     db: Path
-    scenarios: int
+    scenarios: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]  # checked as --scenarios is
     baseline: str  # backend specs (see config.backend_spec)
     candidate: str
     seed: int | None = None
@@ -89,7 +97,7 @@ class PreparedEval(PreparedRun, frozen=True, kw_only=True):
 def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None) -> PreparedEval:
     """Validate specs, keys, domain and database before any model call (errors are one line)."""
     settings = run_settings(
-        request.config,
+        checked_request(request).config,
         {
             "--seed": ("seed", request.seed),
             "--turns": ("turns", request.turns),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import duckdb
 import msgspec
@@ -14,6 +14,7 @@ import msgspec
 from rapport.agents.conversation import ConversationContext, run_conversation
 from rapport.agents.prompts import assistant_prompt
 from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.constants import MAX_COUNT
 from rapport.config.domain import Domain
 from rapport.config.errors import RapportError
 from rapport.config.loader import load_domain
@@ -29,7 +30,13 @@ from rapport.judges.panel import judge_configs
 from rapport.stages.estimate import estimate_run, record_estimate
 from rapport.stages.jobs import plan_chunks, unfinished_conversations
 from rapport.stages.judge_pool import JudgePool
-from rapport.stages.preparation import PreparedRun, environment, prepare_run, run_settings
+from rapport.stages.preparation import (
+    PreparedRun,
+    checked_request,
+    environment,
+    prepare_run,
+    run_settings,
+)
 from rapport.stages.progress import Progress
 from rapport.stages.session import RunSession, new_run_id, run_record
 from rapport.stages.shell import run_session, stage_shell
@@ -68,7 +75,7 @@ class GenerateRequest(msgspec.Struct, frozen=True):
     """The command line's arguments; None means "from the run config, else the default"."""
 
     db: Path
-    count: int
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]  # checked as --count is
     seed: int | None = None
     domain: Path | None = None
     config: Path | None = None
@@ -141,7 +148,7 @@ class Generation(PreparedRun, frozen=True, kw_only=True):
 def generate_settings(request: GenerateRequest) -> RunConfig:
     """The run config with the command line's overrides: the one place they are merged."""
     settings = run_settings(
-        request.config,
+        checked_request(request).config,
         {
             "--seed": ("seed", request.seed),
             "--max-active": ("max_active", request.max_active),

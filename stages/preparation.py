@@ -10,6 +10,7 @@ import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 import msgspec
@@ -32,6 +33,7 @@ from rapport.judges.judge import Judge
 from rapport.judges.panel import build_judges
 from rapport.store.database import Database
 
+R = TypeVar("R", bound=msgspec.Struct)
 # A flag as typed (`--max-active`) -> (the RunConfig field it overrides, its value; None: not
 # given, the config's value stands).
 Flags = Mapping[str, tuple[str, object]]
@@ -70,9 +72,27 @@ def run_settings(config: Path | None, flags: Flags) -> RunConfig:
     return msgspec.structs.replace(settings, **given)
 
 
+def checked_request(request: R) -> R:
+    """`request` once every field whose type carries bounds (a `Meta`, as `count` does) is
+    within them: a value given through the Python API meets the bounds its flag meets on the
+    command line, in one line naming the flag (`--count 0: expected int >= 1`)."""
+    hints = _field_types(type(request))
+    for field in request.__struct_fields__:
+        value = getattr(request, field)
+        if value is not None and _bounded(hints[field]):
+            decode(value, hints[field], f"--{field.replace('_', '-')} {value}")
+    return request
+
+
 @functools.cache
-def _field_types() -> dict[str, object]:
-    return typing.get_type_hints(RunConfig, include_extras=True)
+def _field_types(struct: type[msgspec.Struct] = RunConfig) -> dict[str, Any]:
+    return typing.get_type_hints(struct, include_extras=True)
+
+
+def _bounded(hint: Any) -> bool:
+    if typing.get_origin(hint) is typing.Annotated:
+        return any(isinstance(extra, msgspec.Meta) for extra in hint.__metadata__)
+    return any(_bounded(arg) for arg in typing.get_args(hint))
 
 
 def environment(environ: Mapping[str, str] | None) -> dict[str, str]:
