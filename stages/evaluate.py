@@ -6,12 +6,13 @@ gateways and judges built) and its work; rapport.evaluation computes the figures
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
+from duckdb import DuckDBPyConnection as Connection
 
 from rapport.agents.conversation import ConversationContext, run_conversation
 from rapport.agents.prompts import assistant_prompt
@@ -119,7 +120,8 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
     domain = _eval_domain(request, settings, database)
     plan = held_out_plan_id(domain, settings.seed, settings.turns)
 
-    def earlier_spend(gateways: Mapping[str, Gateway]):  # of this eval: these sides, this plan
+    def earlier_spend(gateways: Mapping[str, Gateway]) -> Callable[[Connection], float]:
+        """What earlier runs of this eval spent: these sides on this held-out plan."""
         labels = (gateways["user_sim"].label, eval_assistants(gateways))
         return lambda conn: plan_spend(conn, plan, "eval", labels)
 
