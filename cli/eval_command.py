@@ -13,11 +13,9 @@ from rapport.cli import options as shared
 from rapport.cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
 from rapport.cli.progress_display import live_display
 from rapport.config.constants import MAX_COUNT, MAX_SEED
-from rapport.config.prices import load_prices
 from rapport.evaluation.report import OUTPUT_KIND, user_side_failed, write_eval_report
-from rapport.evaluation.run import EvalRequest, PreparedEval
 from rapport.evaluation.summary import EvalSummary
-from rapport.stages.evaluate import run_eval
+from rapport.stages.evaluate import EvalRequest, run_eval
 from rapport.store.output_folder import check_output_folder
 
 SPEC_HELP = (
@@ -91,12 +89,7 @@ def evaluate(
         max_cost=max_cost,
     )
 
-    def display(prepared: PreparedEval):
-        if quiet or not console.is_terminal:
-            return None
-        prices = load_prices(prepared.settings.prices)
-        return live_display(console, prepared.gateways, prices, prepared.redactor)
-
+    display = None if quiet or not console.is_terminal else live_display(console)
     summary = run_eval(request, display=display)
     folder = out if out is not None else db.parent / summary.eval_id
     files = write_eval_report(

@@ -65,7 +65,7 @@ from rapport.judges.repetition import describe, repetition_report
 from rapport.reports.judging import write_report
 from rapport.stages.dedup import check_threshold
 from rapport.stages.estimate import estimate_run
-from rapport.stages.generate import Generation, RunSummary, generate_settings
+from rapport.stages.generate import RunSummary, generate_settings
 from rapport.stages.generate import generate as run_generation
 from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.stages.until_estimate import estimate_until_passing
@@ -181,12 +181,7 @@ def generate(
         )
     play = shared.cluster_player(ray, workers)
 
-    def display(generation: Generation):
-        if quiet or not console.is_terminal:
-            return None
-        prices = load_prices(generation.settings.prices)
-        return live_display(console, generation.gateways, prices, generation.redactor)
-
+    display = None if quiet or not console.is_terminal else live_display(console)
     summary = run_generation(request, display=display, play=play)
     out = Console(soft_wrap=True)
     if summary.passing is not None:
@@ -315,11 +310,7 @@ def judge(
     def say(line: str) -> None:  # batch progress: submitted, polling, done, failed
         console.print(f"batch · {line}", highlight=False, soft_wrap=True)
 
-    def display(gateways, settings, redactor):
-        if quiet or not console.is_terminal:
-            return None
-        return live_display(console, gateways, load_prices(settings.prices), redactor)
-
+    display = None if quiet or not console.is_terminal else live_display(console)
     summary = judge_corpus(request, display=display, say=say)
     out = Console(soft_wrap=True)
     out.print(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 import anyio
 from rich.console import Console
@@ -18,6 +18,7 @@ from rapport.engine.accounting import GatewaySnapshot, snapshot_gateways
 from rapport.engine.budget import SpendGuard
 from rapport.engine.gateway import Gateway
 from rapport.engine.progress import JudgingProgress, PassingProgress, RunProgress
+from rapport.stages.progress import LiveRun, Progress
 from rapport.store.rows import utc_now
 
 
@@ -148,24 +149,20 @@ def budget_line(guard: SpendGuard) -> str:
     return line + (" · reached: finishing the calls in flight" if guard.reached else "")
 
 
-def live_display(
-    console: Console,
-    gateways: Mapping[str, Gateway],
-    prices: PriceTable,
-    redactor: Redactor = PATTERNS_ONLY,
-) -> Callable[[RunProgress], Awaitable[None]]:
-    """A coroutine for `simulate` that redraws the table until it is cancelled."""
+def live_display(console: Console) -> Progress:
+    """The terminal's implementation of the stages' progress protocol: the table, redrawn until
+    the stage cancels it."""
 
-    def table(progress: RunProgress) -> Table:
-        return progress_table(progress, gateways, prices, redactor)
+    async def display(run: LiveRun) -> None:
+        def table() -> Table:
+            return progress_table(run.progress, run.gateways, run.prices, run.redactor)
 
-    async def display(progress: RunProgress) -> None:
-        with Live(table(progress), console=console) as live:
+        with Live(table(), console=console) as live:
             try:
                 while True:
-                    live.update(table(progress))
+                    live.update(table())
                     await anyio.sleep(1 / PROGRESS_REFRESH_PER_S)
             finally:
-                live.update(table(progress))
+                live.update(table())
 
     return display

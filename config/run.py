@@ -104,11 +104,6 @@ def api_key_env_names(settings: RunConfig, *more: BackendConfig) -> tuple[str, .
     return tuple(name for name in names if name)
 
 
-def with_overrides(settings: RunConfig, **flags: object) -> RunConfig:
-    """The run config with the command line's values that were given (None: not given)."""
-    return msgspec.structs.replace(settings, **{k: v for k, v in flags.items() if v is not None})
-
-
 def load_run_config(path: Path | None) -> RunConfig:
     """Decode RUN.yaml (or the defaults when no file is given)."""
     if path is None:

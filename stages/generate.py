@@ -3,11 +3,10 @@ each as it completes when judges are configured — all in one run session."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import duckdb
 import msgspec
@@ -15,34 +14,32 @@ import msgspec
 from rapport.agents.conversation import ConversationContext, run_conversation
 from rapport.agents.prompts import assistant_prompt
 from rapport.config.backend_spec import parse_backend_spec
+from rapport.config.constants import MAX_COUNT
 from rapport.config.domain import Domain
 from rapport.config.errors import RapportError
 from rapport.config.loader import load_domain
-from rapport.config.prices import load_prices
-from rapport.config.run import (
-    Backends,
-    RunConfig,
-    api_key_env_names,
-    load_run_config,
-    with_overrides,
-)
-from rapport.config.secrets import Redactor
+from rapport.config.run import Backends, JudgeConfig, RunConfig
 from rapport.config.shards import WHOLE_PLAN, Shard, shard_settings
 from rapport.config.sides import judged_sides
-from rapport.engine.budget import BudgetReached, SpendGuard, attach_budget, within_budget
-from rapport.engine.factory import build_gateways
-from rapport.engine.gateway import Gateway
-from rapport.engine.interrupts import Interrupted, run_interruptible
+from rapport.engine.budget import within_budget
 from rapport.engine.plan import plan_id_for, sample_scenario
 from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.engine.scheduler import run_bounded
 from rapport.engine.strata import quotas, shard_quotas, stratum_weights
-from rapport.judges.judge import Judge
-from rapport.judges.panel import build_judges, judge_configs
+from rapport.judges.panel import judge_configs
 from rapport.stages.estimate import estimate_run, record_estimate
 from rapport.stages.jobs import plan_chunks, unfinished_conversations
 from rapport.stages.judge_pool import JudgePool
-from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
+from rapport.stages.preparation import (
+    PreparedRun,
+    checked_request,
+    environment,
+    prepare_run,
+    run_settings,
+)
+from rapport.stages.progress import Progress
+from rapport.stages.session import RunSession, new_run_id, run_record
+from rapport.stages.shell import run_session, stage_shell
 from rapport.stages.until_passing import (
     PassingSummary,
     PassingTarget,
@@ -50,21 +47,17 @@ from rapport.stages.until_passing import (
     passing_summary,
     short_of_quota,
 )
-from rapport.store.database import Database
 from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
 from rapport.store.passing import stratum_counts
 from rapport.store.plans import (
     PlanRecord,
     UnfinishedConversation,
-    finish_run,
-    mark_abandoned_runs,
     save_plan,
     save_scenarios,
     status_counts_below,
     stored_scenario_count,
 )
 from rapport.store.rows import utc_now
-from rapport.store.run_lock import exclusive_run
 from rapport.store.shards import save_shard
 from rapport.store.spend import plan_spend
 
@@ -82,7 +75,7 @@ class GenerateRequest(msgspec.Struct, frozen=True):
     """The command line's arguments; None means "from the run config, else the default"."""
 
     db: Path
-    count: int
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]  # checked as --count is
     seed: int | None = None
     domain: Path | None = None
     config: Path | None = None
@@ -124,20 +117,15 @@ class RunSummary(msgspec.Struct, frozen=True):
     passing: PassingSummary | None = None  # --until-passing: the target, per stratum
 
 
-class Generation(msgspec.Struct, frozen=True):
+class Generation(PreparedRun, frozen=True, kw_only=True):
     """A prepared run: everything validated, nothing called yet."""
 
     request: GenerateRequest
-    settings: RunConfig
     domain: Domain
-    gateways: dict[str, Gateway]
-    database: Database
     plan_id: str
-    redactor: Redactor  # built from this run's environment: every text stored or shown
-    judges: tuple[Judge, ...] = ()  # judging each conversation as it completes
-    budget: SpendGuard | None = None  # --max-cost: shared by every gateway of the run
-    weights: dict[str, float] = {}  # --until-passing: each stratum's share of the plan
-    quotas: dict[str, int] = {}  # --until-passing: passing conversations wanted per stratum
+    # --until-passing: each stratum's share of the plan, passing conversations wanted in each
+    weights: dict[str, float] = msgspec.field(default_factory=dict)
+    quotas: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def until_passing(self) -> bool:
@@ -159,13 +147,15 @@ class Generation(msgspec.Struct, frozen=True):
 
 def generate_settings(request: GenerateRequest) -> RunConfig:
     """The run config with the command line's overrides: the one place they are merged."""
-    settings = with_overrides(
-        load_run_config(request.config),
-        seed=request.seed,
-        max_active=request.max_active,
-        turns=request.turns,
-        domain=str(request.domain) if request.domain is not None else None,
-        budget_usd=request.max_cost,
+    settings = run_settings(
+        checked_request(request).config,
+        {
+            "--seed": ("seed", request.seed),
+            "--max-active": ("max_active", request.max_active),
+            "--turns": ("turns", request.turns),
+            "--domain": ("domain", str(request.domain) if request.domain is not None else None),
+            "--max-cost": ("budget_usd", request.max_cost),
+        },
     )
     settings = msgspec.structs.replace(settings, backends=_backends_from_flags(request, settings))
     return shard_settings(settings, request.shard) if request.shard else settings
@@ -179,9 +169,7 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
             f"--until-passing {request.until_passing}: the target must be at least 1"
         )
     domain = load_domain(Path(settings.domain) if settings.domain else None)
-    environ = environ if environ is not None else dict(os.environ)
-    shown = str(request.config or "run config")
-    judge_settings = ()
+    judge_settings: tuple[JudgeConfig, ...] = ()
     if request.judging == "always":
         judge_settings = judge_configs(settings, request.judges)
     elif request.judging == "configured":  # `batch: true` judges wait for `rapport judge`
@@ -191,37 +179,27 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
             "--until-passing needs judges to tell which conversations pass: add `judges:` "
             "(not batch) to the run config or pass --judge SPEC"
         )
-    prices = load_prices(settings.prices)
-    gateways = build_gateways(settings.backends, domain, environ, shown, prices)
-    judges = tuple(build_judges(judge_settings, domain, environ, shown, prices))
     plan_id = plan_id_for(domain, settings.seed, settings.turns)
-    budget = None
-    if settings.budget_usd is not None:  # refused before the database is touched
-        budget = SpendGuard(settings.budget_usd)
-        accounted = {**gateways, **{f"judge:{j.id}": j.gateway for j in judges}}
-        attach_budget(budget, accounted, prices)
-    database = Database(request.db)
-    database.initialise()
-    if budget is not None:  # what earlier runs of this plan spent counts against it
-        budget.spent_before_usd = database.run_sync(
-            lambda conn: plan_spend(conn, plan_id, "generate")
-        )
-    key_envs = api_key_env_names(settings, *(config.backend for config in judge_settings))
+    prepared = prepare_run(
+        settings,
+        request.db,
+        domain,
+        environ=environment(environ),
+        shown=str(request.config or "run config"),
+        roles=msgspec.structs.asdict(settings.backends),
+        judges=judge_settings,
+        earlier_spend=lambda _: lambda conn: plan_spend(conn, plan_id, "generate"),
+    )  # what earlier runs of this plan spent counts against its budget
     weights: dict[str, float] = {}
     wanted: dict[str, int] = {}
     if request.until_passing is not None:  # the whole target split, then this shard's part
         weights = stratum_weights(domain)
         wanted = shard_quotas(quotas(weights, request.until_passing), request.shard or WHOLE_PLAN)
     return Generation(
+        **msgspec.structs.asdict(prepared),
         request=request,
-        settings=settings,
         domain=domain,
-        gateways=gateways,
-        database=database,
         plan_id=plan_id,
-        redactor=Redactor.from_environ(environ, key_envs),
-        judges=judges,
-        budget=budget,
         weights=weights,
         quotas=wanted,
     )
@@ -300,7 +278,7 @@ def count_statuses(generation: Generation) -> dict[str, int]:
 async def simulate(
     generation: Generation,
     progress: RunProgress,
-    display: Callable[[RunProgress], Awaitable[None]] | None = None,
+    display: Progress | None = None,
     play: Play | None = None,
 ) -> RunSummary:
     """Run every unfinished conversation of the plan through the actors, streaming to DuckDB;
@@ -308,7 +286,6 @@ async def simulate(
     settings, database = generation.settings, generation.database
     labels = {role: gateway.label for role, gateway in generation.gateways.items()}
     judges = generation.judges
-    accounted = {**generation.gateways, **{f"judge:{j.id}": j.gateway for j in judges}}
     estimate = estimate_run(
         settings,
         generation.request.count,
@@ -316,25 +293,17 @@ async def simulate(
         domain=generation.domain,
         shard=generation.shard,
     )  # before the run's clock starts: what it would take, for `stats` to compare
-    session = RunSession(
-        database,
-        run_record(
-            new_run_id(),
-            "generate",
-            generation.plan_id,
-            generation.request.count,
-            labels["user_sim"],
-            labels["assistant"],
-            settings,
-            generation.shard_label,
-        ),
-        generation.redactor,
-        settings.store,
-        role_snapshots(accounted, load_prices(settings.prices)),
-        accounted.values(),
-        on_store_wait=progress.note_store_wait,
+    record = run_record(
+        new_run_id(),
+        "generate",
+        generation.plan_id,
+        generation.request.count,
+        labels["user_sim"],
+        labels["assistant"],
+        settings,
+        generation.shard_label,
     )
-    database.run_sync(lambda conn: record_estimate(conn, session.run_id, estimate))
+    database.run_sync(lambda conn: record_estimate(conn, record.run_id, estimate))
     domains = database.run_sync(plan_domains) if judges else {}
     pools: list[JudgePool] = []
 
@@ -373,20 +342,16 @@ async def simulate(
                 lambda job: run_conversation(job[1], context),
             )
 
+    def standing() -> str:  # where the budget stopped it: the conversations, or the target
+        if generation.until_passing:
+            return short_of_quota(read_passing(generation))
+        return completed(generation)
+
     if judges:
         database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
-    await session.run(work, (lambda: display(progress)) if display is not None else None)
+    await run_session(generation, record, progress, work, standing=standing, display=display)
     statuses = count_statuses(generation)
     passing = read_passing(generation) if generation.until_passing else None
-    budget = generation.budget
-    if budget is not None and budget.reached:
-        # Stopped by the budget, once the calls in flight were stored (the writer drained as at
-        # any end): the conversations it left are `interrupted`, resumed by the next run.
-        database.run_sync(lambda conn: finish_run(conn, session.run_id, "interrupted", utc_now()))
-        done = f"{statuses.get('complete', 0):,} of {generation.planned:,} conversations complete"
-        if passing is not None:
-            done = short_of_quota(passing)
-        raise BudgetReached(budget.budget_usd, budget.total_spent_usd, done)
     judging = None
     if judges:
         counts = pools[0].counts
@@ -398,20 +363,26 @@ async def simulate(
             judges=tuple(f"{j.id} ({j.gateway.label})" for j in judges),
         )
     return RunSummary(
-        run_id=session.run_id,
+        run_id=record.run_id,
         plan_id=generation.plan_id,
         count=generation.planned,
         complete=statuses.get("complete", 0),
         failed=statuses.get("failed", 0),
         pending=sum(n for s, n in statuses.items() if s not in ("complete", "failed")),
         turns_written=progress.turns,
-        elapsed_s=(utc_now() - session.record.started_at).total_seconds(),
+        elapsed_s=(utc_now() - record.started_at).total_seconds(),
         user_backend=labels["user_sim"],
         assistant_backend=labels["assistant"],
         judging=judging,
         shard=generation.shard_label,
         passing=passing,
     )
+
+
+def completed(generation: Generation) -> str:
+    """E.g. "40 of 51 conversations complete": where a stopped run stands."""
+    complete = count_statuses(generation).get("complete", 0)
+    return f"{complete:,} of {generation.planned:,} conversations complete"
 
 
 def passing_target(generation: Generation, judge_failed: set[str]) -> PassingTarget:
@@ -458,26 +429,14 @@ def generate(
     request: GenerateRequest,
     *,
     environ: dict[str, str] | None = None,
-    display: Callable[[Generation], Callable[[RunProgress], Awaitable[None]] | None] | None = None,
+    display: Progress | None = None,
     play: Callable[[Generation], Play] | None = None,
 ) -> RunSummary:
-    """The whole command: validate, store the plan, simulate (and judge). Safe to re-run: it
-    resumes."""
+    """The whole command: validate, store the plan, simulate (and judge), `display` showing it
+    live. Safe to re-run: it resumes."""
     generation = prepare(request, environ)
-    with exclusive_run(request.db):
-        generation.database.run_sync(mark_abandoned_runs)
+    with stage_shell(generation, request.db, lambda: completed(generation)) as run:
         store_plan(generation)
         progress = RunProgress(total=generation.planned)
         progress.already_complete = count_statuses(generation).get("complete", 0)
-        try:
-            return run_interruptible(
-                simulate,
-                generation,
-                progress,
-                display(generation) if display else None,
-                play(generation) if play else None,
-            )
-        except Interrupted as stop:
-            complete = count_statuses(generation).get("complete", 0)
-            stop.progress = f"{complete:,} of {generation.planned:,} conversations complete"
-            raise
+        return run(simulate, generation, progress, display, play(generation) if play else None)

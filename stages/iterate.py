@@ -8,6 +8,7 @@ import msgspec
 from rapport.config.loader import load_domain
 from rapport.reports.iteration_figures import IterationFigures, iteration_figures
 from rapport.stages.generate import GenerateRequest, RunSummary, generate
+from rapport.stages.progress import Progress
 from rapport.store.database import Database
 from rapport.store.iterations import latest_iterations, record_iteration
 from rapport.store.rows import utc_now
@@ -23,11 +24,12 @@ class Iteration(msgspec.Struct, frozen=True):
     generated: RunSummary  # with its judging (generate's judging="always")
 
 
-def iterate(request: GenerateRequest) -> Iteration:
-    """Generate and judge the batch (`request.domain` is required), then record its figures."""
+def iterate(request: GenerateRequest, *, display: Progress | None = None) -> Iteration:
+    """Generate and judge the batch (`request.domain` is required; `display` shows it as it
+    shows any stage), then record its figures."""
     assert request.domain is not None
     loaded = load_domain(request.domain)  # a broken domain stops here, before anything is written
-    generated = generate(msgspec.structs.replace(request, judging="always"))
+    generated = generate(msgspec.structs.replace(request, judging="always"), display=display)
 
     def figures_and_previous(conn) -> tuple[int, IterationFigures, IterationFigures | None]:
         figures = iteration_figures(conn, generated.plan_id)

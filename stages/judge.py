@@ -4,9 +4,8 @@ after a kill, asking only the missing criteria."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -15,24 +14,22 @@ import msgspec
 from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError, RapportError
 from rapport.config.loader import load_domain
-from rapport.config.prices import load_prices
-from rapport.config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_config
-from rapport.config.secrets import Redactor
+from rapport.config.run import JudgeConfig, RunConfig
 from rapport.config.sides import SIDES, Side
 from rapport.engine.batch_api import BATCH_PROVIDERS, batch_client
-from rapport.engine.gateway import Gateway
-from rapport.engine.interrupts import Interrupted, run_interruptible
 from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.judges.judge import Judge
-from rapport.judges.panel import build_judges, judge_configs
+from rapport.judges.panel import judge_configs
 from rapport.stages.judge_batch import BatchJudging, BatchProgress, BatchSettings
 from rapport.stages.judge_pool import JudgePool, sided_plans
-from rapport.stages.session import RunSession, new_run_id, role_snapshots, run_record
+from rapport.stages.preparation import PreparedRun, environment, prepare_run, run_settings
+from rapport.stages.progress import Progress
+from rapport.stages.session import RunSession, new_run_id, run_record
+from rapport.stages.shell import run_session, stage_shell
 from rapport.store.database import Database
 from rapport.store.errors import StoreError
 from rapport.store.judgements import corpus_assessment_count, plan_domains, record_pass_rule
-from rapport.store.plans import RunRecord, mark_abandoned_runs, record_judged_count
-from rapport.store.run_lock import exclusive_run
+from rapport.store.plans import RunRecord, record_judged_count
 from rapport.store.sides import SIDE_TABLES
 
 
@@ -56,25 +53,22 @@ class JudgeSummary(msgspec.Struct, frozen=True):
     batches: BatchProgress | None = None  # when some judge went through a batch API
 
 
-# Given the judges' gateways, the settings and the redactor: a live display of the run's progress
-# (its `judging` counts), or None for none.
-JudgeDisplay = Callable[
-    [Mapping[str, Gateway], RunConfig, Redactor], Callable[[RunProgress], Awaitable[None]] | None
-]
+class JudgeRun(PreparedRun, frozen=True, kw_only=True):
+    """A prepared `rapport judge`: its judges built, the corpus's domains read; nothing called
+    yet."""
+
+    request: JudgeRequest
+    domains: dict[str, Domain]  # plan -> its domain, every plan of the corpus
+    batched: frozenset[str]  # the judges that go through their provider's batch API
+    batch_settings: BatchSettings
 
 
-def judge_corpus(
-    request: JudgeRequest,
-    environ: Mapping[str, str] | None = None,
-    display: JudgeDisplay | None = None,
-    say: Callable[[str], None] | None = None,
-) -> JudgeSummary:
-    """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB;
-    `display` shows the judging live as `rapport generate` shows its conversations, `say`
-    prints batch judging's progress lines (submitted, polling, done, failed)."""
-    settings = load_run_config(request.config)
+def prepare_judging(request: JudgeRequest, environ: Mapping[str, str] | None = None) -> JudgeRun:
+    """Validate config, judges and database before any call (errors are one line)."""
+    settings = run_settings(request.config, {"--max-active": ("max_active", request.max_active)})
     configs = judge_configs(settings, request.judges)  # a bad spec is refused before any write
-    batched = batch_judge_ids(configs, request.batch, str(request.config or "run config"))
+    shown = str(request.config or "run config")
+    batched = batch_judge_ids(configs, request.batch, shown)
     if not request.db.exists():
         raise StoreError(f"{request.db}: no such database (run `rapport generate` first)")
     database = Database(request.db)
@@ -90,32 +84,40 @@ def judge_corpus(
     domain = next(iter(domains.values()), None) or load_domain(
         Path(settings.domain) if settings.domain else None
     )
-    environ = environ if environ is not None else dict(os.environ)
-    batch_settings = BatchSettings.from_environ(environ)
-    judges = build_judges(
-        configs, domain, environ, str(request.config or "run config"), load_prices(settings.prices)
+    environ = environment(environ)
+    prepared = prepare_run(
+        settings, database, domain, environ=environ, shown=shown, judges=configs
+    )  # no budget: `rapport judge` has no --max-cost
+    return JudgeRun(
+        **msgspec.structs.asdict(prepared),
+        request=request,
+        domains=domains,
+        batched=frozenset(batched),
+        batch_settings=BatchSettings.from_environ(environ),
     )
-    redactor = Redactor.from_environ(
-        environ, api_key_env_names(settings, *(config.backend for config in configs))
-    )
-    max_active = request.max_active or settings.max_active
-    started = time.perf_counter()
-    with exclusive_run(request.db):
-        database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
-        database.run_sync(mark_abandoned_runs)
-        accounted = {f"judge:{j.id}": j.gateway for j in judges}
-        progress = RunProgress(total=0, judging=JudgingProgress())
-        session = RunSession(
-            database,
-            judge_run_record(new_run_id(), judges, domains, settings),
-            redactor,
-            settings.store,
-            role_snapshots(accounted, load_prices(settings.prices)),
-            accounted.values(),
-            on_store_wait=progress.note_store_wait,
-        )
-        shown = display(accounted, settings, redactor) if display is not None else None
 
+
+def judge_corpus(
+    request: JudgeRequest,
+    environ: Mapping[str, str] | None = None,
+    display: Progress | None = None,
+    say: Callable[[str], None] | None = None,
+) -> JudgeSummary:
+    """The whole command: validate, then judge what is pending, streaming verdicts to DuckDB;
+    `display` shows the judging live as `rapport generate` shows its conversations, `say`
+    prints batch judging's progress lines (submitted, polling, done, failed)."""
+    prepared = prepare_judging(request, environ)
+    database, settings, judges = prepared.database, prepared.settings, prepared.judges
+    batched = prepared.batched
+    started = time.perf_counter()
+
+    def standing() -> str:
+        stored = f"{database.run_sync(corpus_assessment_count):,} assessments stored"
+        return stored + (" (open batches are re-attached, not paid again)" if batched else "")
+
+    with stage_shell(prepared, request.db, standing) as run:
+        database.run_sync(lambda conn: record_pass_rule(conn, settings.pass_rule))
+        progress = RunProgress(total=0, judging=JudgingProgress())
         live = [judge for judge in judges if judge.id not in batched]
         batch_progress = BatchProgress() if batched else None
 
@@ -126,28 +128,29 @@ def judge_corpus(
                 for judge in judges:
                     if judge.id in batched and batch_progress is not None:
                         batch = BatchJudging(
-                            judge, batch_client(judge.gateway.backend), domains, database,
-                            session.sink, session.run_id, batch_settings, counts,
-                            batch_progress, say or _quiet, sides=request.sides,
+                            judge, batch_client(judge.gateway.backend), prepared.domains,
+                            database, session.sink, session.run_id, prepared.batch_settings,
+                            counts, batch_progress, say or _quiet, sides=request.sides,
                         )  # fmt: skip
                         group.start_soon(batch.run)
                 pool = JudgePool(
-                    live, domains, session.sink, max_active, counts, sides=request.sides
-                )
+                    live, prepared.domains, session.sink, settings.max_active, counts,
+                    sides=request.sides,
+                )  # fmt: skip
                 async with pool.running(database):
                     pass  # nothing is submitted: the pool judges what is stored
             return counts
 
-        try:
-            counts = run_interruptible(
-                session.run, work, (lambda: shown(progress)) if shown is not None else None
-            )
-        except Interrupted as stop:
-            stop.progress = f"{database.run_sync(corpus_assessment_count):,} assessments stored"
-            if batched:
-                stop.progress += " (open batches are re-attached, not paid again)"
-            raise
-        database.run_sync(lambda conn: record_judged_count(conn, session.run_id, counts.judged))
+        record = judge_run_record(new_run_id(), judges, prepared.domains, settings)
+
+        async def main() -> JudgingProgress:  # shown: the judges' gateways, its only ones
+            return await run_session(
+                prepared, record, progress, work,
+                standing=standing, display=display, shown=prepared.accounted,
+            )  # fmt: skip
+
+        counts = run(main)
+        database.run_sync(lambda conn: record_judged_count(conn, record.run_id, counts.judged))
     return JudgeSummary(
         judged=counts.judged,
         assessed=database.run_sync(corpus_assessment_count),

@@ -16,9 +16,8 @@ import pytest
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.evaluation.families import family_of
 from rapport.evaluation.report import write_eval_report
-from rapport.evaluation.run import EvalRequest
 from rapport.evaluation.summary import EvalSummary
-from rapport.stages.evaluate import run_eval
+from rapport.stages.evaluate import EvalRequest, run_eval
 from rapport.stages.judge import JudgeRequest, judge_corpus
 from tests.conftest import TINY_DOMAIN, rapport
 

@@ -20,6 +20,7 @@ from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.stages.generate import simulate
 from rapport.stages.judge import JudgeRequest, judge_corpus
+from rapport.stages.progress import LiveRun
 from tests.test_judges import KEY_ENV, YES, _corpus, _judge_config
 from tests.test_stage_layer import RecordingJudgeBackend, _generation
 
@@ -39,7 +40,7 @@ def test_conversations_waiting_for_a_busy_judge_are_counted_then_judged(db_path)
     held: list[JudgingProgress] = []
     shown: list[str] = []
 
-    async def display(progress: RunProgress) -> None:
+    async def display(run: LiveRun) -> None:
         # Polls as the live display does, until every conversation is generated and handed to
         # the judge, which answers nothing yet.
         while True:
@@ -84,14 +85,10 @@ def test_rapport_judge_counts_and_shows_the_same(tmp_path, db_path):
     _corpus(db_path, count=4)
     shown: list[RunProgress] = []
 
-    def display(gateways, settings, redactor):
-        assert list(gateways) == ["judge:http"]
-
-        async def show(progress: RunProgress) -> None:
-            shown.append(progress)
-            await anyio.sleep_forever()
-
-        return show
+    async def display(run: LiveRun) -> None:
+        assert list(run.gateways) == ["judge:http"]
+        shown.append(run.progress)
+        await anyio.sleep_forever()
 
     with running_fake_provider(FakeProviderSettings(replies=(YES,))) as (base_url, _):
         summary = judge_corpus(

@@ -135,12 +135,9 @@ def test_a_killed_worker_loses_and_doubles_nothing(ray_address, tmp_path):
     players: list = []
     seen: list = []
 
-    def watch(_generation):
-        async def display(progress) -> None:
-            seen.append(progress)
-            await anyio.sleep_forever()
-
-        return display
+    async def watch(run) -> None:
+        seen.append(run.progress)
+        await anyio.sleep_forever()
 
     def kill_mid_run() -> None:
         deadline = time.monotonic() + 120

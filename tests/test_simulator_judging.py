@@ -16,10 +16,9 @@ import pytest
 
 from rapport.config.loader import load_domain
 from rapport.config.sides import rubric_for
-from rapport.evaluation.run import EvalRequest
 from rapport.fakes.provider import FakeProviderSettings, running_fake_provider
 from rapport.judges.scoring import active_criteria
-from rapport.stages.evaluate import run_eval
+from rapport.stages.evaluate import EvalRequest, run_eval
 from rapport.stages.judge import JudgeRequest, judge_corpus
 from rapport.store.judgements import plan_domains
 from rapport.store.plans import SCENARIO_COLUMNS, scenario_from_row

@@ -83,14 +83,11 @@ def test_a_reply_still_cut_after_its_retry_is_kept_and_marked(db_path, tmp_path)
 def test_the_live_display_and_stats_count_truncated_turns(db_path, tmp_path):
     seen = []
 
-    def display(generation):
-        async def capture(progress) -> None:
-            seen.append((progress, generation.gateways))
-            await anyio.sleep_forever()
+    async def capture(run) -> None:
+        seen.append((run.progress, run.gateways))
+        await anyio.sleep_forever()
 
-        return capture
-
-    _generate(db_path, tmp_path, NEVER_FITS, display=display)
+    _generate(db_path, tmp_path, NEVER_FITS, display=capture)
     progress, gateways = seen[0]
     assert progress.truncated == COUNT * TURNS
     console = Console(record=True, width=200)

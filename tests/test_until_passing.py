@@ -492,13 +492,10 @@ def test_the_live_display_shows_the_target_the_yield_and_the_strata_at_quota(tmp
 
     seen = []
 
-    def display(generation):
-        async def show(progress):
-            seen.append(progress)
+    async def show(run):
+        seen.append(run.progress)
 
-        return show
-
-    summary = generate(_request(tmp_path / "c.duckdb", _config(tmp_path), 12), display=display)
+    summary = generate(_request(tmp_path / "c.duckdb", _config(tmp_path), 12), display=show)
     (progress,) = seen
     live = progress.passing
     assert live is not None and live.passing == 12 and live.in_flight == 0
