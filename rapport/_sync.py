@@ -1,0 +1,111 @@
+"""Where a stage runs when the public API is called, so the same call works in a script, inside
+a running event loop (a Jupyter cell) and awaited on one.
+
+The stages are synchronous entry points that start their own event loop (`anyio.run`) and
+watch SIGINT/SIGTERM. A thread with a running loop cannot start another, and only the main
+thread may watch signals, so:
+- no loop running on the main thread (a script): the stage runs here, as the command line
+  runs it (Ctrl-C stops it cleanly);
+- a loop running (a notebook cell): the stage runs on a worker thread with a loop of its own
+  and this thread blocks; a KeyboardInterrupt here (the kernel's interrupt) throws the run's
+  stop switch, waits for its cleanup (what was made is stored, the run is `interrupted`) and
+  raises RunInterrupted;
+- awaited (`await corpus.agenerate(...)`): the stage's blocking preparation (config, DuckDB)
+  runs on a worker thread and its async work on the caller's loop; cancelling the await stops
+  the run the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import signal
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from rapport.engine.interrupts import STOP_SWITCH, StopSwitch
+from rapport.errors import RunInterrupted, translated
+
+T = TypeVar("T")
+
+
+def loop_running() -> bool:
+    """Whether this thread is inside a running asyncio loop (a notebook cell is)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def call_blocking(stage: Callable[[], T]) -> T:
+    """Run `stage` to its end from synchronous code anywhere; its errors as the API's."""
+    with translated():
+        if not loop_running() and threading.current_thread() is threading.main_thread():
+            return stage()
+        return _on_worker_thread(stage)
+
+
+def _on_worker_thread(stage: Callable[[], T]) -> T:
+    switch = StopSwitch()
+    context = contextvars.copy_context()
+    context.run(STOP_SWITCH.set, switch)
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(context.run(stage))
+        except BaseException as error:  # handed to the waiting thread, raised there
+            failure.append(error)
+
+    worker = threading.Thread(target=work, name="rapport-stage", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        try:
+            worker.join()
+        except KeyboardInterrupt:  # the kernel's interrupt: stop the run, wait for its cleanup
+            switch.stop(signal.SIGINT)
+    if failure:
+        raise failure[0]
+    if switch.signum is not None:  # stopped after the stage's last chance to notice
+        raise RunInterrupted(switch.signum)
+    return outcome[0]
+
+
+async def call_awaitable(stage: Callable[[], T]) -> T:
+    """Run `stage` for an awaiting caller: its async work on the caller's loop, its blocking
+    parts on a worker thread; cancelling the await stops the run cleanly (RunInterrupted)."""
+    switch = StopSwitch(on_caller_loop=True)
+    context = contextvars.copy_context()
+    context.run(STOP_SWITCH.set, switch)
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+    done = anyio.Event()
+
+    async def work() -> None:
+        with anyio.CancelScope(shield=True):  # the stage ends by its own cleanup, never cut off
+            try:
+                outcome.append(await anyio.to_thread.run_sync(context.run, stage))
+            except BaseException as error:  # handed to the awaiting task, raised there
+                failure.append(error)
+            finally:
+                done.set()
+
+    with translated():
+        async with anyio.create_task_group() as group:
+            group.start_soon(work)
+            try:
+                await done.wait()
+            except BaseException:  # cancelled (or interrupted): stop the run, wait for its end
+                switch.stop(signal.SIGINT)
+                with anyio.CancelScope(shield=True):
+                    await done.wait()
+                raise
+        if failure:
+            raise failure[0]
+        return outcome[0]

@@ -1,0 +1,84 @@
+"""The errors the public API raises: the same classes, with the same one-line messages, that the
+command line prints and maps to its exit codes (cli/exit_codes.py), so both faces say the same
+thing. Every one is a `RapportError` except `RunInterrupted`, which is a `KeyboardInterrupt`."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rapport.config.errors import BadInput, ConfigError, RapportError
+from rapport.engine.budget import BudgetReached
+from rapport.engine.errors import ProviderUnreachable, ProviderUnusable
+from rapport.engine.interrupts import Interrupted
+from rapport.store.errors import StoreError
+
+__all__ = [
+    "BadInput",
+    "BudgetReached",
+    "ConfigError",
+    "ProviderUnreachable",
+    "ProviderUnusable",
+    "RapportError",
+    "RunInterrupted",
+    "StoreError",
+    "translated",
+]
+
+
+class RunInterrupted(Interrupted, KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, or a notebook's interrupt) stopped a run: what it made is stored, the
+    run is marked `interrupted`, and calling the same method again resumes it. A
+    KeyboardInterrupt, so a script or a notebook stops as it does on Ctrl-C anywhere."""
+
+    def __init__(self, signum: int, progress: str | None = None) -> None:
+        super().__init__(signum, progress)
+        done = f"{progress}, " if progress else ""
+        self.args = (f"interrupted: {done}run the same command again to resume",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Raise what a stage raises as the API's classes: a stop as RunInterrupted, a plain
+    RapportError (bad input of any kind) as BadInput, with the message unchanged; the first
+    user error out of an exception group unwrapped. Raises the translated error."""
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except Interrupted as stop:
+        raise RunInterrupted(stop.signum, stop.progress) from None
+    except KeyboardInterrupt:
+        raise RunInterrupted(signal.SIGINT) from None
+    except BaseExceptionGroup as group:
+        leaf = _user_error(group)
+        if leaf is None:
+            raise
+        raise _as_api_error(leaf) from None
+    except RapportError as error:
+        translated_error = _as_api_error(error)
+        if translated_error is error:
+            raise
+        raise translated_error from None
+
+
+def _user_error(group: BaseExceptionGroup) -> BaseException | None:
+    """A stop, else the first user error, out of a group raised by task groups."""
+    stops, _ = group.split(Interrupted)
+    found = stops if stops is not None else group.split(RapportError)[0]
+    leaf: BaseException | None = found
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+def _as_api_error(error: BaseException) -> BaseException:
+    if isinstance(error, Interrupted) and not isinstance(error, RunInterrupted):
+        return RunInterrupted(error.signum, error.progress)
+    if type(error) is RapportError:  # the stages raise the base class for bad input
+        return BadInput(str(error))
+    return error
