@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import msgspec
@@ -28,6 +29,7 @@ from rapport._sync import call_blocking, loop_running
 from rapport.config.errors import BadInput
 from rapport.config.shards import parse_shard
 from rapport.config.sides import parse_sides
+from rapport.errors import api_errors
 from rapport.evaluation.run import EvalRequest
 from rapport.evaluation.summary import EvalSummary
 from rapport.stages.estimate import Estimate
@@ -37,6 +39,9 @@ from rapport.store.conversation_reads import ConversationRecord, conversation_pa
 from rapport.store.database import Database, connect_for_reading
 from rapport.store.errors import StoreError
 from rapport.store.query import check_read_only
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
 
 DEFAULT_VIEW_PORT = 8765
 CONVERSATION_PAGE = 200  # conversations read from the file at a time by `conversations`
@@ -105,6 +110,7 @@ class Corpus:
             until_passing=until_passing,
         )
 
+    @api_errors
     def generate(
         self,
         count: int | None = None,
@@ -137,6 +143,7 @@ class Corpus:
         )  # fmt: skip
         return run_generate(request, progress=progress)
 
+    @api_errors
     async def agenerate(
         self,
         count: int | None = None,
@@ -165,6 +172,7 @@ class Corpus:
         )  # fmt: skip
         return await arun_generate(request, progress=progress)
 
+    @api_errors
     def estimate(
         self,
         count: int,
@@ -209,6 +217,7 @@ class Corpus:
             sides=parse_sides(side),
         )
 
+    @api_errors
     def judge(
         self,
         judges: Sequence[str] | None = None,
@@ -226,6 +235,7 @@ class Corpus:
         request = self._judge_request(judges, config, max_active, batch, side)
         return run_judge(request, progress=progress)
 
+    @api_errors
     async def ajudge(
         self,
         judges: Sequence[str] | None = None,
@@ -242,7 +252,9 @@ class Corpus:
 
     # evaluate ---------------------------------------------------------------------------
 
-    def _eval_request(self, scenarios: int, baseline: str, candidate: str, **more: object):
+    def _eval_request(
+        self, scenarios: int, baseline: str, candidate: str, **more: object
+    ) -> EvalRequest:
         if more.get("config") is not None:
             more["config"] = _path(more["config"])  # type: ignore[arg-type]
         if more.get("domain") is not None:
@@ -257,6 +269,7 @@ class Corpus:
             **more,
         )
 
+    @api_errors
     def evaluate(
         self,
         scenarios: int,
@@ -283,6 +296,7 @@ class Corpus:
         )  # fmt: skip
         return run_evaluate(request, progress=progress)
 
+    @api_errors
     async def aevaluate(
         self,
         scenarios: int,
@@ -308,6 +322,7 @@ class Corpus:
 
     # reading ----------------------------------------------------------------------------
 
+    @api_errors
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run a read-only query (SELECT / EXPLAIN) and return its result as a DuckDB relation
         held in memory (`.df()`, `.arrow()`, `.pl()`, `.fetchall()`, or more SQL over it); the
@@ -354,6 +369,7 @@ class Corpus:
             after = page[-1].summary.conversation_id
             left = None if left is None else left - len(page)
 
+    @api_errors
     def dataset(
         self,
         *,
@@ -362,7 +378,7 @@ class Corpus:
         tokenizer: str | None = None,
         max_tokens: int = 16_384,
         seed: int = 0,
-    ):
+    ) -> DatasetDict:
         """The training examples `rapport dataset build` would write, as a
         `datasets.DatasetDict` (train / validation / test) in memory: nothing is written
         (`.save_to_disk(...)` writes it). `min_score` keeps conversations scoring at least it,
@@ -385,6 +401,7 @@ class Corpus:
 
     # viewer -----------------------------------------------------------------------------
 
+    @api_errors
     def view(self, port: int = DEFAULT_VIEW_PORT, *, host: str = "127.0.0.1") -> str:
         """Serve the corpus as a web page on loopback, as `rapport view` does. From a script:
         serves until interrupted (Ctrl-C), then returns the URL. Inside a running event loop (a

@@ -4,11 +4,16 @@ thing. Every one is a `RapportError` except `RunInterrupted`, which is a `Keyboa
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from rapport.config.errors import BadInput, ConfigError, RapportError
+from rapport.config.secrets import Redactor
 from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnreachable, ProviderUnusable
 from rapport.engine.interrupts import Interrupted
@@ -23,8 +28,11 @@ __all__ = [
     "RapportError",
     "RunInterrupted",
     "StoreError",
+    "api_errors",
     "translated",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RunInterrupted(Interrupted, KeyboardInterrupt):
@@ -45,7 +53,8 @@ class RunInterrupted(Interrupted, KeyboardInterrupt):
 def translated() -> Iterator[None]:
     """Raise what a stage raises as the API's classes: a stop as RunInterrupted, a plain
     RapportError (bad input of any kind) as BadInput, with the message unchanged; the first
-    user error out of an exception group unwrapped. Raises the translated error."""
+    user error out of an exception group unwrapped; a message redacted as the command line
+    prints it (a provider may echo a key). Raises the translated error."""
     try:
         yield
     except RunInterrupted:
@@ -79,6 +88,31 @@ def _user_error(group: BaseExceptionGroup) -> BaseException | None:
 def _as_api_error(error: BaseException) -> BaseException:
     if isinstance(error, Interrupted) and not isinstance(error, RunInterrupted):
         return RunInterrupted(error.signum, error.progress)
+    if not isinstance(error, RapportError):
+        return error
+    message = Redactor.from_environ(os.environ)(str(error))  # a provider may echo a key
     if type(error) is RapportError:  # the stages raise the base class for bad input
-        return BadInput(str(error))
+        return BadInput(message)
+    if message != str(error):
+        error.args = (message,)
     return error
+
+
+def api_errors(method: F) -> F:
+    """A public function or method (sync or async) whose errors are translated (see
+    `translated`), from its arguments' checks to the stage's end."""
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def awaited(*args: Any, **kwargs: Any) -> Any:
+            with translated():
+                return await method(*args, **kwargs)
+
+        return awaited  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def called(*args: Any, **kwargs: Any) -> Any:
+        with translated():
+            return method(*args, **kwargs)
+
+    return called  # type: ignore[return-value]

@@ -1,0 +1,267 @@
+"""The public Python API as a script uses it: `rapport.open` on a real DuckDB file, the stages on
+the simulated backend, SQL into pandas, conversations with their turns and verdicts, a dataset in
+memory, the same calls inside and on a running event loop, and errors whose message is the line
+the command line prints."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import rapport
+from rapport.cli.exit_codes import INPUT_ERROR
+from tests.conftest import error_lines
+from tests.conftest import rapport as rapport_cli
+
+SIM = {"backend": "simulated", "turns": 2, "seed": 1, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory) -> rapport.Corpus:
+    """A corpus of six simulated conversations, judged by the simulated judge."""
+    corpus = rapport.open(tmp_path_factory.mktemp("api") / "judged.duckdb")
+    corpus.generate(count=6, **SIM)
+    corpus.judge(judges=["simulated"], progress=False)
+    return corpus
+
+
+def test_open_creates_a_rapport_database(tmp_path):
+    path = tmp_path / "new.duckdb"
+    corpus = rapport.open(str(path))
+    assert isinstance(corpus, rapport.Corpus)
+    assert path.is_file()
+    assert corpus.sql("SELECT count(*) FROM conversations").fetchall() == [(0,)]
+
+
+def test_open_refuses_a_foreign_duckdb_file(tmp_path):
+    path = tmp_path / "foreign.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(rapport.RapportError) as refused:
+        rapport.open(path)
+    assert "\n" not in str(refused.value)
+    with duckdb.connect(str(path), read_only=True) as conn:  # left as it was
+        tables = conn.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    assert tables == [("invoices",)]
+
+
+def test_open_refuses_a_file_that_is_not_a_database(tmp_path):
+    path = tmp_path / "notes.duckdb"
+    path.write_text("not a database\n" * 100)
+    with pytest.raises(rapport.BadInput):
+        rapport.open(path)
+
+
+def test_generate_returns_the_run_summary(tmp_path):
+    corpus = rapport.open(tmp_path / "gen.duckdb")
+    run = corpus.generate(count=3, **SIM)
+    assert isinstance(run, rapport.RunSummary)
+    assert (run.count, run.complete, run.failed, run.pending) == (3, 3, 0, 0)
+    again = corpus.generate(count=3, **SIM)  # resumes: nothing left to play
+    assert again.plan_id == run.plan_id and again.turns_written == 0
+
+
+def test_judge_returns_the_judge_summary(judged):
+    summary = judged.judge(judges=["simulated"], progress=False)  # nothing left to judge
+    assert isinstance(summary, rapport.JudgeSummary)
+    assert summary.judged == 0
+    assert judged.sql("SELECT count(*) FROM conversation_judgement").fetchall() == [(6,)]
+
+
+def test_sql_gives_a_relation_for_pandas_and_arrow(judged):
+    relation = judged.sql("SELECT role, count(*) AS n FROM messages GROUP BY 1 ORDER BY 1")
+    frame = relation.df()
+    assert list(frame["role"]) == ["assistant", "user"]
+    assert int(frame["n"].sum()) == judged.sql("SELECT count(*) FROM messages").fetchall()[0][0]
+    assert relation.arrow().read_all().num_rows == 2
+
+
+def test_sql_leaves_the_file_free_for_a_run(judged, tmp_path):
+    relation = judged.sql("SELECT conversation_id FROM conversations")
+    run = judged.generate(count=7, **SIM)  # writes while the relation is still in use
+    assert run.complete == 7
+    assert len(relation.fetchall()) == 6
+
+
+def test_sql_refuses_a_write_with_the_cli_line(judged):
+    with pytest.raises(rapport.StoreError) as refused:
+        judged.sql("DELETE FROM messages")
+    cli = rapport_cli("sql", "--db", str(judged.path), "DELETE FROM messages")
+    assert cli.returncode == INPUT_ERROR
+    assert error_lines(cli) == [f"error: {refused.value}"]
+
+
+def test_conversations_carry_turns_and_verdicts(judged):
+    listed = list(judged.conversations(status="complete", limit=4))
+    assert len(listed) == 4
+    assert [c.summary.conversation_id for c in listed] == sorted(
+        c.summary.conversation_id for c in listed
+    )
+    for conversation in listed:
+        assert [t.role for t in conversation.turns][:2] == ["user", "assistant"]
+        assert conversation.verdicts
+        assert {v.conversation_id for v in conversation.verdicts} == {
+            conversation.summary.conversation_id
+        }
+
+
+def test_conversations_filter_on_passed(judged):
+    passed = {c.summary.conversation_id for c in judged.conversations(passed=True)}
+    failed = {c.summary.conversation_id for c in judged.conversations(passed=False)}
+    stored = judged.sql("SELECT conversation_id, passed FROM conversation_judgement").fetchall()
+    assert passed == {cid for cid, ok in stored if ok}
+    assert failed == {cid for cid, ok in stored if not ok}
+
+
+def test_conversations_read_past_one_page(judged, monkeypatch):
+    monkeypatch.setattr("rapport.corpus.CONVERSATION_PAGE", 2)
+    ids = [c.summary.conversation_id for c in judged.conversations()]
+    stored = judged.sql("SELECT conversation_id FROM corpus_conversations ORDER BY 1").fetchall()
+    assert ids == [cid for (cid,) in stored]
+    assert len(ids) > 2
+
+
+def test_dataset_is_built_in_memory_and_writes_nothing(judged, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    before = judged.sql("SELECT (SELECT count(*) FROM examples) + (SELECT count(*) FROM dataset_exclusions)").fetchall()
+    ds = judged.dataset(min_score=0.0)
+    assert isinstance(ds, datasets.DatasetDict)
+    rows = sum(split.num_rows for split in ds.values())
+    assert rows > 0
+    first = next(iter(ds.values()))[0]
+    assert first["messages"][0]["role"] == "system"
+    assert judged.sql("SELECT (SELECT count(*) FROM examples) + (SELECT count(*) FROM dataset_exclusions)").fetchall() == before
+
+
+def test_estimate_calls_no_model_and_writes_no_run(tmp_path):
+    corpus = rapport.open(tmp_path / "est.duckdb")
+    estimate = corpus.estimate(count=5, backend="simulated", turns=2)
+    assert isinstance(estimate, rapport.Estimate)
+    assert estimate.conversations == 5 and estimate.requests > 0
+    assert corpus.sql("SELECT count(*) FROM runs").fetchall() == [(0,)]
+    assert corpus.sql("SELECT count(*) FROM scenarios").fetchall() == [(0,)]
+
+
+def test_an_error_message_is_the_cli_line(tmp_path):
+    corpus = rapport.open(tmp_path / "bad.duckdb")
+    with pytest.raises(rapport.BadInput) as refused:
+        corpus.generate(count=2, backend="no-such-backend", progress=False)
+    cli = rapport_cli(
+        "generate", "--db", str(corpus.path), "--count", "2", "--backend", "no-such-backend"
+    )
+    assert cli.returncode == INPUT_ERROR
+    assert error_lines(cli) == [f"error: {refused.value}"]
+
+
+def test_until_passing_without_count_or_target_is_bad_input(tmp_path):
+    corpus = rapport.open(tmp_path / "until.duckdb")
+    with pytest.raises(rapport.BadInput, match="--count is required"):
+        corpus.generate(backend="simulated", progress=False)
+
+
+def test_sync_generate_inside_a_running_loop_runs_on_a_worker_thread(tmp_path):
+    corpus = rapport.open(tmp_path / "loop.duckdb")
+
+    async def cell() -> rapport.RunSummary:  # as a notebook cell runs: inside the kernel's loop
+        return corpus.generate(count=3, **SIM)
+
+    run = asyncio.run(cell())
+    assert run.complete == 3
+
+
+def test_agenerate_runs_on_the_callers_loop(tmp_path):
+    corpus = rapport.open(tmp_path / "await.duckdb")
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def ticker(stop: asyncio.Event) -> int:
+        ticks = 0
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+        return ticks
+
+    async def main() -> tuple[rapport.RunSummary, rapport.JudgeSummary, int]:
+        loops.append(asyncio.get_running_loop())
+        stop = asyncio.Event()
+        ticking = asyncio.create_task(ticker(stop))
+        run = await corpus.agenerate(count=3, **SIM)
+        judged = await corpus.ajudge(judges=["simulated"], progress=False)
+        stop.set()
+        return run, judged, await ticking
+
+    run, judged, ticks = asyncio.run(main())
+    assert run.complete == 3 and judged.judged == 6
+    assert ticks > 0  # the caller's loop kept running its own tasks meanwhile
+
+
+def test_view_inside_a_running_loop_serves_in_the_background(judged):
+    async def cell() -> str:
+        return judged.view(port=0)
+
+    url = asyncio.run(cell())
+    assert url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(url, timeout=30) as page:
+        assert page.status == 200
+        assert "rapport" in page.read().decode().lower()
+    assert any(t.name == "rapport-view" for t in threading.enumerate())
+
+
+def test_run_interrupted_is_a_keyboard_interrupt_with_the_cli_line():
+    stop = rapport.RunInterrupted(2, "3 of 10 conversations complete")
+    assert isinstance(stop, KeyboardInterrupt)
+    assert str(stop) == (
+        "interrupted: 3 of 10 conversations complete, run the same command again to resume"
+    )
+
+
+def test_config_types_are_the_ones_yaml_decodes_into(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("seed: 3\nbackends:\n  user_sim: {provider: simulated}\n")
+    from rapport.config.run import load_run_config
+
+    settings = load_run_config(config)
+    assert isinstance(settings, rapport.RunConfig)
+    assert isinstance(settings.backends.user_sim, rapport.Backend)
+    assert rapport.load_domain().name == "therapy"
+
+
+def _public_callables():
+    for name in rapport.__all__:
+        value = getattr(rapport, name)
+        yield name, value
+        if inspect.isclass(value) and value.__module__.startswith("rapport.corpus"):
+            for member, attribute in vars(value).items():
+                if not member.startswith("_") and callable(attribute):
+                    yield f"{name}.{member}", attribute
+
+
+@pytest.mark.parametrize("name", sorted(rapport.__all__))
+def test_every_public_name_is_exported_and_documented(name):
+    value = getattr(rapport, name)
+    assert (inspect.getdoc(value) or "").strip(), f"rapport.{name} has no docstring"
+
+
+def test_every_public_function_and_method_is_documented_and_typed():
+    missing = []
+    for name, value in _public_callables():
+        if inspect.isclass(value):
+            continue
+        if not (inspect.getdoc(value) or "").strip():
+            missing.append(f"{name}: no docstring")
+        signature = inspect.signature(value)
+        for parameter in signature.parameters.values():
+            if parameter.name != "self" and parameter.annotation is inspect.Parameter.empty:
+                missing.append(f"{name}({parameter.name}): no type hint")
+        if signature.return_annotation is inspect.Signature.empty:
+            missing.append(f"{name}: no return type")
+    assert missing == []
+
+
+def test_py_typed_is_shipped():
+    assert (Path(rapport.__file__).parent / "py.typed").is_file()
