@@ -1,9 +1,11 @@
 """How a stage called through the public API shows its progress: `progress=True` in a terminal
-is the command line's live table, in a notebook a live-updating `tqdm.auto` bar (a widget where
-ipywidgets is installed, a line otherwise), anywhere else nothing; `progress=False` is silent."""
+is the command line's live table, in a notebook a live-updating tqdm bar (a widget where
+ipywidgets is installed, as tqdm.auto would pick; a line otherwise), anywhere else nothing;
+`progress=False` is silent."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -60,8 +62,11 @@ def _notebook(
 
 
 async def notebook_display(progress: RunProgress) -> None:
-    """A tqdm.auto bar over the run's conversations (or judgements), redrawn until cancelled."""
-    from tqdm.auto import tqdm
+    """A tqdm bar over the run's conversations (or judgements), redrawn until cancelled."""
+    if importlib.util.find_spec("ipywidgets") is not None:  # a live widget
+        from tqdm.notebook import tqdm
+    else:  # a line redrawn in place (tqdm.auto would warn first)
+        from tqdm.std import tqdm
 
     judging_only = progress.total == 0 and progress.judging is not None
     bar = tqdm(total=progress.total or None, unit="conv", desc="judging" if judging_only else "")
@@ -78,10 +83,11 @@ def _refresh(bar: object, progress: RunProgress, judging_only: bool) -> None:
     judging = progress.judging
     if judging_only and judging is not None:
         bar.n = judging.judged  # type: ignore[attr-defined]
+        postfix = {"active": judging.active, "criteria failed": judging.failed}
     else:
         bar.n = progress.finished  # type: ignore[attr-defined]
-    postfix = {"active": progress.active, "failed": progress.failed, "turns": progress.turns}
-    if judging is not None and not judging_only:
-        postfix["judged"] = judging.judged
+        postfix = {"active": progress.active, "failed": progress.failed, "turns": progress.turns}
+        if judging is not None:
+            postfix["judged"] = judging.judged
     bar.set_postfix(postfix, refresh=False)  # type: ignore[attr-defined]
     bar.refresh()  # type: ignore[attr-defined]

@@ -129,14 +129,21 @@ def test_conversations_read_past_one_page(judged, monkeypatch):
 
 def test_dataset_is_built_in_memory_and_writes_nothing(judged, tmp_path):
     datasets = pytest.importorskip("datasets")
-    before = judged.sql("SELECT (SELECT count(*) FROM examples) + (SELECT count(*) FROM dataset_exclusions)").fetchall()
+    before = judged.sql(
+        "SELECT (SELECT count(*) FROM examples) + (SELECT count(*) FROM dataset_exclusions)"
+    ).fetchall()
     ds = judged.dataset(min_score=0.0)
     assert isinstance(ds, datasets.DatasetDict)
     rows = sum(split.num_rows for split in ds.values())
     assert rows > 0
     first = next(iter(ds.values()))[0]
     assert first["messages"][0]["role"] == "system"
-    assert judged.sql("SELECT (SELECT count(*) FROM examples) + (SELECT count(*) FROM dataset_exclusions)").fetchall() == before
+    assert (
+        judged.sql(
+            "SELECT (SELECT count(*) FROM examples) + (SELECT count(*) FROM dataset_exclusions)"
+        ).fetchall()
+        == before
+    )
 
 
 def test_estimate_calls_no_model_and_writes_no_run(tmp_path):
