@@ -21,7 +21,8 @@ import asyncio
 import contextvars
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import anyio
@@ -31,6 +32,7 @@ from rapport.engine.interrupts import STOP_SWITCH, StopSwitch
 from rapport.errors import RunInterrupted, translated
 
 T = TypeVar("T")
+JOIN_SLICE_S = 0.1  # the most a Ctrl-C waits before the blocked caller throws the stop switch
 
 
 def loop_running() -> bool:
@@ -58,23 +60,41 @@ def _on_worker_thread(stage: Callable[[], T]) -> T:
     failure: list[BaseException] = []
 
     def work() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C is the caller's
         try:
             outcome.append(context.run(stage))
         except BaseException as error:  # handed to the waiting thread, raised there
             failure.append(error)
 
     worker = threading.Thread(target=work, name="rapport-stage", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        try:
-            worker.join()
-        except KeyboardInterrupt:  # the kernel's interrupt: stop the run, wait for its cleanup
-            switch.stop(signal.SIGINT)
+    with _sigint_stops(switch):
+        worker.start()
+        while worker.is_alive():
+            try:  # in slices: a signal's Python handler runs between them, wherever it landed
+                worker.join(JOIN_SLICE_S)
+            except KeyboardInterrupt:  # Ctrl-C as an exception: stop the run, wait for cleanup
+                switch.stop(signal.SIGINT)
     if failure:
         raise failure[0]
     if switch.signum is not None:  # stopped after the stage's last chance to notice
         raise RunInterrupted(switch.signum)
     return outcome[0]
+
+
+@contextmanager
+def _sigint_stops(switch: StopSwitch) -> Iterator[None]:
+    """On the main thread, SIGINT (Ctrl-C, a kernel's interrupt) throws the switch while the
+    stage runs, whatever handler the loop installed (asyncio.run's only cancels its task, which
+    is blocked here); elsewhere a KeyboardInterrupt does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, _frame: switch.stop(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 async def call_awaitable(stage: Callable[[], T]) -> T:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import signal
 import threading
 import urllib.request
 from pathlib import Path
@@ -272,3 +274,50 @@ def test_every_public_function_and_method_is_documented_and_typed():
 
 def test_py_typed_is_shipped():
     assert (Path(rapport.__file__).parent / "py.typed").is_file()
+
+
+def _interrupt_main_after_a_turn(monkeypatch) -> None:
+    """Press Ctrl-C (SIGINT to this process) as the run records its first turn: a notebook
+    user stopping a run under way."""
+    from rapport.engine.progress import RunProgress
+
+    record_turn = RunProgress.record_turn
+
+    def record_and_interrupt(progress, *args, **kwargs) -> None:
+        record_turn(progress, *args, **kwargs)
+        if progress.turns == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(RunProgress, "record_turn", record_and_interrupt)
+
+
+SLOW = {"backend": "simulated:latency_ms=100", "turns": 3, "seed": 5, "max_active": 2}
+
+
+def test_ctrl_c_inside_a_running_loop_stops_the_run_stored_and_resumable(tmp_path, monkeypatch):
+    corpus = rapport.open(tmp_path / "stop.duckdb")
+    _interrupt_main_after_a_turn(monkeypatch)
+
+    async def cell() -> rapport.RunSummary:
+        return corpus.generate(count=8, **SLOW)
+
+    with pytest.raises(rapport.RunInterrupted) as stopped:
+        asyncio.run(cell())
+    assert "of 8 conversations complete, run the same command again to resume" in str(stopped.value)
+    assert corpus.sql("SELECT status FROM runs").fetchall() == [("interrupted",)]
+    monkeypatch.undo()
+    run = corpus.generate(count=8, **SLOW, progress=False)
+    assert run.complete == 8
+    assert corpus.sql("SELECT status FROM runs ORDER BY started_at").fetchall() == [
+        ("interrupted",),
+        ("finished",),
+    ]
+
+
+def test_cli_exit_codes_follow_the_api_error_classes():
+    from rapport.cli.exit_codes import BUDGET_REACHED, NOTHING_DONE, error_exit
+
+    assert error_exit(rapport.BudgetReached(1.0, 1.0)) == BUDGET_REACHED
+    assert error_exit(rapport.ProviderUnusable("down")) == NOTHING_DONE
+    assert error_exit(rapport.BadInput("bad")) == INPUT_ERROR
+    assert error_exit(rapport.StoreError("locked")) == INPUT_ERROR
