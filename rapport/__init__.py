@@ -30,9 +30,9 @@ if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "engine").is_dir():
 
 if TYPE_CHECKING:  # what type checkers see; at run time the same names load lazily
     from rapport.config.backend_settings import BackendBase as Backend
-    from rapport.config.loader import load_domain
     from rapport.config.run import RunConfig
     from rapport.corpus import Corpus, open
+    from rapport.domains import load_domain
     from rapport.errors import (
         BadInput,
         BudgetReached,
@@ -60,7 +60,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EvalSummary": ("rapport.evaluation.summary", "EvalSummary"),
     "RunConfig": ("rapport.config.run", "RunConfig"),
     "Backend": ("rapport.config.backend_settings", "BackendBase"),
-    "load_domain": ("rapport.config.loader", "load_domain"),
+    "load_domain": ("rapport.domains", "load_domain"),
     "RapportError": ("rapport.errors", "RapportError"),
     "BadInput": ("rapport.errors", "BadInput"),
     "ConfigError": ("rapport.errors", "ConfigError"),
