@@ -188,6 +188,9 @@ def test_the_kernels_interrupt_stops_an_awaited_run_stored(kernel, tmp_path):
         kernel, db, f"await wcorpus.agenerate(count=40, {SLOW}, progress=False)"
     )
     assert stopped["status"] == "error"
+    # the kernel cancels the awaiting cell: the await ends as cancelled (a `move_on_after`
+    # around it must still move on), once the run has stopped cleanly
+    assert stopped["error"]["ename"] == "CancelledError"
     assert _runs(db) == [("generate", "interrupted")]
     resumed = kernel.run(
         f"run = await wcorpus.agenerate(count=40, {SLOW}, progress=False)\n"
