@@ -5,6 +5,7 @@ flags and runs them through the same functions (rapport._stages)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -407,28 +408,44 @@ class Corpus:
         serves until interrupted (Ctrl-C), then returns the URL. Inside a running event loop (a
         notebook): serves in the background and returns the URL at once (port 0: a free port).
         Raises StoreError for a missing or foreign database, BadInput when the port is taken."""
-        from aiohttp import web
-
         from rapport.viewer.app import make_app
 
         connect_for_reading(self.path).close()  # a missing or foreign file: one line first
         app = make_app(self.path, loopback_only=True)
         if loop_running():
             return _serve_in_background(app, host, port)
-        url = _url(host, port)
-        print(f"rapport view: {url} (Ctrl+C stops)")
-        try:
-            web.run_app(app, host=host, port=port, print=None, access_log=None)
-        except OSError as error:
-            raise BadInput(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            pass
-        return url
+        return _serve_until_interrupted(app, host, port)
 
 
 def _url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
+
+
+def _serve_until_interrupted(app: object, host: str, port: int) -> str:
+    """Serve `app` on this thread until Ctrl-C, printing the URL once it listens; the URL."""
+    from aiohttp import web
+
+    served: list[str] = []
+
+    async def serve() -> None:
+        runner = web.AppRunner(app, access_log=None)  # type: ignore[arg-type]
+        await runner.setup()
+        try:
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as error:
+                detail = error.strerror or error
+                raise BadInput(f"cannot listen on {host}:{port}: {detail}") from None
+            served.append(_url(host, runner.addresses[0][1]))
+            print(f"rapport view: {served[0]} (Ctrl+C stops)", flush=True)
+            await asyncio.Event().wait()  # until interrupted
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return served[0] if served else _url(host, port)
 
 
 def _serve_in_background(app: object, host: str, port: int) -> str:

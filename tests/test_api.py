@@ -325,3 +325,24 @@ def test_cli_exit_codes_follow_the_api_error_classes():
     assert error_exit(rapport.ProviderUnusable("down")) == NOTHING_DONE
     assert error_exit(rapport.BadInput("bad")) == INPUT_ERROR
     assert error_exit(rapport.StoreError("locked")) == INPUT_ERROR
+
+
+def test_view_from_a_script_serves_until_ctrl_c(judged):
+    import subprocess
+    import sys
+
+    script = f"import rapport; rapport.open({str(judged.path)!r}).view(port=0)"
+    server = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = server.stdout.readline()  # printed once it listens
+        assert line.startswith("rapport view: http://127.0.0.1:"), server.stderr.read()
+        url = line.split()[2]
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0
+        assert server.stderr.read() == ""
+    finally:
+        server.kill()
