@@ -157,6 +157,33 @@ def test_estimate_calls_no_model_and_writes_no_run(tmp_path):
     assert corpus.sql("SELECT count(*) FROM scenarios").fetchall() == [(0,)]
 
 
+def test_evaluate_returns_the_paired_comparison(tmp_path):
+    from tests.conftest import TINY_DOMAIN
+
+    corpus = rapport.open(tmp_path / "eval.duckdb")
+    weak, good = "simulated:quality=0.6", "simulated:quality=0.9"
+    report = corpus.evaluate(
+        scenarios=3, baseline=weak, candidate=good, judges=["simulated"],
+        user_backend="simulated", domain=TINY_DOMAIN, turns=2, progress=False,
+    )  # fmt: skip
+    assert isinstance(report, rapport.EvalSummary)
+    assert report.scenarios == 3 and len(report.sides) == 2
+    again = asyncio.run(
+        corpus.aevaluate(
+            scenarios=3,
+            baseline=weak,
+            candidate=good,
+            judges=["simulated"],
+            user_backend="simulated",
+            domain=str(TINY_DOMAIN),
+            turns=2,
+            progress=False,
+        )
+    )
+    assert again.eval_id == report.eval_id  # resumed: the same eval, nothing played twice
+    assert again.paired == report.paired
+
+
 def test_an_error_message_is_the_cli_line(tmp_path):
     corpus = rapport.open(tmp_path / "bad.duckdb")
     with pytest.raises(rapport.BadInput) as refused:
