@@ -56,7 +56,7 @@ def run_generate(
     request: GenerateRequest, *, progress: bool = True, play: Any = None
 ) -> RunSummary:
     """Plan and simulate (and judge as conversations complete); resumes what a stopped run
-    left. Raises BadInput, ProviderUnusable, BudgetReached, RunInterrupted."""
+    left. Raises BadInput, ProviderUnusable, BudgetReached, Interrupted (a stop)."""
     return call_blocking(_generation(request, progress, play))
 
 
@@ -80,7 +80,7 @@ def run_judge(
     request: JudgeRequest, *, progress: bool = True, say: Say | None = None
 ) -> JudgeSummary:
     """Judge every complete, unjudged conversation. Raises BadInput, ProviderUnusable,
-    BudgetReached, RunInterrupted."""
+    BudgetReached, Interrupted (a stop)."""
     return call_blocking(_judging(request, progress, say))
 
 
@@ -103,7 +103,7 @@ def _evaluation(request: EvalRequest, progress: bool) -> Callable[[], EvalSummar
 
 def run_evaluate(request: EvalRequest, *, progress: bool = True) -> EvalSummary:
     """Play held-out scenarios with the baseline and the candidate, judge both, summarise.
-    Raises BadInput, ProviderUnusable, BudgetReached, RunInterrupted."""
+    Raises BadInput, ProviderUnusable, BudgetReached, Interrupted (a stop)."""
     return call_blocking(_evaluation(request, progress))
 
 

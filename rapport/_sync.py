@@ -7,9 +7,9 @@ thread may watch signals, so:
 - no loop running on the main thread (a script): the stage runs here, as the command line
   runs it (Ctrl-C stops it cleanly);
 - a loop running (a notebook cell): the stage runs on a worker thread with a loop of its own
-  and this thread blocks; a KeyboardInterrupt here (the kernel's interrupt) throws the run's
-  stop switch, waits for its cleanup (what was made is stored, the run is `interrupted`) and
-  raises RunInterrupted;
+  and this thread blocks; SIGINT here (Ctrl-C, the kernel's interrupt) throws the run's stop
+  switch, waits for its cleanup (what was made is stored, the run is `interrupted`) and raises
+  Interrupted (RunInterrupted from the public methods);
 - awaited (`await corpus.agenerate(...)`): the stage's blocking preparation (config, DuckDB)
   runs on a worker thread and its async work on the caller's loop; cancelling the await stops
   the run the same way.
@@ -28,8 +28,8 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from rapport.engine.interrupts import STOP_SWITCH, StopSwitch
-from rapport.errors import RunInterrupted, translated
+from rapport.engine.interrupts import STOP_SWITCH, Interrupted, StopSwitch
+from rapport.errors import translated
 
 T = TypeVar("T")
 JOIN_SLICE_S = 0.1  # the most a Ctrl-C waits before the blocked caller throws the stop switch
@@ -45,8 +45,9 @@ def loop_running() -> bool:
 
 
 def call_blocking(stage: Callable[[], T]) -> T:
-    """Run `stage` to its end from synchronous code anywhere; its errors as the API's."""
-    with translated():
+    """Run `stage` to its end from synchronous code anywhere; its errors as the API's, a stop
+    as Interrupted (the public methods make it RunInterrupted, the command line prints it)."""
+    with translated(interrupts=False):
         if not loop_running() and threading.current_thread() is threading.main_thread():
             return stage()
         return _on_worker_thread(stage)
@@ -77,7 +78,7 @@ def _on_worker_thread(stage: Callable[[], T]) -> T:
     if failure:
         raise failure[0]
     if switch.signum is not None:  # stopped after the stage's last chance to notice
-        raise RunInterrupted(switch.signum)
+        raise Interrupted(switch.signum)
     return outcome[0]
 
 
@@ -99,7 +100,8 @@ def _sigint_stops(switch: StopSwitch) -> Iterator[None]:
 
 async def call_awaitable(stage: Callable[[], T]) -> T:
     """Run `stage` for an awaiting caller: its async work on the caller's loop, its blocking
-    parts on a worker thread; cancelling the await stops the run cleanly (RunInterrupted)."""
+    parts on a worker thread; cancelling the await stops the run cleanly, then the
+    cancellation goes on."""
     switch = StopSwitch(on_caller_loop=True)
     context = contextvars.copy_context()
     context.run(STOP_SWITCH.set, switch)
@@ -116,7 +118,7 @@ async def call_awaitable(stage: Callable[[], T]) -> T:
             finally:
                 done.set()
 
-    with translated():
+    with translated(interrupts=False):
         async with anyio.create_task_group() as group:
             group.start_soon(work)
             try:

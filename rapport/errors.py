@@ -50,26 +50,31 @@ class RunInterrupted(Interrupted, KeyboardInterrupt):
 
 
 @contextmanager
-def translated() -> Iterator[None]:
-    """Raise what a stage raises as the API's classes: a stop as RunInterrupted, a plain
-    RapportError (bad input of any kind) as BadInput, with the message unchanged; the first
-    user error out of an exception group unwrapped; a message redacted as the command line
-    prints it (a provider may echo a key). Raises the translated error."""
+def translated(*, interrupts: bool = True) -> Iterator[None]:
+    """Raise what a stage raises as the API's classes: a plain RapportError (bad input of any
+    kind) as BadInput, with the message unchanged; the first user error out of an exception
+    group unwrapped; a message redacted as the command line prints it (a provider may echo a
+    key); with `interrupts`, a stop as RunInterrupted (the command line keeps Interrupted: a
+    KeyboardInterrupt would become click's silent exit). Raises the translated error."""
     try:
         yield
     except RunInterrupted:
         raise
     except Interrupted as stop:
+        if not interrupts:
+            raise
         raise RunInterrupted(stop.signum, stop.progress) from None
     except KeyboardInterrupt:
+        if not interrupts:
+            raise
         raise RunInterrupted(signal.SIGINT) from None
     except BaseExceptionGroup as group:
         leaf = _user_error(group)
         if leaf is None:
             raise
-        raise _as_api_error(leaf) from None
+        raise _as_api_error(leaf, interrupts) from None
     except RapportError as error:
-        translated_error = _as_api_error(error)
+        translated_error = _as_api_error(error, interrupts)
         if translated_error is error:
             raise
         raise translated_error from None
@@ -85,8 +90,8 @@ def _user_error(group: BaseExceptionGroup) -> BaseException | None:
     return leaf
 
 
-def _as_api_error(error: BaseException) -> BaseException:
-    if isinstance(error, Interrupted) and not isinstance(error, RunInterrupted):
+def _as_api_error(error: BaseException, interrupts: bool = True) -> BaseException:
+    if isinstance(error, Interrupted) and not isinstance(error, RunInterrupted) and interrupts:
         return RunInterrupted(error.signum, error.progress)
     if not isinstance(error, RapportError):
         return error
