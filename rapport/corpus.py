@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import msgspec
+import msgspec.yaml
 
 from rapport._stages import (
     arun_evaluate,
@@ -27,7 +29,9 @@ from rapport._stages import (
     run_judge,
 )
 from rapport._sync import call_blocking, loop_running
+from rapport.config.backend_settings import BackendBase
 from rapport.config.errors import BadInput
+from rapport.config.run import Backends, RunConfig, load_run_config
 from rapport.config.shards import parse_shard
 from rapport.config.sides import parse_sides
 from rapport.errors import api_errors
@@ -117,9 +121,9 @@ class Corpus:
         count: int | None = None,
         *,
         turns: int | None = None,
-        backend: str | None = None,
+        backend: str | BackendBase | None = None,
         seed: int | None = None,
-        config: PathLike | None = None,
+        config: PathLike | RunConfig | None = None,
         domain: PathLike | None = None,
         max_active: int | None = None,
         user_backend: str | None = None,
@@ -132,17 +136,20 @@ class Corpus:
     ) -> RunSummary:
         """Plan `count` conversations (if this database has no plan for these settings) and
         simulate every unfinished one, as `rapport generate` does; calling it again resumes.
-        `backend` is a backend spec (simulated, null, llamacpp, gguf:PATH, openai:MODEL, …),
-        `config` a RUN.yaml; with `judges` (specs) or the config's `judges:`, each conversation
-        is judged as it completes; `until_passing=N` plays until N pass (count: the most it
-        may draw). Raises BadInput (a bad argument, config or database), ProviderUnusable,
-        BudgetReached (`max_cost` reached: a higher one continues), RunInterrupted (Ctrl-C)."""
-        request = self._generate_request(
-            count, turns=turns, backend=backend, seed=seed, config=config, domain=domain,
-            max_active=max_active, user_backend=user_backend, assistant_backend=assistant_backend,
-            judges=judges, max_cost=max_cost, shard=shard, until_passing=until_passing,
-        )  # fmt: skip
-        return run_generate(request, progress=progress)
+        `backend` is a backend spec (simulated, null, llamacpp, gguf:PATH, openai:MODEL, …) or
+        a `rapport.Backend` object, `config` a RUN.yaml or a `rapport.RunConfig` object; with
+        `judges` (specs) or the config's `judges:`, each conversation is judged as it
+        completes; `until_passing=N` plays until N pass (count: the most it may draw).
+        Raises BadInput (a bad argument, config or database), ProviderUnusable, BudgetReached
+        (`max_cost` reached: a higher one continues), RunInterrupted (Ctrl-C)."""
+        with _config_file(config, backend) as (config, backend):
+            request = self._generate_request(
+                count, turns=turns, backend=backend, seed=seed, config=config, domain=domain,
+                max_active=max_active, user_backend=user_backend,
+                assistant_backend=assistant_backend, judges=judges, max_cost=max_cost,
+                shard=shard, until_passing=until_passing,
+            )  # fmt: skip
+            return run_generate(request, progress=progress)
 
     @api_errors
     async def agenerate(
@@ -150,9 +157,9 @@ class Corpus:
         count: int | None = None,
         *,
         turns: int | None = None,
-        backend: str | None = None,
+        backend: str | BackendBase | None = None,
         seed: int | None = None,
-        config: PathLike | None = None,
+        config: PathLike | RunConfig | None = None,
         domain: PathLike | None = None,
         max_active: int | None = None,
         user_backend: str | None = None,
@@ -166,12 +173,14 @@ class Corpus:
         """`generate` for a running event loop: its work runs on the caller's loop (blocking
         preparation on a worker thread). Cancelling the await stops the run cleanly. Raises as
         `generate` does."""
-        request = self._generate_request(
-            count, turns=turns, backend=backend, seed=seed, config=config, domain=domain,
-            max_active=max_active, user_backend=user_backend, assistant_backend=assistant_backend,
-            judges=judges, max_cost=max_cost, shard=shard, until_passing=until_passing,
-        )  # fmt: skip
-        return await arun_generate(request, progress=progress)
+        with _config_file(config, backend) as (config, backend):
+            request = self._generate_request(
+                count, turns=turns, backend=backend, seed=seed, config=config, domain=domain,
+                max_active=max_active, user_backend=user_backend,
+                assistant_backend=assistant_backend, judges=judges, max_cost=max_cost,
+                shard=shard, until_passing=until_passing,
+            )  # fmt: skip
+            return await arun_generate(request, progress=progress)
 
     @api_errors
     def estimate(
@@ -179,9 +188,9 @@ class Corpus:
         count: int,
         *,
         turns: int | None = None,
-        backend: str | None = None,
+        backend: str | BackendBase | None = None,
         seed: int | None = None,
-        config: PathLike | None = None,
+        config: PathLike | RunConfig | None = None,
         domain: PathLike | None = None,
         max_active: int | None = None,
         user_backend: str | None = None,
@@ -191,12 +200,14 @@ class Corpus:
         """What `generate` with these arguments would take (requests, tokens, cost with and
         without prompt caching, wall time), as `rapport generate --estimate` prints it: no model
         is called and nothing is written. Raises BadInput."""
-        request = self._generate_request(
-            count, turns=turns, backend=backend, seed=seed, config=config, domain=domain,
-            max_active=max_active, user_backend=user_backend, assistant_backend=assistant_backend,
-            judges=None, max_cost=None, shard=shard, until_passing=None,
-        )  # fmt: skip
-        return run_estimate(request)
+        with _config_file(config, backend) as (config, backend):
+            request = self._generate_request(
+                count, turns=turns, backend=backend, seed=seed, config=config, domain=domain,
+                max_active=max_active, user_backend=user_backend,
+                assistant_backend=assistant_backend, judges=None, max_cost=None, shard=shard,
+                until_passing=None,
+            )  # fmt: skip
+            return run_estimate(request)
 
     # judge ------------------------------------------------------------------------------
 
@@ -223,7 +234,7 @@ class Corpus:
         self,
         judges: Sequence[str] | None = None,
         *,
-        config: PathLike | None = None,
+        config: PathLike | RunConfig | None = None,
         max_active: int | None = None,
         batch: bool = False,
         side: str = "both",
@@ -233,23 +244,25 @@ class Corpus:
         backend specs (else the config's `judges:`), `side` is assistant, user or both,
         `batch` goes through the providers' batch APIs. Idempotent; resumes after a stop.
         Raises BadInput, ProviderUnusable, BudgetReached, RunInterrupted."""
-        request = self._judge_request(judges, config, max_active, batch, side)
-        return run_judge(request, progress=progress)
+        with _config_file(config, None) as (config, _):
+            request = self._judge_request(judges, config, max_active, batch, side)
+            return run_judge(request, progress=progress)
 
     @api_errors
     async def ajudge(
         self,
         judges: Sequence[str] | None = None,
         *,
-        config: PathLike | None = None,
+        config: PathLike | RunConfig | None = None,
         max_active: int | None = None,
         batch: bool = False,
         side: str = "both",
         progress: bool = True,
     ) -> JudgeSummary:
         """`judge` for a running event loop (see `agenerate`). Raises as `judge` does."""
-        request = self._judge_request(judges, config, max_active, batch, side)
-        return await arun_judge(request, progress=progress)
+        with _config_file(config, None) as (config, _):
+            request = self._judge_request(judges, config, max_active, batch, side)
+            return await arun_judge(request, progress=progress)
 
     # evaluate ---------------------------------------------------------------------------
 
@@ -280,7 +293,7 @@ class Corpus:
         seed: int | None = None,
         judges: Sequence[str] | None = None,
         user_backend: str | None = None,
-        config: PathLike | None = None,
+        config: PathLike | RunConfig | None = None,
         domain: PathLike | None = None,
         turns: int | None = None,
         max_active: int | None = None,
@@ -291,11 +304,13 @@ class Corpus:
         specs) as the assistant, judge both alike and return the paired comparison, as `rapport
         eval` does (it also writes the report folder: `rapport.EvalSummary` holds its figures).
         Re-running resumes. Raises BadInput, ProviderUnusable, BudgetReached, RunInterrupted."""
-        request = self._eval_request(
-            scenarios, baseline, candidate, seed=seed, judges=judges, user_backend=user_backend,
-            config=config, domain=domain, turns=turns, max_active=max_active, max_cost=max_cost,
-        )  # fmt: skip
-        return run_evaluate(request, progress=progress)
+        with _config_file(config, None) as (config, _):
+            request = self._eval_request(
+                scenarios, baseline, candidate, seed=seed, judges=judges,
+                user_backend=user_backend, config=config, domain=domain, turns=turns,
+                max_active=max_active, max_cost=max_cost,
+            )  # fmt: skip
+            return run_evaluate(request, progress=progress)
 
     @api_errors
     async def aevaluate(
@@ -307,7 +322,7 @@ class Corpus:
         seed: int | None = None,
         judges: Sequence[str] | None = None,
         user_backend: str | None = None,
-        config: PathLike | None = None,
+        config: PathLike | RunConfig | None = None,
         domain: PathLike | None = None,
         turns: int | None = None,
         max_active: int | None = None,
@@ -315,11 +330,13 @@ class Corpus:
         progress: bool = True,
     ) -> EvalSummary:
         """`evaluate` for a running event loop (see `agenerate`). Raises as `evaluate` does."""
-        request = self._eval_request(
-            scenarios, baseline, candidate, seed=seed, judges=judges, user_backend=user_backend,
-            config=config, domain=domain, turns=turns, max_active=max_active, max_cost=max_cost,
-        )  # fmt: skip
-        return await arun_evaluate(request, progress=progress)
+        with _config_file(config, None) as (config, _):
+            request = self._eval_request(
+                scenarios, baseline, candidate, seed=seed, judges=judges,
+                user_backend=user_backend, config=config, domain=domain, turns=turns,
+                max_active=max_active, max_cost=max_cost,
+            )  # fmt: skip
+            return await arun_evaluate(request, progress=progress)
 
     # reading ----------------------------------------------------------------------------
 
@@ -482,6 +499,27 @@ def _serve_in_background(app: object, host: str, port: int) -> str:
         detail = getattr(error, "strerror", None) or error
         raise BadInput(f"cannot listen on {host}:{port}: {detail}")
     return found[0]
+
+
+@contextlib.contextmanager
+def _config_file(
+    config: PathLike | RunConfig | None, backend: str | BackendBase | None
+) -> Iterator[tuple[Path | None, str | None]]:
+    """The run config as the stages read it, a file: a RunConfig object (or a Backend object
+    for both roles) is written as the YAML it decodes from, for the call's duration."""
+    if not isinstance(config, RunConfig) and not isinstance(backend, BackendBase):
+        yield _path(config), backend
+        return
+    settings = config if isinstance(config, RunConfig) else load_run_config(_path(config))
+    if isinstance(backend, BackendBase):
+        both = Backends(user_sim=backend, assistant=backend)  # type: ignore[arg-type]
+        settings = msgspec.structs.replace(settings, backends=both)
+    if settings.domain is not None and not Path(settings.domain).is_absolute():
+        settings = msgspec.structs.replace(settings, domain=str(Path(settings.domain).resolve()))
+    with tempfile.TemporaryDirectory(prefix="rapport-config-") as folder:
+        path = Path(folder) / "run.yaml"
+        path.write_bytes(msgspec.yaml.encode(msgspec.to_builtins(settings)))
+        yield path, None
 
 
 def _path(value: PathLike | None) -> Path | None:

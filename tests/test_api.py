@@ -270,6 +270,19 @@ def test_config_types_are_the_ones_yaml_decodes_into(tmp_path):
         rapport.load_domain(str(tmp_path))  # a folder with no domain in it
 
 
+def test_config_and_backend_objects_drive_a_run(tmp_path):
+    from rapport.config.backend_settings import SimulatedConfig
+    from rapport.config.run import Backends
+
+    corpus = rapport.open(tmp_path / "typed.duckdb")
+    simulated = SimulatedConfig()
+    settings = rapport.RunConfig(seed=4, turns=2, backends=Backends(simulated, simulated))
+    run = corpus.generate(count=2, config=settings, progress=False)
+    assert (run.complete, run.user_backend) == (2, "simulated:rapport-simulator (simulated)")
+    again = corpus.generate(count=3, seed=4, turns=2, backend=simulated, progress=False)
+    assert again.plan_id == run.plan_id and again.complete == 3  # the same plan, grown by one
+
+
 def _public_callables():
     for name in rapport.__all__:
         value = getattr(rapport, name)
