@@ -53,6 +53,7 @@ CONVERSATION_PAGE = 200  # conversations read from the file at a time by `conver
 PathLike = str | os.PathLike[str]
 
 
+@api_errors
 def open(path: PathLike) -> Corpus:
     """Open the Rapport database at `path`, creating it (and its schema) when there is no file;
     an older Rapport file is brought up to date. Raises StoreError (a BadInput) for a file that
