@@ -9,13 +9,13 @@ import msgspec
 import typer
 from rich.console import Console
 
+from rapport._stages import run_evaluate
 from rapport.cli import options as shared
 from rapport.cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
-from rapport.cli.progress_display import live_display
 from rapport.config.constants import MAX_COUNT, MAX_SEED
 from rapport.evaluation.report import OUTPUT_KIND, user_side_failed, write_eval_report
 from rapport.evaluation.summary import EvalSummary
-from rapport.stages.evaluate import EvalRequest, run_eval
+from rapport.stages.evaluate import EvalRequest
 from rapport.store.output_folder import check_output_folder
 
 SPEC_HELP = (
@@ -73,7 +73,6 @@ def evaluate(
     difference with its significance. Re-running resumes; a larger N extends the same eval."""
     if out is not None:  # before playing anything: a report that cannot be written is refused now
         check_output_folder(out, OUTPUT_KIND, overwrite=overwrite, keep=(db,))
-    console = Console(stderr=True)
     request = EvalRequest(
         db=db,
         scenarios=scenarios,
@@ -88,9 +87,7 @@ def evaluate(
         max_active=max_active,
         max_cost=max_cost,
     )
-
-    display = None if quiet or not console.is_terminal else live_display(console)
-    summary = run_eval(request, display=display)
+    summary = run_evaluate(request, progress=not quiet)
     folder = out if out is not None else db.parent / summary.eval_id
     files = write_eval_report(
         summary, folder, msgspec.json.encode(summary).decode(), overwrite=overwrite, keep=(db,)

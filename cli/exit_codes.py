@@ -7,6 +7,8 @@ import signal
 import typer
 from rich.console import Console
 
+from rapport.errors import BudgetReached, ProviderUnusable, RapportError
+
 OK = 0  # everything asked for is done
 INTERNAL_ERROR = 1  # a bug of Rapport's: one line (RAPPORT_TRACEBACK=1 shows the traceback)
 INPUT_ERROR = 2  # bad input (flags, config, domain, database): nothing was run
@@ -26,6 +28,17 @@ def outcome(*parts: tuple[int, int]) -> int:
     if all(done >= wanted for done, wanted in asked):
         return OK
     return NOTHING_DONE if all(done == 0 for done, _ in asked) else PARTIAL
+
+
+def error_exit(error: RapportError) -> int:
+    """The code for an error the API raised (its message is the line printed): BudgetReached
+    is a clean stop, ProviderUnusable means nothing could be done, any other (BadInput: flags,
+    config, domain, database) is bad input."""
+    if isinstance(error, BudgetReached):
+        return BUDGET_REACHED
+    if isinstance(error, ProviderUnusable):
+        return NOTHING_DONE
+    return INPUT_ERROR
 
 
 def interrupted_exit(signum: int) -> int:

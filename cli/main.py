@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
+from rapport._stages import draw_count, run_estimate, run_generate, run_judge, run_passing_estimate
 from rapport.cli import options as shared
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
@@ -22,12 +23,11 @@ from rapport.cli.duplicates_display import print_duplicates
 from rapport.cli.estimate_table import print_estimate
 from rapport.cli.eval_command import evaluate
 from rapport.cli.exit_codes import (
-    BUDGET_REACHED,
     INPUT_ERROR,
     INTERNAL_ERROR,
-    NOTHING_DONE,
     OK,
     TRACEBACK_ENV,
+    error_exit,
     finish,
     interrupted_exit,
     outcome,
@@ -35,7 +35,6 @@ from rapport.cli.exit_codes import (
 from rapport.cli.iterate_command import iterate
 from rapport.cli.merge_command import merge
 from rapport.cli.passing_table import print_passing_estimate, stratum_table
-from rapport.cli.progress_display import live_display
 from rapport.cli.render import as_table, print_table, write_batches
 from rapport.cli.sql_input import sql_text
 from rapport.cli.training_commands import chat as chat_command
@@ -54,21 +53,15 @@ from rapport.config.constants import (
 )
 from rapport.config.errors import RapportError
 from rapport.config.exception_groups import first_leaf
-from rapport.config.prices import load_prices
 from rapport.config.secrets import Redactor
-from rapport.config.shards import WHOLE_PLAN
 from rapport.config.sides import parse_sides
 from rapport.engine.budget import BudgetReached
-from rapport.engine.errors import ProviderUnusable
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
 from rapport.judges.repetition import describe, repetition_report
 from rapport.reports.judging import write_report
 from rapport.stages.dedup import check_threshold
-from rapport.stages.estimate import estimate_run
 from rapport.stages.generate import RunSummary, generate_settings
-from rapport.stages.generate import generate as run_generation
-from rapport.stages.judge import JudgeRequest, judge_corpus
-from rapport.stages.until_estimate import estimate_until_passing
+from rapport.stages.judge import JudgeRequest
 from rapport.stages.until_passing import short_line
 from rapport.store.query import query, query_batches
 from rapport.store.run_secrets import database_redactor
@@ -154,8 +147,7 @@ def generate(
     With `judges:` in the run settings (or --judge), each conversation is judged as it
     completes. With --shard K/N, only the plan's scenarios with index % N == K (`rapport merge`
     joins shards). With --until-passing N, until N conversations pass."""
-    console = Console(stderr=True)
-    count = _draw_count(count, until_passing)
+    count = draw_count(count, until_passing)
     judges = tuple(judge_specs or ())
     request = shared.generate_request(
         locals(), judging="always" if judges else "configured", judges=judges
@@ -163,15 +155,12 @@ def generate(
     if until_passing is not None and estimate:
         settings = generate_settings(request)
         print_passing_estimate(
-            estimate_until_passing(settings, request), Console(soft_wrap=True), settings.budget_usd
+            run_passing_estimate(request), Console(soft_wrap=True), settings.budget_usd
         )
         return
     if estimate:
-        settings = generate_settings(request)
         print_estimate(
-            estimate_run(settings, request.count, request.db, shard=request.shard or WHOLE_PLAN),
-            Console(soft_wrap=True),
-            settings.budget_usd,
+            run_estimate(request), Console(soft_wrap=True), generate_settings(request).budget_usd
         )
         return
     if ray is not None and generate_settings(request).budget_usd is not None:
@@ -180,9 +169,7 @@ def generate(
             "the driver's spend guard): run it without --ray, or as shards with --shard K/N"
         )
     play = shared.cluster_player(ray, workers)
-
-    display = None if quiet or not console.is_terminal else live_display(console)
-    summary = run_generation(request, display=display, play=play)
+    summary = run_generate(request, progress=not quiet, play=play)
     out = Console(soft_wrap=True)
     if summary.passing is not None:
         _print_passing(summary, out, generate_settings(request).budget_usd)
@@ -208,17 +195,6 @@ def generate(
         failures.append(_criteria_failed(judged.failed_criteria, judged.answered_criteria))
         parts.append((judged.answered_criteria, judged.answered_criteria + judged.failed_criteria))
     finish(outcome(*parts), "; ".join(line for line in failures if line))
-
-
-def _draw_count(count: int | None, until_passing: int | None) -> int:
-    """--count as given; with --until-passing alone, UNTIL_PASSING_DRAW_FACTOR × N."""
-    if until_passing is not None and until_passing < 1:
-        raise RapportError(f"--until-passing {until_passing}: the target must be at least 1")
-    if count is not None:
-        return count
-    if until_passing is None:
-        raise RapportError("--count is required (or --until-passing N)")
-    return min(MAX_COUNT, UNTIL_PASSING_DRAW_FACTOR * until_passing)
 
 
 def _print_passing(summary: RunSummary, out: Console, max_cost: float | None) -> None:
@@ -310,8 +286,7 @@ def judge(
     def say(line: str) -> None:  # batch progress: submitted, polling, done, failed
         console.print(f"batch · {line}", highlight=False, soft_wrap=True)
 
-    display = None if quiet or not console.is_terminal else live_display(console)
-    summary = judge_corpus(request, display=display, say=say)
+    summary = run_judge(request, progress=not quiet, say=say)
     out = Console(soft_wrap=True)
     out.print(
         f"judged {summary.judged:,} conversation-judge pairs in {summary.elapsed_s:,.1f}s · "
@@ -453,10 +428,10 @@ def run() -> None:
         sys.exit(INPUT_ERROR_EXIT)
     except BudgetReached as stop:  # a clean stop, not an error: nothing is lost
         Console(stderr=True, highlight=False, soft_wrap=True).print(str(stop))
-        sys.exit(BUDGET_REACHED)
+        sys.exit(error_exit(stop))
     except RapportError as error:
         _print_error(str(error))
-        sys.exit(NOTHING_DONE if isinstance(error, ProviderUnusable) else INPUT_ERROR_EXIT)
+        sys.exit(error_exit(error))
     except (Interrupted, KeyboardInterrupt, typer.Abort) as stop:
         signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
         progress = stop.progress if isinstance(stop, Interrupted) else None

@@ -67,6 +67,9 @@ class Example(msgspec.Struct, frozen=True):
 
 
 class EvalSummary(msgspec.Struct, frozen=True):
+    """An evaluation's result (`rapport eval`, `Corpus.evaluate`): each side's figures on the
+    same held-out scenarios, the paired difference and its significance."""
+
     eval_id: str
     domain: str
     scenarios: int

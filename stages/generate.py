@@ -102,6 +102,10 @@ class JudgingSummary(msgspec.Struct, frozen=True):
 
 
 class RunSummary(msgspec.Struct, frozen=True):
+    """What a generation run did (`rapport generate`, `Corpus.generate`): the plan, its
+    conversations complete, failed and pending, the turns written, and, when it judged or
+    played until a target passed, those figures too."""
+
     run_id: str
     plan_id: str
     count: int

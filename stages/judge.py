@@ -43,6 +43,9 @@ class JudgeRequest(msgspec.Struct, frozen=True):
 
 
 class JudgeSummary(msgspec.Struct, frozen=True):
+    """What a judging run did (`rapport judge`, `Corpus.judge`): conversation-judge pairs
+    judged, assessments stored, criteria answered and failed (asked again next run)."""
+
     judged: int
     assessed: int
     failed_criteria: int

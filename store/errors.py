@@ -6,10 +6,10 @@ import errno
 import os
 from pathlib import Path
 
-from rapport.config.errors import RapportError
+from rapport.config.errors import BadInput
 
 
-class StoreError(RapportError):
+class StoreError(BadInput):
     """The database file cannot be opened, is locked, or a query is refused."""
 
 

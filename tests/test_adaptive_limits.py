@@ -465,7 +465,7 @@ def test_service_time_is_fitted_from_replies_served_alone():
 def test_the_live_display_says_once_that_the_timeout_was_raised():
     from rich.console import Console
 
-    from rapport.cli.progress_display import progress_table
+    from rapport._live_table import progress_table
     from rapport.config.prices import PriceTable
     from rapport.engine.progress import RunProgress
 

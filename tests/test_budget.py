@@ -284,7 +284,7 @@ def test_a_cut_reply_is_kept_when_the_budget_refuses_its_longer_retry(tiny):
 def test_the_live_display_shows_what_the_budget_has_left():
     from rich.console import Console
 
-    from rapport.cli.progress_display import progress_table
+    from rapport._live_table import progress_table
     from rapport.config.prices import PriceTable
     from rapport.engine.gateway import Gateway
     from rapport.engine.progress import RunProgress

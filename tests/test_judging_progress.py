@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from rapport.cli.progress_display import progress_table
+from rapport._live_table import progress_table
 from rapport.config.prices import PriceTable
 from rapport.engine.progress import JudgingProgress, RunProgress
 from rapport.fakes.provider import FakeProviderSettings, running_fake_provider

@@ -46,7 +46,7 @@ def test_the_wheel_installs_exactly_one_top_level_package(wheel: Path):
     assert "License-Expression: Apache-2.0" in text
     for data in ("rapport/store/schema.sql", "rapport/store/views.sql", "rapport/config/prices.yaml",
                  "rapport/config/domains/therapy/domain.yaml", "rapport/engine/backends/__init__.py", "rapport/viewer/static/viewer.js",
-                 "rapport/viewer/static/viewer.css"):  # fmt: skip
+                 "rapport/viewer/static/viewer.css", "rapport/py.typed"):  # fmt: skip
         assert data in names
 
 
@@ -67,6 +67,7 @@ def test_the_unpacked_wheel_runs_from_a_folder_with_its_own_config_package(wheel
         "assert config.USER_CONFIG and cli.USER_CLI\n"
         "assert rapport.__file__.startswith(sys.argv[2]), rapport.__file__\n"
         "assert 'CREATE TABLE' in schema_sql('schema.sql')\n"
+        "assert rapport.open.__module__ == 'rapport.corpus'\n"
         "load_prices()\n"
         "print('ok')\n"
     )

@@ -18,8 +18,8 @@ import duckdb
 import pytest
 from rich.console import Console
 
+from rapport._live_table import progress_table
 from rapport.cli.exit_codes import OK
-from rapport.cli.progress_display import progress_table
 from rapport.config.prices import load_prices
 from rapport.engine.progress import RunProgress
 from rapport.store.batch import apply_batch, encode_batch

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from rich.console import Console
 
-from rapport.cli.progress_display import progress_table
+from rapport._live_table import progress_table
 from rapport.config.backend_settings import OpenAIConfig
 from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices

@@ -9,7 +9,7 @@ import anyio
 import duckdb
 from rich.console import Console
 
-from rapport.cli.progress_display import progress_table
+from rapport._live_table import progress_table
 from rapport.config.constants import TRUNCATION_RETRY_FACTOR
 from rapport.config.prices import load_prices
 from rapport.stages.generate import GenerateRequest, generate

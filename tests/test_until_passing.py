@@ -487,7 +487,7 @@ def test_with_a_simulator_rubric_a_conversation_counts_once_both_sides_are_judge
 def test_the_live_display_shows_the_target_the_yield_and_the_strata_at_quota(tmp_path):
     from rich.console import Console
 
-    from rapport.cli.progress_display import progress_table
+    from rapport._live_table import progress_table
     from rapport.config.prices import PriceTable
 
     seen = []

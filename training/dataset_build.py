@@ -10,7 +10,7 @@ import re
 import statistics
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -157,6 +157,27 @@ def _features():
     )
 
 
+class Selection(msgspec.Struct, frozen=True):
+    """The examples a request selects from the corpus, and what was left out and why."""
+
+    database: Database
+    redactor: Redactor
+    sources: list[SourceConversation]
+    domains: dict[str, Any]
+    dropped: set[str]  # repetitive
+    failures: list[SimulatorFailure]
+    failed_users: set[str]
+    duplicates: list[ClusterMember]
+    kept: list[SourceConversation]
+    user_side: UserSide
+    records: list[ExampleRecord]
+    rows: dict[str, list[dict[str, object]]]
+    truncated: int
+    too_long: int
+    cut_replies: int
+    tokenizer_label: str
+
+
 def build_dataset(
     request: DatasetRequest, environ: Mapping[str, str] | None = None
 ) -> DatasetSummary:
@@ -164,70 +185,18 @@ def build_dataset(
     token = environ.get("HF_TOKEN", "").strip()
     if request.push_to_hub and not token:
         raise RapportError("--push-to-hub needs HF_TOKEN in the environment (a write token)")
-    if not request.db.exists():
-        raise StoreError(f"{request.db}: no such database")
-    if request.dedup is not None:
-        check_threshold(request.dedup, "--dedup")
+    check_source(request)
     output_kind = f"dataset:{request.output_format}"
     keep = (request.db, *([Path(request.tokenizer)] if request.tokenizer else []))
     check_output_folder(request.out, output_kind, overwrite=request.overwrite, keep=keep)
-    count_tokens, tokenizer_label = _token_counter(request.tokenizer)
-    database = Database(request.db)
-    database.initialise()
-    redactor = database_redactor(request.db, environ)
-    sources = [
-        _redacted(source, redactor)
-        for source in database.run_sync(
-            lambda conn: passing_conversations(
-                conn,
-                request.min_score,
-                human_overrides=request.human_overrides,
-                reviewed_only=request.reviewed_only,
-            )
-        )
-    ]
-    domains = database.run_sync(plan_domains)
-    if not sources:
-        hint = (
-            "review some in `rapport view` first?"
-            if request.reviewed_only
-            else "run `rapport judge` first?"
-        )
-        raise RapportError(f"{request.db}: no passing conversations ({hint})")
-    transcripts = {s.conversation_id: s.messages for s in sources}
-    dropped: set[str] = set()
-    if request.drop_repetitive is not None:
-        report = repetition_report(transcripts)
-        dropped = dominated_conversations(
-            transcripts, report, request.repetitive_share, request.drop_repetitive
-        )
-    failures = database.run_sync(lambda conn: simulator_failures(conn, list(transcripts)))
-    failed_users = {f.conversation_id for f in failures}
-    left_out = dropped | (set() if request.keep_simulator_failures else failed_users)
-    duplicates: list[ClusterMember] = []
-    if request.dedup is not None:  # among what the other rules keep: a kept member is kept
-        duplicates = duplicates_among(
-            request.db,
-            [s.conversation_id for s in sources if s.conversation_id not in left_out],
-            DedupSettings(threshold=request.dedup),
-        )
-        left_out |= {m.conversation_id for m in duplicates}
-    kept = [s for s in sources if s.conversation_id not in left_out]
-    if not kept and failed_users and not request.keep_simulator_failures:
-        raise RapportError(
-            f"{request.db}: every passing conversation left is one whose user side failed "
-            f"({len(failed_users)}: its simulator rubric or a model-free check, see `rapport "
-            "stats`); --keep-simulator-failures keeps them"
-        )
-    kept_ids = [s.conversation_id for s in kept]
-    user_side = _user_side(
-        failures,
-        request.keep_simulator_failures,
-        database.run_sync(lambda conn: flaw_realisation(conn, kept_ids)),
-    )
-    records, rows, truncated, too_long, cut_replies = _examples(
-        kept, domains, request, count_tokens
-    )
+    selection = select_examples(request, environ)
+    database, redactor, sources = selection.database, selection.redactor, selection.sources
+    domains, dropped, failures = selection.domains, selection.dropped, selection.failures
+    failed_users, duplicates, kept = selection.failed_users, selection.duplicates, selection.kept
+    user_side, records, rows = selection.user_side, selection.records, selection.rows
+    truncated, too_long = selection.truncated, selection.too_long
+    cut_replies = selection.cut_replies
+    tokenizer_label = selection.tokenizer_label
     counts = {split: len(rows[split]) for split in SPLITS}
     origin = database.run_sync(provenance)
     disclaimers = sorted({d.info.disclaimer for d in domains.values() if d.info.disclaimer})
@@ -296,6 +265,91 @@ def build_dataset(
         dropped_simulator_check=0 if user_side.kept_failures else user_side.checked,
         kept_simulator_failures=len(failed_users) if user_side.kept_failures else 0,
     )
+
+
+def check_source(request: DatasetRequest) -> None:
+    """The database exists and the dedup threshold is one; else one line (BadInput)."""
+    if not request.db.exists():
+        raise StoreError(f"{request.db}: no such database")
+    if request.dedup is not None:
+        check_threshold(request.dedup, "--dedup")
+
+
+def select_examples(request: DatasetRequest, environ: Mapping[str, str]) -> Selection:
+    """The passing conversations the request keeps, sliced into examples per split; nothing is
+    written but near-duplicate clusters (`dedup`, refreshed as `rapport stats --duplicates`
+    does). Raises RapportError when nothing passes."""
+    count_tokens, tokenizer_label = _token_counter(request.tokenizer)
+    database = Database(request.db)
+    database.initialise()
+    redactor = database_redactor(request.db, environ)
+    sources = [
+        _redacted(source, redactor)
+        for source in database.run_sync(
+            lambda conn: passing_conversations(
+                conn,
+                request.min_score,
+                human_overrides=request.human_overrides,
+                reviewed_only=request.reviewed_only,
+            )
+        )
+    ]
+    domains = database.run_sync(plan_domains)
+    if not sources:
+        hint = (
+            "review some in `rapport view` first?"
+            if request.reviewed_only
+            else "run `rapport judge` first?"
+        )
+        raise RapportError(f"{request.db}: no passing conversations ({hint})")
+    transcripts = {s.conversation_id: s.messages for s in sources}
+    dropped: set[str] = set()
+    if request.drop_repetitive is not None:
+        report = repetition_report(transcripts)
+        dropped = dominated_conversations(
+            transcripts, report, request.repetitive_share, request.drop_repetitive
+        )
+    failures = database.run_sync(lambda conn: simulator_failures(conn, list(transcripts)))
+    failed_users = {f.conversation_id for f in failures}
+    left_out = dropped | (set() if request.keep_simulator_failures else failed_users)
+    duplicates: list[ClusterMember] = []
+    if request.dedup is not None:  # among what the other rules keep: a kept member is kept
+        duplicates = duplicates_among(
+            request.db,
+            [s.conversation_id for s in sources if s.conversation_id not in left_out],
+            DedupSettings(threshold=request.dedup),
+        )
+        left_out |= {m.conversation_id for m in duplicates}
+    kept = [s for s in sources if s.conversation_id not in left_out]
+    if not kept and failed_users and not request.keep_simulator_failures:
+        raise RapportError(
+            f"{request.db}: every passing conversation left is one whose user side failed "
+            f"({len(failed_users)}: its simulator rubric or a model-free check, see `rapport "
+            "stats`); --keep-simulator-failures keeps them"
+        )
+    kept_ids = [s.conversation_id for s in kept]
+    user_side = _user_side(
+        failures,
+        request.keep_simulator_failures,
+        database.run_sync(lambda conn: flaw_realisation(conn, kept_ids)),
+    )
+    records, rows, truncated, too_long, cut_replies = _examples(
+        kept, domains, request, count_tokens
+    )
+    return Selection(
+        database=database, redactor=redactor, sources=sources, domains=domains,
+        dropped=dropped, failures=failures, failed_users=failed_users, duplicates=duplicates,
+        kept=kept, user_side=user_side, records=records, rows=rows, truncated=truncated,
+        too_long=too_long, cut_replies=cut_replies, tokenizer_label=tokenizer_label,
+    )  # fmt: skip
+
+
+def examples_dataset(request: DatasetRequest, environ: Mapping[str, str] | None = None):
+    """The examples a build would write, as a `datasets.DatasetDict` in memory: no folder, no
+    card, no row of `training_examples` (the Python API's `Corpus.dataset`)."""
+    check_source(request)
+    selection = select_examples(request, environ if environ is not None else dict(os.environ))
+    return _dataset(selection.rows)
 
 
 def _user_side(
@@ -405,7 +459,7 @@ def _push(dataset, card: str, request: DatasetRequest, token: str) -> None:
         ) from None
 
 
-def _write(rows: Mapping[str, list[dict[str, object]]], output_format: OutputFormat, out: Path):
+def _dataset(rows: Mapping[str, list[dict[str, object]]]):
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
     disable_progress_bars()
@@ -420,6 +474,11 @@ def _write(rows: Mapping[str, list[dict[str, object]]], output_format: OutputFor
             if split_rows  # an empty split cannot be loaded back by `datasets`: left out
         }
     )
+    return dataset
+
+
+def _write(rows: Mapping[str, list[dict[str, object]]], output_format: OutputFormat, out: Path):
+    dataset = _dataset(rows)
     if output_format == "hf":
         dataset.save_to_disk(str(out))
     else:
