@@ -74,7 +74,7 @@ PERCENT_COLUMNS = frozenset(
 )  # fmt: skip
 WORD_COLUMNS = frozenset({"topic_category", "flaw", "status", "role", "attribute", "end_reason"})
 MONEY_COLUMNS = frozenset({"cost_usd", "usd_per_1k_messages"})
-NO_PRICE = "— no price known"  # a cost of NULL: no message of it had a price
+NO_PRICE = "— no price"  # a cost of NULL: no message of it had a price
 
 # The conversations list's filters, as a person reads them (the URL keeps the short names).
 FILTERS: Mapping[str, str] = {

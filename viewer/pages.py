@@ -56,7 +56,8 @@ def table(section: Table, links: Mapping[str, str] | None = None) -> str:
             if column in links and value is not None:
                 text = f"<a href='{esc(links[column] + str(value))}'>{text}</a>"
             numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            cells.append(f"<td class='num'>{text}</td>" if numeric else f"<td>{text}</td>")
+            kind = " class='num'" if numeric else " class='word'" if " " not in text else ""
+            cells.append(f"<td{kind}>{text}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     empty = "" if section.rows else "<p class='empty'>(none)</p>"
     return (
@@ -182,11 +183,13 @@ def list_body(
         user = {True: "failed", False: "passed", None: "not judged"}[row.simulator_failed]
         rows.append(
             f"<tr class='conversation' data-id='{esc(row.conversation_id)}'>"
-            f"<td><a href='/c/{esc(row.conversation_id)}'>{esc(row.conversation_id)}</a></td>"
+            f"<td><a href='/c/{esc(row.conversation_id)}'>"
+            f"{esc(row.conversation_id)}</a></td>"
             f"<td>{esc(row.status)}</td><td>{row.exchanges}</td>"
             f"<td class='{verdict.replace(' ', '-')}'>{verdict}{why}</td><td>{score}</td>"
-            f"<td>{esc(', '.join(row.topic_categories))}</td>"
-            f"<td>{esc(', '.join(row.flaw_names))}</td><td>{esc(row.writing_style)}</td>"
+            f"<td>{esc(', '.join(map(labels.words, row.topic_categories)))}</td>"
+            f"<td>{esc(', '.join(map(labels.words, row.flaw_names)))}</td>"
+            f"<td>{esc(labels.words(row.writing_style or ''))}</td>"
             f"<td>{cost}</td><td>{row.reviewers or ''}</td>"
             f"<td class='user-side {user.replace(' ', '-')}'>{user}</td></tr>"
         )
@@ -203,7 +206,7 @@ def list_body(
         f"<h1>Conversations</h1>{form}<p id='total'>{page.total:,} conversations match</p>"
         "<table id='conversations'><thead><tr><th>conversation</th><th>status</th>"
         "<th>exchanges</th><th>verdict</th><th>score</th><th>topics</th><th>flaws</th>"
-        "<th>style</th><th>cost</th><th>reviewers</th><th>user side</th></tr></thead>"
+        "<th>style</th><th>cost</th><th>people</th><th>user side</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
         f"<p class='paging'>{' '.join(nav)}</p>"
     )
