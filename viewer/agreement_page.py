@@ -34,7 +34,7 @@ def _many(count: int, one: str, many: str) -> str:
 
 
 def _judge(judge: str) -> str:
-    return "the pass rule across judges" if judge == PASS_RULE_JUDGE else f"judge {judge}"
+    return f"{judge}, the judges together" if judge == PASS_RULE_JUDGE else f"judge {judge}"
 
 
 def _count(conversations: int, reviews: int) -> str:
