@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from rapport.store.viewer_reads import Assessment
+from rapport.viewer.charts import Bin, Mark, histogram
 from rapport.viewer.reasons import failure_reason
 from tests.viewer_helpers import judged_corpus, serving
 from tests.viewer_reviews import ANN_REVIEWS, BOB_REVIEWS, review_corpus
@@ -45,7 +46,7 @@ def listed(page: str) -> list[str]:
 def figure(page: str, ident: str) -> tuple[str, str]:
     """A headline figure's value and the note under it."""
     found = re.search(
-        rf"<div class='figure' id='{ident}'><b class='value'>([^<]*)</b>"
+        rf"<div class='figure' id='figure-{ident}'><b class='value'>([^<]*)</b>"
         r"<span class='label'>[^<]*</span>(?:<span class='note'>([^<]*)</span>)?",
         page,
     )
@@ -228,3 +229,14 @@ def test_the_empty_eval_page_says_how_to_make_one(viewer):
     assert status == 200
     assert "No evaluation yet" in page and "rapport eval --db" in page
     assert "rapport iterate --domain" in page
+
+
+def test_the_threshold_mark_stands_where_its_score_sits_on_the_axis():
+    bins = [Bin(round(i / 10, 1), round((i + 1) / 10, 1), i) for i in range(10)]
+    svg = histogram("scores", bins, [Mark(0.7, "pass threshold 0.7")])
+    (mark,) = re.findall(r"<line class='mark' x1='([\d.]+)'", svg)
+    edges = [float(x) for x in re.findall(r"<rect x='([\d.]+)'", svg)]
+    assert abs(float(mark) - (edges[7] - 0.5)) < 0.2  # the left edge of the 0.7–0.8 column
+    ticks = re.findall(r"text-anchor='middle'>([\d.]+)</text>", svg)
+    assert ticks == ["0", "0.2", "0.4", "0.6", "0.8", "1"]
+    assert "pass threshold 0.7" in svg

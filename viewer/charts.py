@@ -5,6 +5,7 @@ stays legible."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -88,22 +89,19 @@ def bars(title: str, rows: Sequence[Bar]) -> str:
 
 
 def _ticks(low: float, high: float, whole: bool) -> list[float]:
-    """About five round ticks across [low, high]."""
+    """About five round ticks (1, 2 or 5 times a power of ten apart) across [low, high]."""
     span = high - low
     if span <= 0:
         return [low]
-    step = 10 ** (len(str(int(span))) - 1) if span >= 1 else 0.1
-    for factor in (1, 2, 5, 10):
-        if span / (step * factor) <= 5:
-            step *= factor
-            break
+    raw = span / 5
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(f * magnitude for f in (1, 2, 5, 10) if f * magnitude >= raw)
     if whole:
         step = max(1, round(step))
-    first = -(-low // step) * step
+    value = math.ceil(low / step) * step
     ticks = []
-    value = first
     while value <= high + 1e-9:
-        ticks.append(round(value, 6))
+        ticks.append(round(value, 6) + 0.0)  # + 0.0: never "-0"
         value += step
     return ticks
 

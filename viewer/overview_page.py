@@ -18,7 +18,7 @@ SCORE_BIN = 0.1  # the width of score_distribution's bins
 def _figure(ident: str, value: str, label: str, note: str = "") -> str:
     small = f"<span class='note'>{esc(note)}</span>" if note else ""
     return (
-        f"<div class='figure' id='{ident}'><b class='value'>{esc(value)}</b>"
+        f"<div class='figure' id='figure-{ident}'><b class='value'>{esc(value)}</b>"
         f"<span class='label'>{esc(label)}</span>{small}</div>"
     )
 
