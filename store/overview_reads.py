@@ -1,11 +1,11 @@
 """What `rapport view`'s overview shows, read as one Struct: the headline figures, the series
 its charts draw and the tables below them.
 
-The figures come from the same views as `rapport stats` (status_counts, by_topic, by_flaw,
-backend_usage, pass_rate, score_distribution, ...); the headline is summed from those rows in
-Python rather than by a query of its own, and the exchanges chart reads one histogram from which
-the summary (min, median, 90th percentile, max, mean) is taken too, so the page does not scan
-every message more often than the tables did.
+The tables come from the same SQL as `rapport stats` (status_counts, by_topic, by_flaw,
+backend_usage, pass_rate_by_*, ...); cost and cache share are summed from the cost table's rows
+in Python; the pass rate and the score histogram read conversation_judgement alone, and the
+exchanges chart reads one histogram from which its summary (min, median, 90th percentile, max,
+mean) is taken too, so the page scans every message less often than the tables did.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ COST_TITLE = "Cost and prompt cache by role (cache-read share of input tokens)"
 GATEWAYS_TITLE = "Gateways (latest run of each)"
 GATEWAY_TOKEN_COLUMNS = frozenset({"prompt_tokens", "completion_tokens", "cache_read"})
 PERSONA_TITLE = "Pass rate by persona attribute"
-PASS_RATE_TITLE = "Pass rate (across judges, by the pass rule)"
+SCORE_BINS = 20  # the score histogram's columns over [0, 1]
 USER_TITLES = (
     "User side: pass rate (across judges, by the pass rule)",
     "User side: planned flaws shown (flaw realisation)",
@@ -34,6 +34,17 @@ USER_TITLES = (
 EXCHANGES_SQL = """
 SELECT exchanges, count(*) AS conversations, sum(num_messages)::BIGINT AS messages
 FROM conversation_overview WHERE status = 'complete' GROUP BY exchanges ORDER BY exchanges
+"""
+# The pass rate straight from conversation_judgement (the view `pass_rate` reads it through
+# judged_overview, which sums every message first; the set of conversations is the same).
+JUDGED_SQL = """
+SELECT count(*), count(*) FILTER (WHERE passed), round(avg(passed::INTEGER), 4),
+       round(avg(mean_score), 4)
+FROM conversation_judgement
+"""
+SCORES_SQL = """
+SELECT least(floor(mean_score * $1), $2) / $1 AS score_from, count(*) AS conversations
+FROM conversation_judgement GROUP BY 1 ORDER BY 1
 """
 REVIEWED_SQL = """
 SELECT count(DISTINCT conversation_id), count(DISTINCT reviewer),
@@ -84,7 +95,7 @@ class Overview(msgspec.Struct, frozen=True):
     exchanges: list[ExchangeCount]  # complete conversations, by their number of exchanges
     topics: list[Slice]
     flaws: list[Slice]
-    score_bins: list[tuple[float, int]]  # (from, conversations) in tenths, judged only
+    score_bins: list[tuple[float, int]]  # (from, conversations) by 1/SCORE_BINS, judged only
     thresholds: list[float]  # the judges' pass thresholds
     pass_rule: str
     tables: list[Table]  # shown as they are, below the charts
@@ -149,21 +160,16 @@ def overview(conn: duckdb.DuckDBPyConnection) -> Overview:
     tables = [cost, _narrow(_table(conn, GATEWAYS_TITLE, _SECTIONS[GATEWAYS_TITLE]))]
     by_topic = _table(conn, "topics", _SECTIONS["By topic category"])
     by_flaw = _table(conn, "flaws", _SECTIONS["By flaw"])
-    (judged,) = conn.execute("SELECT count(*) FROM conversation_judgement").fetchone()
+    judged, passed, pass_rate, mean_score = conn.execute(JUDGED_SQL).fetchone()
     topic_rates = flaw_rates = None
     score_bins: list[tuple[float, int]] = []
     thresholds: list[float] = []
-    passed = pass_rate = mean_score = None
     if judged:
-        (_, pass_rate, mean_score, _) = conn.execute(_JUDGING[PASS_RATE_TITLE]).fetchone()
-        (passed,) = conn.execute(
-            "SELECT count(*) FILTER (WHERE passed) FROM conversation_judgement"
-        ).fetchone()
         topic_rates = _table(conn, "topic rates", _JUDGING["Pass rate by topic"])
         flaw_rates = _table(conn, "flaw rates", _JUDGING["Pass rate by flaw"])
         score_bins = [
-            (round(float(low), 1), int(count))
-            for low, count in conn.execute(_JUDGING["Score distribution"]).fetchall()
+            (round(float(low), 2), int(count))
+            for low, count in conn.execute(SCORES_SQL, [SCORE_BINS, SCORE_BINS - 1]).fetchall()
         ]
         thresholds = [
             float(value)

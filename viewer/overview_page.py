@@ -7,12 +7,10 @@ from __future__ import annotations
 from itertools import pairwise
 from urllib.parse import urlencode
 
-from rapport.store.overview_reads import Headline, Overview, Slice, quantile
+from rapport.store.overview_reads import SCORE_BINS, Headline, Overview, Slice, quantile
 from rapport.store.viewer_reads import Table
 from rapport.viewer import charts, labels
 from rapport.viewer.pages import esc, table
-
-SCORE_BIN = 0.1  # the width of score_distribution's bins
 
 
 def _figure(ident: str, value: str, label: str, note: str = "") -> str:
@@ -78,7 +76,7 @@ def _rate_bars(title: str, slices: list[Slice], parameter: str) -> str:
 
 def _score_chart(overview: Overview) -> str:
     counts = dict(overview.score_bins)
-    edges = [round(i * SCORE_BIN, 1) for i in range(11)]
+    edges = [round(i / SCORE_BINS, 2) for i in range(SCORE_BINS + 1)]
     bins = [charts.Bin(low, high, counts.get(low, 0)) for low, high in pairwise(edges)]
     marks = [charts.Mark(t, f"pass threshold {t:g}") for t in overview.thresholds]
     rule = {"all": "every judge passes", "majority": "most judges pass",
