@@ -45,6 +45,11 @@ CLAUSES: dict[str, Clause] = {
     ),
     "reviewed": Clause("(reviewers > 0) = ?"),  # by a person in `rapport view`
     "simulator_failed": Clause("simulator_failed = ?"),
+    "confusion": Clause(  # (criterion, judge, person's answer, judge's answer): a matrix cell
+        "conversation_id IN (SELECT conversation_id FROM human_judge_pairs WHERE "
+        "criterion_id = ? AND judge_id = ? AND human_answer = ? AND judge_answer = ?)",
+        list,
+    ),
     "text": Clause(  # in any message, case-insensitive
         "conversation_id IN "
         "(SELECT conversation_id FROM messages WHERE contains(lower(content), ?))",

@@ -1,4 +1,4 @@
-"""What `rapport view` shows, read as Structs: the overview's tables, a filtered and sorted page
+"""What `rapport view` shows, read as Structs: a filtered and sorted page
 of conversations, one conversation with its scenario, turns, verdicts and reviews.
 
 Every read takes an open connection: the page opens one per request through
@@ -17,7 +17,6 @@ from rapport.store.conversation_filters import filter_clauses
 from rapport.store.reads import _structs
 from rapport.store.rows import VerdictRow
 from rapport.store.sides import SIDE_TABLES
-from rapport.store.stats import HUMAN_SECTIONS, JUDGING_SECTIONS, SECTIONS, SIMULATOR_SECTIONS
 
 # The columns a list can be sorted by (the key the URL carries → the SQL column).
 SORTS: dict[str, str] = {
@@ -27,25 +26,6 @@ SORTS: dict[str, str] = {
     "cost": "cost_usd",
     "status": "status",
 }
-OVERVIEW_TITLES = (
-    "Conversations by status",
-    "Exchanges per conversation (complete)",
-    "By topic category",
-    "By flaw",
-    "Cost and prompt cache by role (cache-read share of input tokens)",
-    "Gateways (latest run of each)",
-)
-JUDGING_TITLES = (
-    "Pass rate (across judges, by the pass rule)",
-    "Score distribution",
-    "Pass rate by topic",
-    "Pass rate by flaw",
-    "Pass rate by persona attribute",
-)  # judges' agreement with each other: in `rapport stats` (a second over 100,000)
-SIMULATOR_TITLES = (
-    "User side: pass rate (across judges, by the pass rule)",
-    "User side: planned flaws shown (flaw realisation)",
-)
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -69,6 +49,8 @@ class ListQuery(msgspec.Struct, frozen=True):
     text: str | None = None  # in any message, case-insensitive
     reviewed: bool | None = None  # by a person in `rapport view`
     simulator_failed: bool | None = None  # the user side failed its pass rule or a gate
+    # a cell of the judge-vs-people matrix: (criterion, judge, person's answer, judge's answer)
+    confusion: tuple[str, str, str, str] | None = None
     sort: str = "id"
     descending: bool = False
     page: int = 1
@@ -160,6 +142,7 @@ class SideJudging(msgspec.Struct, frozen=True):
     mean_score: float | None
     passed: bool | None  # by the corpus's pass rule; None: not judged
     criteria: list[Criterion]  # that side's rubric, as asked of this conversation
+    pass_rule: str = "all"  # across judges (meta), the same for both sides
 
 
 class ConversationDetail(msgspec.Struct, frozen=True):
@@ -183,27 +166,13 @@ class ConversationDetail(msgspec.Struct, frozen=True):
     criteria: list[Criterion]  # the rubric of the conversation's domain
     human: list[HumanAnswer]
     user_side: SideJudging | None = None  # the simulated user's, when its domain judges it
+    pass_rule: str = "all"  # across judges (meta)
 
 
 def _table(conn: duckdb.DuckDBPyConnection, title: str, sql: str) -> Table:
     cursor = conn.execute(sql)
     columns = [column[0] for column in cursor.description]
     return Table(title, columns, [list(row) for row in cursor.fetchall()])
-
-
-def overview(conn: duckdb.DuckDBPyConnection) -> list[Table]:
-    """The overview's tables (the same SQL as `rapport stats`); the judging ones once judged."""
-    wanted = dict(SECTIONS)
-    tables = [_table(conn, title, wanted[title]) for title in OVERVIEW_TITLES]
-    (judged,) = conn.execute("SELECT count(*) FROM conversation_judgement").fetchone()
-    if judged:
-        judging = dict(JUDGING_SECTIONS)
-        tables += [_table(conn, title, judging[title]) for title in JUDGING_TITLES]
-    (users,) = conn.execute("SELECT count(*) FROM simulator_conversation_judgement").fetchone()
-    if users:  # the simulated user's side was judged too
-        simulator = dict(SIMULATOR_SECTIONS)
-        tables += [_table(conn, title, simulator[title]) for title in SIMULATOR_TITLES]
-    return tables
 
 
 # The list reads scenarios and judgements only; the figures that need every message (exchanges,
@@ -354,6 +323,7 @@ def conversation_detail(
         criteria=assistant.criteria,
         human=human,
         user_side=user_side,
+        pass_rule=assistant.pass_rule,
     )
 
 
@@ -420,7 +390,9 @@ def _side_judging(
         f"SELECT mean_score, passed FROM {tables.judgement} WHERE conversation_id = ?",
         [conversation_id],
     ).fetchone()
+    rule = conn.execute("SELECT value FROM meta WHERE key = 'pass_rule'").fetchone()
     return SideJudging(
+        pass_rule=rule[0] if rule else "all",
         assessments=assessments,
         verdicts=verdicts,
         failures=failures,
@@ -428,21 +400,6 @@ def _side_judging(
         passed=judged[1] if judged else None,
         criteria=criteria,
     )
-
-
-def agreement(conn: duckdb.DuckDBPyConnection) -> list[Table]:
-    """Judge vs people and reviewer vs reviewer (`rapport stats`' sections), and the confusion
-    table per criterion."""
-    tables = [_table(conn, title, sql) for title, sql in HUMAN_SECTIONS]
-    tables.append(
-        _table(
-            conn,
-            "Confusion per criterion and judge",
-            "SELECT criterion_id, judge_id, human_answer AS person, judge_answer AS judge, items "
-            "FROM human_judge_confusion WHERE criterion_id <> 'overall' ORDER BY ALL",
-        )
-    )
-    return tables
 
 
 class EvalPair(msgspec.Struct, frozen=True):

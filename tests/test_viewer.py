@@ -41,9 +41,9 @@ def sql(db, statement: str, params=()) -> list[tuple]:
 def test_overview_shows_status_counts_pass_rate_and_scores(viewer, corpus):
     status, page, headers = viewer.get("/")
     assert status == 200
-    for title in ("Conversations by status", "Pass rate", "Score distribution", "By topic"):
+    for title in ("Conversations by status", "Pass rate", "Score histogram", "By topic"):
         assert title in page
-    assert f"<td>complete</td><td>{COUNT}</td>" in page
+    assert f"<td class='word'>complete</td><td class='num'>{COUNT}</td>" in page
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     refreshed_status, part, _ = viewer.get("/overview.part")
     assert refreshed_status == 200 and "Conversations by status" in part
@@ -132,7 +132,8 @@ def test_paging_walks_every_conversation_once_in_sort_order(viewer, corpus):
         seen += listed(page)
         assert f"page {number} of 3" in page
     assert seen == by_score
-    assert listed(viewer.get("/conversations?per_page=5&page=9")[1]) == []
+    status, page, _ = viewer.get("/conversations?per_page=5&page=9")
+    assert status == 400 and "page: 9 is past the last page, 3" in page
 
 
 def test_model_text_is_escaped_everywhere_it_shows(viewer, corpus):

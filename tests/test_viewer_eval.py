@@ -51,7 +51,7 @@ def test_the_eval_page_sets_both_sides_beside_each_other(evaluated):
         status, listing, _ = viewer.get("/eval")
         assert status == 200
         assert f"<a href='/eval/{eval_id}'>" in listing
-        assert "bike_repair" in listing and "pass_rate_delta" in listing
+        assert "bike_repair" in listing and "pass rate change" in listing
         status, page, _ = viewer.get(f"/eval/{eval_id}")
         assert status == 200
         assert viewer.get("/eval/nope")[0] == 404

@@ -25,11 +25,11 @@ import duckdb
 import msgspec
 from aiohttp import web
 
-from rapport.store import viewer_reads
+from rapport.store import agreement_reads, overview_reads, pass_reasons, viewer_reads
 from rapport.store.database import connect_for_reading
 from rapport.store.errors import StoreError
 from rapport.store.reviews import ANSWERS, OVERALL, Review, next_unreviewed, queue, save_review
-from rapport.viewer import pages
+from rapport.viewer import agreement_page, overview_page, pages, reasons
 from rapport.viewer.params import BadParameter, list_query
 
 T = TypeVar("T")
@@ -135,16 +135,16 @@ def _error(request: web.Request, status: int, message: str) -> web.Response:
 
 
 async def overview(request: web.Request) -> web.Response:
-    tables = await _read(request, viewer_reads.overview)
-    body = pages.overview_body(str(request.app[STATE].db), tables)
+    found = await _read(request, overview_reads.overview)
+    body = overview_page.body(str(request.app[STATE].db), found)
     return _page(request, "Overview", body, refresh="/overview.part")
 
 
 async def overview_part(request: web.Request) -> web.Response:
     """The overview's content alone: the page's script swaps it in every few seconds."""
-    tables = await _read(request, viewer_reads.overview)
+    found = await _read(request, overview_reads.overview)
     return web.Response(
-        text=pages.overview_body(str(request.app[STATE].db), tables), content_type="text/html"
+        text=overview_page.body(str(request.app[STATE].db), found), content_type="text/html"
     )
 
 
@@ -152,10 +152,21 @@ async def conversation_list(request: web.Request) -> web.Response:
     query = list_query(request.query)
 
     def work(conn: duckdb.DuckDBPyConnection):
-        return viewer_reads.conversation_page(conn, query), viewer_reads.facets(conn)
+        found = viewer_reads.conversation_page(conn, query)
+        # why each failed row failed: its judges' assessments, read for this page's rows only
+        scores = {row.conversation_id: row.mean_score for row in found.rows if row.passed is False}
+        rule = pass_reasons.pass_rule(conn)
+        why = {
+            cid: reasons.failure_reason(rule, judged, scores[cid], full=False)
+            for cid, judged in pass_reasons.assessments_of(conn, list(scores)).items()
+        }
+        return found, viewer_reads.facets(conn), why
 
-    found, facets = await _read(request, work)
-    return _page(request, "Conversations", pages.list_body(query, found, facets))
+    found, facets, why = await _read(request, work)
+    pages_in_all = max(1, -(-found.total // query.per_page))
+    if query.page > pages_in_all:
+        raise BadParameter(f"page: {query.page:,} is past the last page, {pages_in_all:,}")
+    return _page(request, "Conversations", pages.list_body(query, found, facets, why))
 
 
 def _conversation_id(request: web.Request) -> str:
@@ -233,8 +244,8 @@ async def queue_next(request: web.Request) -> web.Response:
 
 
 async def agreement(request: web.Request) -> web.Response:
-    tables = await _read(request, viewer_reads.agreement)
-    return _page(request, "Judge vs people", pages.agreement_body(tables))
+    found = await _read(request, agreement_reads.agreement)
+    return _page(request, "Judge vs people", agreement_page.body(found))
 
 
 async def eval_list(request: web.Request) -> web.Response:

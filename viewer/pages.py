@@ -21,18 +21,12 @@ from rapport.store.viewer_reads import (
     SideJudging,
     Table,
 )
+from rapport.viewer import labels, reasons
+from rapport.viewer.params import CONFUSION
 
 
 def esc(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    if isinstance(value, list | tuple):
-        return ", ".join(str(item) for item in value)
-    return "" if value is None else str(value)
 
 
 def layout(title: str, body: str, csrf: str, *, refresh: str | None = None) -> str:
@@ -53,15 +47,17 @@ def layout(title: str, body: str, csrf: str, *, refresh: str | None = None) -> s
 def table(section: Table, links: Mapping[str, str] | None = None) -> str:
     """A table; `links` turns a column's values into links (column → URL prefix)."""
     links = links or {}
-    head = "".join(f"<th>{esc(column)}</th>" for column in section.columns)
+    head = "".join(f"<th>{esc(labels.column(column))}</th>" for column in section.columns)
     rows = []
     for row in section.rows:
         cells = []
         for column, value in zip(section.columns, row, strict=True):
-            text = esc(_cell(value))
+            text = esc(labels.cell(column, value))
             if column in links and value is not None:
                 text = f"<a href='{esc(links[column] + str(value))}'>{text}</a>"
-            cells.append(f"<td>{text}</td>")
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            kind = " class='num'" if numeric else " class='word'" if " " not in text else ""
+            cells.append(f"<td{kind}>{text}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     empty = "" if section.rows else "<p class='empty'>(none)</p>"
     return (
@@ -70,21 +66,18 @@ def table(section: Table, links: Mapping[str, str] | None = None) -> str:
     )
 
 
-def overview_body(path: str, tables: Sequence[Table]) -> str:
-    return f"<h1>Overview of {esc(path)}</h1>" + "".join(table(section) for section in tables)
-
-
 def _select(name: str, options: Iterable[tuple[str, str]], chosen: str | None) -> str:
     items = ["<option value=''>any</option>"]
     for value, label in options:
         selected = " selected" if value == chosen else ""
         items.append(f"<option value='{esc(value)}'{selected}>{esc(label)}</option>")
-    return f"<label>{esc(name)} <select name='{esc(name)}'>{''.join(items)}</select></label>"
+    label = labels.FILTERS.get(name, name)
+    return f"<label>{esc(label)} <select name='{esc(name)}'>{''.join(items)}</select></label>"
 
 
 def _input(name: str, value: Any, size: int = 6) -> str:
     return (
-        f"<label>{esc(name)} <input name='{esc(name)}' size='{size}' "
+        f"<label>{esc(labels.FILTERS.get(name, name))} <input name='{esc(name)}' size='{size}' "
         f"value='{esc('' if value is None else value)}'></label>"
     )
 
@@ -103,6 +96,7 @@ def _query_args(query: ListQuery, **changes: Any) -> dict[str, str]:
         "q": query.text,
         "reviewed": None if query.reviewed is None else ("yes" if query.reviewed else "no"),
         "simulator": _simulator(query.simulator_failed),
+        **_cell_args(query),
         "sort": query.sort,
         "order": "desc" if query.descending else "asc",
         "page": query.page,
@@ -112,11 +106,38 @@ def _query_args(query: ListQuery, **changes: Any) -> dict[str, str]:
     return {key: str(value) for key, value in values.items() if value is not None}
 
 
+def _cell_args(query: ListQuery) -> dict[str, str]:
+    """A judge-vs-people cell's filter, as the URL carries it."""
+    if query.confusion is None:
+        return {}
+    return dict(zip(CONFUSION, query.confusion, strict=True))
+
+
+def _cell_filter(query: ListQuery) -> str:
+    """The cell filter kept through the form, and said in words above the list."""
+    if query.confusion is None:
+        return ""
+    criterion, judge, person, said = query.confusion
+    hidden = "".join(
+        f"<input type='hidden' name='{esc(k)}' value='{esc(v)}'>"
+        for k, v in _cell_args(query).items()
+    )
+    return (
+        f"{hidden}<p id='cell-filter'>Reviewed conversations where a person answered "
+        f"<b>{esc(person)}</b> and judge <b>{esc(judge)}</b> answered <b>{esc(said)}</b> on "
+        f"<b>{esc(criterion)}</b> (from <a href='/agreement'>Judge vs people</a>)</p>"
+    )
+
+
 def _simulator(failed: bool | None) -> str | None:
     return None if failed is None else ("failed" if failed else "passed")
 
 
-def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
+def list_body(
+    query: ListQuery, page: ListPage, facets: Facets, why_failed: Mapping[str, str] | None = None
+) -> str:
+    """`why_failed`: why a failed row failed (conversation id → words)."""
+    why_failed = why_failed or {}
     pairs = lambda values: [(value, value) for value in values]  # noqa: E731
     persona = "=".join(query.persona) if query.persona else None
     passed = None if query.passed is None else ("yes" if query.passed else "no")
@@ -148,6 +169,7 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
             [("asc", "ascending"), ("desc", "descending")],
             "desc" if query.descending else "asc",
         )
+        + _cell_filter(query)
         + f"<input type='hidden' name='per_page' value='{query.per_page}'>"
         + "<button type='submit'>Filter</button></form>"
     )
@@ -155,15 +177,19 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
     for row in page.rows:
         verdict = {True: "passed", False: "failed", None: "not judged"}[row.passed]
         score = "" if row.mean_score is None else f"{row.mean_score:.3f}"
-        cost = "" if row.cost_usd is None else f"{row.cost_usd:.4f}"
+        cost = labels.money(row.cost_usd)
+        reason = why_failed.get(row.conversation_id) if row.passed is False else None
+        why = f"<span class='reason'>{esc(reason)}</span>" if reason else ""
         user = {True: "failed", False: "passed", None: "not judged"}[row.simulator_failed]
         rows.append(
             f"<tr class='conversation' data-id='{esc(row.conversation_id)}'>"
-            f"<td><a href='/c/{esc(row.conversation_id)}'>{esc(row.conversation_id)}</a></td>"
+            f"<td><a href='/c/{esc(row.conversation_id)}'>"
+            f"{esc(row.conversation_id)}</a></td>"
             f"<td>{esc(row.status)}</td><td>{row.exchanges}</td>"
-            f"<td class='{verdict.replace(' ', '-')}'>{verdict}</td><td>{score}</td>"
-            f"<td>{esc(', '.join(row.topic_categories))}</td>"
-            f"<td>{esc(', '.join(row.flaw_names))}</td><td>{esc(row.writing_style)}</td>"
+            f"<td class='{verdict.replace(' ', '-')}'>{verdict}{why}</td><td>{score}</td>"
+            f"<td>{esc(', '.join(map(labels.words, row.topic_categories)))}</td>"
+            f"<td>{esc(', '.join(map(labels.words, row.flaw_names)))}</td>"
+            f"<td>{esc(labels.words(row.writing_style or ''))}</td>"
             f"<td>{cost}</td><td>{row.reviewers or ''}</td>"
             f"<td class='user-side {user.replace(' ', '-')}'>{user}</td></tr>"
         )
@@ -180,7 +206,7 @@ def list_body(query: ListQuery, page: ListPage, facets: Facets) -> str:
         f"<h1>Conversations</h1>{form}<p id='total'>{page.total:,} conversations match</p>"
         "<table id='conversations'><thead><tr><th>conversation</th><th>status</th>"
         "<th>exchanges</th><th>verdict</th><th>score</th><th>topics</th><th>flaws</th>"
-        "<th>style</th><th>cost (USD)</th><th>reviewers</th><th>user side</th></tr></thead>"
+        "<th>style</th><th>cost</th><th>people</th><th>user side</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
         f"<p class='paging'>{' '.join(nav)}</p>"
     )
@@ -242,7 +268,13 @@ def _side_parts(side: SideJudging, prefix: str = "") -> list[str]:
     tells the two sides' element ids apart."""
     verdict = {True: "passed", False: "failed", None: "not judged"}[side.passed]
     score = "" if side.mean_score is None else f"mean score {side.mean_score:.3f} · "
-    parts = [f"<p id='{prefix}judgement'>{score}<b class='{verdict}'>{verdict}</b> (pass rule)</p>"]
+    why = ""
+    if side.passed is False:
+        reason = reasons.failure_reason(side.pass_rule, side.assessments, side.mean_score)
+        why = f"<span class='reason'>{esc(reason)}</span>"
+    parts = [
+        f"<p id='{prefix}judgement'>{score}<b class='{verdict}'>{verdict}</b> (pass rule){why}</p>"
+    ]
     for assessment in side.assessments:
         categories = ", ".join(f"{k} {v:.2f}" for k, v in assessment.category_scores.items())
         gates = ", ".join(assessment.failed_gates) or "none"
@@ -278,7 +310,7 @@ def _judging(detail: ConversationDetail) -> str:
     # judge-vs-people agreement measures.
     assistant = SideJudging(
         detail.assessments, detail.verdicts, detail.failures, detail.mean_score,
-        detail.passed, detail.criteria,
+        detail.passed, detail.criteria, detail.pass_rule,
     )  # fmt: skip
     return (
         "<details id='judging'><summary><h2>Judges</h2> (open after your own review: "
@@ -380,18 +412,30 @@ def queue_body(items: Sequence[QueueItem]) -> str:
     )
 
 
-def agreement_body(tables: Sequence[Table]) -> str:
-    return "<h1>Judge vs people</h1>" + "".join(table(section) for section in tables)
-
-
 def error_body(status: int, message: str) -> str:
     return f"<h1>{status}</h1><p class='error'>{esc(message)}</p>"
 
 
 def eval_list_body(runs: Table, rounds: Table) -> str:
+    none_yet = (
+        "<p id='no-eval'>No evaluation yet. Make one by playing held-out scenarios with a "
+        "baseline and a candidate assistant and judging both, e.g. <code>rapport eval --db "
+        "PATH --scenarios 50 --baseline simulated --candidate gguf:model.gguf --judges "
+        "simulated --out eval-report</code>; it shows here once stored.</p>"
+        if not runs.rows
+        else ""
+    )
+    no_rounds = (
+        "<p id='no-iterations'>No iteration yet: <code>rapport iterate --domain DOMAIN "
+        "--count 20 --db PATH</code> generates and judges a round and stores its figures.</p>"
+        if not rounds.rows
+        else ""
+    )
     return (
         "<h1>Evaluations and iterations</h1>"
+        + none_yet
         + table(runs, links={"eval_id": "/eval/"})
+        + no_rounds
         + table(rounds)
     )
 

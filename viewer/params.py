@@ -11,10 +11,12 @@ from rapport.store.viewer_reads import SORTS, ListQuery
 MAX_PAGE = 1_000_000
 MAX_PER_PAGE = 500
 MAX_TEXT = 200
+CONFUSION = ("criterion", "answered_by", "person", "judge_answer")  # one matrix cell, together
 KNOWN = frozenset(
     {
         "status", "passed", "score_min", "score_max", "topic", "flaw", "persona", "judge",
         "failed", "q", "reviewed", "simulator", "sort", "order", "page", "per_page",
+        "criterion", "answered_by", "person", "judge_answer",
     }
 )  # fmt: skip
 
@@ -84,6 +86,7 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
     if low is not None and high is not None and low > high:
         raise BadParameter("score_min: above score_max")
     attribute, _, value = (persona or "").partition("=")
+    cell = tuple(_text(query, name) for name in CONFUSION)
     return ListQuery(
         status=_text(query, "status"),
         passed=None if passed is None else passed == "yes",
@@ -97,8 +100,22 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
         text=_text(query, "q"),
         reviewed=None if reviewed is None else reviewed == "yes",
         simulator_failed=None if simulator is None else simulator == "failed",
+        confusion=_confusion(cell),
         sort=sort,
         descending=order == "desc",
         page=_whole(query, "page", 1, MAX_PAGE, 1),
         per_page=_whole(query, "per_page", 1, MAX_PER_PAGE, 50),
     )
+
+
+def _confusion(cell: tuple[str | None, ...]) -> tuple[str, str, str, str] | None:
+    """A judge-vs-people matrix cell: its four parameters come together or not at all."""
+    if all(value is None for value in cell):
+        return None
+    if any(value is None for value in cell):
+        raise BadParameter(f"{', '.join(CONFUSION)}: give all four (a judge-vs-people cell)")
+    criterion, judge, person, said = cell
+    for name, answer in (("person", person), ("judge_answer", said)):
+        if answer not in ("YES", "NO", "NA"):
+            raise BadParameter(f"{name}: must be YES, NO or NA")
+    return (criterion, judge, person, said)  # type: ignore[return-value]
