@@ -12,7 +12,7 @@ from rich.console import Console
 from rapport.config.errors import RapportError
 from rapport.engine.interrupts import Interrupted
 from rapport.store.database import connect_for_reading
-from rapport.store.reviews import STRATA, sample_queue
+from rapport.store.review_queues import DEFAULT_QUEUE, STRATA, sample_queue
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_PORT = 8765
@@ -66,19 +66,42 @@ def view(
 def sample(
     db: DbOption,
     n: Annotated[int, typer.Option("--n", min=1, max=100_000, help="Conversations to queue.")],
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            help="random (a plain sample), disagreement (the judges part on pass/fail or a "
+            "gate, then on the most criteria) or borderline (scores nearest the threshold).",
+        ),
+    ] = "random",
     stratify: Annotated[
         str | None,
         typer.Option(
             "--stratify",
-            help="Spread the queue evenly over these, comma-separated: "
-            f"{', '.join(sorted(STRATA))} (topic and flaw: the scenario's first).",
+            help="Keep these in proportion, comma-separated: "
+            f"{', '.join(STRATA)} (topic and flaw: every one a conversation carries; "
+            "primary-topic: the first topic its plan drew).",
         ),
+    ] = None,
+    queue: Annotated[
+        str, typer.Option("--queue", help="The queue's name (one file holds several).")
+    ] = DEFAULT_QUEUE,
+    reviewer: Annotated[
+        str | None, typer.Option("--reviewer", help="Whom the queue is for.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1)] = 0,
 ) -> None:
-    """Draw a review queue (replacing the current one) for `rapport view` to walk."""
+    """Draw a review queue (replacing the queue of that name) for `rapport view` to walk."""
     names = tuple(name.strip() for name in (stratify or "").split(",") if name.strip())
-    summary = sample_queue(db, n, stratify=names, seed=seed)
+    summary = sample_queue(
+        db, n, strategy=strategy, stratify=names, queue=queue, reviewer=reviewer, seed=seed
+    )
     console = Console(soft_wrap=True, highlight=False)
     spread = " · ".join(f"{key} {count}" for key, count in sorted(summary.strata.items()))
-    console.print(f"{summary.queued} conversations queued for review ({spread})")
+    assigned = f" for {reviewer}" if reviewer else ""
+    console.print(
+        f"{summary.queued} conversations queued for review in queue {summary.queue}{assigned} "
+        f"({summary.strategy}, of {summary.candidates} candidates; {spread})"
+    )
+    if summary.queued < n:
+        console.print(f"only {summary.queued} of the {n} asked for could be drawn by {strategy}")
