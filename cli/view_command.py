@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from rapport.config.errors import RapportError
 from rapport.engine.interrupts import Interrupted
 from rapport.store.database import connect_for_reading
 from rapport.store.review_queues import DEFAULT_QUEUE, STRATA, sample_queue
@@ -28,7 +29,9 @@ def view(
     host: Annotated[
         str,
         typer.Option(
-            "--host", help="Where to listen; anything but 127.0.0.1 shows the corpus to others."
+            "--host",
+            help="Where to listen; anything but loopback needs the access token printed at "
+            "start on every request.",
         ),
     ] = "127.0.0.1",
 ) -> None:
@@ -36,30 +39,31 @@ def view(
     with its verdicts, and people's reviews (the only thing the page writes)."""
     from aiohttp import web  # the server only when it is asked for
 
+    from rapport.viewer.access import WILDCARDS, Access
     from rapport.viewer.app import make_app
+    from rapport.viewer.listening import listening_socket
 
     connect_for_reading(db).close()  # a missing or foreign file: one line, before listening
+    sock = listening_socket(host, port)  # an unknown host or a port in use: one line, no more
     console = Console(soft_wrap=True, highlight=False)
-    if host not in LOOPBACK:
-        Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"warning: listening on {host}: anyone who can reach this address reads the corpus "
-            "and can store reviews"
+    access = None if host in LOOPBACK else Access.for_host(host)
+    shown = socket.gethostname() if host in WILDCARDS else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    if access is None:
+        console.print(f"rapport view: http://{shown}:{port}/ (Ctrl+C stops)")
+    else:
+        console.print(
+            f"rapport view: http://{shown}:{port}/?token={access.token} (Ctrl+C stops; "
+            "every request needs this token: the address sets it in a cookie)"
         )
-    shown = f"[{host}]" if ":" in host else host
-    console.print(f"rapport view: http://{shown}:{port}/ (Ctrl+C stops)")
-    try:
+    with contextlib.suppress(KeyboardInterrupt, Interrupted, asyncio.CancelledError):
         web.run_app(
-            make_app(db, loopback_only=host in LOOPBACK),
-            host=host,
-            port=port,
+            make_app(db, loopback_only=access is None, access=access),
+            sock=sock,
             print=None,
             handle_signals=True,
             access_log=None,
         )
-    except OSError as error:
-        raise RapportError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    except (KeyboardInterrupt, Interrupted, asyncio.CancelledError):
-        pass
 
 
 @review_app.command("sample")
