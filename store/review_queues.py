@@ -30,6 +30,7 @@ STRATA = ("topic", "primary-topic", "flaw", "passed", "status")
 DEFAULT_QUEUE = "default"
 MAX_QUEUE_NAME = 60
 MAX_REASON_CRITERIA = 5  # criteria named in a disagreement's reason; the rest are counted
+LOOKAHEAD = 20  # candidates of a stratum weighed for how little they overfill the others
 
 
 class Candidate(msgspec.Struct, frozen=True):
@@ -131,8 +132,9 @@ def sample_queue(
 
 def draw(candidates: Sequence[Candidate], n: int, stratify: tuple[str, ...]) -> list[Drawn]:
     """Up to `n` candidates, each stratum holding its share of the candidates' (a conversation
-    in several strata counts for each): the stratum furthest below its share gives its best
-    ranked candidate next. Without strata, the `n` best ranked."""
+    in several strata counts for each): the stratum furthest below its share gives the next,
+    of its best ranked few the one that overfills its other strata least. Without strata, the
+    `n` best ranked."""
     ordered = sorted(candidates, key=lambda candidate: candidate.rank)
     pools: dict[str, list[Candidate]] = {}
     for candidate in ordered:
@@ -149,10 +151,18 @@ def draw(candidates: Sequence[Candidate], n: int, stratify: tuple[str, ...]) -> 
         open_keys = [key for key in pools if cursor[key] < len(pools[key])]
         key = max(open_keys, key=lambda k: (target[k] - held[k], -cursor[k], k))
         pool = pools[key]
-        candidate = pool[cursor[key]]
-        cursor[key] += 1
-        if candidate.conversation_id in taken:
+        while cursor[key] < len(pool) and pool[cursor[key]].conversation_id in taken:
+            cursor[key] += 1
+        if cursor[key] == len(pool):
             continue
+        # Of the next few, the one whose other strata it also fills overshoot least.
+        ahead = [
+            c for c in pool[cursor[key] : cursor[key] + LOOKAHEAD] if c.conversation_id not in taken
+        ]
+        candidate = min(
+            ahead,
+            key=lambda c: sum(max(0.0, held[k] + 1 - target[k]) for k in _keys(c, stratify)),
+        )
         taken.add(candidate.conversation_id)
         for carried in _keys(candidate, stratify):
             held[carried] += 1
