@@ -44,8 +44,8 @@ def test_a_review_is_stored_replaced_and_moves_the_agreement(corpus):
         assert sql(
             db, "SELECT criterion_id, answer, note FROM human_verdicts ORDER BY criterion_id"
         ) == [("CQ1", "YES", "fine <b>x</b>"), ("overall", agreeing, "fine <b>x</b>")]
-        page = viewer.get(f"/c/{cid}")[1]
-        assert "fine &lt;b&gt;x&lt;/b&gt;" in page
+        page = viewer.get(f"/c/{cid}", headers={"Cookie": "rapport_reviewer=ann"})[1]
+        assert "fine &lt;b&gt;x&lt;/b&gt;" in page  # ann's own note, back in her form
         first = viewer.get("/agreement")[1]
         assert "<tr><td>overall</td><td>(pass rule)</td><td>1</td><td>1</td><td>1</td>" in first
 
@@ -70,6 +70,7 @@ def test_a_review_is_stored_replaced_and_moves_the_agreement(corpus):
         {"reviewer": "", "overall": "YES"},
         {"reviewer": "ann", "overall": "MAYBE"},
         {"reviewer": "ann"},
+        {"reviewer": "ann", "overall": "YES"},  # no criterion answered
         {"reviewer": "ann", "overall": "YES", "c:NOPE": "YES"},
         {"reviewer": "ann", "overall": "YES", "c:CQ1": "PERHAPS"},
         {"reviewer": "x" * 200, "overall": "YES"},
@@ -172,11 +173,17 @@ def test_review_sample_is_seeded_stratified_and_walked(corpus):
         first_id = queued[0][0]
         status, _ = viewer.post(
             f"/c/{first_id}/review",
-            {"csrf": viewer.token(), "reviewer": "ann", "overall": "YES", "then": "next"},
+            {
+                "csrf": viewer.token(),
+                "reviewer": "ann",
+                "overall": "YES",
+                "c:CQ1": "NA",
+                "then": "next",
+            },
         )
         assert status == 303
         with urllib.request.urlopen(viewer.base + "/queue/next?reviewer=ann") as answer:
-            assert answer.url.endswith(f"/c/{queued[1][0]}")
+            assert answer.url.endswith(f"/c/{queued[1][0]}?queue=default")
         assert "ann" in viewer.get("/queue")[1]
 
 
