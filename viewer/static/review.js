@@ -49,6 +49,7 @@ function setUpKeyboard(form) {
 
   function toggleHelp() {
     help.hidden = !help.hidden;
+    if (!help.hidden) help.scrollIntoView({ block: "nearest" });
   }
 
   function refusal() {
