@@ -86,6 +86,7 @@ def corpus(tmp_path_factory):
 
 def test_a_30_conversation_queue_walked_with_the_keyboard_alone_ends_finished(corpus):
     sample_queue(corpus, QUEUE_SIZE, queue="walk", strategy="random", seed=4)
+    sample_queue(corpus, 5, queue="hard", strategy="disagreement", reviewer="kim", seed=4)
     queued = [cid for (cid,) in sql(corpus, "SELECT conversation_id FROM review_queue "
                                             "WHERE queue = 'walk' ORDER BY position")]  # fmt: skip
     assert len(queued) == QUEUE_SIZE
