@@ -65,7 +65,9 @@ def test_a_topic_stratified_queue_holds_every_topic_category_in_proportion(db, n
     assert sum(corpus.values()) > complete[0][0]
     for category, count in corpus.items():
         expected = n * count / complete[0][0]
-        assert abs(queued.get(category, 0) - expected) <= 2, (category, queued, expected)
+        # within 1.5 conversations of its share (in proportion to the first topic alone, the
+        # same draws are 2 off: the other topics come along by chance)
+        assert abs(queued.get(category, 0) - expected) <= 1.5, (category, queued, expected)
 
 
 def test_primary_topic_stratifies_on_the_first_topic_the_plan_drew(db):
