@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import msgspec
+import pyarrow as pa
 
 from rapport.store.database import connect, connect_for_reading
 from rapport.store.errors import StoreError
@@ -101,23 +102,18 @@ def sample_queue(
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute("DELETE FROM review_queue WHERE queue = ?", [queue])
-            conn.executemany(
-                "INSERT INTO review_queue (queue, conversation_id, position, stratum, "
-                "created_at, strategy, reviewer, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        queue,
-                        item.conversation_id,
-                        position,
-                        item.stratum,
-                        now,
-                        strategy,
-                        reviewer,
-                        item.reason,
-                    )
-                    for position, item in enumerate(drawn)
-                ],
-            )
+            # one INSERT from an Arrow table: executemany is a statement per row (minutes for
+            # a 100,000-conversation queue)
+            conn.register("drawn_rows", _drawn_table(drawn))
+            try:
+                conn.execute(
+                    "INSERT INTO review_queue (queue, conversation_id, position, stratum, "
+                    "created_at, strategy, reviewer, reason) SELECT ?, conversation_id, "
+                    "position, stratum, CAST(? AS TIMESTAMPTZ), ?, ?, reason FROM drawn_rows",
+                    [queue, now, strategy, reviewer],
+                )
+            finally:
+                conn.unregister("drawn_rows")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -168,6 +164,17 @@ def draw(candidates: Sequence[Candidate], n: int, stratify: tuple[str, ...]) -> 
             held[carried] += 1
         drawn.append(Drawn(candidate.conversation_id, key, candidate.reason))
     return drawn
+
+
+def _drawn_table(drawn: Sequence[Drawn]) -> pa.Table:
+    return pa.table(
+        {
+            "conversation_id": pa.array([item.conversation_id for item in drawn], pa.string()),
+            "position": pa.array(range(len(drawn)), pa.int32()),
+            "stratum": pa.array([item.stratum for item in drawn], pa.string()),
+            "reason": pa.array([item.reason for item in drawn], pa.string()),
+        }
+    )
 
 
 def _keys(candidate: Candidate, stratify: tuple[str, ...]) -> list[str]:
