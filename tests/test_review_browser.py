@@ -196,6 +196,17 @@ def test_a_second_reviewer_sees_nothing_of_the_first_before_saving(corpus):
             )
             shown = await browser.evaluate("document.querySelector('li.other-review').textContent")
             assert shown.startswith("first-fay: fail") and "fay-secret-note" in shown
+            # at 900 px the transcript and the rubric still sit side by side, no sideways scroll
+            await browser.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": 900, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            )
+            await open_page(browser, f"{base}/c/{cid}")
+            assert await browser.evaluate("document.documentElement.scrollWidth") <= 900
+            assert await browser.evaluate(
+                "document.querySelector('.rubric-side').getBoundingClientRect().top < 300"
+            )
+            await screenshot(browser, "review-900px")
 
     with serving(corpus) as viewer:
         asyncio.run(drive(viewer.base))
