@@ -30,6 +30,7 @@ STRATEGIES = ("random", "disagreement", "borderline")
 STRATA = ("topic", "primary-topic", "flaw", "passed", "status")
 DEFAULT_QUEUE = "default"
 MAX_QUEUE_NAME = 60
+MAX_REVIEWER = 80  # as the page's review form takes it
 MAX_REASON_CRITERIA = 5  # criteria named in a disagreement's reason; the rest are counted
 LOOKAHEAD = 20  # candidates of a stratum weighed for how little they overfill the others
 MAX_NAMED_REVIEWED = 5_000  # up to this many, κ per strategy names its conversations in a list
@@ -82,6 +83,8 @@ def sample_queue(
     the others), by `strategy`, in proportion over the strata; the same seed draws the same
     queue."""
     check_queue_name(queue)
+    if reviewer is not None and not 0 < len(reviewer.strip()) <= MAX_REVIEWER:
+        raise StoreError(f"--reviewer: a name of 1 to {MAX_REVIEWER} characters")
     if strategy not in STRATEGIES:
         raise StoreError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
     unknown = [name for name in stratify if name not in STRATA]

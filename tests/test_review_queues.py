@@ -178,6 +178,7 @@ def test_cohen_kappa_matches_a_hand_computation():
         (("--strategy", "loudest"), "--strategy: 'loudest' is not one of"),
         (("--stratify", "mood"), "--stratify: unknown mood"),
         (("--queue", "a b"), "queue name 'a b'"),
+        (("--reviewer", " "), "--reviewer: a name of 1 to 80 characters"),
     ],
 )
 def test_bad_sample_arguments_are_one_line(db, args, message):
