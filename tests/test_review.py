@@ -209,7 +209,7 @@ def test_a_review_waits_its_turn_while_generate_writes_and_the_run_finishes(tmp_
             assert viewer.get("/conversations?sort=exchanges&order=desc")[0] == 200
             pages += 2
             overall = "YES" if reviews % 2 else "NO"
-            fields = {"csrf": token, "reviewer": "ann", "overall": overall}
+            fields = {"csrf": token, "reviewer": "ann", "overall": overall, "c:CQ1": "YES"}
             assert viewer.post(f"/c/{cid}/review", fields)[0] == 303
             reviews += 1
         _, stderr = run.communicate()
@@ -217,4 +217,4 @@ def test_a_review_waits_its_turn_while_generate_writes_and_the_run_finishes(tmp_
     assert reviews >= 1 and pages >= 2, "the run ended before the page was read"
     complete = sql(db, "SELECT count(*) FROM conversations WHERE status = 'complete'")
     assert complete == [(before + 150,)]  # a plan of its own: the run's 150 beside the 2
-    assert sql(db, "SELECT count(*) FROM human_verdicts WHERE reviewer = 'ann'") == [(1,)]
+    assert sql(db, "SELECT count(*) FROM human_verdicts WHERE reviewer = 'ann'") == [(2,)]
