@@ -34,6 +34,7 @@ from rapport.cli.exit_codes import (
 )
 from rapport.cli.iterate_command import iterate
 from rapport.cli.merge_command import merge
+from rapport.cli.option_suggestion import usage_message
 from rapport.cli.passing_table import print_passing_estimate, stratum_table
 from rapport.cli.render import as_table, print_table, write_batches
 from rapport.cli.sql_input import sql_text
@@ -424,7 +425,7 @@ def run() -> None:
     except TyperException as error:  # click's usage errors (typer vendors click)
         context = getattr(error, "ctx", None)
         where = context.command_path if context is not None else "rapport"
-        _print_error(f"{where}: {error.format_message()} (see {where} --help)")
+        _print_error(f"{where}: {usage_message(error)} (see {where} --help)")
         sys.exit(INPUT_ERROR_EXIT)
     except BudgetReached as stop:  # a clean stop, not an error: nothing is lost
         Console(stderr=True, highlight=False, soft_wrap=True).print(str(stop))

@@ -309,12 +309,19 @@ CREATE TABLE IF NOT EXISTS human_verdicts (
     PRIMARY KEY (conversation_id, reviewer, criterion_id)
 );
 
--- `rapport review sample`: the conversations the page walks through, in `position` order.
+-- `rapport review sample`: the conversations the page walks through, in `position` order. Issue
+-- 24: several named queues in one file (schema 4 made `queue` part of the key), each drawn by a
+-- strategy and maybe assigned to a reviewer; `reason` says why a conversation is in it.
 CREATE TABLE IF NOT EXISTS review_queue (
-    conversation_id VARCHAR PRIMARY KEY,
+    queue VARCHAR NOT NULL,          -- --queue NAME (`default` unless named)
+    conversation_id VARCHAR NOT NULL,
     position INTEGER NOT NULL,
     stratum VARCHAR,                 -- the --stratify values it was drawn for
-    created_at TIMESTAMPTZ NOT NULL
+    created_at TIMESTAMPTZ NOT NULL,
+    strategy VARCHAR NOT NULL,       -- random | disagreement | borderline
+    reviewer VARCHAR,                -- --reviewer NAME the queue is assigned to, else NULL
+    reason VARCHAR NOT NULL,         -- why it was drawn (the judges' disagreement, the score, …)
+    PRIMARY KEY (queue, conversation_id)
 );
 
 -- Issue 22: the user simulator is judged too. Same shapes as `verdicts` and `assessments`,

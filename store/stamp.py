@@ -25,7 +25,7 @@ import msgspec
 
 from rapport.store.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 UNSTAMPED_VERSION = 1  # Rapport before the stamp
 STAMP_TABLE = "rapport_meta"
 # The tables every unstamped Rapport file has: the first release created them together.
@@ -63,7 +63,37 @@ def _schema_3(conn: duckdb.DuckDBPyConnection) -> None:
             )
 
 
-MIGRATIONS: dict[int, Migration] = {UNSTAMPED_VERSION: _adopt_unstamped, 2: _schema_3}
+def _schema_4(conn: duckdb.DuckDBPyConnection) -> None:
+    """Schema 3 → 4: `review_queue` held one queue keyed by conversation; it holds named queues
+    keyed by (queue, conversation), with the strategy, reviewer and reason of each. The one
+    queue there was becomes `default`, drawn at random (the only way it could be drawn)."""
+    found = conn.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'review_queue'"
+    ).fetchall()
+    if not found or ("queue",) in found:  # an older file without a queue: schema.sql adds it
+        return
+    conn.execute("ALTER TABLE review_queue RENAME TO review_queue_schema_3")
+    conn.execute(
+        "CREATE TABLE review_queue (queue VARCHAR NOT NULL, conversation_id VARCHAR NOT NULL, "
+        "position INTEGER NOT NULL, stratum VARCHAR, created_at TIMESTAMPTZ NOT NULL, "
+        "strategy VARCHAR NOT NULL, reviewer VARCHAR, reason VARCHAR NOT NULL, "
+        "PRIMARY KEY (queue, conversation_id))"
+    )
+    conn.execute(
+        "INSERT INTO review_queue SELECT 'default', conversation_id, position, stratum, "
+        "created_at, 'random', NULL, "
+        "CASE WHEN stratum IS NULL OR stratum = 'all' THEN 'random draw' "
+        "ELSE 'random draw from stratum ' || stratum END FROM review_queue_schema_3"
+    )
+    conn.execute("DROP TABLE review_queue_schema_3")
+
+
+MIGRATIONS: dict[int, Migration] = {
+    UNSTAMPED_VERSION: _adopt_unstamped,
+    2: _schema_3,
+    3: _schema_4,
+}
 
 
 class Stamp(msgspec.Struct, frozen=True):

@@ -502,6 +502,7 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--db", "{empty}"],
         ["--db", "{corpus}", "--port", "70000"],
         ["--db", "{corpus}", "--port", "http"],
+        ["--db", "{corpus}", "--host", "no-such-host.invalid"],
         [],
     ],
     ("review", "sample"): [
@@ -511,6 +512,8 @@ BAD_ARGUMENTS: dict[tuple[str, ...], list[list[str]]] = {
         ["--db", "{corpus}", "--n", "some"],
         ["--db", "{corpus}", "--n", "5", "--stratify", "colour"],
         ["--db", "{corpus}", "--n", "5", "--seed", "-1"],
+        ["--db", "{corpus}", "--n", "5", "--strategy", "loudest"],
+        ["--db", "{corpus}", "--n", "5", "--queue", "a/b"],
         ["--db", "{corpus}"],
     ],
     ("domain", "new"): [["{full}"], ["{fresh_dir}", "--from", "{missing}"], []],

@@ -55,8 +55,8 @@ def test_a_review_is_stored_replaced_and_moves_the_agreement(corpus):
         assert sql(
             db, "SELECT criterion_id, answer, note FROM human_verdicts ORDER BY criterion_id"
         ) == [("CQ1", "YES", "fine <b>x</b>"), ("overall", agreeing, "fine <b>x</b>")]
-        page = viewer.get(f"/c/{cid}")[1]
-        assert "fine &lt;b&gt;x&lt;/b&gt;" in page
+        page = viewer.get(f"/c/{cid}", headers={"Cookie": "rapport_reviewer=ann"})[1]
+        assert "fine &lt;b&gt;x&lt;/b&gt;" in page  # ann's own note, back in her form
         first = viewer.get("/agreement")[1]
         assert "agreement 100 %" in pass_rule_matrix(first)
         assert "1 conversation, 1 review by 1 person" in pass_rule_matrix(first)
@@ -82,6 +82,7 @@ def test_a_review_is_stored_replaced_and_moves_the_agreement(corpus):
         {"reviewer": "", "overall": "YES"},
         {"reviewer": "ann", "overall": "MAYBE"},
         {"reviewer": "ann"},
+        {"reviewer": "ann", "overall": "YES"},  # no criterion answered
         {"reviewer": "ann", "overall": "YES", "c:NOPE": "YES"},
         {"reviewer": "ann", "overall": "YES", "c:CQ1": "PERHAPS"},
         {"reviewer": "x" * 200, "overall": "YES"},
@@ -184,11 +185,17 @@ def test_review_sample_is_seeded_stratified_and_walked(corpus):
         first_id = queued[0][0]
         status, _ = viewer.post(
             f"/c/{first_id}/review",
-            {"csrf": viewer.token(), "reviewer": "ann", "overall": "YES", "then": "next"},
+            {
+                "csrf": viewer.token(),
+                "reviewer": "ann",
+                "overall": "YES",
+                "c:CQ1": "NA",
+                "then": "next",
+            },
         )
         assert status == 303
         with urllib.request.urlopen(viewer.base + "/queue/next?reviewer=ann") as answer:
-            assert answer.url.endswith(f"/c/{queued[1][0]}")
+            assert answer.url.endswith(f"/c/{queued[1][0]}?queue=default")
         assert "ann" in viewer.get("/queue")[1]
 
 
@@ -214,7 +221,7 @@ def test_a_review_waits_its_turn_while_generate_writes_and_the_run_finishes(tmp_
             assert viewer.get("/conversations?sort=exchanges&order=desc")[0] == 200
             pages += 2
             overall = "YES" if reviews % 2 else "NO"
-            fields = {"csrf": token, "reviewer": "ann", "overall": overall}
+            fields = {"csrf": token, "reviewer": "ann", "overall": overall, "c:CQ1": "YES"}
             assert viewer.post(f"/c/{cid}/review", fields)[0] == 303
             reviews += 1
         _, stderr = run.communicate()
@@ -222,4 +229,4 @@ def test_a_review_waits_its_turn_while_generate_writes_and_the_run_finishes(tmp_
     assert reviews >= 1 and pages >= 2, "the run ended before the page was read"
     complete = sql(db, "SELECT count(*) FROM conversations WHERE status = 'complete'")
     assert complete == [(before + 150,)]  # a plan of its own: the run's 150 beside the 2
-    assert sql(db, "SELECT count(*) FROM human_verdicts WHERE reviewer = 'ann'") == [(1,)]
+    assert sql(db, "SELECT count(*) FROM human_verdicts WHERE reviewer = 'ann'") == [(2,)]

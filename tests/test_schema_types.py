@@ -113,6 +113,6 @@ def test_a_schema_2_file_is_migrated_with_its_data_intact(db_path):
             "WHERE data_type = 'TIMESTAMP' AND NOT internal"
         ).fetchall()
     assert naive == []  # every timestamp says it is UTC
-    assert stamp["schema_version"] == str(SCHEMA_VERSION) == "3"
+    assert stamp["schema_version"] == str(SCHEMA_VERSION) == "4"
     Database(db_path).initialise()  # a current file is left as it is
     assert _contents(db_path) == before

@@ -112,7 +112,7 @@ def test_a_review_saved_from_the_form_is_stored_and_moves_the_agreement(corpus):
                 "document.querySelector('button[value=stay]').click()"
             )
             await browser.wait_for(
-                "document.getElementById('reviews').textContent.includes('browser-ann')"
+                "document.getElementById('blind')?.textContent.startsWith('Saved')"
             )
             await browser.goto(f"{base}/agreement")
             after = await browser.evaluate("document.body.innerText")

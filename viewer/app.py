@@ -19,22 +19,24 @@ from contextlib import closing
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import duckdb
 import msgspec
 from aiohttp import web
 
-from rapport.store import agreement_reads, overview_reads, pass_reasons, viewer_reads
+from rapport.store import agreement_reads, overview_reads, pass_reasons, review_queues, viewer_reads
 from rapport.store.database import connect_for_reading
 from rapport.store.errors import StoreError
-from rapport.store.reviews import ANSWERS, OVERALL, Review, next_unreviewed, queue, save_review
-from rapport.viewer import agreement_page, overview_page, pages, reasons
+from rapport.store.reviews import ANSWERS, OVERALL, Review, save_review
+from rapport.viewer import agreement_page, overview_page, pages, reasons, review_page
+from rapport.viewer.access import Access, refusal
 from rapport.viewer.params import BadParameter, list_query
 
 T = TypeVar("T")
 MAX_REVIEWER = 80
 MAX_NOTE = 4000
+REVIEWER_COOKIE = "rapport_reviewer"  # who reviews, set by the page's script and by a save
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -57,14 +59,19 @@ class ViewerState(msgspec.Struct):
     csrf: str
     lock: threading.Lock
     loopback_only: bool = True
+    access: Access | None = None  # beyond loopback: the token and Host names every request needs
 
 
 STATE = web.AppKey("state", ViewerState)
 
 
-def make_app(db: Path, *, csrf: str | None = None, loopback_only: bool = True) -> web.Application:
+def make_app(
+    db: Path, *, csrf: str | None = None, loopback_only: bool = True, access: Access | None = None
+) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=256 * 1024)
-    app[STATE] = ViewerState(db, csrf or secrets.token_urlsafe(32), threading.Lock(), loopback_only)
+    app[STATE] = ViewerState(
+        db, csrf or secrets.token_urlsafe(32), threading.Lock(), loopback_only, access
+    )
     static = resources.files("rapport.viewer") / "static"
     app.router.add_get("/", overview)
     app.router.add_get("/overview.part", overview_part)
@@ -73,6 +80,9 @@ def make_app(db: Path, *, csrf: str | None = None, loopback_only: bool = True) -
     app.router.add_post("/c/{conversation_id}/review", review)
     app.router.add_get("/queue", review_queue)
     app.router.add_get("/queue/next", queue_next)
+    app.router.add_get("/queue/{queue}", one_queue)
+    app.router.add_get("/queue/{queue}/next", queue_next)
+    app.router.add_get("/queue/{queue}/done", queue_done)
     app.router.add_get("/agreement", agreement)
     app.router.add_get("/eval", eval_list)
     app.router.add_get("/eval/{eval_id}", eval_page)
@@ -106,6 +116,13 @@ async def _errors(
         return _error(
             request, 421, f"this viewer answers requests for 127.0.0.1, not {request.host}"
         )
+    access = request.app[STATE].access
+    refused = refusal(request, access) if access is not None else None
+    if isinstance(refused, tuple):  # the page's form token stays out of a refusal
+        return _error(request, *refused, csrf="")
+    if refused is not None:
+        refused.headers.update(SECURITY_HEADERS)
+        return refused
     try:
         response = await handler(request)
     except BadParameter as error:
@@ -127,8 +144,11 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _error(request: web.Request, status: int, message: str) -> web.Response:
-    html = pages.layout(str(status), pages.error_body(status, message), request.app[STATE].csrf)
+def _error(
+    request: web.Request, status: int, message: str, *, csrf: str | None = None
+) -> web.Response:
+    token = request.app[STATE].csrf if csrf is None else csrf
+    html = pages.layout(str(status), pages.error_body(status, message), token)
     return web.Response(
         status=status, text=html, content_type="text/html", headers=SECURITY_HEADERS
     )
@@ -176,12 +196,41 @@ def _conversation_id(request: web.Request) -> str:
     return cid
 
 
+def _reviewer(request: web.Request) -> str | None:
+    """Who is reviewing: the name the page's script keeps in a cookie (a save sets it too)."""
+    name = unquote(request.cookies.get(REVIEWER_COOKIE, "")).strip()
+    return name if 0 < len(name) <= MAX_REVIEWER else None
+
+
+def _queue_name(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return review_queues.check_queue_name(value)
+    except StoreError as error:
+        raise BadParameter(f"queue: {error}") from None
+
+
 async def conversation(request: web.Request) -> web.Response:
     cid = _conversation_id(request)
-    detail = await _read(request, lambda conn: viewer_reads.conversation_detail(conn, cid))
+    unknown = sorted(set(request.query) - {"queue"})
+    if unknown:
+        raise BadParameter(f"unknown parameter {unknown[0]!r}")
+    queue = _queue_name(request.query.get("queue"))
+    reviewer = _reviewer(request)
+
+    def work(conn: duckdb.DuckDBPyConnection):
+        detail = viewer_reads.conversation_detail(conn, cid)
+        place = review_queues.place(conn, cid, queue, reviewer)
+        return detail, place, review_queues.memberships(conn, cid)
+
+    detail, place, queued_in = await _read(request, work)
     if detail is None:
         raise web.HTTPNotFound(text=f"no conversation {cid!r}")
-    return _page(request, cid, pages.conversation_body(detail, request.app[STATE].csrf))
+    body = review_page.conversation_body(
+        detail, request.app[STATE].csrf, reviewer=reviewer, place=place, queued_in=queued_in
+    )
+    return _page(request, cid, body)
 
 
 async def review(request: web.Request) -> web.Response:
@@ -209,43 +258,101 @@ async def review(request: web.Request) -> web.Response:
             if criterion not in criteria or answer not in ANSWERS:
                 raise BadParameter(f"{name}: not a criterion of this rubric, or not YES/NO/NA")
             answers[criterion] = answer
+    if not answers:
+        raise BadParameter("a review needs at least one criterion answered (YES, NO or NA)")
     overall = str(form.get(OVERALL, ""))
     if overall not in ("YES", "NO"):
         raise BadParameter("overall: pass (YES) or fail (NO) is needed")
     answers[OVERALL] = overall
     saved = Review(cid, reviewer, answers, note)
+    queue = _queue_name(str(form.get("queue", "")) or None)
 
-    def write() -> str | None:
+    def write() -> str:
         with state.lock:
             save_review(state.db, saved)
         if form.get("then") != "next":
-            return None
+            return review_page.conversation_url(cid, queue)
         with state.lock, closing(connect_for_reading(state.db)) as conn:
-            return next_unreviewed(conn, reviewer, after=cid)
+            return _next_target(conn, queue, reviewer, after=cid)
 
-    following = await asyncio.to_thread(write)
-    target = f"/c/{following}" if following else f"/c/{cid}"
-    raise web.HTTPSeeOther(target)
+    moved = web.Response(status=303, headers={"Location": await asyncio.to_thread(write)})
+    moved.set_cookie(REVIEWER_COOKIE, quote(reviewer), samesite="Strict", path="/")
+    return moved
+
+
+def _next_target(
+    conn: duckdb.DuckDBPyConnection, queue: str | None, reviewer: str, after: str | None = None
+) -> str:
+    """Where "next" goes: the reviewer's next unreviewed conversation in the queue (the one
+    `after` is in, else the first), or that queue's finished page: never the same page again."""
+    if queue is None and after is not None:
+        place = review_queues.place(conn, after, None, reviewer)
+        queue = place.queue if place is not None else None
+    queue = queue or review_queues.first_queue(conn)
+    if queue is None:
+        return "/queue"
+    following = review_queues.next_in_queue(conn, queue, reviewer, after=after)
+    if following is None:
+        return f"/queue/{quote(queue, safe='')}/done"
+    return review_page.conversation_url(following, queue)
 
 
 async def review_queue(request: web.Request) -> web.Response:
-    items = await _read(request, queue)
-    return _page(request, "Review queue", pages.queue_body(items))
+    def work(conn: duckdb.DuckDBPyConnection):
+        summaries = review_queues.queues(conn)
+        items = {s.name: review_queues.queue_items(conn, s.name) for s in summaries}
+        return summaries, items
+
+    summaries, items = await _read(request, work)
+    return _page(request, "Review queues", review_page.queues_body(summaries, items))
+
+
+async def one_queue(request: web.Request) -> web.Response:
+    name = _queue_name(request.match_info["queue"]) or ""
+
+    def work(conn: duckdb.DuckDBPyConnection):
+        summaries = [s for s in review_queues.queues(conn) if s.name == name]
+        return summaries, {name: review_queues.queue_items(conn, name)} if summaries else {}
+
+    summaries, items = await _read(request, work)
+    if not summaries:
+        raise web.HTTPNotFound(text=f"no queue {name!r}")
+    return _page(request, f"Queue {name}", review_page.queues_body(summaries, items))
 
 
 async def queue_next(request: web.Request) -> web.Response:
-    reviewer = request.query.get("reviewer", "").strip()
+    """The reviewer's next unreviewed conversation in the queue, or its finished page."""
+    reviewer = request.query.get("reviewer", "").strip() or _reviewer(request) or ""
     if len(reviewer) > MAX_REVIEWER:
         raise BadParameter(f"reviewer: a name of 1 to {MAX_REVIEWER} characters")
-    following = await _read(request, lambda conn: next_unreviewed(conn, reviewer))
-    if following is None:
-        raise web.HTTPNotFound(text="nothing left to review in the queue")
-    raise web.HTTPSeeOther(f"/c/{following}")
+    queue = _queue_name(request.match_info.get("queue"))
+    target = await _read(request, lambda conn: _next_target(conn, queue, reviewer))
+    raise web.HTTPSeeOther(target)
+
+
+async def queue_done(request: web.Request) -> web.Response:
+    name = _queue_name(request.match_info["queue"]) or ""
+    reviewer = _reviewer(request)
+
+    def work(conn: duckdb.DuckDBPyConnection):
+        done = review_queues.queue_done(conn, name, reviewer or "")
+        left = review_queues.next_in_queue(conn, name, reviewer or "")
+        return done, left
+
+    done, left = await _read(request, work)
+    if done is None:
+        raise web.HTTPNotFound(text=f"no queue {name!r}")
+    remaining = done.size - done.reviewed if left is not None else 0
+    return _page(request, f"Queue {name}", review_page.done_body(done, reviewer, remaining))
 
 
 async def agreement(request: web.Request) -> web.Response:
-    found = await _read(request, agreement_reads.agreement)
-    return _page(request, "Judge vs people", agreement_page.body(found))
+    def work(conn: duckdb.DuckDBPyConnection):
+        return agreement_reads.agreement(conn), review_queues.strategy_agreement(conn)
+
+    found, by_strategy = await _read(request, work)
+    body = agreement_page.body(found) + review_page.strategy_section(by_strategy)
+    return _page(request, "Judge vs people", body)
 
 
 async def eval_list(request: web.Request) -> web.Response:

@@ -4,13 +4,11 @@ names, ids) goes through `esc`; the pages carry no inline script (the CSP forbid
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from rapport.store.reviews import OVERALL, QueueItem
 from rapport.store.viewer_reads import (
     SORTS,
     ConversationDetail,
@@ -332,83 +330,6 @@ def _user_judging(detail: ConversationDetail) -> str:
     return (
         "<details id='user-judging'><summary><h2>Judges: user side</h2> (the simulated "
         f"user against its plan)</summary>{''.join(_side_parts(side, 'user-'))}</details>"
-    )
-
-
-def _review_form(detail: ConversationDetail, csrf: str) -> str:
-    rows = []
-    for criterion in detail.criteria:
-        options = "".join(
-            f"<label><input type='radio' name='c:{esc(criterion.id)}' value='{answer}'>"
-            f"{answer}</label>"
-            for answer in ("YES", "NO", "NA")
-        )
-        rows.append(
-            f"<tr><td><b>{esc(criterion.id)}</b></td><td>{esc(criterion.question)}</td>"
-            f"<td class='options'>{options}</td></tr>"
-        )
-    overall = "".join(
-        f"<label><input type='radio' name='{OVERALL}' value='{value}' required>{label}</label>"
-        for value, label in (("YES", "pass"), ("NO", "fail"))
-    )
-    reviews: dict[str, dict[str, str]] = {}
-    notes: dict[str, str | None] = {}
-    for answer in detail.human:
-        reviews.setdefault(answer.reviewer, {})[answer.criterion_id] = answer.answer
-        notes[answer.reviewer] = answer.note
-    done = "".join(
-        f"<li><b>{esc(reviewer)}</b>: "
-        f"{'pass' if answers.get(OVERALL) == 'YES' else 'fail'} · "
-        f"{esc(', '.join(f'{k} {v}' for k, v in sorted(answers.items()) if k != OVERALL))}"
-        f"{' · ' + esc(notes[reviewer]) if notes[reviewer] else ''}</li>"
-        for reviewer, answers in sorted(reviews.items())
-    )
-    # The reviewer's earlier answers, for the script to fill the form in with (as data).
-    earlier = esc(json.dumps(reviews))
-    return (
-        "<section id='review'><h2>Your review</h2>"
-        f"<ul id='reviews'>{done or '<li>nobody yet</li>'}</ul>"
-        f"<form method='post' action='/c/{esc(detail.conversation_id)}/review' "
-        f"id='review-form' data-earlier='{earlier}'>"
-        f"<input type='hidden' name='csrf' value='{esc(csrf)}'>"
-        "<input type='hidden' name='reviewer' id='reviewer' value=''>"
-        f"<table><tbody>{''.join(rows)}</tbody></table>"
-        f"<p>Overall: {overall}</p>"
-        "<p><label>Note <textarea name='note' rows='2' cols='60'></textarea></label></p>"
-        "<p><button type='submit' name='then' value='stay'>Save</button> "
-        "<button type='submit' name='then' value='next'>Save and next unreviewed</button></p>"
-        "</form></section>"
-    )
-
-
-def conversation_body(detail: ConversationDetail, csrf: str) -> str:
-    return (
-        f"<h1>Conversation {esc(detail.conversation_id)}</h1>"
-        + _scenario(detail)
-        + "<div class='columns'>"
-        + _chat(detail)
-        + "<div>"
-        + _review_form(detail, csrf)
-        + _judging(detail)
-        + _user_judging(detail)
-        + "</div></div>"
-    )
-
-
-def queue_body(items: Sequence[QueueItem]) -> str:
-    rows = "".join(
-        f"<tr><td>{item.position + 1}</td><td><a href='/c/{esc(item.conversation_id)}'>"
-        f"{esc(item.conversation_id)}</a></td><td>{esc(item.stratum)}</td>"
-        f"<td>{esc(', '.join(item.reviewers)) or '—'}</td></tr>"
-        for item in items
-    )
-    empty = (
-        "" if items else "<p>No queue yet: <code>rapport review sample --db PATH --n 50</code></p>"
-    )
-    return (
-        "<h1>Review queue</h1><p><a id='next-unreviewed' href='/queue/next'>"
-        "Next unreviewed →</a></p><table id='queue'><thead><tr><th>#</th><th>conversation</th>"
-        f"<th>stratum</th><th>reviewed by</th></tr></thead><tbody>{rows}</tbody></table>{empty}"
     )
 
 
