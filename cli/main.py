@@ -23,7 +23,14 @@ from rapport._reads import (
     stored_redactor,
     write_corpus_report,
 )
-from rapport._stages import draw_count, run_estimate, run_generate, run_judge, run_passing_estimate
+from rapport._stages import (
+    configured_budget,
+    draw_count,
+    run_estimate,
+    run_generate,
+    run_judge,
+    run_passing_estimate,
+)
 from rapport.cli import options as shared
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
@@ -66,7 +73,7 @@ from rapport.config.secrets import Redactor
 from rapport.config.sides import parse_sides
 from rapport.engine.budget import BudgetReached
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
-from rapport.stages.generate import RunSummary, generate_settings
+from rapport.stages.generate import RunSummary
 from rapport.stages.judge import JudgeRequest
 from rapport.stages.until_passing import short_line
 
@@ -156,17 +163,13 @@ def generate(
         locals(), judging="always" if judges else "configured", judges=judges
     )
     if until_passing is not None and estimate:
-        settings = generate_settings(request)
-        print_passing_estimate(
-            run_passing_estimate(request), Console(soft_wrap=True), settings.budget_usd
-        )
+        budget = configured_budget(request)
+        print_passing_estimate(run_passing_estimate(request), Console(soft_wrap=True), budget)
         return
     if estimate:
-        print_estimate(
-            run_estimate(request), Console(soft_wrap=True), generate_settings(request).budget_usd
-        )
+        print_estimate(run_estimate(request), Console(soft_wrap=True), configured_budget(request))
         return
-    if ray is not None and generate_settings(request).budget_usd is not None:
+    if ray is not None and configured_budget(request) is not None:
         raise RapportError(
             "--max-cost / budget_usd is not supported with --ray yet (each worker would need "
             "the driver's spend guard): run it without --ray, or as shards with --shard K/N"
@@ -175,7 +178,7 @@ def generate(
     summary = run_generate(request, progress=not quiet, play=play)
     out = Console(soft_wrap=True)
     if summary.passing is not None:
-        _print_passing(summary, out, generate_settings(request).budget_usd)
+        _print_passing(summary, out, configured_budget(request))
         return
     shard = f" · shard {summary.shard}" if summary.shard else ""
     out.print(
