@@ -1,4 +1,8 @@
-"""The `rapport` command line (typer + rich): parses flags, calls the layers below, prints.
+"""The `rapport` command line (typer + rich): parses flags, builds the same request objects the
+public API builds, calls the API (rapport.Corpus's functions: rapport._stages for the stages,
+rapport._reads for what reads or merges a database) and prints. It opens no database and holds
+no SQL (tests/test_layers.py checks that no module here imports the store or duckdb; `store`
+stays below only for view_command.py until its rewrite lands).
 
 The top layer: nothing imports it.
 May import: config, store, engine, fakes, authoring, judges, agents, reports, evaluation,

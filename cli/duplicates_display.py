@@ -8,12 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from rapport._reads import DedupSummary, duplicates
 from rapport.cli.render import as_table, print_table
-from rapport.config.constants import DEDUP_CLUSTERS_SHOWN
 from rapport.config.secrets import Redactor
-from rapport.judges.near_duplicates import DedupSettings
-from rapport.stages.dedup import DedupSummary, dedup_corpus
-from rapport.store.stats import duplicate_sections
 
 
 def summary_table(summary: DedupSummary) -> Table:
@@ -47,9 +44,9 @@ def print_duplicates(db: Path, threshold: float, console: Console, redactor: Red
         if status.is_terminal:
             status.print(f"[dim]{line}[/]")
 
-    summary = dedup_corpus(db, DedupSettings(threshold=threshold), say)
+    summary, sections = duplicates(db, threshold, say)
     print_table(summary_table(summary), console)
-    for section in duplicate_sections(db, DEDUP_CLUSTERS_SHOWN):
+    for section in sections:
         if section.result.rows:
             print_table(as_table(section.result, title=section.title, redactor=redactor), console)
     console.print(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from rapport.cli.render import as_table, print_table
+from rapport.cli.render import Rows, as_table, print_table
 from rapport.stages.estimate import Estimate
-from rapport.store.query import QueryResult
 
 COLUMNS = (
     "role", "backend", "requests", "input_tokens", "cache_read", "cache_write",
@@ -63,7 +62,7 @@ def print_estimate(estimate: Estimate, console: Console, budget_usd: float | Non
         f"Estimate for plan {estimate.plan_id}: {estimate.conversations:,} conversations to play"
         f" ({estimate.laid_out:,} laid out call by call), no model called"
     )
-    print_table(as_table(QueryResult(COLUMNS, tuple(rows)), title=title), console)
+    print_table(as_table(Rows(COLUMNS, tuple(rows)), title=title), console)
     if estimate.wall_s is None:
         console.print(f"wall time: {estimate.wall_note}", highlight=False)
     else:

@@ -5,18 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import msgspec
 import typer
 from rich.console import Console
 
+from rapport._eval_report import check_report_folder, write_report_folder
 from rapport._stages import run_evaluate
 from rapport.cli import options as shared
 from rapport.cli.exit_codes import NOTHING_DONE, OK, PARTIAL, finish
 from rapport.config.constants import MAX_COUNT, MAX_SEED
-from rapport.evaluation.report import OUTPUT_KIND, user_side_failed, write_eval_report
+from rapport.evaluation.report import user_side_failed
 from rapport.evaluation.summary import EvalSummary
 from rapport.stages.evaluate import EvalRequest
-from rapport.store.output_folder import check_output_folder
 
 SPEC_HELP = (
     "simulated[:quality=Q,...], gguf:PATH, openai:MODEL[@URL], anthropic:MODEL, llamacpp, "
@@ -72,7 +71,7 @@ def evaluate(
     (same user simulator, same seeds), judge both with the same judges, and report the paired
     difference with its significance. Re-running resumes; a larger N extends the same eval."""
     if out is not None:  # before playing anything: a report that cannot be written is refused now
-        check_output_folder(out, OUTPUT_KIND, overwrite=overwrite, keep=(db,))
+        check_report_folder(db, out, overwrite=overwrite)
     request = EvalRequest(
         db=db,
         scenarios=scenarios,
@@ -88,10 +87,7 @@ def evaluate(
         max_cost=max_cost,
     )
     summary = run_evaluate(request, progress=not quiet)
-    folder = out if out is not None else db.parent / summary.eval_id
-    files = write_eval_report(
-        summary, folder, msgspec.json.encode(summary).decode(), overwrite=overwrite, keep=(db,)
-    )
+    files = write_report_folder(db, summary, out, overwrite=overwrite)
     print_summary(summary, Console(soft_wrap=True))
     Console(soft_wrap=True).print(f"report: {files[0]} (summary.json and plots beside it)")
     finish(*eval_outcome(summary))

@@ -14,7 +14,23 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from rapport._stages import draw_count, run_estimate, run_generate, run_judge, run_passing_estimate
+from rapport._reads import (
+    dedup_threshold,
+    repetition_sections,
+    sql_batches,
+    sql_rows,
+    stats_sections,
+    stored_redactor,
+    write_corpus_report,
+)
+from rapport._stages import (
+    configured_budget,
+    draw_count,
+    run_estimate,
+    run_generate,
+    run_judge,
+    run_passing_estimate,
+)
 from rapport.cli import options as shared
 from rapport.cli.bench_commands import bench_app
 from rapport.cli.dataset_commands import dataset_app
@@ -58,15 +74,9 @@ from rapport.config.secrets import Redactor
 from rapport.config.sides import parse_sides
 from rapport.engine.budget import BudgetReached
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
-from rapport.judges.repetition import describe, repetition_report
-from rapport.reports.judging import write_report
-from rapport.stages.dedup import check_threshold
-from rapport.stages.generate import RunSummary, generate_settings
+from rapport.stages.generate import RunSummary
 from rapport.stages.judge import JudgeRequest
 from rapport.stages.until_passing import short_line
-from rapport.store.query import query, query_batches
-from rapport.store.run_secrets import database_redactor
-from rapport.store.stats import complete_transcripts, corpus_stats
 
 INPUT_ERROR_EXIT = INPUT_ERROR
 
@@ -154,17 +164,13 @@ def generate(
         locals(), judging="always" if judges else "configured", judges=judges
     )
     if until_passing is not None and estimate:
-        settings = generate_settings(request)
-        print_passing_estimate(
-            run_passing_estimate(request), Console(soft_wrap=True), settings.budget_usd
-        )
+        budget = configured_budget(request)
+        print_passing_estimate(run_passing_estimate(request), Console(soft_wrap=True), budget)
         return
     if estimate:
-        print_estimate(
-            run_estimate(request), Console(soft_wrap=True), generate_settings(request).budget_usd
-        )
+        print_estimate(run_estimate(request), Console(soft_wrap=True), configured_budget(request))
         return
-    if ray is not None and generate_settings(request).budget_usd is not None:
+    if ray is not None and configured_budget(request) is not None:
         raise RapportError(
             "--max-cost / budget_usd is not supported with --ray yet (each worker would need "
             "the driver's spend guard): run it without --ray, or as shards with --shard K/N"
@@ -173,7 +179,7 @@ def generate(
     summary = run_generate(request, progress=not quiet, play=play)
     out = Console(soft_wrap=True)
     if summary.passing is not None:
-        _print_passing(summary, out, generate_settings(request).budget_usd)
+        _print_passing(summary, out, configured_budget(request))
         return
     shard = f" · shard {summary.shard}" if summary.shard else ""
     out.print(
@@ -340,13 +346,13 @@ def sql(
     if output not in ("table", "csv", "json"):
         raise RapportError(f"--format must be table, csv or json, not {output!r}")
     text = sql_text(statement, file)
-    redactor = database_redactor(db, os.environ)
+    redactor = stored_redactor(db)
     if output == "table":
-        result = query(db, text, SQL_TABLE_ROWS if limit is None else limit or None)
+        result = sql_rows(db, text, SQL_TABLE_ROWS if limit is None else limit or None)
         print_table(as_table(result, redactor=redactor), Console())
         truncated = result.truncated
     else:
-        with closing(query_batches(db, text, limit or None)) as batches:
+        with closing(sql_batches(db, text, limit or None)) as batches:
             truncated = write_batches(batches, output, redactor)  # type: ignore[arg-type]
     if truncated:
         Console(stderr=True).print(
@@ -386,15 +392,12 @@ def stats(
     if threshold is not None and not duplicates:
         raise RapportError("--threshold goes with --duplicates")
     if duplicates:
-        limit = check_threshold(DEDUP_THRESHOLD if threshold is None else threshold, "--threshold")
-        print_duplicates(db, limit, console, database_redactor(db, os.environ))
+        limit = dedup_threshold(threshold)
+        print_duplicates(db, limit, console, stored_redactor(db))
         return
-    redactor = database_redactor(db, os.environ)
-    if repetition:
-        for title, result in describe(repetition_report(complete_transcripts(db))):
-            print_table(as_table(result, title=title, redactor=redactor), console)
-        return
-    for section in corpus_stats(db):
+    redactor = stored_redactor(db)
+    sections = repetition_sections(db) if repetition else stats_sections(db)
+    for section in sections:
         print_table(as_table(section.result, title=section.title, redactor=redactor), console)
 
 
@@ -405,7 +408,7 @@ def report(
     overwrite: shared.ReportOverwriteOption = False,
 ) -> None:
     """Write the corpus and judging figures as Markdown with PNG plots."""
-    path = write_report(db, out, database_redactor(db, os.environ), overwrite=overwrite)
+    path = write_corpus_report(db, out, overwrite=overwrite)
     Console(soft_wrap=True).print(f"written: {path} (and its plots in {out})")
 
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rapport._reads import merge as merge_files
 from rapport.config.errors import RapportError
-from rapport.store.merge import merge_shards
 
 _GLOB_CHARACTERS = frozenset("*?[")
 
@@ -31,7 +31,7 @@ def merge(
 ) -> None:
     """Merge shard files of one plan into one corpus; merging again after a shard was resumed
     or extended adds only what is new. Shards of another plan, domain or seed are refused."""
-    summary = merge_shards(out, shard_files(shards))
+    summary = merge_files(out, shard_files(shards))
     console = Console(soft_wrap=True, highlight=False)
     for shard in summary.shards:
         console.print(

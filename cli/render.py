@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 from rich.console import Console
@@ -13,10 +13,29 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from rapport.config.secrets import PATTERNS_ONLY, Redactor
-from rapport.store.query import QueryResult
 
 OutputFormat = Literal["table", "csv", "json"]
 UNBOUNDED_WIDTH = 10_000  # columns offered to a table written to a pipe: its natural width
+
+
+class Tabular(Protocol):
+    """What is printed: a query's result as the API returns it (columns, rows and whether a
+    limit cut rows off), or rows the command line puts together itself (Rows)."""
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+    @property
+    def rows(self) -> tuple[tuple[Any, ...], ...]: ...
+    @property
+    def truncated(self) -> bool: ...
+
+
+class Rows(msgspec.Struct, frozen=True):
+    """Rows to print that no query returned (an estimate's table, a redacted batch)."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    truncated: bool = False
 
 
 def _cell(value: Any) -> str:
@@ -35,7 +54,7 @@ def _cell(value: Any) -> str:
 
 
 def as_table(
-    result: QueryResult, title: str | None = None, redactor: Redactor = PATTERNS_ONLY
+    result: Tabular, title: str | None = None, redactor: Redactor = PATTERNS_ONLY
 ) -> Table:
     """Text wraps (folds) rather than being cut with an ellipsis when the terminal, or a pipe's
     80 columns, is too narrow; figures are never split: a number column is as wide as its
@@ -67,17 +86,17 @@ def print_table(table: Table, console: Console) -> None:
     wide.print(table)
 
 
-def redacted(result: QueryResult, redactor: Redactor) -> QueryResult:
+def redacted(result: Tabular, redactor: Redactor) -> Rows:
     """The result with every text cell redacted."""
     rows = tuple(
         tuple(redactor(value) if isinstance(value, str) else value for value in row)
         for row in result.rows
     )
-    return msgspec.structs.replace(result, rows=rows)
+    return Rows(tuple(result.columns), rows, result.truncated)
 
 
 def write_batches(
-    batches: Iterable[QueryResult],
+    batches: Iterable[Tabular],
     output: Literal["csv", "json"],
     redactor: Redactor = PATTERNS_ONLY,
 ) -> bool:
@@ -87,7 +106,7 @@ def write_batches(
     return _write_csv(clean) if output == "csv" else _write_json(clean)
 
 
-def _write_csv(batches: Iterable[QueryResult]) -> bool:
+def _write_csv(batches: Iterable[Tabular]) -> bool:
     writer = csv.writer(sys.stdout)
     truncated = False
     for index, batch in enumerate(batches):
@@ -98,7 +117,7 @@ def _write_csv(batches: Iterable[QueryResult]) -> bool:
     return truncated
 
 
-def _write_json(batches: Iterable[QueryResult]) -> bool:
+def _write_json(batches: Iterable[Tabular]) -> bool:
     written = 0
     truncated = False
     for index, batch in enumerate(batches):

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rapport._reads import corpus_texts
 from rapport.config.constants import MAX_PORT
-from rapport.store.stats import complete_transcripts
 from rapport.training.sft import train as run_training
 from rapport.training.tiny_model import build_tiny_model
 from rapport.training.train_config import load_train_config
@@ -30,7 +30,7 @@ def tiny(
     """A tiny Llama-architecture chat model for tests and the offline demo, built offline."""
     texts = None
     if db is not None:
-        texts = [turn.content for turns in complete_transcripts(db).values() for turn in turns]
+        texts = corpus_texts(db)
     build_tiny_model(out, texts)
     Console(soft_wrap=True).print(f"tiny model written to {out}")
 

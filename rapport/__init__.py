@@ -36,7 +36,7 @@ if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "engine").is_dir():
 if TYPE_CHECKING:  # what type checkers see; at run time the same names load lazily
     from rapport.config.backend_settings import BackendBase as Backend
     from rapport.config.run import RunConfig
-    from rapport.corpus import Corpus, open
+    from rapport.corpus import Corpus, merge, open
     from rapport.domains import load_domain
     from rapport.errors import (
         BadInput,
@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time the same names load laz
 _EXPORTS: dict[str, tuple[str, str]] = {
     "open": ("rapport.corpus", "open"),
     "Corpus": ("rapport.corpus", "Corpus"),
+    "merge": ("rapport.corpus", "merge"),
     "Conversation": ("rapport.store.conversation_reads", "ConversationRecord"),
     "RunSummary": ("rapport.stages.generate", "RunSummary"),
     "JudgeSummary": ("rapport.stages.judge", "JudgeSummary"),
@@ -94,6 +95,7 @@ __all__ = [
     "RunSummary",
     "StoreError",
     "load_domain",
+    "merge",
     "open",
 ]
 

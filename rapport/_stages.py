@@ -93,6 +93,12 @@ async def arun_evaluate(request: EvalRequest, *, progress: bool = True) -> EvalS
     return await call_awaitable(_evaluation(request, progress))
 
 
+def configured_budget(request: GenerateRequest) -> float | None:
+    """The run's spending limit in USD (`max_cost`, else the config's `budget_usd`), None for
+    none. Raises BadInput for a bad config or flag."""
+    return call_blocking(lambda: generate_settings(request).budget_usd)
+
+
 def run_estimate(request: GenerateRequest) -> Estimate:
     """What the run would take; no model is called and nothing is written. Raises BadInput."""
 

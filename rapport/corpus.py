@@ -18,6 +18,7 @@ import duckdb
 import msgspec
 import msgspec.yaml
 
+from rapport import _reads
 from rapport._stages import (
     arun_evaluate,
     arun_generate,
@@ -43,7 +44,9 @@ from rapport.stages.judge import JudgeRequest, JudgeSummary
 from rapport.store.conversation_reads import ConversationRecord, conversation_page
 from rapport.store.database import Database, connect_for_reading
 from rapport.store.errors import StoreError
+from rapport.store.merge import MergeSummary
 from rapport.store.query import check_read_only
+from rapport.store.stats import Section
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -59,6 +62,18 @@ def open(path: PathLike) -> Corpus:
     an older Rapport file is brought up to date. Raises StoreError (a BadInput) for a file that
     is not a Rapport database (another DuckDB file, any other file) or a missing folder."""
     return Corpus(Path(path))
+
+
+@api_errors
+def merge(shards: Sequence[PathLike], out: PathLike) -> MergeSummary:
+    """Merge the DuckDB files of one plan's shards (`generate(shard="K/N")`, or `rapport
+    generate --shard K/N`) into the corpus `out`, created if missing, as `rapport merge` does;
+    merging again after a shard was resumed or extended adds only what is new. Returns what
+    each shard added and the merged corpus's conversations by status (`rapport.open(out)`
+    opens it). Raises StoreError (a BadInput, nothing written) for no shard, shards of another
+    plan, domain or seed, a corpus of another plan, or `out` among the shards."""
+    files = [Path(shard) for shard in shards]
+    return call_blocking(lambda: _reads.merge(Path(out), files))
 
 
 class Corpus:
@@ -417,6 +432,28 @@ class Corpus:
             dedup=dedup,
         )
         return call_blocking(lambda: examples_dataset(request))
+
+    @api_errors
+    def stats(self, *, repetition: bool = False) -> list[Section]:
+        """The figures `rapport stats` prints, as titled sections (`.title`, and `.result`
+        with `.columns` and `.rows`): conversations by status, lengths and tokens, by topic,
+        flaw and backend, then the judging figures once something is judged. With
+        `repetition`, over-used phrases and diversity per side instead (`rapport stats
+        --repetition`). Reads only. Raises StoreError when the database cannot be read."""
+        if repetition:
+            return call_blocking(lambda: _reads.repetition_sections(self.path))
+        return call_blocking(lambda: _reads.stats_sections(self.path))
+
+    @api_errors
+    def report(self, out: PathLike, *, overwrite: bool = False) -> Path:
+        """Write the corpus and judging figures as `report.md` with PNG plots into the folder
+        `out`, as `rapport report` does, text redacted; returns the Markdown file's path. A
+        folder holding anything but an earlier report is refused unless `overwrite`. Raises
+        BadInput for a folder it may not replace, StoreError when the database cannot be read."""
+        folder = Path(out)
+        return call_blocking(
+            lambda: _reads.write_corpus_report(self.path, folder, overwrite=overwrite)
+        )
 
     # viewer -----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import pytest
 
 import rapport
 from rapport.cli.exit_codes import INPUT_ERROR
-from tests.conftest import error_lines
+from tests.conftest import error_lines, rapport_in_process
 from tests.conftest import rapport as rapport_cli
 
 SIM = {"backend": "simulated", "turns": 2, "seed": 1, "progress": False}
@@ -146,6 +146,76 @@ def test_dataset_is_built_in_memory_and_writes_nothing(judged, tmp_path):
         ).fetchall()
         == before
     )
+
+
+def test_stats_gives_the_figures_rapport_stats_prints(judged):
+    sections = judged.stats()
+    titles = [section.title for section in sections]
+    assert titles[0] == "Conversations by status"
+    assert "Pass rate (across judges, by the pass rule)" in titles  # judged: the judging figures
+    by_status = dict(sections[0].result.rows)
+    stored = judged.sql("SELECT status, count(*) FROM corpus_conversations GROUP BY 1").fetchall()
+    assert by_status == dict(stored)
+    printed = rapport_in_process("stats", "--db", str(judged.path))
+    assert printed.returncode == 0
+    shown = " ".join(printed.stdout.split())  # a title wider than its table wraps
+    assert [title for title in titles if title in shown] == titles
+
+
+def test_stats_with_repetition_gives_the_phrases_sections(judged):
+    sections = judged.stats(repetition=True)
+    assert sections and all(section.result.columns for section in sections)
+    printed = rapport_in_process("stats", "--db", str(judged.path), "--repetition")
+    assert printed.returncode == 0
+    shown = " ".join(printed.stdout.split())
+    assert all(section.title in shown for section in sections)
+    assert not {s.title for s in sections} & {s.title for s in judged.stats()}
+
+
+def test_report_writes_markdown_and_plots_and_keeps_a_users_folder(judged, tmp_path):
+    path = judged.report(tmp_path / "report")
+    assert path == tmp_path / "report" / "report.md"
+    assert "# Rapport corpus report" in path.read_text()
+    assert list((tmp_path / "report").glob("*.png"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(rapport.BadInput) as refused:
+        judged.report(mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    cli = rapport_in_process("report", "--db", str(judged.path), "--out", str(mine))
+    assert cli.returncode == INPUT_ERROR
+    assert error_lines(cli) == [f"error: {refused.value}"]
+
+
+def test_merge_joins_a_plans_shards_into_one_corpus(tmp_path):
+    shards = []
+    for index in range(2):
+        shard = rapport.open(tmp_path / f"shard-{index}.duckdb")
+        shard.generate(count=4, shard=f"{index}/2", **SIM)
+        shards.append(shard.path)
+    summary = rapport.merge([str(path) for path in shards], tmp_path / "merged.duckdb")
+    assert summary.statuses == {"complete": 4}
+    assert sum(shard.conversations_added for shard in summary.shards) == 4
+    assert summary.missing == ()
+    merged = rapport.open(tmp_path / "merged.duckdb")
+    assert merged.sql("SELECT count(*) FROM conversations").fetchall() == [(4,)]
+    again = rapport.merge(shards, merged.path)  # nothing new: nothing added
+    assert sum(shard.conversations_added for shard in again.shards) == 0
+
+
+def test_merge_refuses_shards_of_another_plan_with_the_cli_line(tmp_path):
+    first = rapport.open(tmp_path / "a.duckdb")
+    first.generate(count=2, shard="0/2", **SIM)
+    other = rapport.open(tmp_path / "b.duckdb")
+    other.generate(count=2, shard="1/2", **{**SIM, "seed": 2})
+    out = tmp_path / "merged.duckdb"
+    with pytest.raises(rapport.StoreError) as refused:
+        rapport.merge([first.path, other.path], out)
+    assert not out.exists()  # nothing written
+    cli = rapport_in_process("merge", str(first.path), str(other.path), "--out", str(out))
+    assert cli.returncode == INPUT_ERROR
+    assert error_lines(cli) == [f"error: {refused.value}"]
 
 
 def test_estimate_calls_no_model_and_writes_no_run(tmp_path):
