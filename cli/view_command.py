@@ -11,9 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rapport._reads import DEFAULT_QUEUE, STRATA, check_database, sample_review_queue
 from rapport.engine.interrupts import Interrupted
-from rapport.store.database import connect_for_reading
-from rapport.store.review_queues import DEFAULT_QUEUE, STRATA, sample_queue
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_PORT = 8765
@@ -43,7 +42,7 @@ def view(
     from rapport.viewer.app import make_app
     from rapport.viewer.listening import listening_socket
 
-    connect_for_reading(db).close()  # a missing or foreign file: one line, before listening
+    check_database(db)  # a missing or foreign file: one line, before listening
     sock = listening_socket(host, port)  # an unknown host or a port in use: one line, no more
     console = Console(soft_wrap=True, highlight=False)
     access = None if host in LOOPBACK else Access.for_host(host)
@@ -97,7 +96,7 @@ def sample(
 ) -> None:
     """Draw a review queue (replacing the queue of that name) for `rapport view` to walk."""
     names = tuple(name.strip() for name in (stratify or "").split(",") if name.strip())
-    summary = sample_queue(
+    summary = sample_review_queue(
         db, n, strategy=strategy, stratify=names, queue=queue, reviewer=reviewer, seed=seed
     )
     console = Console(soft_wrap=True, highlight=False)

@@ -445,6 +445,35 @@ class Corpus:
         return call_blocking(lambda: _reads.stats_sections(self.path))
 
     @api_errors
+    def review_sample(
+        self,
+        n: int,
+        *,
+        strategy: str = "random",
+        stratify: Sequence[str] = (),
+        queue: str = "default",
+        reviewer: str | None = None,
+        seed: int = 0,
+    ) -> _reads.SampleSummary:
+        """Draw `n` complete conversations into the review queue `queue` for `rapport view`
+        (replacing that queue, leaving the others), as `rapport review sample` does: `strategy`
+        random, disagreement (judges part on the pass rule or a gate, then on the most
+        criteria) or borderline (scores nearest the pass threshold), kept in proportion over
+        `stratify` (topic, flaw, primary-topic, status, passed). Raises StoreError for an
+        unknown strategy or stratum, or no complete conversation."""
+        return call_blocking(
+            lambda: _reads.sample_review_queue(
+                self.path,
+                n,
+                strategy=strategy,
+                stratify=tuple(stratify),
+                queue=queue,
+                reviewer=reviewer,
+                seed=seed,
+            )
+        )
+
+    @api_errors
     def report(self, out: PathLike, *, overwrite: bool = False) -> Path:
         """Write the corpus and judging figures as `report.md` with PNG plots into the folder
         `out`, as `rapport report` does, text redacted; returns the Markdown file's path. A

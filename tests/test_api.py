@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import shutil
 import signal
 import threading
 import urllib.request
@@ -160,6 +161,24 @@ def test_stats_gives_the_figures_rapport_stats_prints(judged):
     assert printed.returncode == 0
     shown = " ".join(printed.stdout.split())  # a title wider than its table wraps
     assert [title for title in titles if title in shown] == titles
+
+
+def test_review_sample_draws_the_queue_rapport_review_sample_draws(judged, tmp_path):
+    copy = tmp_path / "queued.duckdb"
+    shutil.copy(judged.path, copy)
+    corpus = rapport.open(copy)
+    summary = corpus.review_sample(4, strategy="borderline", queue="edge", reviewer="ann")
+    assert (summary.queue, summary.strategy, summary.queued) == ("edge", "borderline", 4)
+    queued = corpus.sql(
+        "SELECT queue, strategy, reviewer, count(*) FROM review_queue GROUP BY ALL"
+    ).fetchall()
+    assert queued == [("edge", "borderline", "ann", 4)]
+    with pytest.raises(rapport.BadInput) as refused:
+        corpus.review_sample(4, strategy="loudest")
+    printed = rapport_in_process(
+        "review", "sample", "--db", str(copy), "--n", "4", "--strategy", "loudest"
+    )
+    assert printed.returncode == 2 and str(refused.value) in printed.stderr
 
 
 def test_stats_with_repetition_gives_the_phrases_sections(judged):
