@@ -91,9 +91,16 @@ class LlamaCppBackend:
     simulated = False
 
     def __init__(
-        self, *, model_path: str, n_ctx: int, threads: int | None, prefix_cache_mb: int = 0
+        self,
+        *,
+        model_path: str,
+        n_ctx: int,
+        threads: int | None,
+        prefix_cache_mb: int = 0,
+        stop: tuple[str, ...] = (),
     ) -> None:
         self.model_path = model_path
+        self.stop = list(stop)  # the chat template's turn markers (LlamaCppConfig.stop)
         # llama-cpp-python keeps the KV state of the last prompt only; with two actors on one
         # model every prompt starts over. A RAM cache of states (keyed by token prefix) lets
         # each actor's next turn restore its own, once a call asks for caching (cache_key).
@@ -148,6 +155,7 @@ class LlamaCppBackend:
                 temperature=params.temperature,
                 seed=params.seed,
                 repeat_penalty=REPEAT_PENALTY,
+                stop=self.stop or None,
                 response_format=response_format,  # type: ignore[arg-type]
             )
         except Exception as error:
