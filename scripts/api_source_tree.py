@@ -28,13 +28,15 @@ def package_dirs(root: Path = ROOT) -> dict[str, Path]:
 
 def build_tree(target: Path, root: Path = ROOT) -> Path:
     """`target/rapport/...` laid out as the installed package is; returns `target`."""
-    for name, folder in sorted(package_dirs(root).items()):
+    mapping = package_dirs(root)
+    mapped = {name.rpartition(".")[2] for name in mapping if name.startswith("rapport.")}
+    for name, folder in sorted(mapping.items()):
         link = target.joinpath(*name.split("."))
-        if name == "rapport":  # the root package's own files; its subpackages are linked below
+        if name == "rapport":  # the root package's own modules and folders, then the mapped ones
             link.mkdir(parents=True)
             for item in folder.iterdir():
-                if item.suffix == ".py" or item.name == "py.typed":
-                    (link / item.name).symlink_to(item)
+                if item.name != "__pycache__" and item.name not in mapped:
+                    (link / item.name).symlink_to(item, target_is_directory=item.is_dir())
         else:
             link.symlink_to(folder, target_is_directory=True)
     return target
