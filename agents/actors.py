@@ -269,8 +269,10 @@ class Assistant(Actor):
         """Answer one user turn; `system` is the run's assistant prompt (the same for all). The
         reply to a final turn completes the conversation, in the same store event."""
         self.heard(utterance.text)
-        # the coach's limit: "never more than twice as long" as the person's message
-        words = COACH_REPLY_WORD_FACTOR * len(utterance.text.split())
+        # the coach's limit: "never more than twice as long" as the person's message (as long
+        # as the persona may write: a rambling message does not earn a rambling reply)
+        said = min(len(utterance.text.split()), self.scenario.persona.word_limit[1])
+        words = COACH_REPLY_WORD_FACTOR * said
         completion = await self.speak(self.view(system), utterance.exchange, utterance.final, words)
         reply = Utterance(
             utterance.turn_index + 1,

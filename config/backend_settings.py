@@ -132,6 +132,8 @@ class LlamaCppConfig(BackendBase, tag="llamacpp"):
 
     # The chat template's turn markers: the reply stops there (constants.LLAMACPP_STOP).
     stop: tuple[str, ...] = constants.LLAMACPP_STOP
+    # Logit added to the end-of-turn token per token past LOCAL_END_NUDGE_FROM of the budget.
+    end_nudge: NonNegativeFloat = constants.LOCAL_END_NUDGE_PER_TOKEN
 
     endpoint_fields: ClassVar[tuple[str, ...]] = ("model_path",)
     default_max_tokens: ClassVar[int] = constants.DEFAULT_LOCAL_MAX_TOKENS

@@ -56,6 +56,13 @@ LOCAL_TOKENS_PER_WORD = 1.4
 LOCAL_REPLY_MARGIN = 1.25
 LOCAL_REPLY_MIN_WORDS = 40
 COACH_REPLY_WORD_FACTOR = 2.0
+# Near the end of that budget the model is nudged to end its turn: from this share of
+# max_tokens on, right after each sentence end, the end-of-turn token's logit gains a bonus
+# that grows by LOCAL_END_NUDGE_PER_TOKEN per token (engine/backends/llamacpp_backend.py,
+# EndOfTurnNudge), so it stops at the first sentence end near its budget instead of being cut
+# (left alone, SmolLM2 wrote 526-token user turns and a 2,225-token coach turn). 0: off.
+LOCAL_END_NUDGE_FROM = 0.8
+LOCAL_END_NUDGE_PER_TOKEN = 1.0
 # Stop sequences for the chat template's turn markers (ChatML, SmolLM2's template): a reply ends
 # where the model would open or close a turn, never running on into one it invents.
 LLAMACPP_STOP = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")

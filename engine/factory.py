@@ -259,6 +259,7 @@ def _llamacpp(settings: LlamaCppConfig, at: BuildContext) -> Backend:
         threads=settings.threads,
         prefix_cache_mb=settings.prefix_cache_mb,
         stop=settings.stop,
+        end_nudge=settings.end_nudge,
     )
 
 

@@ -1,13 +1,15 @@
 """The embedded SmolLM2's defaults end turns where a person would (issue 23 §5): a reply's
 budget follows the words the turn may use (the persona's word limit for the user simulator,
-twice the user's message for the coach) instead of one fixed cap it rambles up to, and replies
-stop at the chat template's turn markers. Hosted models keep their fixed default."""
+twice the user's message for the coach) instead of one fixed cap it rambles up to, near that
+budget the end of the turn is nudged at sentence ends, and replies stop at the chat template's
+turn markers. Hosted models keep their fixed default."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import anyio
+import numpy as np
 import pytest
 
 from rapport.agents.actors import Assistant, UserSimulator, Utterance
@@ -15,6 +17,7 @@ from rapport.config import constants
 from rapport.config.backend_settings import LlamaCppConfig
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.run import load_run_config
+from rapport.engine.backends.llamacpp_backend import EndOfTurnNudge
 from rapport.engine.gateway import Gateway, GatewayLimits
 from rapport.engine.plan import sample_scenario
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
@@ -107,14 +110,44 @@ def test_the_user_simulator_asks_for_its_personas_word_limit(therapy):
     assert [p.max_tokens for p in backend.params] == [LlamaCppConfig().reply_budget(limit)]
 
 
-def test_the_coach_asks_for_twice_the_users_message(therapy):
+def _coach_budget(therapy, words: int) -> int:
     backend, _user, coach, streams = _actors(therapy, "That sounds hard.")
     to_user, from_coach = anyio.create_memory_object_stream[Utterance](1)
-    message = " ".join(["word"] * 60)
+    message = " ".join(["word"] * words)
 
     async def one_reply() -> None:
         async with to_user, from_coach, streams[0], streams[1]:
             await coach.answer(Utterance(0, 1, message, False), to_user, "coach prompt")
 
     anyio.run(one_reply)
-    assert [p.max_tokens for p in backend.params] == [LlamaCppConfig().reply_budget(120)]
+    [params] = backend.params
+    return params.max_tokens
+
+
+def test_the_coach_asks_for_twice_the_users_message(therapy):
+    assert _coach_budget(therapy, 60) == LlamaCppConfig().reply_budget(120)
+
+
+def test_a_rambling_message_does_not_earn_a_rambling_reply(therapy):
+    limit = sample_scenario(therapy, "p", 3, 0, 2).persona.word_limit[1]
+    assert _coach_budget(therapy, limit * 5) == LlamaCppConfig().reply_budget(2 * limit)
+
+
+def _nudged(tokens: list[int], prompt: int = 3, start: int = 2) -> list[float]:
+    """The end-of-turn logit (id 0) after each generated token; token 7 ends a sentence."""
+    nudge = EndOfTurnNudge(0, start, 1.0, lambda t: b" done." if t == 7 else b" and")
+    seen = []
+    for n in range(len(tokens) + 1):
+        scores = np.zeros(10, dtype=np.single)
+        seen.append(float(nudge(np.array([1] * prompt + tokens[:n]), scores)[0]))
+    return seen
+
+
+def test_the_end_of_turn_is_nudged_only_at_a_sentence_end_past_the_start():
+    # 2 tokens generated: from there, +4 at a sentence end, +1 more per token past the start
+    assert _nudged([7, 7, 5, 7, 5, 7]) == [0, 0, 4.0, 0, 6.0, 0, 8.0]
+
+
+def test_the_nudge_is_on_by_default_and_can_be_turned_off():
+    assert LlamaCppConfig().end_nudge == constants.LOCAL_END_NUDGE_PER_TOKEN > 0
+    assert LlamaCppConfig(end_nudge=0).end_nudge == 0
