@@ -13,7 +13,11 @@ import msgspec
 from anyio.abc import ObjectSendStream
 
 from rapport.agents.prompts import instruction_message, user_simulator_prompt
-from rapport.config.constants import SAMPLING_SEED_RANGE, TRUNCATION_RETRY_FACTOR
+from rapport.config.constants import (
+    COACH_REPLY_WORD_FACTOR,
+    SAMPLING_SEED_RANGE,
+    TRUNCATION_RETRY_FACTOR,
+)
 from rapport.config.domain import Domain
 from rapport.config.run import BackendConfig
 from rapport.config.scenario import Scenario
@@ -85,11 +89,14 @@ class Actor:
         self.history = history
         self.on_turn = on_turn
 
-    async def speak(self, messages: list[ChatMessage], exchange: int, final: bool) -> Completion:
-        """One turn. A reply cut by the token budget is asked once more with a larger budget;
-        if that one is cut too it is kept, its finish reason marking it (see `stats`)."""
+    async def speak(
+        self, messages: list[ChatMessage], exchange: int, final: bool, words: float
+    ) -> Completion:
+        """One turn of about `words` words at most (its budget: BackendConfig.reply_budget). A
+        reply cut by the token budget is asked once more with a larger budget; if that one is
+        cut too it is kept, its finish reason marking it (see `stats`)."""
         params = CompletionParams(
-            max_tokens=self.settings.resolved_max_tokens(),
+            max_tokens=self.settings.reply_budget(words),
             temperature=self.settings.temperature,
             # Fixed per (scenario, exchange, speaker): a provider that honours seeds samples the
             # same way for the same scenario, e.g. the user simulator facing two assistants.
@@ -229,7 +236,8 @@ class UserSimulator(Actor):
         )
 
     async def _ask(self, exchange: int, target: int, final: bool) -> Completion:
-        return await self.speak(self.prompt(exchange, target, final), exchange, final)
+        words = self.scenario.persona.word_limit[1]  # the persona's limit, in its prompt
+        return await self.speak(self.prompt(exchange, target, final), exchange, final, words)
 
     def prompt(self, exchange: int, target: int, final: bool) -> list[ChatMessage]:
         """The persona prompt as the system message, then each exchange's instruction as a
@@ -261,7 +269,11 @@ class Assistant(Actor):
         """Answer one user turn; `system` is the run's assistant prompt (the same for all). The
         reply to a final turn completes the conversation, in the same store event."""
         self.heard(utterance.text)
-        completion = await self.speak(self.view(system), utterance.exchange, utterance.final)
+        # the coach's limit: "never more than twice as long" as the person's message (as long
+        # as the persona may write: a rambling message does not earn a rambling reply)
+        said = min(len(utterance.text.split()), self.scenario.persona.word_limit[1])
+        words = COACH_REPLY_WORD_FACTOR * said
+        completion = await self.speak(self.view(system), utterance.exchange, utterance.final, words)
         reply = Utterance(
             utterance.turn_index + 1,
             utterance.exchange,

@@ -8,6 +8,7 @@ builder in engine/factory.py's registry, and, if it has a short form, a spec in 
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Annotated, ClassVar, Union
 
@@ -59,6 +60,12 @@ class BackendBase(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_f
     def resolved_max_tokens(self) -> int:
         """The reply budget: as configured, else the provider's default."""
         return self.max_tokens if self.max_tokens is not None else self.default_max_tokens
+
+    def reply_budget(self, words: float | None = None) -> int:
+        """The budget of a conversation turn that may use about `words` words: as configured,
+        else the provider's default (a backend that rambles to any budget, the embedded
+        model, sizes it by the words instead: LlamaCppConfig)."""
+        return self.resolved_max_tokens()
 
 
 class Replica(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -123,9 +130,23 @@ class LlamaCppConfig(BackendBase, tag="llamacpp"):
     # on its next turn, instead of evaluating its whole prompt again. 0: off.
     prefix_cache_mb: Annotated[int, msgspec.Meta(ge=0)] = constants.DEFAULT_LLAMACPP_PREFIX_CACHE_MB
 
+    # The chat template's turn markers: the reply stops there (constants.LLAMACPP_STOP).
+    stop: tuple[str, ...] = constants.LLAMACPP_STOP
+    # Logit added to the end-of-turn token per token past LOCAL_END_NUDGE_FROM of the budget.
+    end_nudge: NonNegativeFloat = constants.LOCAL_END_NUDGE_PER_TOKEN
+
     endpoint_fields: ClassVar[tuple[str, ...]] = ("model_path",)
     default_max_tokens: ClassVar[int] = constants.DEFAULT_LOCAL_MAX_TOKENS
     default_in_flight: ClassVar[int | None] = constants.DEFAULT_LLAMACPP_IN_FLIGHT
+
+    def reply_budget(self, words: float | None = None) -> int:
+        """A small local model writes until it is cut, so its turn's budget is the words the
+        turn may use (at least LOCAL_REPLY_MIN_WORDS) in tokens, plus a margin; `max_tokens`,
+        when set, wins."""
+        if self.max_tokens is not None or words is None:
+            return self.resolved_max_tokens()
+        words = max(words, constants.LOCAL_REPLY_MIN_WORDS)
+        return math.ceil(words * constants.LOCAL_TOKENS_PER_WORD * constants.LOCAL_REPLY_MARGIN)
 
 
 class CommandConfig(BackendBase, tag="command"):

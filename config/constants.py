@@ -46,6 +46,26 @@ DEFAULT_LLAMACPP_IN_FLIGHT = 1
 # a 1,235-token prompt's state is 28.5 MB). Turns from exchange 2 on took 1.5 s instead of
 # 10.4 s (6 exchanges, 2 threads, bench/llamacpp_prefix_cache.py, bench/results); 0: off.
 DEFAULT_LLAMACPP_PREFIX_CACHE_MB = 512
+# The embedded SmolLM2 ends its turns where a person would (issue 23 §5). Left to a fixed budget
+# it writes until cut; so, unless `max_tokens` is set, a llama.cpp reply's budget follows the
+# words the turn may use: the persona's word limit for the user simulator, the coach's limit
+# (twice the user's message: "never more than twice as long") for the assistant, at least
+# LOCAL_REPLY_MIN_WORDS, at LOCAL_TOKENS_PER_WORD (SmolLM2's tokenizer: ~1.3 on English) with
+# a margin. A reply cut there is asked once more with twice the budget (TRUNCATION_RETRY_FACTOR).
+LOCAL_TOKENS_PER_WORD = 1.4
+LOCAL_REPLY_MARGIN = 1.25
+LOCAL_REPLY_MIN_WORDS = 40
+COACH_REPLY_WORD_FACTOR = 2.0
+# Near the end of that budget the model is nudged to end its turn: from this share of
+# max_tokens on, right after each sentence end, the end-of-turn token's logit gains a bonus
+# that grows by LOCAL_END_NUDGE_PER_TOKEN per token (engine/backends/llamacpp_backend.py,
+# EndOfTurnNudge), so it stops at the first sentence end near its budget instead of being cut
+# (left alone, SmolLM2 wrote 526-token user turns and a 2,225-token coach turn). 0: off.
+LOCAL_END_NUDGE_FROM = 0.8
+LOCAL_END_NUDGE_PER_TOKEN = 1.0
+# Stop sequences for the chat template's turn markers (ChatML, SmolLM2's template): a reply ends
+# where the model would open or close a turn, never running on into one it invents.
+LLAMACPP_STOP = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
 # A reply cut by the length limit is asked once more with this many times the token budget.
 TRUNCATION_RETRY_FACTOR = 2
 COMPLETION_AVERAGE_WEIGHT = 0.1  # moving average of completion tokens, for TPM estimates

@@ -258,6 +258,8 @@ def _llamacpp(settings: LlamaCppConfig, at: BuildContext) -> Backend:
         n_ctx=settings.n_ctx,
         threads=settings.threads,
         prefix_cache_mb=settings.prefix_cache_mb,
+        stop=settings.stop,
+        end_nudge=settings.end_nudge,
     )
 
 

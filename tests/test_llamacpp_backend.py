@@ -149,3 +149,19 @@ def test_garbage_model_file_fails_to_load(tmp_path: Path):
     assert failed.value.kind == "model_load" and failed.value.attempts == 1
     assert isinstance(failed.value.__cause__, BackendError)
     assert str(bad) in str(failed.value)
+
+
+def test_a_stop_sequence_ends_the_reply_where_it_appears():
+    """The backend passes its stop sequences (LlamaCppConfig.stop: the chat template's turn
+    markers by default) to llama.cpp: a reply ends before the first one it would write."""
+    path = resolve_model_path(None, "run.yaml", "backends.assistant.model_path")
+    stopping = LlamaCppBackend(model_path=path, n_ctx=512, threads=None, stop=(".", "!", "?"))
+    messages = [ChatMessage("user", "Tell me three things about the sea, in full sentences.")]
+    params = CompletionParams(max_tokens=96, temperature=0.0, seed=3)
+    try:
+        completion = anyio.run(stopping.complete, messages, params)
+    finally:
+        anyio.run(stopping.aclose)
+    assert completion.finish_reason == "stop"
+    assert not any(mark in completion.text for mark in ".!?")
+    assert 0 < completion.completion_tokens < 96

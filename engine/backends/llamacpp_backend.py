@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from rapport.config.constants import LOCAL_END_NUDGE_FROM
 from rapport.config.errors import ConfigError
 from rapport.engine.backend import usage_or_estimate
 from rapport.engine.backends.http_errors import short_message
@@ -24,6 +25,7 @@ from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 # Small local models loop without it (llama.cpp's own default is 1.1).
 REPEAT_PENALTY = 1.3
+END_NUDGE_BASE = 4.0  # EndOfTurnNudge: the end-of-turn bonus at a sentence end past the start
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -83,6 +85,37 @@ def resolve_model_path(configured: str | None, file: str, key: str) -> str:
     return str(embedded)
 
 
+class EndOfTurnNudge:
+    """A logits processor that makes ending the turn likelier once a reply has run `start`
+    generated tokens: right after a sentence ends (`. ! ? …` or a line break), the end-of-turn
+    token's logit gains END_NUDGE_BASE plus `per_token` for each token past `start`. A small
+    model that would write until cut then ends at the first sentence end near its budget (its
+    finish reason a real `stop`); one that finds no sentence end is still cut there."""
+
+    def __init__(self, eos: int, start: int, per_token: float, text_of: Any) -> None:
+        self.eos = eos
+        self.start = start
+        self.per_token = per_token
+        self.text_of = text_of  # token id -> its text (bytes)
+        self.prompt_tokens: int | None = None  # the first call sees the prompt alone
+        self._ends: dict[int, bool] = {}
+
+    def _ends_sentence(self, token: int) -> bool:
+        ends = self._ends.get(token)
+        if ends is None:
+            text = self.text_of(token).rstrip(b" \"')")
+            ends = self._ends[token] = text.endswith((b".", b"!", b"?", b"\n")) or text == b""
+        return ends
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.prompt_tokens is None:
+            self.prompt_tokens = len(input_ids)
+        past = len(input_ids) - self.prompt_tokens - self.start
+        if past >= 0 and self._ends_sentence(int(input_ids[-1])):
+            scores[self.eos] += END_NUDGE_BASE + self.per_token * past
+        return scores
+
+
 class LlamaCppBackend:
     """One llama.cpp model per backend, loaded on first use. Calls run one at a time in a
     worker thread (a Llama object is not safe for concurrent use)."""
@@ -91,9 +124,18 @@ class LlamaCppBackend:
     simulated = False
 
     def __init__(
-        self, *, model_path: str, n_ctx: int, threads: int | None, prefix_cache_mb: int = 0
+        self,
+        *,
+        model_path: str,
+        n_ctx: int,
+        threads: int | None,
+        prefix_cache_mb: int = 0,
+        stop: tuple[str, ...] = (),
+        end_nudge: float = 0.0,
     ) -> None:
         self.model_path = model_path
+        self.stop = list(stop)  # the chat template's turn markers (LlamaCppConfig.stop)
+        self.end_nudge = end_nudge  # LlamaCppConfig.end_nudge: 0 leaves the logits alone
         # llama-cpp-python keeps the KV state of the last prompt only; with two actors on one
         # model every prompt starts over. A RAM cache of states (keyed by token prefix) lets
         # each actor's next turn restore its own, once a call asks for caching (cache_key).
@@ -140,6 +182,15 @@ class LlamaCppBackend:
             if params.json_schema is not None
             else None
         )
+        nudge = None
+        if self.end_nudge and params.json_schema is None:  # a grammar ends JSON by itself
+            from llama_cpp import LogitsProcessorList
+
+            start = int(params.max_tokens * LOCAL_END_NUDGE_FROM)
+            text_of = lambda token: llama.detokenize([token])  # noqa: E731
+            nudge = LogitsProcessorList(
+                [EndOfTurnNudge(llama.token_eos(), start, self.end_nudge, text_of)]
+            )
         started = time.perf_counter()
         try:
             response = llama.create_chat_completion(
@@ -148,6 +199,8 @@ class LlamaCppBackend:
                 temperature=params.temperature,
                 seed=params.seed,
                 repeat_penalty=REPEAT_PENALTY,
+                stop=self.stop or None,
+                logits_processor=nudge,
                 response_format=response_format,  # type: ignore[arg-type]
             )
         except Exception as error:
