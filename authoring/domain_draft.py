@@ -21,6 +21,7 @@ from rapport.config.errors import RapportError
 from rapport.config.loader import TEMPLATE_DOMAIN, load_domain, shipped_domain_dir
 from rapport.config.run import BackendConfig
 from rapport.config.scaffold import domain_name_for, ensure_empty, scaffold_domain
+from rapport.engine.backend import simulated
 from rapport.engine.errors import TurnFailed
 from rapport.engine.factory import build_gateway, limits_of
 from rapport.engine.gateway import Gateway
@@ -64,7 +65,7 @@ def draft_domain(request: DraftRequest, environ: Mapping[str, str] | None = None
         attempts = run_interruptible(_converse, gateway, settings, request, template, staging)
         ensure_empty(request.target)
         shutil.copytree(staging, request.target, dirs_exist_ok=True)
-    return DraftResult(request.target, attempts, gateway.label, gateway.backend.simulated)
+    return DraftResult(request.target, attempts, gateway.label, simulated(gateway.backend))
 
 
 def _gateway(
@@ -88,7 +89,7 @@ async def _converse(
     )
     messages = first_request(request.description, template)
     note = f"drafted by {gateway.label}; review every line before use"
-    if gateway.backend.simulated:
+    if simulated(gateway.backend):
         note = f"simulated draft ({gateway.label}): built offline from the description's words"
     problems: list[str] = []
     try:

@@ -31,7 +31,6 @@ class Recording:
     """Wraps the simulated backend; records every prompt and its params per actor stream."""
 
     provider = "simulated"
-    simulated = True
 
     def __init__(
         self, inner: SimulatedBackend, goodbye_only: frozenset[tuple[int, int]] = frozenset()

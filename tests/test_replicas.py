@@ -164,7 +164,7 @@ def test_each_replica_keeps_its_own_request_budget(tiny):
     )
     replica_set = _gateway(tiny, settings).backend
     assert isinstance(replica_set, ReplicaSet)
-    budgets = [r.budgets["requests"].per_minute for r in replica_set.replicas]
+    budgets = [r.admission.budgets["requests"].per_minute for r in replica_set.replicas]
     assert budgets == [60, 600]
     assert [r.name for r in replica_set.replicas] == [
         "http://127.0.0.1:9/v1",

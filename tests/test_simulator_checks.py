@@ -202,7 +202,6 @@ class FailingFirst:
     fail for good: the run stores part of those conversations, the next one resumes them."""
 
     provider = "simulated"
-    simulated = True
 
     def __init__(self, inner: SimulatedBackend, failing: frozenset[tuple[int, str, int]]):
         self.inner, self.failing, self.model = inner, failing, inner.model

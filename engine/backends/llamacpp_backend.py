@@ -88,7 +88,6 @@ class LlamaCppBackend:
     worker thread (a Llama object is not safe for concurrent use)."""
 
     provider = "llamacpp"
-    simulated = False
 
     def __init__(
         self, *, model_path: str, n_ctx: int, threads: int | None, prefix_cache_mb: int = 0

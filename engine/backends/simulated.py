@@ -42,7 +42,6 @@ class SimulatedBackend:
     """
 
     provider = "simulated"
-    simulated = True
 
     def __init__(
         self,
