@@ -129,10 +129,10 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
     turns = request.turns if request.turns is not None else settings.turns
     prices = load_prices(settings.prices)
     gateways = build_role_gateways(
-        {"user_sim": user_sim, **sides}, domain, environ, shown, "", prices=prices
+        {"user_sim": user_sim, **sides}, environ, shown, "", prices=prices
     )
     configs = judge_configs(settings, request.judges)
-    judges = build_judges(configs, domain, environ, shown, prices)
+    judges = build_judges(configs, environ, shown, prices)
     key_envs = api_key_env_names(settings, user_sim, *sides.values(), *(c.backend for c in configs))
     plan = held_out_plan_id(domain, seed, turns)
     budget = None

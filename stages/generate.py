@@ -192,8 +192,8 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
             "(not batch) to the run config or pass --judge SPEC"
         )
     prices = load_prices(settings.prices)
-    gateways = build_gateways(settings.backends, domain, environ, shown, prices)
-    judges = tuple(build_judges(judge_settings, domain, environ, shown, prices))
+    gateways = build_gateways(settings.backends, environ, shown, prices)
+    judges = tuple(build_judges(judge_settings, environ, shown, prices))
     plan_id = plan_id_for(domain, settings.seed, settings.turns)
     budget = None
     if settings.budget_usd is not None:  # refused before the database is touched

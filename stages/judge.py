@@ -14,7 +14,6 @@ import msgspec
 
 from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError, RapportError
-from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices
 from rapport.config.run import JudgeConfig, RunConfig, api_key_env_names, load_run_config
 from rapport.config.secrets import Redactor
@@ -85,15 +84,10 @@ def judge_corpus(
             "--side user: no domain of this corpus has a simulator_rubric.yaml, so there is "
             "no user side to judge (add one to the domain and generate a new plan)"
         )
-    # The judges' own backends need a domain (the simulated one writes from it): the corpus's,
-    # or the configured one when nothing has been planned yet.
-    domain = next(iter(domains.values()), None) or load_domain(
-        Path(settings.domain) if settings.domain else None
-    )
     environ = environ if environ is not None else dict(os.environ)
     batch_settings = BatchSettings.from_environ(environ)
     judges = build_judges(
-        configs, domain, environ, str(request.config or "run config"), load_prices(settings.prices)
+        configs, environ, str(request.config or "run config"), load_prices(settings.prices)
     )
     redactor = Redactor.from_environ(
         environ, api_key_env_names(settings, *(config.backend for config in configs))

@@ -30,7 +30,7 @@ PARAMS = CompletionParams(max_tokens=20, temperature=0.0)
 
 def _gateway(tiny, settings: OpenAIConfig, environ: dict[str, str] | None = None) -> Gateway:
     return build_gateway(
-        settings, limits_of(settings), tiny, environ or {}, "run.yaml", "backends.assistant"
+        settings, limits_of(settings), environ or {}, "run.yaml", "backends.assistant"
     )
 
 

@@ -223,7 +223,7 @@ def _play(db: Path, failing: frozenset[tuple[int, str, int]]) -> None:
     request = GenerateRequest(db=db, backend="simulated", count=12, turns=6, domain=TINY_DOMAIN)
     generation = prepare(request)
     faults = UserFaults(copies=0.3, repeats=0.3)
-    gateway = Gateway(FailingFirst(SimulatedBackend(generation.domain, faults=faults), failing))
+    gateway = Gateway(FailingFirst(SimulatedBackend(faults=faults), failing))
     generation = msgspec.structs.replace(
         generation, gateways={"user_sim": gateway, "assistant": gateway}
     )
