@@ -202,13 +202,15 @@ class Gateway:
         """A request failed: counted; a 429 pauses every caller; learning hears of it."""
         count_failure(self.stats, error.kind, waited_s)
         learning = self._learning
-        timed_out = learning is not None and error.kind == "timeout"
-        if timed_out and learning.timed_out(error, waited_s, alone=alone):
+        if learning is None:
+            self.admission.refused(error.kind, error.retry_after_s, error.limits)
+            return
+        # While the cap is learned, a timeout is backpressure: retried as a 429 is.
+        if error.kind == "timeout" and learning.timed_out(error, waited_s, alone=alone):
             self.stats.backpressure_timeouts += 1
         self.admission.refused(error.kind, error.retry_after_s, error.limits)
-        if learning is not None:
-            learning.failed(error)
-            self.admission.follow_learned()
+        learning.failed(error)
+        self.admission.follow_learned()
 
     def use_budgets(self, budgets: dict[str, MinuteBudget]) -> None:
         """Spend these budgets instead of the gateway's own (the same units): several
