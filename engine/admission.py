@@ -38,8 +38,10 @@ UNCHARGED = Ticket()
 class Admission:
     """The limits of one endpoint and the waits that keep them (see the module's docstring).
 
-    `may_state`: the backend may state limits in its responses (a real provider), so usage is
-    counted until it does or limits are configured. `learned`: learn what nobody configured.
+    `may_state`: the backend may state limits in its responses (a real provider): when none
+    are configured, the first it states are adopted, and usage is counted until then (replicas
+    pass False: each keeps the limits configured for it). `learned`: learn what nobody
+    configured or stated.
     """
 
     def __init__(
@@ -56,8 +58,7 @@ class Admission:
         self.configured = limits.has_rates
         self.budgets: dict[str, MinuteBudget] = {}
         self._apply(limits)
-        self._may_state = may_state
-        self._stated_pending = not limits.has_rates  # limits a response states are adopted once
+        self._stated_pending = may_state and not limits.has_rates  # adopted once, when stated
         cap = limits.max_in_flight
         self.learned = learned
         if learned is not None and learned.in_flight is not None:
@@ -77,9 +78,7 @@ class Admission:
         """Count prompt characters and estimate tokens only where they can matter: a token
         budget, or one a real provider may still state (an instant simulator's turns then
         skip the per-call sum over the whole history)."""
-        self.metered = any(unit in self.budgets for unit in _TOKEN_UNITS) or (
-            self._stated_pending and self._may_state
-        )
+        self.metered = self._stated_pending or any(unit in self.budgets for unit in _TOKEN_UNITS)
 
     def use(self, budgets: dict[str, MinuteBudget]) -> None:
         """Spend these budgets instead of its own (the same units): several processes sharing
