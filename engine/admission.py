@@ -3,8 +3,10 @@
 A call waits, in this order, for a slot under the in-flight cap, for the pause a 429 asked for,
 and for its share of the per-minute budgets: configured, stated by the provider in its headers
 (adopted once, when nobody configured any), leased from a keeper (engine/leases.py) or learned
-(engine/learning.py). A token budget is charged an estimate before the call and the
-difference from the reported usage after it. The gateway admits its calls through one; so does
+(engine/learning.py). Last, when the run has a budget (engine/budget.py), the call's worst case
+is reserved (BudgetReached when it does not fit) and settled to its cost once it has ended.
+A token budget is charged an estimate before the call and the difference from the reported
+usage after it. The gateway admits its calls through one; so does
 each replica of a replica set (engine/replicas.py), with no pause and nothing to learn.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -20,6 +23,9 @@ from rapport.engine.clock import Clock
 from rapport.engine.learning import NOTHING_LEARNED, Learning
 from rapport.engine.limits import GatewayLimits, MinuteBudget, TokenEstimate, TokenEstimator
 from rapport.engine.types import ChatMessage, Completion, CompletionParams, ReportedLimits
+
+if TYPE_CHECKING:  # the meter is the run's, handed over by engine/budget.py
+    from rapport.engine.budget import Reservation, SpendMeter
 
 _TOKEN_UNITS = ("tokens", "input_tokens", "output_tokens")
 
@@ -30,6 +36,7 @@ class Ticket(msgspec.Struct, frozen=True, gc=False):
     estimate: TokenEstimate | None = None  # None: no token budget was charged
     prompt_chars: int = 0
     rate_bound: bool = False  # the learned rate held it back
+    reservation: Reservation | None = None  # held of the run's budget while the call runs
 
 
 UNCHARGED = Ticket()
@@ -68,6 +75,7 @@ class Admission:
         self._token_debt = 0.0
         self._paused_until = 0.0
         self._default_pause_s = default_pause_s
+        self.spend: SpendMeter | None = None  # the run's budget, when it has one
         self._meter()
 
     def _apply(self, limits: GatewayLimits, *, start_full: bool = False) -> None:
@@ -110,6 +118,9 @@ class Admission:
             learned.on_request(params.max_tokens)
             if rate_bound:
                 ticket = msgspec.structs.replace(ticket, rate_bound=True)
+        if self.spend is not None:  # last: nothing may wait while it holds the budget
+            reservation = self.spend.reserve(messages, params)
+            ticket = msgspec.structs.replace(ticket, reservation=reservation)
         return ticket
 
     async def _acquire(self, estimate: TokenEstimate) -> None:
@@ -127,8 +138,16 @@ class Admission:
         if "output_tokens" in budgets:
             await budgets["output_tokens"].acquire(estimate.completion)
 
+    def release(self, ticket: Ticket) -> None:
+        """A call failed: its reservation of the budget is freed (it costs nothing)."""
+        if ticket.reservation is not None and self.spend is not None:
+            self.spend.settle(ticket.reservation, None)
+
     def settle(self, ticket: Ticket, completion: Completion) -> None:
-        """A call succeeded: reconcile its estimate, adopt limits it stated, follow learning."""
+        """A call succeeded: its cost settled, its estimate reconciled, limits it stated
+        adopted, learning followed."""
+        if ticket.reservation is not None and self.spend is not None:
+            self.spend.settle(ticket.reservation, completion)
         estimate = ticket.estimate
         if estimate is not None:
             self._reconcile(estimate, ticket.prompt_chars, completion)

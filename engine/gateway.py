@@ -1,8 +1,7 @@
 """One gateway per (provider, model, base_url), owned once for every caller of that backend. It
 composes the parts that each own one job: admission (engine/admission.py: limits, the in-flight
 cap, the shared pause on 429, learned limits), the retry policy (engine/retry_policy.py) and
-accounting (engine/accounting.py: tokens, cost, counters); the run's budget is held by its
-spend meter (engine/budget.py)."""
+accounting (engine/accounting.py: tokens, cost, counters)."""
 
 from __future__ import annotations
 
@@ -92,7 +91,15 @@ class Gateway:
             redactor=redactor,
             timeout_s=lambda: self.effective_timeout_s,
         )
-        self.spend: SpendMeter | None = None  # the run's budget, when it has one (engine/budget.py)
+
+    @property
+    def spend(self) -> SpendMeter | None:
+        """The run's budget, when it has one (engine/budget.py): admission holds it."""
+        return self.admission.spend
+
+    @spend.setter
+    def spend(self, meter: SpendMeter | None) -> None:
+        self.admission.spend = meter
 
     @property
     def limits(self) -> GatewayLimits:
@@ -148,21 +155,14 @@ class Gateway:
     async def _admitted(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
-        """One admitted call, held to the run's budget when it has one: the call's worst case
-        is reserved before it starts (BudgetReached when it does not fit), then settled to its
-        cost."""
+        """One call, admitted (budgets, pause, the run's budget reserved) and settled."""
         admission = self.admission
         ticket = await admission.admit(messages, params)
-        spend = self.spend
-        if spend is None:
+        try:
             completion = await self._call(messages, params, ticket)
-        else:
-            reservation = spend.reserve(messages, params)
-            completion = None
-            try:
-                completion = await self._call(messages, params, ticket)
-            finally:
-                spend.settle(reservation, completion)
+        except BaseException:
+            admission.release(ticket)
+            raise
         admission.settle(ticket, completion)
         return completion
 
