@@ -104,6 +104,7 @@ class Actor:
             hints=SimulationHints(
                 speaker=self.speaker,
                 scenario=self.scenario,
+                domain=self.domain,
                 exchange=exchange,
                 target_exchanges=self.scenario.target_turns,
                 final=final,

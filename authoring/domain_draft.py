@@ -18,9 +18,10 @@ from rapport.authoring.draft_simulator import SimulatedDraftBackend
 from rapport.config.backend_spec import parse_backend_spec
 from rapport.config.domain_check import check_domain
 from rapport.config.errors import RapportError
-from rapport.config.loader import TEMPLATE_DOMAIN, load_domain, shipped_domain_dir
+from rapport.config.loader import TEMPLATE_DOMAIN, shipped_domain_dir
 from rapport.config.run import BackendConfig
 from rapport.config.scaffold import domain_name_for, ensure_empty, scaffold_domain
+from rapport.engine.backend import simulated
 from rapport.engine.errors import TurnFailed
 from rapport.engine.factory import build_gateway, limits_of
 from rapport.engine.gateway import Gateway
@@ -60,23 +61,18 @@ def draft_domain(request: DraftRequest, environ: Mapping[str, str] | None = None
             Path(scratch) / "domain", template,
             name=domain_name_for(request.target), description=request.description.strip(),
         )  # fmt: skip
-        gateway = _gateway(settings, request, template, os.environ if environ is None else environ)
+        gateway = _gateway(settings, request, os.environ if environ is None else environ)
         attempts = run_interruptible(_converse, gateway, settings, request, template, staging)
         ensure_empty(request.target)
         shutil.copytree(staging, request.target, dirs_exist_ok=True)
-    return DraftResult(request.target, attempts, gateway.label, gateway.backend.simulated)
+    return DraftResult(request.target, attempts, gateway.label, simulated(gateway.backend))
 
 
-def _gateway(
-    settings: BackendConfig, request: DraftRequest, template: Path, environ: Mapping[str, str]
-) -> Gateway:
+def _gateway(settings: BackendConfig, request: DraftRequest, environ: Mapping[str, str]) -> Gateway:
     if settings.provider == "simulated":
         backend = SimulatedDraftBackend(request.description, latency_ms=settings.latency_ms)
         return Gateway(backend, limits_of(settings))
-    return build_gateway(
-        settings, limits_of(settings), load_domain(template), environ, "--backend",
-        request.backend,
-    )  # fmt: skip
+    return build_gateway(settings, limits_of(settings), environ, "--backend", request.backend)
 
 
 async def _converse(
@@ -88,7 +84,7 @@ async def _converse(
     )
     messages = first_request(request.description, template)
     note = f"drafted by {gateway.label}; review every line before use"
-    if gateway.backend.simulated:
+    if simulated(gateway.backend):
         note = f"simulated draft ({gateway.label}): built offline from the description's words"
     problems: list[str] = []
     try:

@@ -35,7 +35,6 @@ class SimulatedDraftBackend:
     """Answers every request with the same valid draft for its description."""
 
     provider = "simulated"
-    simulated = True
 
     def __init__(self, description: str, *, latency_ms: float = 0.0) -> None:
         self.model = DRAFT_SIMULATOR_MODEL

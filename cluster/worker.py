@@ -58,9 +58,7 @@ class ConversationWorker:
     def __init__(self, spec: bytes, keeper: Any | None) -> None:
         self.spec = msgspec.msgpack.decode(spec, type=WorkerSpec)
         settings, domain = self.spec.settings, self.spec.domain
-        self.gateways = build_gateways(
-            settings.backends, domain, dict(os.environ), self.spec.config_file
-        )
+        self.gateways = build_gateways(settings.backends, dict(os.environ), self.spec.config_file)
         if keeper is not None:
             lease_budgets(self.gateways, RemoteBroker(keeper), self.spec.workers)
         self.progress = RunProgress(total=0)

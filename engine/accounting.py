@@ -1,15 +1,84 @@
-"""Snapshots of gateway counters with their cost: what is stored per run and displayed.
-Kept apart from the gateway, which only counts."""
+"""What a gateway's calls used and cost: the counters kept as each call ends (requests, tokens,
+latency, cost at the gateway's price) and the snapshots of them that are stored per run and
+displayed. Kept apart from admission and retries, which only decide when a call is made."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from rapport.config.prices import PriceTable
-from rapport.engine.gateway import Gateway, GatewayStats
+from rapport.config.prices import PriceTable, usage_cost
+from rapport.config.run import Price
+from rapport.engine.backend import simulated
+from rapport.engine.types import Completion
+
+if TYPE_CHECKING:  # the gateway counts with these: a runtime import would be a cycle
+    from rapport.engine.gateway import Gateway
+
+LATENCY_SAMPLES = 10_000
+
+
+class GatewayStats(msgspec.Struct):
+    """Counters of one gateway, read by the progress display and stored per run."""
+
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    timeouts: int = 0  # calls given up on at timeout_s: a reply that never came
+    backpressure_timeouts: int = 0  # of those, retried as a 429 is (learned in-flight cap)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
+    cost_usd: float = 0.0  # summed per call at the gateway's price (0 without one)
+    in_flight: int = 0
+    latencies_s: deque[float] = msgspec.field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+
+    def latency_percentile(self, fraction: float) -> float | None:
+        if not self.latencies_s:
+            return None
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def count_completion(
+    stats: GatewayStats, completion: Completion, price: Price | None = None
+) -> Completion:
+    """Count a call that succeeded: its tokens and latency, and its cost at `price` (None: no
+    known price), which the returned completion then carries."""
+    stats.succeeded += 1
+    stats.prompt_tokens += completion.prompt_tokens
+    stats.completion_tokens += completion.completion_tokens
+    stats.latencies_s.append(completion.latency_s)
+    if completion.cache_read_tokens or completion.cache_write_tokens:
+        stats.cache_read_tokens += completion.cache_read_tokens
+        stats.cache_write_tokens += completion.cache_write_tokens
+    if price is None:
+        return completion
+    cost = usage_cost(
+        price,
+        completion.prompt_tokens,
+        completion.completion_tokens,
+        cache_read_tokens=completion.cache_read_tokens,
+        cache_write_tokens=completion.cache_write_tokens,
+    )
+    stats.cost_usd += cost
+    return msgspec.structs.replace(completion, cost_usd=cost)
+
+
+def count_failure(stats: GatewayStats, kind: str, waited_s: float) -> None:
+    """Count a call that failed: a 429, or a timeout (its full time counts in the latencies)."""
+    if kind == "rate_limited":
+        stats.rate_limited += 1
+    elif kind == "timeout":
+        stats.timeouts += 1
+        stats.latencies_s.append(waited_s)
 
 
 class GatewaySnapshot(msgspec.Struct, frozen=True):
@@ -64,7 +133,7 @@ def snapshot_gateways(
         cost = None
         if gateway.price is not None:  # summed per call, each at its own price
             cost = stats.cost_usd
-        elif not gateway.backend.simulated:
+        elif not simulated(gateway.backend):
             cost = prices.cost(
                 model,
                 stats.prompt_tokens,

@@ -8,6 +8,9 @@ from typing import Protocol
 from rapport.config.constants import CHARS_PER_TOKEN_ESTIMATE
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
+# Providers that stand in for a model: the offline simulator and the fixed-reply backend.
+SIMULATED_PROVIDERS = frozenset({"simulated", "null"})
+
 
 class Backend(Protocol):
     """A provider of chat completions. Providers only build requests and parse responses;
@@ -15,7 +18,6 @@ class Backend(Protocol):
 
     provider: str
     model: str
-    simulated: bool
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
@@ -44,7 +46,13 @@ def usage_or_estimate(
     )
 
 
+def simulated(backend: Backend) -> bool:
+    """Whether the backend stands in for a model, known by its provider: its text is not a
+    model's, it costs nothing and states no limits."""
+    return backend.provider in SIMULATED_PROVIDERS
+
+
 def label(backend: Backend) -> str:
     """How a backend is shown to people: simulated backends always say so."""
     name = f"{backend.provider}:{backend.model}" if backend.model else backend.provider
-    return f"{name} (simulated)" if backend.simulated else name
+    return f"{name} (simulated)" if simulated(backend) else name

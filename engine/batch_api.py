@@ -70,7 +70,7 @@ class BatchUnavailable(Exception):
 def batch_client(backend: Backend) -> BatchClient:
     """The batch API beside a live backend (same SDK client, key, base URL and model); the
     SDKs are imported only when one is used."""
-    if backend.provider not in BATCH_PROVIDERS or backend.simulated:
+    if backend.provider not in BATCH_PROVIDERS:
         raise BatchUnavailable(backend.provider)
     from rapport.engine.backends.batch_clients import AnthropicBatches, OpenAIBatches
 

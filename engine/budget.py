@@ -20,6 +20,7 @@ from rapport.config.constants import WORST_CASE_CHARS_PER_TOKEN, WORST_CASE_MARG
 from rapport.config.errors import RapportError
 from rapport.config.prices import PriceTable, usage_cost
 from rapport.config.run import Price
+from rapport.engine.backend import simulated
 from rapport.engine.errors import ProviderUnusable
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
@@ -156,7 +157,7 @@ def attach_budget(guard: SpendGuard, gateways: Mapping[str, Gateway], prices: Pr
     for role, gateway in gateways.items():
         backend = gateway.backend
         price = None
-        if not (backend.simulated or backend.provider in FREE_PROVIDERS):
+        if not (simulated(backend) or backend.provider in FREE_PROVIDERS):
             price = prices.price_for(backend.model)
             if price is None:
                 raise RapportError(

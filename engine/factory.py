@@ -17,7 +17,6 @@ from rapport.config.backend_settings import (
     OpenAIConfig,
     SimulatedConfig,
 )
-from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError
 from rapport.config.prices import PriceTable
 from rapport.config.run import Backends, Price
@@ -39,19 +38,17 @@ def gateway_key(settings: BackendConfig) -> tuple[object, ...]:
 
 def build_gateways(
     backends: Backends,
-    domain: Domain,
     environ: Mapping[str, str],
     config_file: str,
     prices: PriceTable | None = None,
 ) -> dict[str, Gateway]:
     """A gateway per role; roles on the same endpoint share one gateway."""
     roles = {role: getattr(backends, role) for role in ROLES}
-    return build_role_gateways(roles, domain, environ, config_file, prices=prices)
+    return build_role_gateways(roles, environ, config_file, prices=prices)
 
 
 def build_role_gateways(
     roles: Mapping[str, BackendConfig],
-    domain: Domain,
     environ: Mapping[str, str],
     config_file: str,
     key_prefix: str = "backends.",
@@ -68,7 +65,7 @@ def build_role_gateways(
         key = f"{key_prefix}{first_role}"
         limits = _shared_limits(members, config_file, key_prefix)
         gateway = build_gateway(
-            first, limits, domain, environ, config_file, key, price=price_of(first, prices)
+            first, limits, environ, config_file, key, price=price_of(first, prices)
         )
         for role, _ in members:
             gateways[role] = gateway
@@ -78,7 +75,6 @@ def build_role_gateways(
 def build_gateway(
     settings: BackendConfig,
     limits: GatewayLimits,
-    domain: Domain,
     environ: Mapping[str, str],
     file: str,
     key: str,
@@ -88,7 +84,7 @@ def build_gateway(
     """A gateway around a new backend built from `settings`; `price` (see `price_of`) makes
     each completion's cost."""
     return Gateway(
-        build_backend(settings, domain, environ, file, key),
+        build_backend(settings, environ, file, key),
         limits,
         max_retries=settings.max_retries,
         backoff_min_s=settings.backoff_min_s,
@@ -148,9 +144,9 @@ def _endpoint(settings: BackendConfig) -> str:
 
 
 class BuildContext(msgspec.Struct, frozen=True):
-    """What a builder may need beyond its settings; `file` and `key` name them in errors."""
+    """What a builder may need beyond its settings; `file` and `key` name them in errors.
+    No domain: a simulated backend reads it from each call's hints."""
 
-    domain: Domain
     environ: Mapping[str, str]
     file: str
     key: str
@@ -170,7 +166,6 @@ def _simulated(settings: SimulatedConfig, at: BuildContext) -> Backend:
         ignores_flaw=settings.user_ignores_flaw,
     )
     return SimulatedBackend(
-        at.domain,
         latency_ms=settings.latency_ms,
         model=settings.model,
         quality=settings.quality,
@@ -283,13 +278,13 @@ BUILDERS: dict[str, Callable[[Any, BuildContext], Backend]] = {
 
 
 def build_backend(
-    settings: BackendConfig, domain: Domain, environ: Mapping[str, str], file: str, key: str
+    settings: BackendConfig, environ: Mapping[str, str], file: str, key: str
 ) -> Backend:
     """One backend from its settings, by its provider's builder."""
     builder = BUILDERS.get(settings.provider)
     if builder is None:
         raise ConfigError(file, f"{key}.provider", f"unknown provider {settings.provider!r}")
-    return builder(settings, BuildContext(domain, environ, file, key))
+    return builder(settings, BuildContext(environ, file, key))
 
 
 def _api_key(

@@ -22,17 +22,11 @@ import anyio
 import msgspec
 
 from rapport.config.constants import LEASE_S, LEASE_TIMEOUT_S, LEASE_TTL_S
+from rapport.engine.accounting import gateway_name
 from rapport.engine.errors import BackendError
-from rapport.engine.gateway import Gateway, GatewayLimits
-from rapport.engine.limits import MinuteBudget
+from rapport.engine.gateway import Gateway
+from rapport.engine.limits import GatewayLimits, MinuteBudget
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
-
-UNITS = {
-    "rpm": "requests",
-    "tpm": "tokens",
-    "input_tpm": "input_tokens",
-    "output_tpm": "output_tokens",
-}
 
 BudgetSpec = dict[str, dict[str, int]]  # budget key -> unit -> per minute
 
@@ -190,13 +184,11 @@ class PauseReporting:
 
 def unit_limits(limits: GatewayLimits) -> dict[str, int]:
     """The per-minute units a gateway's limits set, named as its budgets are."""
-    return {unit: getattr(limits, field) for field, unit in UNITS.items() if getattr(limits, field)}
+    return limits.per_unit()
 
 
 def budget_key(gateway: Gateway) -> str:
     """An endpoint's key, the same in every process built from the same config."""
-    from rapport.engine.accounting import gateway_name
-
     return gateway_name(gateway)
 
 
@@ -227,10 +219,12 @@ def lease_budgets(gateways: Mapping[str, Gateway], broker: LeaseBroker, workers:
             )
         for replica in getattr(gateway.backend, "replicas", ()):
             own, own_board = f"{key}|{replica.name}", PauseBoard()
-            replica.budgets = {
-                unit: LeasedBudget(broker, own, unit, per_minute, workers, own_board)
-                for unit, per_minute in unit_limits(replica.limits).items()
-            }
+            replica.admission.use(
+                {
+                    unit: LeasedBudget(broker, own, unit, per_minute, workers, own_board)
+                    for unit, per_minute in unit_limits(replica.limits).items()
+                }
+            )
             replica.backend = PauseReporting(replica.backend, broker, own, own_board)
         if not getattr(gateway.backend, "replicas", ()):
             gateway.backend = PauseReporting(gateway.backend, broker, key, board)

@@ -1,4 +1,5 @@
-"""Per-minute budgets (aiolimiter leaky buckets) and the token estimates they are charged with.
+"""An endpoint's limits, the per-minute budgets (aiolimiter leaky buckets) that keep them, and the
+token estimates those budgets are charged with.
 
 Providers enforce limits per second as well as per minute, so a budget is spread evenly over
 the minute: the bucket holds about one second's worth, never a whole minute's burst.
@@ -14,6 +15,33 @@ from rapport.config.constants import (
     COMPLETION_AVERAGE_WEIGHT,
     RATE_BURST_SECONDS,
 )
+
+# Each per-minute budget's unit, and the field of GatewayLimits that sets it.
+UNIT_FIELDS = (
+    ("requests", "rpm"),
+    ("tokens", "tpm"),
+    ("input_tokens", "input_tpm"),
+    ("output_tokens", "output_tpm"),
+)
+
+
+class GatewayLimits(msgspec.Struct, frozen=True):
+    """Per-minute budgets and a concurrency cap; None means unlimited (or learned from the
+    provider's rate-limit headers when no rate is given at all)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    input_tpm: int | None = None
+    output_tpm: int | None = None
+    max_in_flight: int | None = None
+
+    @property
+    def has_rates(self) -> bool:
+        return any((self.rpm, self.tpm, self.input_tpm, self.output_tpm))
+
+    def per_unit(self) -> dict[str, int]:
+        """The per-minute rates set, by budget unit (requests, tokens, input_tokens, ...)."""
+        return {unit: getattr(self, field) for unit, field in UNIT_FIELDS if getattr(self, field)}
 
 
 class MinuteBudget:

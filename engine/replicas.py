@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import anyio
 import msgspec
 
+from rapport.engine.accounting import GatewayStats, count_completion
+from rapport.engine.admission import Admission
 from rapport.engine.backend import Backend
 from rapport.engine.clock import Clock, LoopClock
 from rapport.engine.errors import BackendError
-from rapport.engine.gateway import GatewayLimits, GatewayStats
-from rapport.engine.limits import MinuteBudget, TokenEstimate, TokenEstimator
+from rapport.engine.limits import GatewayLimits
 from rapport.engine.types import ChatMessage, Completion, CompletionParams
 
 DOWN_BACKOFF_MIN_S = 0.5
@@ -36,52 +36,30 @@ class ReplicaStats(GatewayStats):
 
 
 class Replica:
-    """One endpoint: its backend, its own budgets and cap, whether it is up."""
+    """One endpoint: its backend, its own admission (budgets and cap, engine/admission.py; a
+    429 takes the replica out rather than pausing its callers), whether it is up."""
 
     def __init__(self, name: str, backend: Backend, limits: GatewayLimits) -> None:
         self.name = name  # a base URL or `key:<ENV_NAME>`: never a key itself
         self.backend = backend
         self.limits = limits
         self.stats = ReplicaStats()
-        self.budgets = {
-            unit: MinuteBudget(per_minute)
-            for unit, per_minute in (
-                ("requests", limits.rpm),
-                ("tokens", limits.tpm),
-                ("input_tokens", limits.input_tpm),
-                ("output_tokens", limits.output_tpm),
-            )
-            if per_minute
-        }
-        cap = limits.max_in_flight
-        self.slots = anyio.CapacityLimiter(cap) if cap else None
+        self.admission = Admission(limits, LoopClock())  # (no pause: its clock is never read)
         self.unavailable_until = 0.0  # down (failures) or paused (429) until then
         self.failures_in_a_row = 0
 
     def load(self) -> float:
         """Share of its cap in use (calls in flight without a cap); a replica whose budget
         would make the call wait counts as full."""
-        if any(budget.would_wait() for budget in self.budgets.values()):
+        if self.admission.would_wait():
             return float("inf")
         cap = self.limits.max_in_flight
         return self.stats.in_flight / cap if cap else float(self.stats.in_flight)
-
-    async def admit(self, estimate: TokenEstimate) -> None:
-        budgets = self.budgets
-        if "requests" in budgets:
-            await budgets["requests"].acquire(1)
-        if "tokens" in budgets:
-            await budgets["tokens"].acquire(estimate.total)
-        if "input_tokens" in budgets:
-            await budgets["input_tokens"].acquire(estimate.prompt)
-        if "output_tokens" in budgets:
-            await budgets["output_tokens"].acquire(estimate.completion)
 
 
 class ReplicaSet:
     """A Backend over several replicas of one model (see the module's docstring)."""
 
-    simulated = False
     base_url = None  # the gateway's name; each replica's own is in `replicas`
 
     def __init__(self, replicas: Sequence[Replica], *, clock: Clock | None = None) -> None:
@@ -92,14 +70,11 @@ class ReplicaSet:
         self.provider = first.provider
         self.model = first.model
         self._clock = clock or LoopClock()
-        self._estimator = TokenEstimator()
         self._turn = 0  # ties in load go round the replicas
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams
     ) -> Completion:
-        prompt_chars = sum(len(m.content) for m in messages)
-        estimate = self._estimator.estimate(prompt_chars, params.max_tokens)
         tried: set[int] = set()
         last_error: BackendError | None = None
         while len(tried) < len(self.replicas):
@@ -109,16 +84,13 @@ class ReplicaSet:
             tried.add(index)
             replica = self.replicas[index]
             try:
-                completion = await self._call(replica, messages, params, estimate)
+                completion = await self._call(replica, messages, params)
             except BackendError as error:
                 error.limits = None  # (as above)
                 if not error.retryable:
                     raise
                 last_error = error
                 continue
-            self._estimator.learn(
-                prompt_chars, completion.prompt_tokens, completion.completion_tokens
-            )
             # A replica's rate-limit headers state its own limits, not the whole set's.
             return msgspec.structs.replace(completion, limits=None)
         raise self._all_failed(last_error)
@@ -144,24 +116,23 @@ class ReplicaSet:
         replica: Replica,
         messages: Sequence[ChatMessage],
         params: CompletionParams,
-        estimate: TokenEstimate,
     ) -> Completion:
         wait = replica.unavailable_until - self._clock.now()
         if wait > 0:  # every replica is out: wait for the one back soonest
             await self._clock.sleep(wait)
-        if replica.slots is None:
-            return await self._admitted(replica, messages, params, estimate)
-        async with replica.slots:
-            return await self._admitted(replica, messages, params, estimate)
+        slots = replica.admission.slots
+        if slots is None:
+            return await self._admitted(replica, messages, params)
+        async with slots:
+            return await self._admitted(replica, messages, params)
 
     async def _admitted(
         self,
         replica: Replica,
         messages: Sequence[ChatMessage],
         params: CompletionParams,
-        estimate: TokenEstimate,
     ) -> Completion:
-        await replica.admit(estimate)
+        ticket = await replica.admission.admit(messages, params)
         stats = replica.stats
         stats.requests += 1
         stats.in_flight += 1
@@ -174,13 +145,8 @@ class ReplicaSet:
             stats.in_flight -= 1
         replica.failures_in_a_row = 0
         replica.unavailable_until = 0.0
-        stats.succeeded += 1
-        stats.prompt_tokens += completion.prompt_tokens
-        stats.completion_tokens += completion.completion_tokens
-        stats.cache_read_tokens += completion.cache_read_tokens
-        stats.cache_write_tokens += completion.cache_write_tokens
-        stats.latencies_s.append(completion.latency_s)
-        return completion
+        replica.admission.settle(ticket, completion)
+        return count_completion(stats, completion)
 
     def _note_failure(self, replica: Replica, error: BackendError) -> None:
         stats = replica.stats

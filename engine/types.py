@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from rapport.config.domain import Domain
 from rapport.config.scenario import Scenario
 from rapport.store.transcripts import TRUNCATED_FINISH_REASONS
 
@@ -19,10 +20,12 @@ class ChatMessage(msgspec.Struct, frozen=True):
 
 
 class SimulationHints(msgspec.Struct, frozen=True):
-    """What the simulated backend needs to write a plausible turn; real backends ignore it."""
+    """What the simulated backend needs to write a plausible turn; real backends ignore it.
+    The domain comes with each call, so a simulated backend is built without one."""
 
     speaker: Speaker
     scenario: Scenario
+    domain: Domain
     exchange: int
     target_exchanges: int
     final: bool

@@ -143,7 +143,7 @@ def questions(
             max_tokens=config.max_tokens * (len(group) if len(group) > 1 else 1),
             temperature=JUDGE_TEMPERATURE,
             json_schema=batched_schema(list(ids)) if len(group) > 1 else criterion_schema(),
-            hints=SimulationHints("judge", scenario, exchanges, exchanges, True, ids, side),
+            hints=SimulationHints("judge", scenario, domain, exchanges, exchanges, True, ids, side),
         )
         prompts = tuple(
             judge_messages(domain, group, stats, part, exchanges, side, plan) for part in parts

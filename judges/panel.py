@@ -41,7 +41,6 @@ def judge_configs(settings: RunConfig, specs: Sequence[str]) -> tuple[JudgeConfi
 
 def build_judges(
     configs: Sequence[JudgeConfig],
-    domain: Domain,
     environ: Mapping[str, str],
     config_file: str,
     prices: PriceTable | None = None,
@@ -51,7 +50,7 @@ def build_judges(
         if config.backend.provider == "llamacpp" and config.context_tokens is None:
             config = msgspec.structs.replace(config, context_tokens=config.backend.n_ctx)
         gateway = build_gateway(
-            config.backend, limits_of(config.backend), domain, environ, config_file,
+            config.backend, limits_of(config.backend), environ, config_file,
             f"judges[{index}].backend", price=price_of(config.backend, prices),
         )  # fmt: skip
         judges.append(Judge(config, gateway))

@@ -128,7 +128,6 @@ def prepare_eval(request: EvalRequest, environ: Mapping[str, str] | None = None)
     prepared = prepare_run(
         settings,
         database,
-        domain,
         environ=environment(environ),
         shown=str(request.config or "run config"),
         roles={"user_sim": user_sim, **sides},

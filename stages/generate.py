@@ -187,7 +187,6 @@ def prepare(request: GenerateRequest, environ: dict[str, str] | None = None) -> 
     prepared = prepare_run(
         settings,
         request.db,
-        domain,
         environ=environment(environ),
         shown=str(request.config or "run config"),
         roles=msgspec.structs.asdict(settings.backends),

@@ -13,7 +13,6 @@ import msgspec
 
 from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError, RapportError
-from rapport.config.loader import load_domain
 from rapport.config.run import JudgeConfig, RunConfig
 from rapport.config.sides import SIDES, Side
 from rapport.engine.batch_api import BATCH_PROVIDERS, batch_client
@@ -82,14 +81,9 @@ def prepare_judging(request: JudgeRequest, environ: Mapping[str, str] | None = N
             "--side user: no domain of this corpus has a simulator_rubric.yaml, so there is "
             "no user side to judge (add one to the domain and generate a new plan)"
         )
-    # The judges' own backends need a domain (the simulated one writes from it): the corpus's,
-    # or the configured one when nothing has been planned yet.
-    domain = next(iter(domains.values()), None) or load_domain(
-        Path(settings.domain) if settings.domain else None
-    )
     environ = environment(environ)
     prepared = prepare_run(
-        settings, database, domain, environ=environ, shown=shown, judges=configs
+        settings, database, environ=environ, shown=shown, judges=configs
     )  # no budget: `rapport judge` has no --max-cost
     return JudgeRun(
         **msgspec.structs.asdict(prepared),

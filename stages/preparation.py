@@ -16,7 +16,6 @@ import duckdb
 import msgspec
 
 from rapport.config.decoding import decode
-from rapport.config.domain import Domain
 from rapport.config.prices import PriceTable, load_prices
 from rapport.config.run import (
     BackendConfig,
@@ -104,7 +103,6 @@ def environment(environ: Mapping[str, str] | None) -> dict[str, str]:
 def prepare_run(
     settings: RunConfig,
     database: Database | Path,
-    domain: Domain,
     *,
     environ: Mapping[str, str],
     shown: str,
@@ -119,8 +117,8 @@ def prepare_run(
     gateways and budget are built: a bad key or an unpriced model is refused before the file
     is touched. Errors are one line (`shown` names the config file in them)."""
     prices = load_prices(settings.prices)
-    gateways = build_role_gateways(roles or {}, domain, environ, shown, key_prefix, prices=prices)
-    built = tuple(build_judges(judges, domain, environ, shown, prices))
+    gateways = build_role_gateways(roles or {}, environ, shown, key_prefix, prices=prices)
+    built = tuple(build_judges(judges, environ, shown, prices))
     budget = None
     if earlier_spend is not None and settings.budget_usd is not None:
         budget = SpendGuard(settings.budget_usd)

@@ -134,7 +134,6 @@ class SlotServer:
 
     provider = "slots"
     model = "m"
-    simulated = False
 
     def __init__(self, slots: int, service_s: float = 1.0) -> None:
         self._slots = anyio.Semaphore(slots)
@@ -193,7 +192,6 @@ class RateLimitedFirst:
 
     provider = "limited"
     model = "m"
-    simulated = False
 
     def __init__(self, limited: int, retry_after_s: float | None = 0.25) -> None:
         self.limited = limited
@@ -257,7 +255,6 @@ class TimesOutFirst:
 
     provider = "slow"
     model = "m"
-    simulated = False
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -293,7 +290,6 @@ class QueueingServer:
 
     provider = "local"
     model = "m"
-    simulated = False
 
     def __init__(
         self,

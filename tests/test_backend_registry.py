@@ -136,7 +136,7 @@ def test_a_yaml_spec_without_provider_is_the_in_process_model(tmp_path):
     assert parse_backend_spec(str(path)) == LlamaCppConfig(model_path="m.gguf", threads=3)
 
 
-def test_each_builder_builds_its_provider(tiny):
+def test_each_builder_builds_its_provider():
     environ = {"OPENAI_API_KEY": "k" * 12, "ANTHROPIC_API_KEY": "k" * 12}
     settings = [
         SimulatedConfig(quality=0.5),
@@ -147,31 +147,31 @@ def test_each_builder_builds_its_provider(tiny):
         LlamaCppConfig(model_path="embedded"),
     ]
     for one in settings:
-        backend = build_backend(one, tiny, environ, "run.yaml", "backends.assistant")
+        backend = build_backend(one, environ, "run.yaml", "backends.assistant")
         assert backend.provider == one.provider
         anyio.run(backend.aclose)
 
 
-def test_builders_keep_their_one_line_errors(tiny):
+def test_builders_keep_their_one_line_errors():
     with pytest.raises(ConfigError) as caught:
-        build_backend(OpenAIConfig(), tiny, {}, "run.yaml", "backends.assistant")
+        build_backend(OpenAIConfig(), {}, "run.yaml", "backends.assistant")
     assert (caught.value.key, caught.value.problem) == (
         "backends.assistant.model",
         "is required for provider openai",
     )
     with pytest.raises(ConfigError) as caught:
-        build_backend(CommandConfig(), tiny, {}, "run.yaml", "backends.user_sim")
+        build_backend(CommandConfig(), {}, "run.yaml", "backends.user_sim")
     assert caught.value.key == "backends.user_sim.command"
 
 
-def test_endpoints_group_roles_per_provider(tiny):
+def test_endpoints_group_roles_per_provider():
     from rapport.config.run import Backends
 
-    same = build_gateways(Backends(NullConfig(), NullConfig(temperature=0.1)), tiny, {}, "r")
+    same = build_gateways(Backends(NullConfig(), NullConfig(temperature=0.1)), {}, "r")
     assert same["user_sim"] is same["assistant"]
-    apart = build_gateways(Backends(NullConfig(), NullConfig(reply="no")), tiny, {}, "r")
+    apart = build_gateways(Backends(NullConfig(), NullConfig(reply="no")), {}, "r")
     assert apart["user_sim"] is not apart["assistant"]
-    local = build_gateways(Backends(), tiny, {}, "r")["assistant"]
+    local = build_gateways(Backends(), {}, "r")["assistant"]
     assert local.limits.max_in_flight == LlamaCppConfig.default_in_flight
 
 

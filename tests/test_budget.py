@@ -243,7 +243,7 @@ def test_an_eval_stops_at_its_budget_and_a_higher_one_finishes_it(tmp_path):
 class _CutReplies:
     """A priced backend whose every reply is cut at max_tokens (finish reason `length`)."""
 
-    provider, model, simulated = "openai", "gpt-4o-mini", False
+    provider, model = "openai", "gpt-4o-mini"
 
     def __init__(self) -> None:
         self.calls = 0

@@ -21,7 +21,6 @@ class ScriptedBackend:
 
     provider = "scripted"
     model = "script"
-    simulated = False
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: CompletionParams

@@ -29,7 +29,6 @@ class RecordingBackend:
 
     provider = "recording"
     model = "m"
-    simulated = False
 
     def __init__(self, latency_s: float = 0.0, rate_limited_calls: set[int] | None = None) -> None:
         self.latency_s = latency_s

@@ -7,7 +7,6 @@ import duckdb
 import pytest
 
 from rapport.config.backend_settings import OpenAIConfig
-from rapport.config.domain import Domain
 from rapport.config.errors import ConfigError
 from rapport.config.run import BackendConfig, Backends
 from rapport.engine.factory import build_gateways, build_role_gateways
@@ -23,13 +22,13 @@ def _openai(model: str = "shared-model", base_url: str = URL, **settings) -> Bac
     return OpenAIConfig(model=model, base_url=base_url, **settings)
 
 
-def _gateways(tiny: Domain, user_sim: BackendConfig, assistant: BackendConfig):
-    return build_gateways(Backends(user_sim=user_sim, assistant=assistant), tiny, {}, "run.yaml")
+def _gateways(user_sim: BackendConfig, assistant: BackendConfig):
+    return build_gateways(Backends(user_sim=user_sim, assistant=assistant), {}, "run.yaml")
 
 
-def test_roles_on_one_endpoint_share_one_gateway(tiny):
+def test_roles_on_one_endpoint_share_one_gateway():
     # Sampling settings belong to the role, not the endpoint: they do not split the gateway.
-    gateways = _gateways(tiny, _openai(temperature=1.2), _openai(temperature=0.3, max_tokens=50))
+    gateways = _gateways(_openai(temperature=1.2), _openai(temperature=0.3, max_tokens=50))
     assert gateways["user_sim"] is gateways["assistant"]
 
 
@@ -38,32 +37,32 @@ def test_roles_on_one_endpoint_share_one_gateway(tiny):
     [_openai(model="other-model"), _openai(base_url="http://127.0.0.1:8/v1")],
     ids=["other model", "other base_url"],
 )
-def test_roles_on_different_endpoints_get_a_gateway_each(tiny, assistant):
-    gateways = _gateways(tiny, _openai(), assistant)
+def test_roles_on_different_endpoints_get_a_gateway_each(assistant):
+    gateways = _gateways(_openai(), assistant)
     assert gateways["user_sim"] is not gateways["assistant"]
 
 
-def test_a_limit_set_by_one_role_holds_for_every_role_on_its_endpoint(tiny):
-    gateways = _gateways(tiny, _openai(rpm=60), _openai(tpm=90_000))
+def test_a_limit_set_by_one_role_holds_for_every_role_on_its_endpoint():
+    gateways = _gateways(_openai(rpm=60), _openai(tpm=90_000))
     limits = gateways["assistant"].limits
     assert (limits.rpm, limits.tpm) == (60, 90_000)
 
 
-def test_the_same_limit_set_by_both_roles_is_accepted(tiny):
-    gateways = _gateways(tiny, _openai(rpm=60), _openai(rpm=60))
+def test_the_same_limit_set_by_both_roles_is_accepted():
+    gateways = _gateways(_openai(rpm=60), _openai(rpm=60))
     assert gateways["user_sim"] is gateways["assistant"]
     assert gateways["user_sim"].limits.rpm == 60
 
 
-def test_different_limits_on_different_endpoints_are_kept_apart(tiny):
-    gateways = _gateways(tiny, _openai(rpm=60), _openai(model="other-model", rpm=600))
+def test_different_limits_on_different_endpoints_are_kept_apart():
+    gateways = _gateways(_openai(rpm=60), _openai(model="other-model", rpm=600))
     assert (gateways["user_sim"].limits.rpm, gateways["assistant"].limits.rpm) == (60, 600)
 
 
 @pytest.mark.parametrize("field", LIMITS)
-def test_conflicting_limits_for_one_endpoint_are_refused_naming_both(tiny, field):
+def test_conflicting_limits_for_one_endpoint_are_refused_naming_both(field):
     with pytest.raises(ConfigError) as caught:
-        _gateways(tiny, _openai(**{field: 10}), _openai(**{field: 20}))
+        _gateways(_openai(**{field: 10}), _openai(**{field: 20}))
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"run.yaml: backends.assistant.{field}: ")
@@ -71,14 +70,14 @@ def test_conflicting_limits_for_one_endpoint_are_refused_naming_both(tiny, field
     assert f"openai:shared-model at {URL}" in message
 
 
-def test_eval_sides_on_one_endpoint_share_a_gateway_and_a_conflict_names_the_side(tiny):
+def test_eval_sides_on_one_endpoint_share_a_gateway_and_a_conflict_names_the_side():
     sides = {"user_sim": _openai(model="user"), "baseline": _openai(), "candidate": _openai()}
-    gateways = build_role_gateways(sides, tiny, {}, "eval", "")
+    gateways = build_role_gateways(sides, {}, "eval", "")
     assert gateways["baseline"] is gateways["candidate"] is not gateways["user_sim"]
     sides["candidate"] = _openai(rpm=5)
     sides["baseline"] = _openai(rpm=7)
     with pytest.raises(ConfigError, match=r"^eval: candidate\.rpm: baseline and candidate share"):
-        build_role_gateways(sides, tiny, {}, "eval", "")
+        build_role_gateways(sides, {}, "eval", "")
 
 
 @pytest.mark.slow

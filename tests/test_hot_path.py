@@ -92,11 +92,11 @@ def test_hand_over_keeps_order_and_waits_when_the_buffer_is_full():
 
 def test_a_gateway_counts_prompt_characters_only_where_a_token_budget_can_use_them():
     instant = NullBackend()
-    assert not Gateway(instant)._metered  # a simulator states no limits: nothing to count
-    assert not Gateway(instant, GatewayLimits(rpm=60))._metered
-    assert Gateway(instant, GatewayLimits(tpm=6_000))._metered
-    assert Gateway(instant, GatewayLimits(input_tpm=6_000))._metered
+    assert not Gateway(instant).admission.metered  # a simulator states no limits: nothing to count
+    assert not Gateway(instant, GatewayLimits(rpm=60)).admission.metered
+    assert Gateway(instant, GatewayLimits(tpm=6_000)).admission.metered
+    assert Gateway(instant, GatewayLimits(input_tpm=6_000)).admission.metered
     real = NullBackend()
-    real.simulated = False  # a real provider may still state its limits in its headers
-    assert Gateway(real)._metered
-    assert not Gateway(real, GatewayLimits(rpm=60))._metered
+    real.provider = "openai"  # a real provider may still state its limits in its headers
+    assert Gateway(real).admission.metered
+    assert not Gateway(real, GatewayLimits(rpm=60)).admission.metered

@@ -93,6 +93,6 @@ def test_a_gateway_spends_leases_of_its_configured_limits_and_reports_its_429s()
     assert budget_spec({"user_sim": gateway}) == {
         budget_key(gateway): {"requests": 600, "tokens": 90_000}
     }
-    assert isinstance(gateway._budgets["requests"], LeasedBudget)
+    assert isinstance(gateway.admission.budgets["requests"], LeasedBudget)
     assert isinstance(gateway.backend, PauseReporting)
     assert gateway.backend.model == NullBackend().model  # everything else passes through

@@ -10,7 +10,6 @@ import pytest
 from llama_cpp import LlamaRAMCache
 
 from rapport.config.backend_settings import LlamaCppConfig
-from rapport.config.loader import load_domain
 from rapport.engine.backends.llamacpp_backend import LlamaCppBackend, resolve_model_path
 from rapport.engine.factory import build_backend
 from rapport.engine.types import ChatMessage, CompletionParams
@@ -52,6 +51,6 @@ def test_no_cache_without_a_key_or_capacity(mb, key):
 
 def test_the_factory_passes_the_capacity_on():  # no model is loaded here
     settings = LlamaCppConfig(prefix_cache_mb=64)
-    backend = build_backend(settings, load_domain(None), {}, "run.yaml", "backends.assistant")
+    backend = build_backend(settings, {}, "run.yaml", "backends.assistant")
     assert backend.prefix_cache_bytes == 64 * 1024 * 1024
     assert LlamaCppConfig().prefix_cache_mb == 512  # on by default: see the bench

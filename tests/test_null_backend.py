@@ -8,6 +8,7 @@ import duckdb
 
 from rapport.config.backend_settings import NullConfig
 from rapport.config.run import load_run_config
+from rapport.engine.backend import simulated
 from rapport.engine.backends.null_backend import NULL_MODEL, NullBackend
 from rapport.engine.types import ChatMessage, CompletionParams
 from tests.conftest import rapport
@@ -22,7 +23,7 @@ def test_it_answers_the_same_prebuilt_reply_to_every_call():
     assert first is second  # no Completion built per call
     assert (first.text, first.prompt_tokens, first.completion_tokens) == ("fine", 0, 1)
     assert (first.provider, first.model, first.finish_reason) == ("null", NULL_MODEL, "stop")
-    assert backend.simulated  # shown as not a model wherever it is labelled
+    assert simulated(backend)  # shown as not a model wherever it is labelled
 
 
 def test_yaml_null_provider_needs_no_quotes(tmp_path):

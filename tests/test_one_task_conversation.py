@@ -31,7 +31,6 @@ class GatedBackend:
 
     provider = "gated"
     model = "gate"
-    simulated = False
 
     def __init__(self, expected_waiting: int = 0) -> None:
         self.gate = anyio.Event()

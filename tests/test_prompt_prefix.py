@@ -31,7 +31,6 @@ class Recording:
     """Wraps the simulated backend; records every prompt and its params per actor stream."""
 
     provider = "simulated"
-    simulated = True
 
     def __init__(
         self, inner: SimulatedBackend, goodbye_only: frozenset[tuple[int, int]] = frozenset()
@@ -53,7 +52,7 @@ class Recording:
         at = (hints.scenario.index, hints.exchange)
         if hints.speaker == "user_sim" and at in self.goodbye_only:
             self.goodbye_only.discard(at)
-            marker = self.inner._domain.info.ending.marker
+            marker = hints.domain.info.ending.marker
             return Completion(marker, 1, 1, 0.0, self.model, self.provider, "stop")
         return await self.inner.complete(messages, params)
 
@@ -82,7 +81,7 @@ def _extends(earlier: Sequence[object], later: Sequence[object]) -> bool:
 
 def test_each_prompt_of_an_actor_extends_its_previous_prompt(tmp_path):
     generation, recording = _play(
-        tmp_path / "r.duckdb", lambda domain: Recording(SimulatedBackend(domain))
+        tmp_path / "r.duckdb", lambda domain: Recording(SimulatedBackend())
     )
     domain = generation.domain
     assert len(recording.prompts) == 4  # 2 conversations x 2 actors
@@ -108,7 +107,7 @@ def test_each_prompt_of_an_actor_extends_its_previous_prompt(tmp_path):
 
 
 def test_the_actors_send_a_cache_key_per_conversation_and_role(tmp_path):
-    _, recording = _play(tmp_path / "r.duckdb", lambda domain: Recording(SimulatedBackend(domain)))
+    _, recording = _play(tmp_path / "r.duckdb", lambda domain: Recording(SimulatedBackend()))
     for params in recording.params:
         hints = params.hints
         role = "user" if hints.speaker == "user_sim" else "assistant"
@@ -118,7 +117,7 @@ def test_the_actors_send_a_cache_key_per_conversation_and_role(tmp_path):
 def test_the_closing_retry_after_a_bare_goodbye_differs_at_its_last_message_only(tmp_path):
     generation, recording = _play(
         tmp_path / "r.duckdb",
-        lambda domain: Recording(SimulatedBackend(domain), goodbye_only=frozenset({(0, 2)})),
+        lambda domain: Recording(SimulatedBackend(), goodbye_only=frozenset({(0, 2)})),
         count=1,
     )
     domain = generation.domain

@@ -30,7 +30,7 @@ PARAMS = CompletionParams(max_tokens=20, temperature=0.0)
 
 def _gateway(tiny, settings: OpenAIConfig, environ: dict[str, str] | None = None) -> Gateway:
     return build_gateway(
-        settings, limits_of(settings), tiny, environ or {}, "run.yaml", "backends.assistant"
+        settings, limits_of(settings), environ or {}, "run.yaml", "backends.assistant"
     )
 
 
@@ -164,7 +164,7 @@ def test_each_replica_keeps_its_own_request_budget(tiny):
     )
     replica_set = _gateway(tiny, settings).backend
     assert isinstance(replica_set, ReplicaSet)
-    budgets = [r.budgets["requests"].per_minute for r in replica_set.replicas]
+    budgets = [r.admission.budgets["requests"].per_minute for r in replica_set.replicas]
     assert budgets == [60, 600]
     assert [r.name for r in replica_set.replicas] == [
         "http://127.0.0.1:9/v1",

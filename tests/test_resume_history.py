@@ -41,7 +41,6 @@ class RecordingBackend:
 
     provider = "recording"
     model = "recorder"
-    simulated = False
 
     def __init__(self, prefix: str, failing: frozenset[tuple[int, str, int]] = frozenset()):
         self.prefix = prefix

@@ -18,7 +18,6 @@ from rich.console import Console
 
 from rapport._live_table import progress_table
 from rapport.config.backend_settings import OpenAIConfig
-from rapport.config.loader import load_domain
 from rapport.config.prices import load_prices
 from rapport.config.secrets import PATTERNS_ONLY, REDACTED, Redactor, looks_like_secret
 from rapport.engine.backends.http_errors import short_message
@@ -358,8 +357,7 @@ def test_the_live_display_shows_endpoints_redacted() -> None:
         base_url=f"http://user:{PROXY_KEY}@127.0.0.1:9/v1?api_key={PROXY_KEY}",
         api_key_env=PROXY_KEY_ENV,
     )
-    domain = load_domain(TINY_DOMAIN)
-    gateway = build_gateway(settings, limits_of(settings), domain, ENV, "run.yaml", "assistant")
+    gateway = build_gateway(settings, limits_of(settings), ENV, "run.yaml", "assistant")
     redactor = Redactor.from_environ(ENV, [PROXY_KEY_ENV])
     table = progress_table(RunProgress(total=3), {"assistant": gateway}, load_prices({}), redactor)
     screen = io.StringIO()

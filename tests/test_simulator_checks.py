@@ -202,7 +202,6 @@ class FailingFirst:
     fail for good: the run stores part of those conversations, the next one resumes them."""
 
     provider = "simulated"
-    simulated = True
 
     def __init__(self, inner: SimulatedBackend, failing: frozenset[tuple[int, str, int]]):
         self.inner, self.failing, self.model = inner, failing, inner.model
@@ -224,7 +223,7 @@ def _play(db: Path, failing: frozenset[tuple[int, str, int]]) -> None:
     request = GenerateRequest(db=db, backend="simulated", count=12, turns=6, domain=TINY_DOMAIN)
     generation = prepare(request)
     faults = UserFaults(copies=0.3, repeats=0.3)
-    gateway = Gateway(FailingFirst(SimulatedBackend(generation.domain, faults=faults), failing))
+    gateway = Gateway(FailingFirst(SimulatedBackend(faults=faults), failing))
     generation = msgspec.structs.replace(
         generation, gateways={"user_sim": gateway, "assistant": gateway}
     )

@@ -33,7 +33,6 @@ class CountingBackend:
 
     provider = "counting"
     model = "gen"
-    simulated = False
 
     def __init__(self, judge_in_flight: list[int], total_calls: int) -> None:
         self.judge_in_flight = judge_in_flight
@@ -70,7 +69,6 @@ class RecordingJudgeBackend:
 
     provider = "recording"
     model = "judge"
-    simulated = False
 
     def __init__(
         self, in_flight: list[int], wait_for: anyio.Event | None = None, broken: bool = False

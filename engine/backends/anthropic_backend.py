@@ -102,7 +102,6 @@ class AnthropicBackend:
     takes no sampling parameters, and the Messages API has no seed."""
 
     provider = "anthropic"
-    simulated = False
 
     def __init__(self, *, model: str, api_key: str, base_url: str | None, timeout_s: float) -> None:
         self.model = model

@@ -57,7 +57,6 @@ class CommandBackend:
     started) is killed when it runs past `timeout_s`."""
 
     provider = "command"
-    simulated = False
 
     def __init__(self, *, argv: tuple[str, ...], timeout_s: float, model: str = "") -> None:
         if not argv:

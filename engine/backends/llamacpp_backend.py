@@ -121,7 +121,6 @@ class LlamaCppBackend:
     worker thread (a Llama object is not safe for concurrent use)."""
 
     provider = "llamacpp"
-    simulated = False
 
     def __init__(
         self,

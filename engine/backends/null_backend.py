@@ -17,7 +17,6 @@ class NullBackend:
     read), so a run measures the engine, streams and store and nothing else."""
 
     provider = "null"
-    simulated = True
 
     def __init__(self, *, reply: str = NULL_REPLY, model: str = "") -> None:
         self.model = model or NULL_MODEL

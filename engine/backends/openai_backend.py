@@ -68,7 +68,6 @@ class OpenAIBackend:
     uses the strongest mode the server accepts (see engine.backends.structured_output)."""
 
     provider = "openai"
-    simulated = False
 
     def __init__(self, *, model: str, api_key: str, base_url: str | None, timeout_s: float) -> None:
         self.model = model

@@ -11,7 +11,6 @@ import anyio
 import anyio.lowlevel
 
 from rapport.config.constants import SIMULATED_USER_REDRAWS
-from rapport.config.domain import Domain
 from rapport.engine.backend import usage_or_estimate
 from rapport.engine.backends.simulated_faults import UserFaults, write_fault_turn
 from rapport.engine.backends.simulated_judge import write_verdicts
@@ -25,10 +24,11 @@ SIMULATED_MODEL = "rapport-simulator"
 
 
 class SimulatedBackend:
-    """Writes turns from the scenario in the call's hints, sampling the way a provider that
-    honours seeds does: the same sampling seed (`params.seed`) gives the same text and another
-    seed other text; without a seed, temperature 0 is greedy (the call alone decides, as a
-    judge's does) and any other temperature draws afresh from this instance's own randomness.
+    """Writes turns from the scenario and domain in the call's hints (so it is built without a
+    domain), sampling the way a provider that honours seeds does: the same sampling seed
+    (`params.seed`) gives the same text and another seed other text; without a seed,
+    temperature 0 is greedy (the call alone decides, as a judge's does) and any other
+    temperature draws afresh from this instance's own randomness.
 
     `quality` is, as the assistant, the share of real replies (the rest are generic lapses) and,
     as a judge, the base share of YES verdicts (lowered by lapses it reads in the transcript);
@@ -42,11 +42,9 @@ class SimulatedBackend:
     """
 
     provider = "simulated"
-    simulated = True
 
     def __init__(
         self,
-        domain: Domain,
         *,
         latency_ms: float = 0.0,
         model: str = "",
@@ -55,7 +53,6 @@ class SimulatedBackend:
         topic_quality: Mapping[str, float] | None = None,
     ) -> None:
         self.model = model or SIMULATED_MODEL
-        self._domain = domain
         self._latency_s = latency_ms / 1000.0
         self._quality = quality
         self._faults = faults or UserFaults()
@@ -78,7 +75,7 @@ class SimulatedBackend:
         if hints.speaker == "judge":
             prompt = "\n".join(m.content for m in messages)
             text = write_verdicts(
-                self._domain, hints.scenario, hints.criteria, self._judge_quality(hints), rng,
+                hints.domain, hints.scenario, hints.criteria, self._judge_quality(hints), rng,
                 prompt, hints.side,
             )  # fmt: skip
         elif hints.speaker == "user_sim":
@@ -86,7 +83,7 @@ class SimulatedBackend:
         else:
             last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
             text = write_assistant_turn(
-                self._domain, hints.scenario, last_user, hints.final, rng, self._quality
+                hints.domain, hints.scenario, last_user, hints.final, rng, self._quality
             )
         return simulated_completion(text, messages, started, self.model, self.provider)
 
@@ -103,7 +100,7 @@ class SimulatedBackend:
             fault = faults.draw(seed)
             if fault is not None:
                 text = write_fault_turn(
-                    fault, self._domain, hints.scenario, messages, hints.final, rng
+                    fault, hints.domain, hints.scenario, messages, hints.final, rng
                 )
                 if text is not None:
                     return text
@@ -112,7 +109,7 @@ class SimulatedBackend:
         for _ in range(SIMULATED_USER_REDRAWS):
             # In character, a user does not send one of its messages again: drawn anew if so.
             text = write_user_turn(
-                self._domain, hints.scenario, hints.exchange, hints.final, rng, show_flaws
+                hints.domain, hints.scenario, hints.exchange, hints.final, rng, show_flaws
             )
             if repeated_turn(text, said) is None:
                 break
