@@ -275,7 +275,8 @@ def test_a_cut_reply_is_kept_when_the_budget_refuses_its_longer_retry(tiny):
         gateway=gateway, settings=OpenAIConfig(model="gpt-4o-mini", max_tokens=100),
         sink=None, history=[], on_turn=lambda _: None,  # type: ignore[arg-type]
     )  # fmt: skip
-    completion = anyio.run(actor.speak, [ChatMessage("user", "x" * 400)], 1, False)
+    # max_tokens is set, so the words a turn may use do not change its budget
+    completion = anyio.run(actor.speak, [ChatMessage("user", "x" * 400)], 1, False, 60)
     assert completion.truncated and completion.completion_tokens == 100
     assert backend.calls == 1 and guard.reached  # the retry with 200 tokens did not fit
     assert guard.total_spent_usd == pytest.approx(0.2) and guard.reserved_usd == 0.0
