@@ -12,6 +12,7 @@ from tests.conftest import rapport
 pytestmark = pytest.mark.slow  # models, subprocesses, kills: see the fast tier in the README
 
 
+@pytest.mark.serial  # llama.cpp in process: its threads spin, beside another worker they crawl
 def test_generate_without_a_backend_uses_the_embedded_model(tmp_path):
     db = tmp_path / "demo.duckdb"
     result = rapport("generate", "--db", str(db), "--count", "1", "--turns", "1", timeout=600)

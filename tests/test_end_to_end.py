@@ -46,6 +46,7 @@ def _wait_for(base_url: str, server: subprocess.Popen[bytes], name: str) -> None
             time.sleep(0.3)
 
 
+@pytest.mark.serial  # llama.cpp in process: its threads spin, beside another worker they crawl
 def test_simulate_judge_train_export_serve_generate(tmp_path):
     started = time.monotonic()
     db, tiny, data = tmp_path / "c.duckdb", tmp_path / "tiny", tmp_path / "data"

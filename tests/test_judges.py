@@ -262,6 +262,7 @@ def test_generate_judges_as_conversations_complete_and_report_writes_files(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # llama.cpp in process: its threads spin, beside another worker they crawl
 def test_the_default_judge_is_the_embedded_model_with_json_grammar(db_path):
     import llama_cpp  # noqa: F401  (a required dependency: without it this test fails)
 

@@ -128,6 +128,7 @@ def test_gguf_conversion_matches_transformers_logits(workspace, tmp_path):
     assert (expected.argmax(-1) == got.argmax(-1)).all()
 
 
+@pytest.mark.serial  # llama.cpp in process: its threads spin, beside another worker they crawl
 def test_real_small_model_from_its_gguf_round_trips(workspace, tmp_path):
     """SmolLM2-135M-Instruct (the embedded GGUF) → LoRA on CPU → merged back into a GGUF that
     llama.cpp loads, with llama.cpp's own tokenizer metadata carried over."""
