@@ -69,11 +69,11 @@ from rapport.config.constants import (
     UNTIL_PASSING_DRAW_FACTOR,
 )
 from rapport.config.errors import RapportError
-from rapport.config.exception_groups import first_leaf
 from rapport.config.secrets import Redactor
 from rapport.config.sides import parse_sides
 from rapport.engine.budget import BudgetReached
 from rapport.engine.interrupts import Interrupted, raise_on_stop_signals
+from rapport.errors import user_error
 from rapport.stages.generate import RunSummary
 from rapport.stages.judge import JudgeRequest
 from rapport.stages.until_passing import short_line
@@ -463,13 +463,10 @@ def _print_error(message: str) -> None:
 
 
 def _single_user_error(group: BaseExceptionGroup) -> BaseException:
-    """A user error (or a stop) raised inside task groups arrives wrapped: unwrap it to print
-    one line."""
-    stops, _ = group.split(Interrupted)
-    user_errors = stops if stops is not None else group.split(RapportError)[0]
-    if user_errors is None:
-        return group
-    return first_leaf(user_errors)
+    """A user error (or a stop) raised inside task groups arrives wrapped: unwrap it as the API
+    does (rapport.errors.user_error) to print one line."""
+    found = user_error(group)
+    return group if found is None else found
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from rapport.config.errors import BadInput, ConfigError, RapportError
+from rapport.config.exception_groups import first_leaf
 from rapport.config.secrets import Redactor
 from rapport.engine.budget import BudgetReached
 from rapport.engine.errors import ProviderUnreachable, ProviderUnusable
@@ -69,7 +70,7 @@ def translated(*, interrupts: bool = True) -> Iterator[None]:
             raise
         raise RunInterrupted(signal.SIGINT) from None
     except BaseExceptionGroup as group:
-        leaf = _user_error(group)
+        leaf = user_error(group)
         if leaf is None:
             raise
         raise _as_api_error(leaf, interrupts) from None
@@ -80,14 +81,13 @@ def translated(*, interrupts: bool = True) -> Iterator[None]:
         raise translated_error from None
 
 
-def _user_error(group: BaseExceptionGroup) -> BaseException | None:
-    """A stop, else the first user error, out of a group raised by task groups."""
+def user_error(group: BaseExceptionGroup) -> BaseException | None:
+    """A stop, else the first user error (RapportError), out of a group raised by task groups;
+    None when the group holds neither (a bug: the caller re-raises the group). The API and the
+    command line unwrap alike, so both say the same line."""
     stops, _ = group.split(Interrupted)
     found = stops if stops is not None else group.split(RapportError)[0]
-    leaf: BaseException | None = found
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
+    return None if found is None else first_leaf(found)
 
 
 def _as_api_error(error: BaseException, interrupts: bool = True) -> BaseException:
