@@ -19,7 +19,8 @@ from rapport.stages.dedup import DedupSummary, check_threshold, dedup_corpus
 from rapport.store.database import connect_for_reading
 from rapport.store.merge import MergeSummary, merge_shards
 from rapport.store.query import QueryResult, query, query_batches
-from rapport.store.review_queues import DEFAULT_QUEUE, STRATA, SampleSummary, sample_queue
+from rapport.store.review_queues import DEFAULT_QUEUE, STRATA, SampleSummary
+from rapport.store.review_queues import sample_queue as sample_review_queue  # draws a queue
 from rapport.store.run_secrets import database_redactor
 from rapport.store.stats import Section, complete_transcripts, corpus_stats, duplicate_sections
 
@@ -118,20 +119,3 @@ def merge(out: Path, shards: Sequence[Path]) -> MergeSummary:
 def check_database(path: Path) -> None:
     """A missing or foreign file is the store's one-line StoreError; nothing is created."""
     connect_for_reading(path).close()
-
-
-def sample_review_queue(
-    path: Path,
-    n: int,
-    *,
-    strategy: str = "random",
-    stratify: Sequence[str] = (),
-    queue: str = DEFAULT_QUEUE,
-    reviewer: str | None = None,
-    seed: int = 0,
-) -> SampleSummary:
-    """Draw a review queue for `rapport view` (store/review_queues.py says how each strategy
-    and stratification draws); replaces the queue of that name, leaves the others."""
-    return sample_queue(
-        path, n, strategy=strategy, stratify=stratify, queue=queue, reviewer=reviewer, seed=seed
-    )
